@@ -1,0 +1,98 @@
+"""The method contract: a model, a guarded data door, an optional buffer, and learn/unlearn per request.
+
+Methods never evaluate or log; the runner does. Hyperparameters are a dataclass whose field names are the
+config keys and the search-space names.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from clutune.clu.access import TrainAccess
+from clutune.clu.buffer import ReservoirBuffer
+from clutune.errors import UserError
+
+
+@dataclass
+class BaseHparams:
+    """The budget every method shares, so comparisons spend the same passes over the request data."""
+
+    lr: float = 0.01
+    batch_size: int = 128
+    epochs_per_learn: int = 20
+    iters_per_unlearn: int = 200
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+    def validate(self, prefix: str) -> None:
+        for name in ("batch_size", "epochs_per_learn"):
+            if getattr(self, name) < 1:
+                raise UserError(f"config key '{prefix}.{name}': must be at least 1")
+        if self.iters_per_unlearn < 0:
+            raise UserError(f"config key '{prefix}.iters_per_unlearn': must be >= 0")
+        if self.lr < 0:
+            raise UserError(f"config key '{prefix}.lr': must be >= 0")
+
+
+class Method:
+    name: ClassVar[str]
+    Hparams: ClassVar[type[BaseHparams]] = BaseHparams
+
+    def __init__(self, model: nn.Module, hp: BaseHparams, data: TrainAccess, seed: int) -> None:
+        self.model = model
+        self.hp = hp
+        self.data = data
+        self.generator = torch.Generator().manual_seed(seed)
+        size = getattr(hp, "buffer_size", None)
+        self.buffer: ReservoirBuffer | None = (
+            ReservoirBuffer(size, seed=seed, logits_dim=self.buffer_logits_dim()) if size is not None else None
+        )
+
+    def buffer_logits_dim(self) -> int | None:
+        return None
+
+    def learn(self, request: Any) -> None:
+        raise NotImplementedError
+
+    def unlearn(self, request: Any) -> None:
+        raise NotImplementedError
+
+    def check_request(self, request: Any) -> None:
+        """Refuse a request this method cannot serve, before the run starts."""
+
+    def optimizer(self, steps: int, lr: float | None = None) -> tuple[torch.optim.Optimizer, Any]:
+        """SGD with momentum and cosine annealing over the request, rebuilt at every request."""
+        opt = torch.optim.SGD(
+            self.model.parameters(),
+            lr=self.hp.lr if lr is None else lr,
+            momentum=self.hp.momentum,
+            weight_decay=self.hp.weight_decay,
+        )
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the stream bit for bit: model, buffer, RNG, method extras."""
+        return {
+            "model": copy.deepcopy(self.model.state_dict()),
+            "buffer": None if self.buffer is None else self.buffer.state_dict(),
+            "generator": self.generator.get_state(),
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.buffer is not None:
+            self.buffer.load_state_dict(state["buffer"])
+        self.generator.set_state(state["generator"])
+        self.load_extra_state(state["extra"])
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,43 @@
+"""Plain supervised epochs and batched inference, shared by finetune-style methods and the oracle."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clutune.clu.access import TrainAccess
+from clutune.clu.batches import epoch_batches
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
+
+
+def sgd_epochs(
+    model: nn.Module,
+    data: TrainAccess,
+    ids: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler | None,
+    generator: torch.Generator,
+) -> None:
+    model.train()
+    for _ in range(epochs):
+        for batch in epoch_batches(ids, batch_size, generator):
+            x, y = data.fetch(batch, generator)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, to_inputs, batch_size: int = 1024) -> torch.Tensor:
+    """Logits for every row of ``x`` (on the CPU, float32), the model in eval mode."""
+    model.eval()
+    outs = [model(to_inputs(chunk)).float().cpu() for chunk in x.split(batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0)

@@ -1,0 +1,211 @@
+"""One method through one scenario: build everything from a config, run it, score each request.
+
+This is the glue between the pure-PyTorch library (:mod:`clutune.clu`) and the rest: datasets, oracles,
+metrics and result rows. The CLI, ``clutune compare`` and the Tune trainable all go through
+:func:`prepare` and :func:`run_experiment`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clutune.clu.access import TrainAccess, crop_flip
+from clutune.clu.methods import get_method
+from clutune.clu.methods.base import Method
+from clutune.clu.runner import run
+from clutune.clu.training import predict_logits
+from clutune.config import Config, best_defaults
+from clutune.data import Dataset, load_dataset
+from clutune.errors import UserError
+from clutune.metrics import SPLITS, Split, forgetting, request_metrics, softmax64, test_accuracy_by_classes
+from clutune.models import build_model
+from clutune.oracle import OracleCache, OracleOutputs, OracleRecipe, get_oracle
+from clutune.predictions import write_predictions
+from clutune.scenarios import Request, Scenario, build_scenario
+from clutune.typed import from_dict
+
+RESULT_KEYS = ("run_id", "method", "config_hash", "seed", "request", "kind")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def method_hparams(config: Config, method: str, dataset: str, bare: dict[str, Any] | None = None) -> Any:
+    """Defaults < configs/best/<method>-<dataset>.yaml < config methods.<method> < --set name=value."""
+    cls = get_method(method)
+    raw = {**best_defaults(method, dataset), **config.methods.get(method, {}), **(bare or {})}
+    return from_dict(cls.Hparams, raw, prefix=f"methods.{method}")
+
+
+def validate_methods_section(config: Config) -> None:
+    for name in config.methods:
+        method_hparams(config, name, config.dataset.name)
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, built and validated before any training starts."""
+
+    config: Config
+    dataset: Dataset
+    scenario: Scenario
+    recipe: OracleRecipe
+    cache: OracleCache
+    device: torch.device
+
+    def owned_ids(self, k: int) -> torch.Tensor:
+        return self.scenario.owned_after[k].nonzero().flatten()
+
+
+def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
+    device = resolve_device(config.device)
+    dataset = dataset or load_dataset(config.dataset.name, config.dataset.root)
+    scenario = build_scenario(
+        config.scenario.requests,
+        dataset.y_train,
+        dataset.num_classes,
+        classes_per_task=config.scenario.classes_per_task,
+        tasks=config.scenario.tasks,
+        seed=config.scenario.seed,
+    )
+    recipe = OracleRecipe.from_config(config.oracle, asdict(config.model))
+    return Prepared(config, dataset.to(device), scenario, recipe, OracleCache(config.oracle.cache_dir), device)
+
+
+def oracle_for(prep: Prepared, k: int) -> OracleOutputs:
+    return get_oracle(prep.dataset, prep.owned_ids(k), prep.recipe, prep.config.oracle.seed, prep.cache)
+
+
+@dataclass
+class Evaluator:
+    """Scores a model after request k against oracle k; keeps the per-class test accuracy history."""
+
+    prep: Prepared
+    oracle: Callable[[int], OracleOutputs]
+    predictions_dir: Path | None = None
+    class_acc: list[np.ndarray] = field(default_factory=list)  # per request: test accuracy per class
+    learned_at: dict[int, int] = field(default_factory=dict)  # task -> request that first learned it
+
+    def splits(self, request: Request, model_logits: tuple[torch.Tensor, torch.Tensor], oracle: OracleOutputs):
+        sc, ds, k = self.prep.scenario, self.prep.dataset, request.index
+        learn = torch.zeros(ds.n_train, dtype=torch.bool)
+        if request.kind == "learn":
+            learn[request.ids] = True
+        masks = {"remain": sc.owned_after[k] & ~learn, "learn": learn, "unlearn": sc.unlearned_after[k]}
+        y_train, y_test = ds.y_train.cpu().numpy(), ds.y_test.cpu().numpy()
+        pm_train, pm_test = softmax64(model_logits[0].numpy()), softmax64(model_logits[1].numpy())
+        po_train, po_test = softmax64(oracle.logits_train.numpy()), softmax64(oracle.logits_test.numpy())
+        out = {}
+        for name, mask in masks.items():
+            idx = mask.nonzero().flatten().numpy()
+            out[name] = Split(idx, y_train[idx], pm_train[idx], po_train[idx])
+        out["test"] = Split(np.arange(ds.n_test), y_test, pm_test, po_test)
+        return out
+
+    def __call__(self, request: Request, model: torch.nn.Module) -> dict[str, Any]:
+        ds, sc, k = self.prep.dataset, self.prep.scenario, request.index
+        logits = (predict_logits(model, ds.x_train, ds.inputs), predict_logits(model, ds.x_test, ds.inputs))
+        oracle = self.oracle(k)
+        splits = self.splits(request, logits, oracle)
+        row: dict[str, Any] = {"request": k, "kind": request.kind}
+        row.update(request_metrics(splits, request.kind == "learn"))
+        row.update(self.class_metrics(request, splits["test"]))
+        row.update(
+            n_learn=len(splits["learn"]),
+            n_unlearn=len(request.ids) if request.kind == "unlearn" else 0,
+            n_owned=int(sc.owned_after[k].sum()),
+            n_unlearned_total=len(splits["unlearn"]),
+            oracle_seconds=oracle.seconds,
+            oracle_samples_processed=oracle.samples_processed,
+            oracle_cached=oracle.cached,
+            oracle_key=oracle.key,
+        )
+        if self.predictions_dir is not None:
+            task_of = sc.sample_task.numpy()
+            test_task = sc.class_task(ds.num_classes).numpy()
+            write_predictions(self.predictions_dir / f"request-{k}.parquet", splits, task_of, test_task)
+        return row
+
+    def class_metrics(self, request: Request, test: Split) -> dict[str, float]:
+        """acc_test_owned / acc_test_unlearned and forgetting, from the per-class test accuracy history."""
+        sc, ds, k = self.prep.scenario, self.prep.dataset, request.index
+        y_owned = ds.y_train.cpu()[sc.owned_after[k]]
+        y_unl = ds.y_train.cpu()[sc.unlearned_after[k]]
+        owned_classes = sorted(set(torch.unique(y_owned).tolist()))
+        gone = sorted(set(torch.unique(y_unl).tolist()) - set(owned_classes))
+        hits = test.p_model.argmax(1) == test.labels
+        per_class = np.array(
+            [hits[test.labels == c].mean() if (test.labels == c).any() else np.nan for c in range(ds.num_classes)]
+        )
+        self.class_acc.append(per_class)
+        if request.kind == "learn":
+            for t in request.tasks:
+                self.learned_at.setdefault(t, k)
+        histories = []
+        for t, first in self.learned_at.items():
+            classes = [c for c in sc.task_classes[t] if c in owned_classes]
+            if first == k or not classes:
+                continue
+            counts = np.array([(test.labels == c).sum() for c in classes], dtype=np.float64)
+            histories.append(
+                [float((self.class_acc[j][classes] * counts).sum() / counts.sum()) for j in range(first, k + 1)]
+            )
+        return {
+            "acc_test_owned": test_accuracy_by_classes(test.p_model, test.labels, owned_classes),
+            "oracle_acc_test_owned": test_accuracy_by_classes(test.p_oracle, test.labels, owned_classes),
+            "acc_test_unlearned": test_accuracy_by_classes(test.p_model, test.labels, gone),
+            "oracle_acc_test_unlearned": test_accuracy_by_classes(test.p_oracle, test.labels, gone),
+            "forgetting": forgetting(histories),
+        }
+
+
+def build_method(prep: Prepared, method: str, hparams: Any, seed: int) -> Method:
+    cls = get_method(method)
+    torch.manual_seed(seed)
+    ds = prep.dataset
+    model = build_model(asdict(prep.config.model), ds.input_shape, ds.num_classes).to(prep.device)
+    access = TrainAccess(ds.x_train, ds.y_train, ds.inputs, crop_flip if prep.config.augment else None)
+    instance = cls(model, hparams, access, seed)
+    for request in prep.scenario.requests:
+        instance.check_request(request)
+    return instance
+
+
+def run_experiment(
+    prep: Prepared,
+    method: str,
+    hparams: Any,
+    seed: int,
+    on_row: Callable[[dict[str, Any], Method], None] | None = None,
+    predictions_dir: Path | None = None,
+    run_id: str | None = None,
+    oracle: Callable[[int], OracleOutputs] | None = None,
+) -> list[dict[str, Any]]:
+    """Rows in the results schema, one per request."""
+    run_id = run_id or uuid.uuid4().hex[:12]
+    instance = build_method(prep, method, hparams, seed)
+    evaluator = Evaluator(prep, oracle or (lambda k: oracle_for(prep, k)), predictions_dir)
+    head = {"run_id": run_id, "method": method, "config_hash": prep.config.hash(), "seed": seed}
+
+    def tagged(row: dict[str, Any], m: Method) -> None:
+        row.update(head)
+        if on_row is not None:
+            on_row(row, m)
+
+    rows = run(instance, prep.scenario.requests, evaluator, tagged)
+    return [{**{k: r[k] for k in RESULT_KEYS}, **{k: v for k, v in r.items() if k not in RESULT_KEYS}} for r in rows]
+
+
+__all__ = ["SPLITS", "Prepared", "prepare", "run_experiment", "method_hparams", "oracle_for", "resolve_device"]

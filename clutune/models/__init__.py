@@ -1,0 +1,84 @@
+"""Backbones by name. A model spec is a small dict so an oracle can rebuild the exact architecture."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from clutune.errors import UserError
+
+
+class MLP(nn.Module):
+    """Flat inputs (digits 64, mnist1d 40) through ReLU hidden layers."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: list[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks and a linear head: the cheap image model for CPU runs and tests."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width // 2, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width // 2, width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(width * 16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # 1-D signals (mnist1d) as one-row images
+            x = x.unsqueeze(1).unsqueeze(2) if x.shape[1] != 1 else x.unsqueeze(2)
+        return self.head(self.features(x))
+
+
+def resnet18_cifar(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """ResNet-18 with the CIFAR stem (3x3 conv, stride 1, no max-pool), as SFR-on and SalUn train it."""
+    from torchvision.models import resnet18
+
+    model = resnet18(num_classes=num_classes)
+    model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def torchvision_model(name: str, num_classes: int) -> nn.Module:
+    """Any torchvision classifier, randomly initialised: weights cannot be downloaded offline."""
+    import torchvision.models as tvm
+
+    if name not in tvm.list_models(module=tvm):
+        raise UserError(f"model.name {name!r} is neither built in (mlp, cnn, resnet18_cifar) nor a torchvision model")
+    return tvm.get_model(name, weights=None, num_classes=num_classes)
+
+
+def build_model(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build a model from ``spec`` (``{"name": ..., **options}``) for the dataset's input shape."""
+    name = spec.get("name", "mlp")
+    if name == "mlp":
+        in_features = 1
+        for d in input_shape:
+            in_features *= d
+        return MLP(in_features, num_classes, list(spec.get("hidden", [128])))
+    if name == "cnn":
+        in_channels = input_shape[0] if len(input_shape) == 3 else 1
+        return SmallCNN(in_channels, num_classes, int(spec.get("width", 32)))
+    if name == "resnet18_cifar":
+        return resnet18_cifar(num_classes, input_shape[0])
+    return torchvision_model(name, num_classes)
