@@ -90,7 +90,9 @@ def train_oracle(
     generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     total = recipe.epochs * steps_per_epoch(len(owned_ids), recipe.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total)) if recipe.schedule == "cosine" else None
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total)) if recipe.schedule == "cosine" else None
+    )
     t0 = time.perf_counter()
     if len(owned_ids):
         sgd_epochs(model, access, owned_ids, recipe.epochs, recipe.batch_size, opt, sched, generator)

@@ -156,7 +156,9 @@ def build_scenario(
         if kind == LEARN:
             again = mask & learned & ~unlearned
             if again.any():
-                raise UserError(f"{where}: {int(again.sum())} ids are already owned (e.g. id {int(again.nonzero()[0])})")
+                raise UserError(
+                    f"{where}: {int(again.sum())} ids are already owned (e.g. id {int(again.nonzero()[0])})"
+                )
             back = mask & unlearned
             if back.any():
                 i = int(back.nonzero()[0])

@@ -67,9 +67,7 @@ def _write_cifar(parent: Path, bytes_keys: bool = False) -> Arrays:
         bytes_keys,
     )
     names = [n.encode() for n in CIFAR_NAMES] if bytes_keys else CIFAR_NAMES
-    _pickle(
-        folder / "batches.meta", {"label_names": names, "num_cases_per_batch": 4, "num_vis": 3072}, bytes_keys
-    )
+    _pickle(folder / "batches.meta", {"label_names": names, "num_cases_per_batch": 4, "num_vis": 3072}, bytes_keys)
     return np.concatenate(xs), np.array(ys), x_test, np.array(y_test)
 
 

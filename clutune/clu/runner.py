@@ -79,7 +79,9 @@ def run(
                 method.data.block(request.ids)
             if method.buffer is not None and unlearned[method.buffer.ids].any():
                 bad = int(method.buffer.ids[unlearned[method.buffer.ids]][0])
-                raise PrivacyViolation(f"{method.name}: unlearned id {bad} is in the buffer after request {request.index}")
+                raise PrivacyViolation(
+                    f"{method.name}: unlearned id {bad} is in the buffer after request {request.index}"
+                )
             method.model.eval()
             row = {"seconds": seconds, "samples_processed": counter.count}
             row.update(evaluate(request, method.model))
