@@ -71,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"clutune: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from clutune.clu.runner import Diverged
+
+        if not isinstance(e, Diverged):
+            raise
+        print(f"clutune: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("clutune: interrupted", file=sys.stderr)
         return 130

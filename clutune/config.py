@@ -73,6 +73,9 @@ class Config:
     name: str = "unnamed"
     seed: int = 0
     device: str = "auto"
+    # torch intra-op threads for this run; 0 keeps torch's default. Small models run many times faster on one
+    # thread than on several that contend for cores with other trials.
+    threads: int = 1
     augment: bool = False  # random crop + flip on image batches during method training
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

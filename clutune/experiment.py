@@ -19,7 +19,7 @@ import torch
 from clutune.clu.access import TrainAccess, crop_flip
 from clutune.clu.methods import get_method
 from clutune.clu.methods.base import Method
-from clutune.clu.runner import run
+from clutune.clu.runner import Diverged, run
 from clutune.clu.training import predict_logits
 from clutune.config import Config, best_defaults
 from clutune.data import Dataset, load_dataset
@@ -71,6 +71,8 @@ class Prepared:
 
 def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
     device = resolve_device(config.device)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     dataset = dataset or load_dataset(config.dataset.name, config.dataset.root)
     scenario = build_scenario(
         config.scenario.requests,
@@ -117,6 +119,8 @@ class Evaluator:
     def __call__(self, request: Request, model: torch.nn.Module) -> dict[str, Any]:
         ds, sc, k = self.prep.dataset, self.prep.scenario, request.index
         logits = (predict_logits(model, ds.x_train, ds.inputs), predict_logits(model, ds.x_test, ds.inputs))
+        if not (torch.isfinite(logits[0]).all() and torch.isfinite(logits[1]).all()):
+            raise Diverged(f"request {k} ({request.kind}): the model's outputs are not finite; lower its step sizes")
         oracle = self.oracle(k)
         splits = self.splits(request, logits, oracle)
         row: dict[str, Any] = {"request": k, "kind": request.kind}

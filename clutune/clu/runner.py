@@ -26,6 +26,10 @@ class PrivacyViolation(RuntimeError):
     """An unlearned id survived somewhere it must not: a bug in a method, never a user error."""
 
 
+class Diverged(RuntimeError):
+    """The model's outputs became non-finite: the method's step sizes are too large for this problem."""
+
+
 class SampleCounter:
     """Counts samples through forward passes that build a graph: the forward+backward passes a method pays."""
 

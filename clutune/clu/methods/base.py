@@ -35,7 +35,7 @@ class BaseHparams:
                 raise UserError(f"config key '{prefix}.{name}': must be at least 1")
         if self.iters_per_unlearn < 0:
             raise UserError(f"config key '{prefix}.iters_per_unlearn': must be >= 0")
-        if self.lr < 0:
+        if self.lr is not None and self.lr < 0:
             raise UserError(f"config key '{prefix}.lr': must be >= 0")
 
 

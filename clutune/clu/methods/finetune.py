@@ -15,7 +15,7 @@ from clutune.errors import UserError
 
 @dataclass
 class FinetuneHparams(BaseHparams):
-    unlearn_lr: float = 0.01  # 0 turns unlearn requests into no-ops
+    unlearn_lr: float = 1e-4  # plain ascent diverges fast at larger rates; 0 turns unlearn requests into no-ops
 
     def validate(self, prefix: str) -> None:
         super().validate(prefix)
