@@ -69,6 +69,42 @@ class ScenarioConfig:
 
 
 @dataclass
+class Resources:
+    cpu: float = 1.0
+    gpu: float = 0.0  # fractions pack several trials on one GPU
+
+    def validate(self, prefix: str) -> None:
+        if self.cpu < 0 or self.gpu < 0 or self.cpu + self.gpu == 0:
+            raise UserError(f"config key '{prefix}': cpu and gpu must be >= 0 and not both 0")
+
+
+@dataclass
+class SweepConfig:
+    """How ``clutune sweep`` searches; the search space itself lives in search_spaces/<method>.yaml."""
+
+    # Request-mean metrics to minimise; two or more make a multi-objective study with a Pareto front.
+    objectives: list[str] = field(default_factory=lambda: ["kl_oracle_all"])
+    sampler: str = "tpe"  # tpe or random
+    sampler_seed: int = 0
+    asha: bool = True  # prune at request boundaries on the first objective
+    grace_period: int = 3  # requests before a trial can be pruned
+    reduction_factor: int = 2
+    trial_resources: Resources = field(default_factory=Resources)
+    oracle_resources: Resources = field(default_factory=Resources)
+    storage_path: str = "runs/sweeps"  # Ray Tune experiment folders (local path or a URI workers can reach)
+    study_storage: str | None = None  # Optuna storage: None = a journal file in the sweep folder; or an RDB URL
+    experiment: str | None = None  # MLflow experiment name; default: the config's name
+
+    def validate(self, prefix: str) -> None:
+        if not self.objectives:
+            raise UserError(f"config key '{prefix}.objectives': give at least one metric")
+        if self.sampler not in ("tpe", "random"):
+            raise UserError(f"config key '{prefix}.sampler': expected tpe or random, got {self.sampler!r}")
+        if self.grace_period < 1 or self.reduction_factor < 2:
+            raise UserError(f"config key '{prefix}': grace_period must be >= 1 and reduction_factor >= 2")
+
+
+@dataclass
 class Config:
     name: str = "unnamed"
     seed: int = 0
@@ -81,6 +117,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     methods: dict[str, Any] = field(default_factory=dict)  # methods.<name>.<hyperparameter>
 
     def as_dict(self) -> dict[str, Any]:
@@ -91,6 +128,8 @@ class Config:
         payload = self.as_dict()
         payload.pop("seed")
         payload.pop("methods")
+        payload.pop("sweep")
+        payload.pop("threads")
         payload["oracle"].pop("cache_dir")
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -31,8 +31,6 @@ from clutune.predictions import write_predictions
 from clutune.scenarios import Request, Scenario, build_scenario
 from clutune.typed import from_dict
 
-RESULT_KEYS = ("run_id", "method", "config_hash", "seed", "request", "kind")
-
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -187,29 +185,71 @@ def build_method(prep: Prepared, method: str, hparams: Any, seed: int) -> Method
     return instance
 
 
+class ExperimentRun:
+    """A method on its way through the stream, with everything a checkpoint must hold to continue it exactly."""
+
+    def __init__(
+        self,
+        prep: Prepared,
+        method: str,
+        hparams: Any,
+        seed: int,
+        run_id: str | None = None,
+        oracle: Callable[[int], OracleOutputs] | None = None,
+        predictions_dir: Path | None = None,
+    ) -> None:
+        self.prep = prep
+        self.method = build_method(prep, method, hparams, seed)
+        self.evaluator = Evaluator(prep, oracle or (lambda k: oracle_for(prep, k)), predictions_dir)
+        self.head = {
+            "run_id": run_id or uuid.uuid4().hex[:12],
+            "method": method,
+            "config_hash": prep.config.hash(),
+            "seed": seed,
+        }
+        self.rows: list[dict[str, Any]] = []
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "method": self.method.state_dict(),
+            "class_acc": [torch.from_numpy(a.copy()) for a in self.evaluator.class_acc],
+            "learned_at": dict(self.evaluator.learned_at),
+            "rows": [dict(r) for r in self.rows],
+            "head": dict(self.head),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state["method"])
+        self.evaluator.class_acc = [a.numpy().copy() for a in state["class_acc"]]
+        self.evaluator.learned_at = dict(state["learned_at"])
+        self.rows = [dict(r) for r in state["rows"]]
+        self.head = dict(state["head"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def run(self, on_row: Callable[[dict[str, Any], ExperimentRun], None] | None = None) -> list[dict[str, Any]]:
+        """Continue from ``len(self.rows)``; rows in the results schema, one per request."""
+
+        def tagged(row: dict[str, Any], _method: Method) -> None:
+            ordered = {**self.head, **row}
+            self.rows.append(ordered)
+            if on_row is not None:
+                on_row(ordered, self)
+
+        run(self.method, self.prep.scenario.requests, self.evaluator, tagged, start=len(self.rows))
+        return self.rows
+
+
 def run_experiment(
     prep: Prepared,
     method: str,
     hparams: Any,
     seed: int,
-    on_row: Callable[[dict[str, Any], Method], None] | None = None,
+    on_row: Callable[[dict[str, Any], ExperimentRun], None] | None = None,
     predictions_dir: Path | None = None,
     run_id: str | None = None,
-    oracle: Callable[[int], OracleOutputs] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows in the results schema, one per request."""
-    run_id = run_id or uuid.uuid4().hex[:12]
-    instance = build_method(prep, method, hparams, seed)
-    evaluator = Evaluator(prep, oracle or (lambda k: oracle_for(prep, k)), predictions_dir)
-    head = {"run_id": run_id, "method": method, "config_hash": prep.config.hash(), "seed": seed}
-
-    def tagged(row: dict[str, Any], m: Method) -> None:
-        row.update(head)
-        if on_row is not None:
-            on_row(row, m)
-
-    rows = run(instance, prep.scenario.requests, evaluator, tagged)
-    return [{**{k: r[k] for k in RESULT_KEYS}, **{k: v for k, v in r.items() if k not in RESULT_KEYS}} for r in rows]
+    return ExperimentRun(prep, method, hparams, seed, run_id, predictions_dir=predictions_dir).run(on_row)
 
 
 __all__ = ["SPLITS", "Prepared", "prepare", "run_experiment", "method_hparams", "oracle_for", "resolve_device"]

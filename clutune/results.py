@@ -11,6 +11,22 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# Per-request metrics a sweep may minimise (as their mean over the requests).
+OBJECTIVE_METRICS = (
+    "kl_oracle_all",
+    "kl_oracle_remain",
+    "kl_oracle_learn",
+    "kl_oracle_unlearn",
+    "kl_oracle_test",
+    "avg_gap",
+    "gap_remain",
+    "gap_learn",
+    "gap_unlearn",
+    "gap_test",
+    "forgetting",
+    "seconds",
+    "samples_processed",
+)
 HEADLINE = ("kl_oracle_all", "avg_gap", "acc_remain", "acc_learn", "acc_unlearn", "acc_test", "mia_member_rate")
 
 

@@ -123,6 +123,8 @@ def build_scenario(
                     raise UserError(f"{where}: unknown task {t} (tasks 0..{len(task_classes) - 1})")
             mask = torch.isin(sample_task, torch.tensor(ts))
             if kind == UNLEARN:  # what is still owned of those tasks; earlier partial unlearning is fine
+                if (mask & learned).any() and not (mask & owned).any():
+                    raise UserError(f"{where}: tasks {ts} were already unlearned")
                 mask &= ~unlearned
             whole = True
         elif key == "classes":
@@ -130,9 +132,13 @@ def build_scenario(
             for c in cs:
                 if not 0 <= c < num_classes:
                     raise UserError(f"{where}: unknown class {c} (classes 0..{num_classes - 1})")
-            mask = torch.isin(labels, torch.tensor(cs)) & owned
+            of_class = torch.isin(labels, torch.tensor(cs))
+            mask = of_class & owned
             if not mask.any():
-                raise UserError(f"{where}: classes {cs} have no owned samples to unlearn")
+                if (of_class & unlearned).any():
+                    i = int((of_class & unlearned).nonzero()[0])
+                    raise UserError(f"{where}: classes {cs} were already unlearned (at request {int(unlearned_at[i])})")
+                raise UserError(f"{where}: classes {cs} were never learned")
         elif key == "fraction":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
                 raise UserError(f"{where}: fraction must be a number in (0, 1), got {value!r}")

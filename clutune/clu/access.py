@@ -28,6 +28,8 @@ class TrainAccess:
         self.augment = augment
         self.blocked = torch.zeros(len(y), dtype=torch.bool)
         self.touched = torch.zeros(len(y), dtype=torch.bool)  # every id any training step has fetched
+        # Samples fetched while autograd is on: the forward+backward passes paid, whichever network they feed.
+        self.samples = 0
 
     @property
     def device(self) -> torch.device:
@@ -45,6 +47,8 @@ class TrainAccess:
             bad = int(ids[self.blocked[ids]][0])
             raise UnlearnedAccessError(f"training step requested unlearned sample id {bad}")
         self.touched[ids] = True
+        if torch.is_grad_enabled():
+            self.samples += len(ids)
         dev_ids = ids.to(self.x.device)
         x = self.to_inputs(self.x[dev_ids])
         if augment and self.augment is not None and generator is not None:

@@ -11,7 +11,8 @@ class ReservoirBuffer:
     """Fixed-capacity uniform sample of every id offered so far, with purge for unlearning.
 
     A purge frees slots and rewinds nothing: later learn requests fill the freed slots first, then continue the
-    reservoir with the count of ids seen, so the buffer stays a uniform sample of what is still owned.
+    reservoir with the count of ids seen. Refilling first keeps the buffer full (the slow steps need it), at the
+    price of over-representing the ids offered right after a purge.
     """
 
     def __init__(self, capacity: int, seed: int = 0, logits_dim: int | None = None) -> None:

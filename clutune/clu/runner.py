@@ -1,7 +1,8 @@
 """Drive a method through a request stream: act, enforce the privacy invariant, evaluate, hand back a row.
 
-The runner owns the loop and the clock. Evaluation is injected (``evaluate``) so this module stays pure
-PyTorch; :mod:`clutune.experiment` supplies the evaluator that compares against each request's oracle.
+The runner owns the loop, the clock and the sample count (``TrainAccess.samples``). Evaluation is injected
+(``evaluate``) so this module stays pure PyTorch; :mod:`clutune.experiment` supplies the evaluator that
+compares against each request's oracle.
 """
 
 from __future__ import annotations
@@ -30,21 +31,6 @@ class Diverged(RuntimeError):
     """The model's outputs became non-finite: the method's step sizes are too large for this problem."""
 
 
-class SampleCounter:
-    """Counts samples through forward passes that build a graph: the forward+backward passes a method pays."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.count = 0
-        self._handle = model.register_forward_pre_hook(self._hook)
-
-    def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        if torch.is_grad_enabled() and args and isinstance(args[0], torch.Tensor):
-            self.count += int(args[0].shape[0])
-
-    def close(self) -> None:
-        self._handle.remove()
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -64,34 +50,28 @@ def run(
             unlearned[request.ids] = True
             method.data.block(request.ids)
     rows = []
-    counter = SampleCounter(method.model)
-    try:
-        for request in requests[start:]:
-            if request.kind == "unlearn" and method.buffer is not None:
-                method.buffer.purge(request.ids)  # before any training step of this request
-            counter.count = 0
-            _sync(method.data.device)
-            t0 = time.perf_counter()
-            if request.kind == "learn":
-                method.learn(request)
-            else:
-                method.unlearn(request)
-            _sync(method.data.device)
-            seconds = time.perf_counter() - t0
-            if request.kind == "unlearn":
-                unlearned[request.ids] = True
-                method.data.block(request.ids)
-            if method.buffer is not None and unlearned[method.buffer.ids].any():
-                bad = int(method.buffer.ids[unlearned[method.buffer.ids]][0])
-                raise PrivacyViolation(
-                    f"{method.name}: unlearned id {bad} is in the buffer after request {request.index}"
-                )
-            method.model.eval()
-            row = {"seconds": seconds, "samples_processed": counter.count}
-            row.update(evaluate(request, method.model))
-            rows.append(row)
-            if on_row is not None:
-                on_row(row, method)
-    finally:
-        counter.close()
+    for request in requests[start:]:
+        if request.kind == "unlearn" and method.buffer is not None:
+            method.buffer.purge(request.ids)  # before any training step of this request
+        method.data.samples = 0
+        _sync(method.data.device)
+        t0 = time.perf_counter()
+        if request.kind == "learn":
+            method.learn(request)
+        else:
+            method.unlearn(request)
+        _sync(method.data.device)
+        seconds = time.perf_counter() - t0
+        if request.kind == "unlearn":
+            unlearned[request.ids] = True
+            method.data.block(request.ids)
+        if method.buffer is not None and unlearned[method.buffer.ids].any():
+            bad = int(method.buffer.ids[unlearned[method.buffer.ids]][0])
+            raise PrivacyViolation(f"{method.name}: unlearned id {bad} is in the buffer after request {request.index}")
+        method.model.eval()
+        row = dict(evaluate(request, method.model))
+        row.update(seconds=seconds, samples_processed=method.data.samples)
+        rows.append(row)
+        if on_row is not None:
+            on_row(row, method)
     return rows
