@@ -1,0 +1,91 @@
+"""Search spaces as YAML, checked against the method's hyperparameter dataclass before a sweep starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from clutune.clu.methods import get_method
+from clutune.config import REPO_ROOT, read_yaml
+from clutune.errors import UserError
+
+SPACE_DIR = REPO_ROOT / "search_spaces"
+_KINDS = {"float": {"low", "high", "log"}, "int": {"low", "high", "log"}, "categorical": {"choices"}}
+
+
+@dataclass
+class SearchSpace:
+    method: str
+    path: Path
+    raw: dict[str, Any]
+    distributions: dict[str, optuna.distributions.BaseDistribution]
+
+
+def default_space_path(method: str) -> Path:
+    return SPACE_DIR / f"{method}.yaml"
+
+
+def load_space(path: str | Path, method: str) -> SearchSpace:
+    """Parse and validate; every problem is a one-line :class:`UserError` naming the key."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"search space {path} not found")
+    data = read_yaml(path)
+    unknown = set(data) - {"method", "params"}
+    if unknown:
+        raise UserError(f"{path}: unknown key {sorted(unknown)[0]!r} (method, params)")
+    if data.get("method", method) != method:
+        raise UserError(f"{path}: space is for method {data['method']!r}, not {method!r}")
+    params = data.get("params")
+    if not isinstance(params, dict) or not params:
+        raise UserError(f"{path}: 'params' must be a non-empty mapping of hyperparameter -> distribution")
+    hp_cls = get_method(method).Hparams
+    fields = {f.name: f for f in dataclasses.fields(hp_cls)}
+    hints = typing.get_type_hints(hp_cls)
+    dists = {}
+    for name, spec in params.items():
+        where = f"{path}: params.{name}"
+        if name not in fields:
+            raise UserError(f"{where}: {method} has no hyperparameter {name!r}; known: {', '.join(sorted(fields))}")
+        dists[name] = _distribution(where, spec, hints[name])
+    return SearchSpace(method, path, data, dists)
+
+
+def _distribution(where: str, spec: Any, annotation: Any) -> optuna.distributions.BaseDistribution:
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise UserError(f"{where}: expected a mapping with 'type' (float, int or categorical)")
+    kind = spec["type"]
+    if kind not in _KINDS:
+        raise UserError(f"{where}: unknown type {kind!r} (float, int or categorical)")
+    extra = set(spec) - _KINDS[kind] - {"type"}
+    if extra:
+        raise UserError(f"{where}: unknown key {sorted(extra)[0]!r} for type {kind}")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise UserError(f"{where}: 'choices' must be a non-empty list")
+        return optuna.distributions.CategoricalDistribution(choices)
+    if "low" not in spec or "high" not in spec:
+        raise UserError(f"{where}: needs both 'low' and 'high'")
+    low, high, log = spec["low"], spec["high"], bool(spec.get("log", False))
+    number = int if kind == "int" else (int, float)
+    for bound in (low, high):
+        if isinstance(bound, bool) or not isinstance(bound, number) or not math.isfinite(bound):
+            raise UserError(f"{where}: bounds must be finite {kind}s, got {bound!r}")
+    if not low < high:
+        raise UserError(f"{where}: low ({low}) must be below high ({high})")
+    if log and low <= 0:
+        raise UserError(f"{where}: a log scale needs low > 0, got {low}")
+    if kind == "int":
+        if int not in typing.get_args(annotation) and annotation is not int:
+            raise UserError(f"{where}: type int does not fit the hyperparameter's type {annotation}")
+        return optuna.distributions.IntDistribution(low, high, log=log)
+    if annotation is int:
+        raise UserError(f"{where}: type float does not fit an integer hyperparameter; use type: int")
+    return optuna.distributions.FloatDistribution(float(low), float(high), log=log)

@@ -1,0 +1,111 @@
+"""A real sweep: local Ray, Optuna TPE, MLflow on sqlite; oracles trained once; resume after a killed driver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from clutune.errors import UserError
+from clutune.platform.sweep import run_sweep
+
+FAST = [
+    "oracle.epochs=10",
+    "methods.ugclu.epochs_per_learn=3",
+    "methods.ugclu.iters_per_unlearn=20",
+    "sweep.asha=false",
+]
+
+
+def _sets(tmp: Path) -> list[str]:
+    return FAST + [f"oracle.cache_dir={tmp / 'oracles'}", f"sweep.storage_path={tmp / 'sweeps'}"]
+
+
+def _runs(uri: str, experiment: str) -> tuple[list, list]:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("clutune.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("clutune.role") == "trial"]
+    return parents, children
+
+
+def test_sweep_records_trials_and_trains_each_oracle_once(local_ray, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = run_sweep("digits-agnostic-class", "ugclu", 4, sets=_sets(tmp_path), tracking_uri=uri)
+
+    assert summary.oracles_total == 8  # every request changes the owned set
+    assert summary.oracles_trained == 8
+    cached = [p for p in (tmp_path / "oracles").iterdir() if not p.name.startswith(".")]
+    assert len(cached) == 8
+    assert len(summary.trials) == 4 and (summary.trials["requests_done"] == 8).all()
+
+    parents, children = _runs(uri, "digits-agnostic-class")
+    assert len(parents) == 1 and len(children) == 4
+    parent_id = parents[0].info.run_id
+    assert all(c.data.tags["mlflow.parentRunId"] == parent_id for c in children)
+    assert all(c.info.status == "FINISHED" for c in children)
+    client = MlflowClient(uri)
+    for child in children:
+        assert {"gamma", "beta_R", "K_in", "buffer_size"} <= set(child.data.params)
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "kl_oracle_all")]
+        assert steps == list(range(8))
+    assert "best_mean_kl_oracle_all" in client.get_run(parent_id).data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parent_id)}
+    assert {"trials.csv", "config.json", "search_space.json", "kl_oracle_all_per_request.png"} <= artifacts
+    assert (summary.sweep_dir / "results.parquet").exists()
+
+    # The same scenario again, in a new sweep folder: every oracle comes from the cache.
+    again = [*_sets(tmp_path), f"sweep.storage_path={tmp_path / 'sweeps2'}"]
+    second = run_sweep("digits-agnostic-class", "ugclu", 1, sets=again, tracking_uri=uri)
+    assert second.oracles_trained == 0 and second.oracles_total == 8
+
+
+def test_sweep_refuses_bad_space_before_starting(tmp_path):
+    space = tmp_path / "bad.yaml"
+    space.write_text("method: ugclu\nparams:\n  gamma: {type: float, low: 5, high: 1}\n")
+    with pytest.raises(UserError, match="params.gamma: low"):
+        run_sweep("digits-agnostic-class", "ugclu", 2, sets=_sets(tmp_path), space_path=str(space))
+    space.write_text("method: ugclu\nparams:\n  gama: {type: float, low: 0.1, high: 1}\n")
+    with pytest.raises(UserError, match="no hyperparameter 'gama'"):
+        run_sweep("digits-agnostic-class", "ugclu", 2, sets=_sets(tmp_path), space_path=str(space))
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_resume_after_killed_driver(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [str(Path(sys.executable).parent / "clutune"), "sweep", "--config", "digits-agnostic-class"]
+    cmd += ["--method", "ugclu", "--trials", "4", "--concurrency", "1", "--num-cpus", "2", "--tracking-uri", uri]
+    for s in _sets(tmp_path):
+        cmd += ["--set", s]
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    finished = 0
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("trial ") and " finished " in line:
+            finished += 1
+            if finished == 2:
+                break
+    assert finished == 2, "".join(lines[-30:])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+    resumed = subprocess.run(cmd + ["--resume"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    parents, children = _runs(uri, "digits-agnostic-class")
+    assert len(parents) == 1
+    trial_ids = [c.data.tags["clutune.trial_id"] for c in children]
+    assert len(trial_ids) == len(set(trial_ids)) == 4
+    assert all(c.info.status == "FINISHED" for c in children)
+    client = MlflowClient(uri)
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "kl_oracle_all")]
+        assert steps == list(range(8)), steps
