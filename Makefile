@@ -18,12 +18,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# 8 UG-CLU trials on digits-agnostic-class, optimising kl_oracle_all and avg_gap together, on local Ray, with
+# MLflow in ./mlflow.db. Each demo gets its own sweep folder so it can be run again.
 demo: $(STAMP)
-	$(BIN)/clutune run --config configs/digits-agnostic-class.yaml --method finetune --out runs/demo
+	$(BIN)/clutune sweep --config configs/digits-agnostic-class.yaml --method ugclu --trials 8 --concurrency 2 \
+		--set 'sweep.objectives=[kl_oracle_all, avg_gap]' --set sweep.storage_path=runs/demo/$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(BIN)/ruff check clutune tests bench
 	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/ablation.py
+	$(BIN)/python bench/sweep_overhead.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check clutune tests bench

@@ -100,7 +100,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"Pareto front ({len(summary.pareto)} trials):")
         print(summary.pareto.to_string(index=False))
     print(f"MLflow parent run {summary.parent_run_id} in {summary.tracking_uri}")
-    print(f"browse it with: clutune ui --tracking-uri {summary.tracking_uri}")
+    print(f"browse it with: {sys.argv[0]} ui --tracking-uri {summary.tracking_uri}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    set_ray_env()
+    from clutune.platform.compare import format_table, run_compare
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
+    out = Path(args.out)
+    result = run_compare(args.config, methods, seeds, out, sets=args.sets, address=args.address, num_cpus=args.num_cpus)
+    print(f"compare finished in {result.seconds:.0f} s; mean ± std over seeds {seeds} of each run's request mean:")
+    print(format_table(result.table))
+    print(f"wrote {out / 'results.parquet'} ({len(result.rows)} rows) and {out / 'comparison.md'}")
     return 0
 
 
@@ -176,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: start local Ray")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("compare", help="run several methods on the same scenario, seeds and oracles, in parallel")
+    _add_config_args(p)
+    p.add_argument("--methods", required=True, help="comma-separated method names")
+    p.add_argument("--seeds", default="0", help="comma-separated run seeds (default 0)")
+    p.add_argument("--out", required=True, help="output folder for results.parquet and comparison.md")
+    p.add_argument("--address", default=None, help="Ray cluster address; default: start local Ray")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("oracles", help="train (or find cached) every oracle of a scenario, in parallel on Ray")
     _add_config_args(p)

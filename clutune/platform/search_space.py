@@ -26,6 +26,13 @@ class SearchSpace:
     raw: dict[str, Any]
     distributions: dict[str, optuna.distributions.BaseDistribution]
 
+    def contains(self, name: str, value: Any) -> bool:
+        """Whether ``value`` is a point of this space (a default outside the bounds cannot seed the search)."""
+        dist = self.distributions[name]
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            return value in dist.choices
+        return not isinstance(value, bool) and dist.low <= value <= dist.high
+
 
 def default_space_path(method: str) -> Path:
     return SPACE_DIR / f"{method}.yaml"
