@@ -1,0 +1,59 @@
+"""`clutune compare`: methods x seeds as parallel Ray tasks on one scenario, sharing one set of oracles."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from clutune.cli import main
+from clutune.errors import UserError
+from clutune.platform.compare import run_compare
+
+SCENARIO = """
+name: tiny-compare
+dataset: {name: digits}
+model: {name: mlp, hidden: [32]}
+oracle: {epochs: 5, cache_dir: CACHE}
+scenario:
+  requests:
+    - learn: {task: 0}
+    - learn: {task: 1}
+    - unlearn: {classes: [1]}
+"""
+
+
+@pytest.fixture
+def scenario(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SCENARIO.replace("CACHE", str(tmp_path / "oracles")))
+    return path
+
+
+FAST = ["epochs_per_learn=2", "iters_per_unlearn=10", "buffer_size=50"]
+
+
+def test_compare_runs_every_method_and_seed_on_shared_oracles(local_ray, scenario, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(
+        ["compare", "--config", str(scenario), "--methods", "ugclu,finetune", "--seeds", "0,1"]
+        + ["--out", str(out)]
+        + [a for s in FAST for a in ("--set", s)]
+    )
+    assert code == 0
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    assert len(rows) == 2 * 2 * 3
+    assert {(r["method"], r["seed"]) for r in rows} == {(m, s) for m in ("ugclu", "finetune") for s in (0, 1)}
+    # every run scored request k against the same oracle
+    for k in range(3):
+        assert len({r["oracle_key"] for r in rows if r["request"] == k}) == 1
+    cached = [p for p in (tmp_path / "oracles").iterdir() if not p.name.startswith(".")]
+    assert len(cached) == 3
+    printed = capsys.readouterr().out
+    assert "| ugclu |" in printed and "| finetune |" in printed and "±" in printed
+    assert (out / "comparison.md").read_text().count("\n") == 4
+
+
+def test_compare_rejects_unknown_method_before_work(scenario, tmp_path):
+    with pytest.raises(UserError, match="unknown method 'nope'"):
+        run_compare(str(scenario), ["ugclu", "nope"], [0], tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "oracles").exists()
