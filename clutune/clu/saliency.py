@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clutune.clu.batches import fixed_batches
+
 Mask = dict[str, torch.Tensor]
 
 
@@ -46,3 +48,21 @@ def mask_fraction(mask: Mask) -> float:
     kept = sum(float(m.sum()) for m in mask.values())
     total = sum(m.numel() for m in mask.values())
     return kept / total if total else 1.0
+
+
+def request_mask(
+    model: nn.Module,
+    fetch: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    task_ids: torch.Tensor,
+    remain_ids: torch.Tensor,
+    batch_size: int,
+    gamma: float,
+) -> list[torch.Tensor] | None:
+    """The balanced mask for one request, in ``model.parameters()`` order; None (all ones) when nothing remains
+    to protect. ``fetch`` must not augment: the Fisher terms describe the data, not its augmentations."""
+    if len(remain_ids) == 0:
+        return None
+    f_task = fisher_diagonal(model, fixed_batches(task_ids, batch_size), fetch)
+    f_rem = fisher_diagonal(model, fixed_batches(remain_ids, batch_size), fetch)
+    mask = balanced_mask(f_task, f_rem, gamma)
+    return [mask[n] for n, p in model.named_parameters() if p.requires_grad]

@@ -19,6 +19,6 @@ def get_method(name: str) -> type[Method]:
     return METHODS[name]
 
 
-from clutune.clu.methods import finetune, ugclu  # noqa: E402,F401  (registers)
+from clutune.clu.methods import clpu, derpp, er, ewc, finetune, ga, lwf, retrain, rl, salun, scrub, sfron, ugclu  # noqa: E402,F401  (registers)
 
 __all__ = ["METHODS", "BaseHparams", "Method", "get_method", "register"]

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from clutune.clu.batches import cycle_batches
 from clutune.clu.methods import register
 from clutune.clu.methods.base import BaseHparams, Method
-from clutune.clu.training import sgd_epochs, steps_per_epoch
+from clutune.clu.methods.replay import gradient_ascent, supervised_epochs
 from clutune.errors import UserError
 
 
@@ -30,19 +29,7 @@ class Finetune(Method):
     hp: FinetuneHparams
 
     def learn(self, request) -> None:
-        hp = self.hp
-        opt, sched = self.optimizer(hp.epochs_per_learn * steps_per_epoch(len(request.ids), hp.batch_size))
-        sgd_epochs(self.model, self.data, request.ids, hp.epochs_per_learn, hp.batch_size, opt, sched, self.generator)
+        supervised_epochs(self, request.ids, lambda x, y: F.cross_entropy(self.model(x), y))
 
     def unlearn(self, request) -> None:
-        if self.hp.unlearn_lr == 0 or self.hp.iters_per_unlearn == 0:
-            return
-        opt, sched = self.optimizer(self.hp.iters_per_unlearn, lr=self.hp.unlearn_lr)
-        self.model.train()
-        batches = cycle_batches(request.ids, self.hp.batch_size, self.generator)
-        for _ in range(self.hp.iters_per_unlearn):
-            x, y = self.data.fetch(next(batches), self.generator)
-            opt.zero_grad(set_to_none=True)
-            (-F.cross_entropy(self.model(x), y)).backward()
-            opt.step()
-            sched.step()
+        gradient_ascent(self, request.ids, self.hp.iters_per_unlearn, self.hp.unlearn_lr)

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from clutune.clu.batches import cycle_batches, epoch_batches, fixed_batches
+from clutune.clu.batches import cycle_batches, epoch_batches
 from clutune.clu.coefficients import cosine_decay, sample_weights
 from clutune.clu.fastslow import fast_slow_iteration
 from clutune.clu.methods import register
 from clutune.clu.methods.base import BaseHparams, Method
-from clutune.clu.saliency import balanced_mask, fisher_diagonal
+from clutune.clu.saliency import request_mask
 from clutune.errors import UserError
 
 
@@ -124,11 +124,7 @@ class UGCLU(Method):
         return F.cross_entropy(self.model(x), y)
 
     def saliency_mask(self, task_ids: torch.Tensor) -> list[torch.Tensor] | None:
-        """Balanced mask over the trainable parameters, in ``model.parameters()`` order; None when all ones."""
-        if self.buffer is None or len(self.buffer) == 0:
-            return None  # nothing remains to protect: M = 1
+        """Balanced mask against the buffer (after the purge), recomputed from the model as it stands."""
+        remain = self.buffer.ids if self.buffer is not None else torch.empty(0, dtype=torch.int64)
         fetch = lambda ids: self.data.fetch(ids, augment=False)  # noqa: E731
-        f_task = fisher_diagonal(self.model, fixed_batches(task_ids, self.hp.batch_size), fetch)
-        f_rem = fisher_diagonal(self.model, fixed_batches(self.buffer.ids, self.hp.batch_size), fetch)
-        mask = balanced_mask(f_task, f_rem, self.hp.gamma)
-        return [mask[n] for n, p in self.model.named_parameters() if p.requires_grad]
+        return request_mask(self.model, fetch, task_ids, remain, self.hp.batch_size, self.hp.gamma)

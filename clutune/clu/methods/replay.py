@@ -1,0 +1,133 @@
+"""Pieces the baselines share, kept in one place so that every baseline spends its budget the same way.
+
+- :func:`supervised_epochs`: ``epochs_per_learn`` shuffled passes over D_L with a caller-supplied loss, on the
+  method's SGD + cosine optimizer; every learn request of a baseline goes through it.
+- :class:`ReplayMethod`: experience replay as the learn step (a D_L batch concatenated with a buffer batch),
+  the learn half of every unlearning baseline, so they differ only where they claim to (unlearning).
+- :func:`gradient_ascent`: plain ascent on D_U, the unlearn step of the continual-learning baselines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clutune.clu.access import TrainAccess
+from clutune.clu.batches import cycle_batches, epoch_batches
+from clutune.clu.methods.base import BaseHparams, Method
+from clutune.clu.training import steps_per_epoch
+from clutune.errors import UserError
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def check_ranges(prefix: str, hp: Any, checks: dict[str, bool]) -> None:
+    """One message shape for every out-of-range hyperparameter: the key and the value that failed."""
+    for name, ok in checks.items():
+        if not ok:
+            raise UserError(f"config key '{prefix}.{name}': value {getattr(hp, name)!r} is out of range")
+
+
+def output_dim(model: nn.Module, data: TrainAccess) -> int:
+    """Number of model outputs, from one forward pass on an all-zero input (no sample is read)."""
+    probe = torch.zeros_like(data.to_inputs(data.x[:1]))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        width = int(model(probe).shape[-1])
+    model.train(was_training)
+    return width
+
+
+def sgd(
+    method: Method, steps: int, params: Iterable[nn.Parameter] | None = None, lr: float | None = None
+) -> tuple[torch.optim.Optimizer, Any]:
+    """The method's optimizer (SGD + cosine over ``steps``), over ``params`` when only part of the model trains."""
+    if params is None:
+        return method.optimizer(steps, lr)
+    hp = method.hp
+    opt = torch.optim.SGD(params, lr=hp.lr if lr is None else lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+
+
+def supervised_epochs(
+    method: Method, ids: torch.Tensor, loss: Loss, params: Iterable[nn.Parameter] | None = None
+) -> None:
+    """``epochs_per_learn`` passes over ``ids``; ``loss(x, y)`` sees each batch; ``params`` default to the model's."""
+    hp = method.hp
+    opt, sched = sgd(method, hp.epochs_per_learn * steps_per_epoch(len(ids), hp.batch_size), params)
+    method.model.train()
+    for _ in range(hp.epochs_per_learn):
+        for batch in epoch_batches(ids, hp.batch_size, method.generator):
+            x, y = method.data.fetch(batch, method.generator)
+            opt.zero_grad(set_to_none=True)
+            loss(x, y).backward()
+            opt.step()
+            sched.step()
+
+
+def replay_batch(
+    method: Method, pool: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Inputs, labels and buffer positions of up to ``batch_size`` entries drawn from the positions in ``pool``
+    (default: the whole buffer); None when there is nothing to draw."""
+    buffer = method.buffer
+    if buffer is None:
+        return None
+    pool = torch.arange(len(buffer)) if pool is None else pool
+    if len(pool) == 0:
+        return None
+    pos = pool[torch.randperm(len(pool), generator=method.generator)[: method.hp.batch_size]]
+    x, y = method.data.fetch(buffer.ids[pos], method.generator)
+    return x, y, pos
+
+
+def gradient_ascent(method: Method, ids: torch.Tensor, iters: int, lr: float) -> None:
+    """Ascent on the mean CE of D_U with the learn optimizer's momentum and cosine schedule; nothing else."""
+    if lr == 0 or iters == 0:
+        return
+    opt, sched = method.optimizer(iters, lr=lr)
+    method.model.train()
+    batches = cycle_batches(ids, method.hp.batch_size, method.generator)
+    for _ in range(iters):
+        x, y = method.data.fetch(next(batches), method.generator)
+        opt.zero_grad(set_to_none=True)
+        (-F.cross_entropy(method.model(x), y)).backward()
+        opt.step()
+        sched.step()
+
+
+@dataclass
+class ReplayHparams(BaseHparams):
+    buffer_size: int = 5000
+    unlearn_lr: float = 1e-4  # plain ascent diverges fast at larger rates; 0 turns ascent into a no-op
+
+    def validate(self, prefix: str) -> None:
+        super().validate(prefix)
+        check_ranges(prefix, self, {"buffer_size": self.buffer_size >= 0, "unlearn_lr": self.unlearn_lr >= 0})
+
+
+class ReplayMethod(Method):
+    """Learns by experience replay; subclasses change the loss (:meth:`learn_loss`) or what is stored."""
+
+    hp: ReplayHparams
+
+    def learn(self, request: Any) -> None:
+        supervised_epochs(self, request.ids, self.learn_loss)
+        self.remember(request.ids)
+
+    def learn_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """CE over the D_L batch and a buffer batch of the same size, concatenated (ER as in Mammoth)."""
+        replay = replay_batch(self)
+        if replay is not None:
+            x, y = torch.cat([x, replay[0]]), torch.cat([y, replay[1]])
+        return F.cross_entropy(self.model(x), y)
+
+    def remember(self, ids: torch.Tensor) -> None:
+        """Offer D_L to the reservoir once the request is over (as UG-CLU does)."""
+        self.buffer.add(ids)
