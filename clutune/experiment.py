@@ -41,9 +41,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def method_hparams(config: Config, method: str, dataset: str, bare: dict[str, Any] | None = None) -> Any:
-    """Defaults < configs/best/<method>-<dataset>.yaml < config methods.<method> < --set name=value."""
+    """Defaults < the oracle recipe (for methods that follow it) < configs/best/<method>-<dataset>.yaml
+    < config methods.<method> < --set name=value."""
     cls = get_method(method)
-    raw = {**best_defaults(method, dataset), **config.methods.get(method, {}), **(bare or {})}
+    recipe = {k: getattr(config.oracle, k) for k in cls.follows_oracle}
+    raw = {**recipe, **best_defaults(method, dataset), **config.methods.get(method, {}), **(bare or {})}
     return from_dict(cls.Hparams, raw, prefix=f"methods.{method}")
 
 

@@ -42,6 +42,9 @@ class BaseHparams:
 class Method:
     name: ClassVar[str]
     Hparams: ClassVar[type[BaseHparams]] = BaseHparams
+    # Hyperparameters whose defaults are the config's oracle recipe (oracle.<same name>), for methods that
+    # stand in for the oracle.
+    follows_oracle: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: nn.Module, hp: BaseHparams, data: TrainAccess, seed: int) -> None:
         self.model = model

@@ -33,6 +33,7 @@ class RetrainHparams(BaseHparams):
 class Retrain(Method):
     name = "retrain"
     Hparams = RetrainHparams
+    follows_oracle = ("epochs", "lr", "batch_size", "momentum", "weight_decay")
     hp: RetrainHparams
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
