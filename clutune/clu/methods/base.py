@@ -18,6 +18,13 @@ from clutune.clu.buffer import ReservoirBuffer
 from clutune.errors import UserError
 
 
+def check_ranges(prefix: str, hp: Any, checks: dict[str, bool]) -> None:
+    """One message shape for every out-of-range hyperparameter: the key and the value that failed."""
+    for name, ok in checks.items():
+        if not ok:
+            raise UserError(f"config key '{prefix}.{name}': value {getattr(hp, name)!r} is out of range")
+
+
 @dataclass
 class BaseHparams:
     """The budget every method shares, so comparisons spend the same passes over the request data."""
@@ -33,10 +40,8 @@ class BaseHparams:
         for name in ("batch_size", "epochs_per_learn"):
             if getattr(self, name) < 1:
                 raise UserError(f"config key '{prefix}.{name}': must be at least 1")
-        if self.iters_per_unlearn < 0:
-            raise UserError(f"config key '{prefix}.iters_per_unlearn': must be >= 0")
-        if self.lr is not None and self.lr < 0:
-            raise UserError(f"config key '{prefix}.lr': must be >= 0")
+        checks = {"iters_per_unlearn": self.iters_per_unlearn >= 0, "lr": self.lr is None or self.lr >= 0}
+        check_ranges(prefix, self, checks)
 
 
 class Method:

@@ -23,8 +23,8 @@ from torch import nn
 
 from clutune.clu.access import TrainAccess
 from clutune.clu.methods import register
-from clutune.clu.methods.base import BaseHparams, Method
-from clutune.clu.methods.replay import check_ranges, output_dim, replay_batch, sgd, supervised_epochs
+from clutune.clu.methods.base import BaseHparams, Method, check_ranges
+from clutune.clu.methods.replay import output_dim, replay_batch, sgd, supervised_epochs
 from clutune.clu.training import steps_per_epoch
 from clutune.errors import UserError
 

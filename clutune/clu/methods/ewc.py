@@ -18,8 +18,8 @@ from torch.func import functional_call, grad, vmap
 
 from clutune.clu.batches import fixed_batches
 from clutune.clu.methods import register
-from clutune.clu.methods.base import BaseHparams, Method
-from clutune.clu.methods.replay import check_ranges, gradient_ascent, supervised_epochs
+from clutune.clu.methods.base import BaseHparams, Method, check_ranges
+from clutune.clu.methods.replay import gradient_ascent, supervised_epochs
 
 
 @dataclass

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from clutune.clu.methods import register
-from clutune.clu.methods.base import BaseHparams, Method
+from clutune.clu.methods.base import BaseHparams, Method, check_ranges
 from clutune.clu.methods.replay import gradient_ascent, supervised_epochs
-from clutune.errors import UserError
 
 
 @dataclass
@@ -18,8 +17,7 @@ class FinetuneHparams(BaseHparams):
 
     def validate(self, prefix: str) -> None:
         super().validate(prefix)
-        if self.unlearn_lr < 0:
-            raise UserError(f"config key '{prefix}.unlearn_lr': must be >= 0")
+        check_ranges(prefix, self, {"unlearn_lr": self.unlearn_lr >= 0})
 
 
 @register

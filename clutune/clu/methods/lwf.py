@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clutune.clu.methods import register
-from clutune.clu.methods.base import BaseHparams, Method
-from clutune.clu.methods.replay import check_ranges, gradient_ascent, output_dim, supervised_epochs
+from clutune.clu.methods.base import BaseHparams, Method, check_ranges
+from clutune.clu.methods.replay import gradient_ascent, output_dim, supervised_epochs
 
 
 @dataclass

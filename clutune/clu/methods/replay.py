@@ -19,18 +19,10 @@ from torch import nn
 
 from clutune.clu.access import TrainAccess
 from clutune.clu.batches import cycle_batches, epoch_batches
-from clutune.clu.methods.base import BaseHparams, Method
+from clutune.clu.methods.base import BaseHparams, Method, check_ranges
 from clutune.clu.training import steps_per_epoch
-from clutune.errors import UserError
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def check_ranges(prefix: str, hp: Any, checks: dict[str, bool]) -> None:
-    """One message shape for every out-of-range hyperparameter: the key and the value that failed."""
-    for name, ok in checks.items():
-        if not ok:
-            raise UserError(f"config key '{prefix}.{name}': value {getattr(hp, name)!r} is out of range")
 
 
 def output_dim(model: nn.Module, data: TrainAccess) -> int:

@@ -13,8 +13,7 @@ from typing import Any
 import torch
 
 from clutune.clu.methods import register
-from clutune.clu.methods.base import BaseHparams, Method
-from clutune.clu.methods.replay import check_ranges
+from clutune.clu.methods.base import BaseHparams, Method, check_ranges
 from clutune.clu.training import sgd_epochs, steps_per_epoch
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from clutune.clu.batches import fixed_batches
 from clutune.clu.methods import register
-from clutune.clu.methods.replay import check_ranges
+from clutune.clu.methods.base import check_ranges
 from clutune.clu.methods.rl import RL, RLHparams
 
 

@@ -18,8 +18,9 @@ from torch import nn
 
 from clutune.clu.batches import cycle_batches
 from clutune.clu.methods import register
+from clutune.clu.methods.base import check_ranges
 from clutune.clu.methods.lwf import frozen_copy
-from clutune.clu.methods.replay import ReplayHparams, ReplayMethod, check_ranges, replay_batch
+from clutune.clu.methods.replay import ReplayHparams, ReplayMethod, replay_batch
 
 
 @dataclass

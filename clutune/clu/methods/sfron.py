@@ -23,7 +23,8 @@ from clutune.clu.batches import cycle_batches
 from clutune.clu.coefficients import cosine_decay, sample_weights
 from clutune.clu.fastslow import fast_slow_iteration
 from clutune.clu.methods import register
-from clutune.clu.methods.replay import ReplayHparams, ReplayMethod, check_ranges, replay_batch
+from clutune.clu.methods.base import check_ranges
+from clutune.clu.methods.replay import ReplayHparams, ReplayMethod, replay_batch
 from clutune.clu.saliency import request_mask
 
 

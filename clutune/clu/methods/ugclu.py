@@ -22,9 +22,8 @@ from clutune.clu.batches import cycle_batches, epoch_batches
 from clutune.clu.coefficients import cosine_decay, sample_weights
 from clutune.clu.fastslow import fast_slow_iteration
 from clutune.clu.methods import register
-from clutune.clu.methods.base import BaseHparams, Method
+from clutune.clu.methods.base import BaseHparams, Method, check_ranges
 from clutune.clu.saliency import request_mask
-from clutune.errors import UserError
 
 
 @dataclass
@@ -58,9 +57,7 @@ class UGCLUHparams(BaseHparams):
             "alpha0_unlearn": self.alpha0_unlearn >= 0,
             "clip": self.clip >= 0,
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise UserError(f"config key '{prefix}.{name}': value {getattr(self, name)!r} is out of range")
+        check_ranges(prefix, self, checks)
 
 
 @register
