@@ -109,3 +109,20 @@ def test_resume_after_killed_driver(tmp_path):
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "kl_oracle_all")]
         assert steps == list(range(8)), steps
+
+
+def test_a_diverging_trial_fails_alone(local_ray, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "wild.yaml"
+    space.write_text(
+        "method: ugclu\nparams:\n  alpha0_unlearn: {type: float, low: 1.0e+4, high: 1.0e+5, log: true}\n"
+        "  clip: {type: categorical, choices: [0.0]}\n"
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = [*_sets(tmp_path), "methods.ugclu.beta_R=0.5", "methods.ugclu.K_in=0"]
+    summary = run_sweep("digits-agnostic-class", "ugclu", 2, sets=sets, space_path=str(space), tracking_uri=uri)
+    assert (summary.trials["status"] == "DIVERGED").all(), summary.trials
+    assert summary.best == {}
+    _, children = _runs(uri, "digits-agnostic-class")
+    assert len(children) == 2
+    assert all(c.info.status == "FAILED" and "not finite" in c.data.tags["clutune.diverged"] for c in children)

@@ -226,7 +226,8 @@ def _trial_tables(grid: Any, space_keys: list[str], objectives: list[str]) -> tu
     for result in grid:
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or Path(result.path).name
-        row = {"trial_id": trial_id, "status": "ERROR" if result.error else "OK"}
+        status = "ERROR" if result.error else ("DIVERGED" if metrics.get("diverged") else "OK")
+        row = {"trial_id": trial_id, "status": status}
         row["requests_done"] = metrics.get("requests_done", 0)
         for m in objectives:
             row[objective_name(m)] = metrics.get(objective_name(m), math.nan)
@@ -289,6 +290,8 @@ def _summarize(
         }
         if len(columns) > 1:
             pareto = pareto_front(complete, columns)
+    if "diverged" in per_request:  # the closing report of a diverged trial is not a request's result
+        per_request = per_request[per_request["diverged"].isna()].drop(columns=["diverged", "error"])
     if len(per_request):
         keep = [c for c in per_request.columns if not c.startswith(("config/", "time_", "iterations_"))]
         write_results(sweep_dir / "results.parquet", per_request[keep].to_dict("records"))

@@ -167,11 +167,18 @@ class MlflowCallback(tune.Callback):
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.tracker.end_child(trial.trial_id, "FINISHED")
-        self.done += 1
         last = trial.last_result or {}
+        diverged = bool(last.get("diverged"))
+        if diverged:
+            self.tracker.client.set_tag(
+                self.tracker.children[trial.trial_id], "clutune.diverged", last.get("error", "")
+            )
+        self.tracker.end_child(trial.trial_id, "FAILED" if diverged else "FINISHED")
+        self.done += 1
         steps = last.get("requests_done", 0)
         how = "finished" if steps == self.n_requests else f"stopped by ASHA after {steps} requests"
+        if diverged:
+            how = f"diverged at request {last.get('request')}"
         self.log(f"trial {trial.trial_id} {how} ({self.done} done): {self.objective}={last.get(self.objective)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -19,6 +19,7 @@ import ray
 import torch
 from ray import tune
 
+from clutune.clu.runner import Diverged
 from clutune.config import Config
 from clutune.experiment import ExperimentRun, method_hparams, prepare
 from clutune.typed import from_dict
@@ -63,4 +64,13 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
             torch.save(current.state(), Path(folder) / STATE_FILE)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    run.run(report)
+    try:
+        run.run(report)
+    except Diverged as e:
+        # A diverged trial ends as the worst possible result instead of an error: Tune would retry it (it is
+        # deterministic, so it would diverge again) and Optuna would learn nothing from an errored trial.
+        k = len(run.rows)
+        result = {"request": k, "kind": prep.scenario.requests[k].kind, "requests_done": k + 1, "diverged": 1.0}
+        result.update({objective_name(m): math.inf for m in metrics})
+        result["error"] = str(e)
+        tune.report(result)
