@@ -24,7 +24,7 @@ from clutune.clu.training import predict_logits
 from clutune.config import Config, best_defaults
 from clutune.data import Dataset, load_dataset
 from clutune.errors import UserError
-from clutune.metrics import SPLITS, Split, forgetting, request_metrics, softmax64, test_accuracy_by_classes
+from clutune.metrics import Split, forgetting, request_metrics, softmax64, test_accuracy_by_classes
 from clutune.models import build_model
 from clutune.oracle import OracleCache, OracleOutputs, OracleRecipe, get_oracle
 from clutune.predictions import write_predictions
@@ -254,4 +254,4 @@ def run_experiment(
     return ExperimentRun(prep, method, hparams, seed, run_id, predictions_dir=predictions_dir).run(on_row)
 
 
-__all__ = ["SPLITS", "Prepared", "prepare", "run_experiment", "method_hparams", "oracle_for", "resolve_device"]
+__all__ = ["ExperimentRun", "Prepared", "prepare", "run_experiment", "method_hparams", "oracle_for", "resolve_device"]
