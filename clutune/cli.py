@@ -25,7 +25,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from clutune.config import bare_overrides, load_config
     from clutune.experiment import method_hparams, prepare, run_experiment, validate_methods_section
-    from clutune.results import format_row, write_results
+    from clutune.results import check_out_dir, format_row, write_results
 
     config = load_config(args.config, args.sets)
     if args.seed is not None:
@@ -33,8 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     validate_methods_section(config)
     hparams = method_hparams(config, args.method, config.dataset.name, bare_overrides(args.sets))
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
+    check_out_dir(out, args.overwrite)
     prep = prepare(config)
     total = len(prep.scenario)
     rows: list[dict] = []
@@ -114,7 +113,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except ValueError:
         raise UserError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
     out = Path(args.out)
-    result = run_compare(args.config, methods, seeds, out, sets=args.sets, address=args.address, num_cpus=args.num_cpus)
+    result = run_compare(
+        args.config,
+        methods,
+        seeds,
+        out,
+        sets=args.sets,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        overwrite=args.overwrite,
+    )
     print(f"compare finished in {result.seconds:.0f} s; mean ± std over seeds {seeds} of each run's request mean:")
     print(format_table(result.table))
     print(f"wrote {out / 'results.parquet'} ({len(result.rows)} rows) and {out / 'comparison.md'}")
@@ -179,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for results.parquet (and predictions/)")
     p.add_argument("--seed", type=int, default=None, help="run seed (model init, shuffling); default: config seed")
     p.add_argument("--save-predictions", action="store_true", help="also write predictions/request-<k>.parquet")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sweep", help="tune a method with Ray Tune + Optuna; every trial recorded in MLflow")
@@ -199,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", required=True, help="comma-separated method names")
     p.add_argument("--seeds", default="0", help="comma-separated run seeds (default 0)")
     p.add_argument("--out", required=True, help="output folder for results.parquet and comparison.md")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.add_argument("--address", default=None, help="Ray cluster address; default: start local Ray")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.set_defaults(func=cmd_compare)

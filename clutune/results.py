@@ -11,6 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clutune.errors import UserError
+
 # Per-request metrics a sweep may minimise (as their mean over the requests).
 OBJECTIVE_METRICS = (
     "kl_oracle_all",
@@ -28,6 +30,14 @@ OBJECTIVE_METRICS = (
     "samples_processed",
 )
 HEADLINE = ("kl_oracle_all", "avg_gap", "acc_remain", "acc_learn", "acc_unlearn", "acc_test", "mia_member_rate")
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to clobber an earlier run's results unless asked to: a typo in --out must not lose a result."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if (out / "results.parquet").exists() and not overwrite:
+        raise UserError(f"--out {out} already holds results.parquet; choose another folder or pass --overwrite")
 
 
 def write_results(path: Path, rows: Sequence[dict[str, Any]]) -> None:

@@ -276,3 +276,15 @@ def test_console_script_exits_2(tmp_path):
     assert "Traceback" not in proc.stderr
     assert not out.exists()
     assert not (tmp_path / "oracles").exists()
+
+
+def test_existing_results_are_not_overwritten(capsys, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.parquet").write_bytes(b"earlier results")
+    argv = ["run", "--config", str(write_config(tmp_path)), "--method", "finetune", "--out", str(out)]
+    rc = main([*argv, "--set", f"oracle.cache_dir={tmp_path / 'oracles'}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("clutune: error: --out") and "--overwrite" in err
+    assert (out / "results.parquet").read_bytes() == b"earlier results"
+    assert not (tmp_path / "oracles").exists()

@@ -24,7 +24,7 @@ from clutune.errors import UserError
 from clutune.experiment import ExperimentRun, build_method, method_hparams, prepare, validate_methods_section
 from clutune.platform.oracle_pool import plan_oracles, submit_oracles
 from clutune.platform.sweep import absolutize, ensure_ray
-from clutune.results import write_results
+from clutune.results import check_out_dir, write_results
 from clutune.typed import from_dict
 
 TABLE_METRICS = (
@@ -93,6 +93,7 @@ def run_compare(
     address: str | None = None,
     num_cpus: int | None = None,
     log: Any = _print,
+    overwrite: bool = False,
 ) -> Comparison:
     t0 = time.perf_counter()
     config = load_config(config_path, sets)
@@ -109,8 +110,7 @@ def run_compare(
         hp = method_hparams(config, m, config.dataset.name, {k: v for k, v in bare.items() if _has(m, k)})
         build_method(prep, m, hp, seeds[0])  # refuses a scenario the method cannot serve (clpu), before any work
         hparams[m] = {k: v for k, v in bare.items() if _has(m, k)}
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
+    check_out_dir(out, overwrite)
 
     ensure_ray(address, num_cpus)
     plan = plan_oracles(prep)
