@@ -1,0 +1,30 @@
+"""`clutune oracles` trains every distinct oracle of a scenario on Ray once; a second call finds them cached."""
+
+from __future__ import annotations
+
+from clutune.cli import main
+
+SCENARIO = """
+name: tiny-oracles
+dataset: {name: digits}
+model: {name: mlp, hidden: [16]}
+oracle: {epochs: 3, cache_dir: CACHE}
+scenario:
+  requests:
+    - learn: {task: 0}
+    - learn: {task: 1}
+    - unlearn: {classes: [1]}
+    - unlearn: {fraction: 0.1}
+"""
+
+
+def test_oracles_command_trains_once_then_reports_cached(local_ray, tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(SCENARIO.replace("CACHE", str(tmp_path / "oracles")))
+    assert main(["oracles", "--config", str(config)]) == 0
+    first = capsys.readouterr().out
+    assert "4 distinct oracles for 4 requests; 0 already cached" in first
+    assert first.count("oracle ") >= 4 and "[4/4]" in first
+    assert len([p for p in (tmp_path / "oracles").iterdir() if not p.name.startswith(".")]) == 4
+    assert main(["oracles", "--config", str(config)]) == 0
+    assert "4 distinct oracles for 4 requests; 4 already cached" in capsys.readouterr().out
