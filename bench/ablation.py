@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
+from table import write_table
 
 from clutune.config import load_config
 from clutune.experiment import method_hparams, prepare, run_experiment
@@ -60,9 +60,7 @@ def main() -> None:
                 line = f"| {name} | {preset} | {_stat(kl)} | {_stat(gap)} | {_stat(gu)} |"
                 print(line, flush=True)
                 lines.append(line)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table(lines, args.out)
 
 
 if __name__ == "__main__":

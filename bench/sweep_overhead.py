@@ -15,9 +15,9 @@ import os
 import platform
 import tempfile
 import time
-from pathlib import Path
 
 import torch
+from table import write_table
 
 from clutune.cli import set_ray_env
 from clutune.config import load_config
@@ -68,15 +68,13 @@ def main() -> None:
             torch.set_num_threads(1)
             t0 = time.perf_counter()
             for _, row in summary.trials.iterrows():
-                params = {k: (int(row[k]) if k in ("K_in", "buffer_size") else float(row[k])) for k in keys}
+                params = {k: row[k].item() if hasattr(row[k], "item") else row[k] for k in keys}
                 run_experiment(prep, "ugclu", method_hparams(config, "ugclu", config.dataset.name, params), 0)
             loop_wall = time.perf_counter() - t0
             line = f"| {concurrency} | {sweep_wall:.1f} | {loop_wall:.1f} | {sweep_wall / loop_wall:.2f} |"
             print(line, flush=True)
             lines.append(line)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table(lines, args.out)
 
 
 if __name__ == "__main__":

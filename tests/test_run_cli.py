@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 from scipy.special import entr
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC
@@ -49,15 +48,6 @@ COLUMNS = (
     + METRICS
     + ["seconds", "samples_processed", "oracle_seconds", "oracle_samples_processed"]
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two shared cores: one intra-op thread is much faster here than two fighting other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def run_cli(out: Path, cache: Path, *extra: str) -> str:
