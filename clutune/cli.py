@@ -24,7 +24,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from clutune.config import bare_overrides, load_config
-    from clutune.experiment import method_hparams, prepare, run_experiment, validate_methods_section
+    from clutune.experiment import ExperimentRun, method_hparams, oracle_for, prepare, validate_methods_section
+    from clutune.oracle import oracle_key
     from clutune.results import check_out_dir, format_row, write_results
 
     config = load_config(args.config, args.sets)
@@ -45,7 +46,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_results(out / "results.parquet", rows)
         print(format_row(row, total), flush=True)
 
-    run_experiment(prep, args.method, hparams, config.seed, on_row=on_row, predictions_dir=predictions)
+    def oracle(k: int):
+        if not prep.cache.has(oracle_key(prep.dataset.fingerprint, prep.owned_ids(k), prep.recipe, config.oracle.seed)):
+            print(f"  training the oracle of request {k} ({len(prep.owned_ids(k))} owned samples)", flush=True)
+        return oracle_for(prep, k)
+
+    ExperimentRun(prep, args.method, hparams, config.seed, oracle=oracle, predictions_dir=predictions).run(on_row)
     print(f"wrote {out / 'results.parquet'} ({len(rows)} rows)")
     return 0
 

@@ -313,4 +313,6 @@ def test_one_progress_line_per_request(first_run):
         assert "seconds=" in line
     assert lines[0].startswith("clutune run: finetune on digits-agnostic-class")
     assert lines[-1].startswith("wrote ") and "(8 rows)" in lines[-1]
-    assert len(lines) == 10
+    oracle_lines = [line for line in lines if line.startswith("  training the oracle of request ")]
+    assert len(oracle_lines) == 8  # a fresh cache: each request announces its oracle before training it
+    assert len(lines) == 10 + len(oracle_lines)
