@@ -57,3 +57,9 @@ def test_compare_rejects_unknown_method_before_work(scenario, tmp_path):
     with pytest.raises(UserError, match="unknown method 'nope'"):
         run_compare(str(scenario), ["ugclu", "nope"], [0], tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "oracles").exists()
+
+
+def test_compare_refuses_a_scenario_a_method_cannot_serve(scenario, tmp_path):
+    with pytest.raises(UserError, match="request 2"):
+        run_compare(str(scenario), ["ugclu", "clpu"], [0], tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "oracles").exists()
