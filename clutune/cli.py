@@ -39,6 +39,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     total = len(prep.scenario)
     rows: list[dict] = []
     predictions = out / "predictions" if args.save_predictions else None
+    if args.overwrite:  # a shorter stream must not leave an earlier run's later requests behind
+        for stale in (out / "predictions").glob("request-*.parquet"):
+            stale.unlink()
     print(f"clutune run: {args.method} on {config.name} ({config.dataset.name}, {total} requests, seed {config.seed})")
 
     def on_row(row: dict, _method: object) -> None:

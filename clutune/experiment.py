@@ -159,7 +159,7 @@ class Evaluator:
                 self.learned_at.setdefault(t, k)
         histories = []
         for t, first in self.learned_at.items():
-            classes = [c for c in sc.task_classes[t] if c in owned_classes]
+            classes = [c for c in sc.task_classes[t] if c in owned_classes and (test.labels == c).any()]
             if first == k or not classes:
                 continue
             counts = np.array([(test.labels == c).sum() for c in classes], dtype=np.float64)
@@ -219,6 +219,7 @@ class ExperimentRun:
             "rows": [dict(r) for r in self.rows],
             "head": dict(self.head),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -228,6 +229,8 @@ class ExperimentRun:
         self.rows = [dict(r) for r in state["rows"]]
         self.head = dict(state["head"])
         torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def run(self, on_row: Callable[[dict[str, Any], ExperimentRun], None] | None = None) -> list[dict[str, Any]]:
         """Continue from ``len(self.rows)``; rows in the results schema, one per request."""

@@ -80,7 +80,19 @@ def train_oracle(
     seed: int,
     key: str | None = None,
 ) -> tuple[torch.nn.Module, OracleOutputs]:
-    """Train from scratch on ``owned_ids``; deterministic for a given seed on a given device."""
+    """Train from scratch on ``owned_ids``; deterministic for a given seed on a given device.
+
+    The global RNG is forked, so whether an oracle was cached or had to be trained never changes what the
+    method being evaluated draws next.
+    """
+    devices = [dataset.x_train.device] if dataset.x_train.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return _train_oracle(dataset, owned_ids, recipe, seed, key)
+
+
+def _train_oracle(
+    dataset: Dataset, owned_ids: torch.Tensor, recipe: OracleRecipe, seed: int, key: str | None
+) -> tuple[torch.nn.Module, OracleOutputs]:
     owned_ids = owned_ids.sort().values.cpu()
     torch.manual_seed(seed)
     model = build_model(recipe.model, dataset.input_shape, dataset.num_classes).to(dataset.x_train.device)

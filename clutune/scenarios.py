@@ -121,12 +121,14 @@ def build_scenario(
             for t in ts:
                 if not 0 <= t < len(task_classes):
                     raise UserError(f"{where}: unknown task {t} (tasks 0..{len(task_classes) - 1})")
-            mask = torch.isin(sample_task, torch.tensor(ts))
+            of_tasks = torch.isin(sample_task, torch.tensor(ts))
+            mask = of_tasks
             if kind == UNLEARN:  # what is still owned of those tasks; earlier partial unlearning is fine
-                if (mask & learned).any() and not (mask & owned).any():
-                    raise UserError(f"{where}: tasks {ts} were already unlearned")
-                mask &= ~unlearned
-            whole = True
+                if not (of_tasks & owned).any():
+                    state = "already unlearned" if (of_tasks & learned).any() else "never learned"
+                    raise UserError(f"{where}: tasks {ts} were {state}")
+                mask = of_tasks & owned
+            whole = bool(torch.equal(mask, of_tasks))
         elif key == "classes":
             cs = _int_list(where, key, value)
             for c in cs:

@@ -63,3 +63,8 @@ def test_compare_refuses_a_scenario_a_method_cannot_serve(scenario, tmp_path):
     with pytest.raises(UserError, match="request 2"):
         run_compare(str(scenario), ["ugclu", "clpu"], [0], tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "oracles").exists()
+
+
+def test_compare_refuses_a_bare_key_no_method_has(scenario, tmp_path):
+    with pytest.raises(UserError, match="gama"):
+        run_compare(str(scenario), ["ugclu", "finetune"], [0], tmp_path / "out", sets=["gama=2"])

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -16,7 +17,7 @@ from clutune.platform.sweep import run_sweep
 
 FAST = [
     "oracle.epochs=10",
-    "methods.ugclu.epochs_per_learn=3",
+    "epochs_per_learn=3",  # bare: holds for every trial
     "methods.ugclu.iters_per_unlearn=20",
     "sweep.asha=false",
 ]
@@ -57,14 +58,23 @@ def test_sweep_records_trials_and_trains_each_oracle_once(local_ray, tmp_path, m
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "kl_oracle_all")]
         assert steps == list(range(8))
     assert "best_mean_kl_oracle_all" in client.get_run(parent_id).data.metrics
+    assert client.get_run(parent_id).data.params["fixed.epochs_per_learn"] == "3"
     artifacts = {a.path for a in client.list_artifacts(parent_id)}
     assert {"trials.csv", "config.json", "search_space.json", "kl_oracle_all_per_request.png"} <= artifacts
-    assert (summary.sweep_dir / "results.parquet").exists()
+    rows = pq.read_table(summary.sweep_dir / "results.parquet").to_pylist()
+    first = [r for r in rows if r["request"] == 0]
+    assert len(first) == 4 and all(r["samples_processed"] == 3 * 269 for r in first)  # 3 epochs over task 0
 
     # The same scenario again, in a new sweep folder: every oracle comes from the cache.
     again = [*_sets(tmp_path), f"sweep.storage_path={tmp_path / 'sweeps2'}"]
     second = run_sweep("digits-agnostic-class", "ugclu", 1, sets=again, tracking_uri=uri)
     assert second.oracles_trained == 0 and second.oracles_total == 8
+
+
+def test_sweep_refuses_unknown_bare_hyperparameter(tmp_path):
+    with pytest.raises(UserError, match="gama"):
+        run_sweep("digits-agnostic-class", "ugclu", 2, sets=[*_sets(tmp_path), "gama=2"])
+    assert not (tmp_path / "sweeps").exists()
 
 
 def test_sweep_refuses_bad_space_before_starting(tmp_path):

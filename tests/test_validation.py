@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from clutune.cli import main
@@ -288,3 +289,15 @@ def test_existing_results_are_not_overwritten(capsys, tmp_path):
     assert rc == 2 and err.startswith("clutune: error: --out") and "--overwrite" in err
     assert (out / "results.parquet").read_bytes() == b"earlier results"
     assert not (tmp_path / "oracles").exists()
+
+
+def test_unlearning_a_partly_learned_task_takes_what_is_owned(labels):
+    from clutune.scenarios import build_scenario
+
+    y = torch.tensor(labels)
+    task0 = (y < 2).nonzero().flatten().tolist()
+    sc = build_scenario([{"learn": {"ids": task0[:5]}}, {"unlearn": {"task": 0}}], y, 10)
+    assert sc.requests[1].ids.tolist() == sorted(task0[:5])
+    assert not sc.requests[1].whole_tasks
+    full = build_scenario([{"learn": {"task": 0}}, {"unlearn": {"task": 0}}], y, 10)
+    assert full.requests[1].whole_tasks

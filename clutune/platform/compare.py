@@ -103,6 +103,9 @@ def run_compare(
     if len(set(methods)) != len(methods):
         raise UserError("--methods lists a method twice")
     bare = bare_overrides(sets)
+    for key in bare:
+        if not any(_has(m, key) for m in methods):
+            raise UserError(f"--set {key}: none of the methods {', '.join(methods)} has a hyperparameter {key!r}")
     absolutize(config)
     prep = prepare(config)
     hparams = {}

@@ -21,7 +21,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from clutune.config import Config, load_config
+from clutune.config import Config, bare_overrides, load_config
 from clutune.errors import UserError
 from clutune.experiment import method_hparams, prepare, validate_methods_section
 from clutune.platform.oracle_pool import plan_oracles, submit_oracles
@@ -129,7 +129,8 @@ def run_sweep(
     if seed is not None:
         config.seed = seed
     validate_methods_section(config)
-    defaults = asdict(method_hparams(config, method, config.dataset.name))
+    fixed = bare_overrides(sets)  # bare --set hyperparameters hold for every trial; the space samples the rest
+    defaults = asdict(method_hparams(config, method, config.dataset.name, fixed))
     space = load_space(space_path or default_space_path(method), method)
     start = {
         k: defaults[k] for k in space.distributions if defaults.get(k) is not None and space.contains(k, defaults[k])
@@ -165,13 +166,17 @@ def run_sweep(
         "seed": config.seed,
         "oracle_refs": [refs[k] for k in plan.key_of_request],
         "objectives": list(config.sweep.objectives),
+        "fixed": fixed,
     }
     res = config.sweep.trial_resources
     trainable = tune.with_resources(
         tune.with_parameters(clu_trainable, context=context), {"cpu": res.cpu, "gpu": res.gpu}
     )
     parent = tracker.start_parent(
-        name, config.as_dict(), space.raw, {"method": method, "trials": trials, "sweep_dir": str(sweep_dir)}
+        name,
+        config.as_dict(),
+        space.raw,
+        {"method": method, "trials": trials, "sweep_dir": str(sweep_dir), "fixed": fixed},
     )
     first = objective_name(config.sweep.objectives[0])
     callback = MlflowCallback(tracker, list(space.distributions), len(prep.scenario), first, log)

@@ -47,7 +47,7 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     config.threads = max(1, int(cpus))
     prep = prepare(config)
-    hparams = method_hparams(config, context["method"], config.dataset.name, params)
+    hparams = method_hparams(config, context["method"], config.dataset.name, {**context["fixed"], **params})
     refs: list[ray.ObjectRef] = context["oracle_refs"]
     run = ExperimentRun(prep, context["method"], hparams, context["seed"], oracle=lambda k: ray.get(refs[k]))
     checkpoint = tune.get_checkpoint()
@@ -70,7 +70,7 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
         # A diverged trial ends as the worst possible result instead of an error: Tune would retry it (it is
         # deterministic, so it would diverge again) and Optuna would learn nothing from an errored trial.
         k = len(run.rows)
-        result = {"request": k, "kind": prep.scenario.requests[k].kind, "requests_done": k + 1, "diverged": 1.0}
+        result = {"request": k, "kind": prep.scenario.requests[k].kind, "requests_done": k, "diverged": 1.0}
         result.update({objective_name(m): math.inf for m in metrics})
         result["error"] = str(e)
         tune.report(result)
