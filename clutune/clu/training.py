@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,13 +25,16 @@ def sgd_epochs(
     opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LRScheduler | None,
     generator: torch.Generator,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> None:
+    """Shuffled passes over ``ids``; ``loss(x, y)`` sees each batch (default: the model's cross-entropy)."""
+    loss = loss or (lambda x, y: F.cross_entropy(model(x), y))
     model.train()
     for _ in range(epochs):
         for batch in epoch_batches(ids, batch_size, generator):
             x, y = data.fetch(batch, generator)
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
+            loss(x, y).backward()
             opt.step()
             if sched is not None:
                 sched.step()

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from clutune.clu.access import TrainAccess
-from clutune.clu.batches import cycle_batches, epoch_batches
+from clutune.clu.batches import cycle_batches
 from clutune.clu.methods.base import BaseHparams, Method, check_ranges
-from clutune.clu.training import steps_per_epoch
+from clutune.clu.training import sgd_epochs, steps_per_epoch
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -53,14 +53,7 @@ def supervised_epochs(
     """``epochs_per_learn`` passes over ``ids``; ``loss(x, y)`` sees each batch; ``params`` default to the model's."""
     hp = method.hp
     opt, sched = sgd(method, hp.epochs_per_learn * steps_per_epoch(len(ids), hp.batch_size), params)
-    method.model.train()
-    for _ in range(hp.epochs_per_learn):
-        for batch in epoch_batches(ids, hp.batch_size, method.generator):
-            x, y = method.data.fetch(batch, method.generator)
-            opt.zero_grad(set_to_none=True)
-            loss(x, y).backward()
-            opt.step()
-            sched.step()
+    sgd_epochs(method.model, method.data, ids, hp.epochs_per_learn, hp.batch_size, opt, sched, method.generator, loss)
 
 
 def replay_batch(
