@@ -25,7 +25,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from clutune.config import bare_overrides, load_config
     from clutune.experiment import ExperimentRun, method_hparams, oracle_for, prepare, validate_methods_section
-    from clutune.oracle import oracle_key
+    from clutune.oracle import oracle_key, oracle_requests
     from clutune.results import check_out_dir, format_row, write_results
 
     config = load_config(args.config, args.sets)
@@ -49,7 +49,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_results(out / "results.parquet", rows)
         print(format_row(row, total), flush=True)
 
+    wanted = oracle_requests(config.oracle.policy, config.oracle.every, [r.kind for r in prep.scenario.requests])
+
     def oracle(k: int):
+        if not wanted[k]:
+            return None  # oracle.policy gives this request no oracle
         if not prep.cache.has(oracle_key(prep.dataset.fingerprint, prep.owned_ids(k), prep.recipe, config.oracle.seed)):
             print(f"  training the oracle of request {k} ({len(prep.owned_ids(k))} owned samples)", flush=True)
         return oracle_for(prep, k)
@@ -107,6 +111,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if summary.pareto is not None:
         print(f"Pareto front ({len(summary.pareto)} trials):")
         print(summary.pareto.to_string(index=False))
+    if summary.confirmed is not None:
+        print("confirmed on fresh seeds (tuned -> confirmed; worse_than_tuned beyond sweep.confirm_tolerance):")
+        print(summary.confirmed.to_string(index=False))
     print(f"MLflow parent run {summary.parent_run_id} in {summary.tracking_uri}")
     print(f"browse it with: {sys.argv[0]} ui --tracking-uri {summary.tracking_uri}")
     return 0
@@ -131,6 +138,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         address=args.address,
         num_cpus=args.num_cpus,
         overwrite=args.overwrite,
+        resume=args.resume,
+        tracking_uri=args.tracking_uri,
     )
     print(f"compare finished in {result.seconds:.0f} s; mean ± std over seeds {seeds} of each run's request mean:")
     print(format_table(result.table))
@@ -139,22 +148,96 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_oracles(args: argparse.Namespace) -> int:
-    set_ray_env()
-    from clutune.config import load_config
-    from clutune.experiment import prepare
-    from clutune.platform.oracle_pool import plan_oracles, submit_oracles
-    from clutune.platform.sweep import absolutize, ensure_ray
+    """Train a scenario's oracles (--config), prune the cache (--prune), or report its size (--cache-dir)."""
+    from clutune.config import OracleConfig, load_config
+    from clutune.oracle import OracleCache
 
-    config = load_config(args.config, args.sets)
+    max_age_s, max_bytes = _check_oracles_args(args)
+    config = load_config(args.config, args.sets) if args.config else None
+    if config is not None and args.cache_dir:
+        config.oracle.cache_dir = args.cache_dir
+    cache = OracleCache(config.oracle.cache_dir if config else args.cache_dir or OracleConfig().cache_dir)
+    if args.prune:
+        _prune_oracles(cache, max_age_s, max_bytes)
+    elif config is not None:
+        _train_oracles(config, args.address, args.num_cpus)
+    entries = cache.entries()
+    print(f"cache {cache.root}: {len(entries)} oracles, {_fmt_bytes(sum(e.bytes for e in entries))}")
+    return 0
+
+
+def _check_oracles_args(args: argparse.Namespace) -> tuple[float | None, int | None]:
+    """Every combination checked before any work; returns the prune limits in seconds and bytes."""
+    limited = args.max_age is not None or args.max_size is not None
+    if limited and not args.prune:
+        raise UserError("--max-age and --max-size only apply with --prune")
+    if args.prune and not limited:
+        raise UserError("--prune needs a limit: --max-age DAYS and/or --max-size SIZE (e.g. 500M, 2G)")
+    if args.config is None and not (args.prune or args.cache_dir):
+        raise UserError("oracles: give --config to train, --prune to prune, or --cache-dir to report a cache's size")
+    if args.sets and args.config is None:
+        raise UserError("--set needs --config")
+    if args.max_age is not None and args.max_age < 0:
+        raise UserError(f"--max-age {args.max_age:g}: must be at least 0 days")
+    max_age_s = None if args.max_age is None else args.max_age * 86400.0
+    return max_age_s, None if args.max_size is None else _parse_size(args.max_size)
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _parse_size(text: str) -> int:
+    """``500M``, ``2G``, ``1.5G``, ``800K`` or plain bytes; units are powers of 1024, a trailing B is allowed."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", text, re.IGNORECASE)
+    if match is None:
+        raise UserError(f"--max-size {text!r}: expected a size like 500M, 2G or 1048576")
+    return int(float(match[1]) * _SIZE_UNITS[match[2].upper()])
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if n >= _SIZE_UNITS[unit]:
+            return f"{n / _SIZE_UNITS[unit]:.1f}{unit}"
+    return f"{n}B"
+
+
+def _prune_oracles(cache, max_age_s: float | None, max_bytes: int | None) -> None:  # cache: OracleCache
+    import time
+
+    entries = {e.key: e for e in cache.entries()}
+    plan = cache.prune_plan(max_age_s, max_bytes, set())
+    for key in cache.remove(plan.remove):
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entries[key].last_used))
+        print(f"removed {key} ({_fmt_bytes(entries[key].bytes)}, last used {used})")
+    for key in plan.spared:
+        print(f"kept {key} ({_fmt_bytes(entries[key].bytes)}): a running job holds a lease on it")
+    if not plan.remove and not plan.spared:
+        print("nothing to prune: the cache is within the limits")
+
+
+def _train_oracles(config, address: str | None, num_cpus: int | None) -> None:  # config: Config
+    """Only the oracles ``oracle.policy`` needs; the missing ones train in parallel on Ray."""
+    set_ray_env()
+    from clutune.experiment import prepare
+    from clutune.platform.engine import absolutize, ensure_ray
+    from clutune.platform.oracle_pool import plan_oracles, submit_oracles
+
     absolutize(config)
     prep = prepare(config)
     plan = plan_oracles(prep)
-    print(f"{len(plan.owned)} distinct oracles for {len(prep.scenario)} requests; {len(plan.cached)} already cached")
+    needed = sum(key is not None for key in plan.key_of_request)
+    policy = "" if needed == len(prep.scenario) else f" (oracle.policy {config.oracle.policy}: {needed} get one)"
+    print(
+        f"{len(plan.owned)} distinct oracles for {len(prep.scenario)} requests{policy}; "
+        f"{len(plan.cached)} already cached"
+    )
     if not plan.missing:
-        return 0
+        return
     import ray
 
-    ensure_ray(args.address, args.num_cpus)
+    ensure_ray(address, num_cpus)
     refs = submit_oracles(prep, plan)
     pending = {refs[k]: k for k in plan.missing}
     done = 0
@@ -163,11 +246,8 @@ def cmd_oracles(args: argparse.Namespace) -> int:
         outputs = ray.get(ready[0])
         done += 1
         key = pending.pop(ready[0])
-        print(
-            f"[{done}/{len(plan.missing)}] oracle {key}: {outputs.seconds:.1f} s, {outputs.samples_processed} samples"
-        )
-    print(f"cache: {prep.cache.root}")
-    return 0
+        cost = f"{outputs.seconds:.1f} s, {outputs.samples_processed} samples"
+        print(f"[{done}/{len(plan.missing)}] oracle {key}: {cost}")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -218,12 +298,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0", help="comma-separated run seeds (default 0)")
     p.add_argument("--out", required=True, help="output folder for results.parquet and comparison.md")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted compare in --out")
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
     p.add_argument("--address", default=None, help="Ray cluster address; default: start local Ray")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("oracles", help="train (or find cached) every oracle of a scenario, in parallel on Ray")
-    _add_config_args(p)
+    p = sub.add_parser(
+        "oracles", help="train (or find cached) the oracles of a scenario on Ray; prune or size the oracle cache"
+    )
+    p.add_argument("--config", default=None, help="a YAML file or a preset name (not needed with --prune/--cache-dir)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--cache-dir", default=None, help="oracle cache (default: the config's oracle.cache_dir)")
+    p.add_argument("--prune", action="store_true", help="remove least recently used oracles (needs a limit)")
+    p.add_argument("--max-age", type=float, default=None, metavar="DAYS", help="prune oracles unused this long")
+    p.add_argument("--max-size", default=None, metavar="SIZE", help="prune down to this size (500M, 2G)")
     p.add_argument("--address", default=None, help="Ray cluster address; default: start local Ray")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.set_defaults(func=cmd_oracles)

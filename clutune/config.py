@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -21,12 +21,23 @@ from clutune.typed import from_dict, to_dict
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 BEST_DIR = CONFIG_DIR / "best"
+MNIST1D_MIN_SAMPLES = 100
 
 
 @dataclass
 class DatasetConfig:
     name: str = "digits"
     root: str | None = None  # folder holding cifar-10-batches-py or tiny-imagenet-200
+    # mnist1d only: total samples to generate (train + test, split 80/20); None = the package's 5,000.
+    samples: int | None = None
+
+    def validate(self, prefix: str) -> None:
+        if self.samples is None:
+            return
+        if self.name != "mnist1d":
+            raise UserError(f"config key '{prefix}.samples': only mnist1d can generate samples, not {self.name}")
+        if self.samples < MNIST1D_MIN_SAMPLES:
+            raise UserError(f"config key '{prefix}.samples': must be at least {MNIST1D_MIN_SAMPLES}")
 
 
 @dataclass
@@ -49,13 +60,63 @@ class OracleConfig:
     augment: bool = False
     seed: int = 0
     cache_dir: str = "~/.cache/clutune/oracles"
+    # Which requests get an exact oracle (see clutune.oracle.oracle_requests); the others get NaN oracle metrics.
+    policy: str = "every"
+    every: int = 1  # the period of policy every_k
+    keep_weights: bool = False  # cache each oracle's weights too, not only its outputs
+
+    POLICIES: ClassVar[tuple[str, ...]] = ("every", "every_k", "unlearn", "final")
 
     def validate(self, prefix: str) -> None:
         if self.schedule not in ("cosine", "constant"):
             raise UserError(f"config key '{prefix}.schedule': expected cosine or constant, got {self.schedule!r}")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "every"):
             if getattr(self, name) < 1:
                 raise UserError(f"config key '{prefix}.{name}': must be at least 1")
+        if self.policy not in self.POLICIES:
+            known = ", ".join(self.POLICIES)
+            raise UserError(f"config key '{prefix}.policy': expected one of {known}, got {self.policy!r}")
+
+
+@dataclass
+class GenerateConfig:
+    """A generated request stream (clutune.scenario_generator); the same settings always give the same stream."""
+
+    n_requests: int = 100  # the stream length, exactly
+    learn_chunk: int = 32  # new samples per learn request
+    learn_classes: str = "task"  # task: a chunk from one task's classes, tasks in round-robin; all: any class
+    unlearn_ratio: float = 0.3  # share of unlearn requests (the first request is always a learn)
+    # Relative weights of the unlearn kinds: task (what is still owned of one task), class (one class across
+    # tasks), random (random_fraction of the owned samples, across tasks).
+    unlearn_mix: dict[str, float] = field(default_factory=lambda: {"task": 1.0, "class": 1.0, "random": 1.0})
+    random_fraction: float = 0.1
+    relearn: bool = True  # new samples of an unlearned class may arrive later (never the unlearned ids)
+    seed: int = 0
+
+    UNLEARN_KINDS: ClassVar[tuple[str, ...]] = ("task", "class", "random")
+    LEARN_CLASSES: ClassVar[tuple[str, ...]] = ("task", "all")
+
+    def validate(self, prefix: str) -> None:
+        for name in ("n_requests", "learn_chunk"):
+            if getattr(self, name) < 1:
+                raise UserError(f"config key '{prefix}.{name}': must be at least 1")
+        if self.learn_classes not in self.LEARN_CLASSES:
+            raise UserError(f"config key '{prefix}.learn_classes': expected task or all, got {self.learn_classes!r}")
+        if not 0 <= self.unlearn_ratio < 1:
+            raise UserError(f"config key '{prefix}.unlearn_ratio': must be in [0, 1), got {self.unlearn_ratio}")
+        if not 0 < self.random_fraction <= 1:
+            raise UserError(f"config key '{prefix}.random_fraction': must be in (0, 1], got {self.random_fraction}")
+        if self.seed < 0:
+            raise UserError(f"config key '{prefix}.seed': must be >= 0, got {self.seed}")
+        mix = self.unlearn_mix
+        for kind, weight in mix.items():
+            if kind not in self.UNLEARN_KINDS:
+                known = ", ".join(self.UNLEARN_KINDS)
+                raise UserError(f"config key '{prefix}.unlearn_mix': unknown kind {kind!r}; known: {known}")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+                raise UserError(f"config key '{prefix}.unlearn_mix.{kind}': expected a weight >= 0, got {weight!r}")
+        if self.unlearn_ratio > 0 and not any(w > 0 for w in mix.values()):
+            raise UserError(f"config key '{prefix}.unlearn_mix': give at least one kind a weight > 0")
 
 
 @dataclass
@@ -66,6 +127,14 @@ class ScenarioConfig:
     tasks: list[list[int]] | None = None  # explicit class groups; overrides classes_per_task
     seed: int = 0  # draws the random-sample unlearn sets, so every method and seed sees the same requests
     requests: list[dict[str, Any]] = field(default_factory=list)
+    generate: GenerateConfig | None = None  # a generated stream instead of requests (README, Generated streams)
+
+    def validate(self, prefix: str) -> None:
+        if self.generate is not None and self.requests:
+            raise UserError(
+                f"config key '{prefix}.requests': must be empty when {prefix}.generate is set "
+                "(the generator writes the request list); remove one of the two"
+            )
 
 
 @dataclass
@@ -94,8 +163,28 @@ class SweepConfig:
     storage_path: str = "runs/sweeps"  # Ray Tune experiment folders (local path or a URI workers can reach)
     study_storage: str | None = None  # Optuna storage: None = a journal file in the sweep folder; or an RDB URL
     experiment: str | None = None  # MLflow experiment name; default: the config's name
+    # Every trial runs its configuration on each of these run seeds and reports the mean over them.
+    seeds: list[int] = field(default_factory=lambda: [0])
+    robust: float = 0.0  # kappa: each objective is mean + kappa x std over seeds (sample std)
+    # After the search, the best trial (one objective) or every Pareto trial is re-run on these fresh seeds.
+    confirm_seeds: list[int] = field(default_factory=list)
+    # A confirmed objective worse than the tuned one by more than this share of it is flagged.
+    confirm_tolerance: float = 0.25
+    confirm_front: bool = False  # with several objectives: confirm every Pareto trial, not only the picked one
+    checkpoint_every: int = 1  # requests between trial checkpoints (and always after the last)
 
     def validate(self, prefix: str) -> None:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise UserError(f"config key '{prefix}.seeds': give at least one seed, each once")
+        if set(self.confirm_seeds) & set(self.seeds):
+            both = sorted(set(self.confirm_seeds) & set(self.seeds))
+            raise UserError(f"config key '{prefix}.confirm_seeds': seeds {both} are also tuning seeds")
+        if len(set(self.confirm_seeds)) != len(self.confirm_seeds):
+            raise UserError(f"config key '{prefix}.confirm_seeds': a seed is listed twice")
+        if self.robust < 0 or self.confirm_tolerance < 0:
+            raise UserError(f"config key '{prefix}': robust and confirm_tolerance must be >= 0")
+        if self.checkpoint_every < 1:
+            raise UserError(f"config key '{prefix}.checkpoint_every': must be at least 1")
         if not self.objectives:
             raise UserError(f"config key '{prefix}.objectives': give at least one metric")
         if self.sampler not in ("tpe", "random"):
@@ -113,6 +202,9 @@ class Config:
     # thread than on several that contend for cores with other trials.
     threads: int = 1
     augment: bool = False  # random crop + flip on image batches during method training
+    # Stability diagnostics (dead units, weight magnitude, effective rank) after every request run on a fixed
+    # probe set of this many samples (owned train plus test, drawn once by scenario.seed); 0 turns them off.
+    probe_size: int = 2000
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
@@ -131,6 +223,7 @@ class Config:
         payload.pop("sweep")
         payload.pop("threads")
         payload["oracle"].pop("cache_dir")
+        payload["oracle"].pop("keep_weights")
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -7,8 +7,9 @@ metrics and result rows. The CLI, ``clutune compare`` and the Tune trainable all
 
 from __future__ import annotations
 
+import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,17 +18,19 @@ import numpy as np
 import torch
 
 from clutune.clu.access import TrainAccess, crop_flip
+from clutune.clu.diagnostics import owned_probe_ids, plasticity_diagnostics, probe_ids
 from clutune.clu.methods import get_method
 from clutune.clu.methods.base import Method
-from clutune.clu.runner import Diverged, run
+from clutune.clu.runner import Diverged, iter_run
 from clutune.clu.training import predict_logits
 from clutune.config import Config, best_defaults
 from clutune.data import Dataset, load_dataset
 from clutune.errors import UserError
 from clutune.metrics import Split, forgetting, request_metrics, softmax64, test_accuracy_by_classes
 from clutune.models import build_model
-from clutune.oracle import OracleCache, OracleOutputs, OracleRecipe, get_oracle
+from clutune.oracle import OracleCache, OracleOutputs, OracleRecipe, get_oracle, oracle_requests
 from clutune.predictions import write_predictions
+from clutune.scenario_generator import scenario_requests
 from clutune.scenarios import Request, Scenario, build_scenario
 from clutune.typed import from_dict
 
@@ -66,16 +69,16 @@ class Prepared:
     device: torch.device
 
     def owned_ids(self, k: int) -> torch.Tensor:
-        return self.scenario.owned_after[k].nonzero().flatten()
+        return self.scenario.owned(k).nonzero().flatten()
 
 
 def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
     device = resolve_device(config.device)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    dataset = dataset or load_dataset(config.dataset.name, config.dataset.root)
+    dataset = dataset or load_dataset(config.dataset.name, config.dataset.root, config.dataset.samples)
     scenario = build_scenario(
-        config.scenario.requests,
+        scenario_requests(config.scenario, dataset.y_train, dataset.num_classes),
         dataset.y_train,
         dataset.num_classes,
         classes_per_task=config.scenario.classes_per_task,
@@ -86,8 +89,12 @@ def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
     return Prepared(config, dataset.to(device), scenario, recipe, OracleCache(config.oracle.cache_dir), device)
 
 
-def oracle_for(prep: Prepared, k: int) -> OracleOutputs:
-    return get_oracle(prep.dataset, prep.owned_ids(k), prep.recipe, prep.config.oracle.seed, prep.cache)
+def oracle_for(prep: Prepared, k: int) -> OracleOutputs | None:
+    """None where ``oracle.policy`` gives request k no oracle (its oracle metrics are then NaN)."""
+    cfg = prep.config.oracle
+    if not oracle_requests(cfg.policy, cfg.every, [r.kind for r in prep.scenario.requests])[k]:
+        return None
+    return get_oracle(prep.dataset, prep.owned_ids(k), prep.recipe, cfg.seed, prep.cache, cfg.keep_weights)
 
 
 @dataclass
@@ -95,20 +102,42 @@ class Evaluator:
     """Scores a model after request k against oracle k; keeps the per-class test accuracy history."""
 
     prep: Prepared
-    oracle: Callable[[int], OracleOutputs]
+    oracle: Callable[[int], OracleOutputs | None]  # None: the oracle policy gives this request no oracle
     predictions_dir: Path | None = None
     class_acc: list[np.ndarray] = field(default_factory=list)  # per request: test accuracy per class
     learned_at: dict[int, int] = field(default_factory=dict)  # task -> request that first learned it
+    probe: tuple[torch.Tensor, torch.Tensor] | None = None  # (train ids, test ids), drawn once per stream
 
-    def splits(self, request: Request, model_logits: tuple[torch.Tensor, torch.Tensor], oracle: OracleOutputs):
+    def __post_init__(self) -> None:
+        cfg, ds = self.prep.config, self.prep.dataset
+        if cfg.probe_size > 0:
+            self.probe = probe_ids(ds.n_train, ds.n_test, cfg.probe_size, cfg.scenario.seed)
+
+    def diagnostics(self, k: int, model: torch.nn.Module) -> dict[str, float]:
+        """Plasticity diagnostics on the probe set's owned training samples plus its test samples."""
+        if self.probe is None:
+            return {}
+        ds = self.prep.dataset
+        train = owned_probe_ids(self.probe[0], self.prep.scenario.owned(k).nonzero().flatten())
+        dev = ds.x_train.device
+        x = torch.cat([ds.inputs(ds.x_train[train.to(dev)]), ds.inputs(ds.x_test[self.probe[1].to(dev)])])
+        return plasticity_diagnostics(model, x)
+
+    def splits(
+        self, request: Request, model_logits: tuple[torch.Tensor, torch.Tensor], oracle: OracleOutputs | None
+    ) -> dict[str, Split]:
+        """Without an oracle its outputs are NaN: nothing can be scored against a model that was not trained."""
         sc, ds, k = self.prep.scenario, self.prep.dataset, request.index
         learn = torch.zeros(ds.n_train, dtype=torch.bool)
         if request.kind == "learn":
             learn[request.ids] = True
-        masks = {"remain": sc.owned_after[k] & ~learn, "learn": learn, "unlearn": sc.unlearned_after[k]}
+        masks = {"remain": sc.owned(k) & ~learn, "learn": learn, "unlearn": sc.unlearned(k)}
         y_train, y_test = ds.y_train.cpu().numpy(), ds.y_test.cpu().numpy()
         pm_train, pm_test = softmax64(model_logits[0].numpy()), softmax64(model_logits[1].numpy())
-        po_train, po_test = softmax64(oracle.logits_train.numpy()), softmax64(oracle.logits_test.numpy())
+        if oracle is None:
+            po_train, po_test = np.full_like(pm_train, np.nan), np.full_like(pm_test, np.nan)
+        else:
+            po_train, po_test = softmax64(oracle.logits_train.numpy()), softmax64(oracle.logits_test.numpy())
         out = {}
         for name, mask in masks.items():
             idx = mask.nonzero().flatten().numpy()
@@ -124,17 +153,19 @@ class Evaluator:
         oracle = self.oracle(k)
         splits = self.splits(request, logits, oracle)
         row: dict[str, Any] = {"request": k, "kind": request.kind}
-        row.update(request_metrics(splits, request.kind == "learn"))
-        row.update(self.class_metrics(request, splits["test"]))
+        row.update(request_metrics(splits, request.kind == "learn", with_oracle=oracle is not None))
+        row.update(self.class_metrics(request, splits["test"], with_oracle=oracle is not None))
+        row.update(self.diagnostics(k, model))
         row.update(
             n_learn=len(splits["learn"]),
             n_unlearn=len(request.ids) if request.kind == "unlearn" else 0,
-            n_owned=int(sc.owned_after[k].sum()),
+            n_owned=int(sc.owned(k).sum()),
             n_unlearned_total=len(splits["unlearn"]),
-            oracle_seconds=oracle.seconds,
-            oracle_samples_processed=oracle.samples_processed,
-            oracle_cached=oracle.cached,
-            oracle_key=oracle.key,
+            oracle_evaluated=oracle is not None,
+            oracle_seconds=oracle.seconds if oracle else math.nan,
+            oracle_samples_processed=oracle.samples_processed if oracle else 0,
+            oracle_cached=oracle.cached if oracle else False,
+            oracle_key=oracle.key if oracle else "",
         )
         if self.predictions_dir is not None:
             task_of = sc.sample_task.numpy()
@@ -142,11 +173,11 @@ class Evaluator:
             write_predictions(self.predictions_dir / f"request-{k}.parquet", splits, task_of, test_task)
         return row
 
-    def class_metrics(self, request: Request, test: Split) -> dict[str, float]:
+    def class_metrics(self, request: Request, test: Split, with_oracle: bool = True) -> dict[str, float]:
         """acc_test_owned / acc_test_unlearned and forgetting, from the per-class test accuracy history."""
         sc, ds, k = self.prep.scenario, self.prep.dataset, request.index
-        y_owned = ds.y_train.cpu()[sc.owned_after[k]]
-        y_unl = ds.y_train.cpu()[sc.unlearned_after[k]]
+        y_owned = ds.y_train.cpu()[sc.owned(k)]
+        y_unl = ds.y_train.cpu()[sc.unlearned(k)]
         owned_classes = sorted(set(torch.unique(y_owned).tolist()))
         gone = sorted(set(torch.unique(y_unl).tolist()) - set(owned_classes))
         hits = test.p_model.argmax(1) == test.labels
@@ -168,9 +199,13 @@ class Evaluator:
             )
         return {
             "acc_test_owned": test_accuracy_by_classes(test.p_model, test.labels, owned_classes),
-            "oracle_acc_test_owned": test_accuracy_by_classes(test.p_oracle, test.labels, owned_classes),
+            "oracle_acc_test_owned": (
+                test_accuracy_by_classes(test.p_oracle, test.labels, owned_classes) if with_oracle else math.nan
+            ),
             "acc_test_unlearned": test_accuracy_by_classes(test.p_model, test.labels, gone),
-            "oracle_acc_test_unlearned": test_accuracy_by_classes(test.p_oracle, test.labels, gone),
+            "oracle_acc_test_unlearned": (
+                test_accuracy_by_classes(test.p_oracle, test.labels, gone) if with_oracle else math.nan
+            ),
             "forgetting": forgetting(histories),
         }
 
@@ -209,14 +244,15 @@ class ExperimentRun:
             "config_hash": prep.config.hash(),
             "seed": seed,
         }
-        self.rows: list[dict[str, Any]] = []
+        self.done = 0  # requests finished, including those before a restored checkpoint
+        self.rows: list[dict[str, Any]] = []  # rows produced by this process; never checkpointed (grows with n)
 
     def state(self) -> dict[str, Any]:
         return {
             "method": self.method.state_dict(),
             "class_acc": [torch.from_numpy(a.copy()) for a in self.evaluator.class_acc],
             "learned_at": dict(self.evaluator.learned_at),
-            "rows": [dict(r) for r in self.rows],
+            "done": self.done,
             "head": dict(self.head),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -226,22 +262,24 @@ class ExperimentRun:
         self.method.load_state_dict(state["method"])
         self.evaluator.class_acc = [a.numpy().copy() for a in state["class_acc"]]
         self.evaluator.learned_at = dict(state["learned_at"])
-        self.rows = [dict(r) for r in state["rows"]]
+        self.done = int(state["done"])
         self.head = dict(state["head"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
-    def run(self, on_row: Callable[[dict[str, Any], ExperimentRun], None] | None = None) -> list[dict[str, Any]]:
-        """Continue from ``len(self.rows)``; rows in the results schema, one per request."""
-
-        def tagged(row: dict[str, Any], _method: Method) -> None:
+    def steps(self) -> Iterator[dict[str, Any]]:
+        """Continue from request ``self.done``, yielding each row (results schema) once it is in ``self.rows``."""
+        for row in iter_run(self.method, self.prep.scenario.requests, self.evaluator, start=self.done):
             ordered = {**self.head, **row}
             self.rows.append(ordered)
-            if on_row is not None:
-                on_row(ordered, self)
+            self.done += 1
+            yield ordered
 
-        run(self.method, self.prep.scenario.requests, self.evaluator, tagged, start=len(self.rows))
+    def run(self, on_row: Callable[[dict[str, Any], ExperimentRun], None] | None = None) -> list[dict[str, Any]]:
+        for row in self.steps():
+            if on_row is not None:
+                on_row(row, self)
         return self.rows
 
 

@@ -107,21 +107,26 @@ def _mia_pair(splits: dict[str, Split], which: str) -> tuple[float, float]:
     return rate, eff
 
 
-def request_metrics(splits: dict[str, Split], is_learn: bool) -> dict[str, float]:
-    """All per-request metrics that depend only on this request's splits (forgetting is added by the caller)."""
+def request_metrics(splits: dict[str, Split], is_learn: bool, with_oracle: bool = True) -> dict[str, float]:
+    """All per-request metrics that depend only on this request's splits (forgetting is added by the caller).
+
+    Without an oracle (a request the oracle policy skips) every metric that needs one is NaN; the model's own
+    accuracies and MIA are still measured.
+    """
     out: dict[str, float] = {}
     kls = []
     for name in SPLITS:
         s = splits[name]
         out[f"acc_{name}"] = accuracy(s.p_model, s.labels)
-        out[f"oracle_acc_{name}"] = accuracy(s.p_oracle, s.labels)
+        out[f"oracle_acc_{name}"] = accuracy(s.p_oracle, s.labels) if with_oracle else NAN
         out[f"gap_{name}"] = abs(out[f"acc_{name}"] - out[f"oracle_acc_{name}"]) if len(s) else NAN
-        kl = kl_per_sample(s.p_oracle, s.p_model)
+        kl = kl_per_sample(s.p_oracle, s.p_model) if with_oracle else np.full(len(s), NAN)
         out[f"kl_oracle_{name}"] = float(kl.mean()) if len(s) else NAN
         kls.append(kl)
     out["kl_oracle_all"] = float(np.concatenate(kls).mean())
     out["mia_member_rate"], out["mia_efficacy"] = _mia_pair(splits, "p_model")
-    out["oracle_mia_member_rate"], out["oracle_mia_efficacy"] = _mia_pair(splits, "p_oracle")
+    oracle_mia = _mia_pair(splits, "p_oracle") if with_oracle else (NAN, NAN)
+    out["oracle_mia_member_rate"], out["oracle_mia_efficacy"] = oracle_mia
     gaps = [out["gap_remain"], out["gap_test"]]
     if is_learn:
         gaps.append(out["gap_learn"])

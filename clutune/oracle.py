@@ -4,6 +4,10 @@ An oracle depends only on the data (fingerprint), the owned ids, the architectur
 never on a method. So its key is a hash of those, and a sweep computes each one once. Its training runs
 through a :class:`TrainAccess` that blocks every id not owned, so it cannot see unlearned data even by
 mistake, and the ids it did fetch are recorded next to its outputs.
+
+On long streams an oracle after every request dominates the cost, so ``oracle.policy`` picks the requests
+that get one, and the cache stays bounded: weights are kept only on request, ``clutune oracles --prune``
+removes the least recently used entries, and a lease keeps the entries a running job uses.
 """
 
 from __future__ import annotations
@@ -12,8 +16,12 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +32,37 @@ from clutune.clu.access import TrainAccess, crop_flip
 from clutune.clu.training import predict_logits, sgd_epochs, steps_per_epoch
 from clutune.config import OracleConfig
 from clutune.data import Dataset
+from clutune.errors import UserError
 from clutune.models import build_model
 
 FORMAT_VERSION = 1
+LEASE_DIR = "leases"
+# Another host's process cannot be checked, so its lease is trusted this long and then presumed abandoned.
+LEASE_MAX_AGE_S = 7 * 24 * 3600.0
+
+
+def oracle_requests(policy: str, every: int, kinds: list[str]) -> list[bool]:
+    """Whether request k (of the kinds ``kinds``) gets an exact oracle under ``policy``.
+
+    - ``every``: every request;
+    - ``every_k``: the requests k with (k + 1) % every == 0, plus the last request;
+    - ``unlearn``: every unlearn request, plus the last request;
+    - ``final``: only the last request.
+
+    The last request always gets one, so every policy scores where the stream ends.
+    """
+    rules = {
+        "every": lambda k: True,
+        "every_k": lambda k: (k + 1) % every == 0,
+        "unlearn": lambda k: kinds[k] == "unlearn",
+        "final": lambda k: False,
+    }
+    if policy not in rules:
+        raise UserError(f"oracle policy {policy!r}: expected one of {', '.join(rules)}")
+    if policy == "every_k" and every < 1:
+        raise UserError(f"oracle policy every_k: 'every' must be at least 1, got {every}")
+    last = len(kinds) - 1
+    return [rules[policy](k) or k == last for k in range(len(kinds))]
 
 
 @dataclass(frozen=True)
@@ -122,8 +158,24 @@ def _train_oracle(
     return model, outputs
 
 
+@dataclass(frozen=True)
+class CacheEntry:
+    key: str
+    bytes: int
+    last_used: float  # epoch seconds: when it was stored or last loaded (the folder's mtime)
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    remove: list[str]  # least recently used first
+    spared: list[str]  # over a limit, but protected (asked for, or held by a live lease)
+
+
 class OracleCache:
-    """A folder per key: ``weights.pt``, ``outputs.pt``, ``meta.json``; written whole or not at all."""
+    """A folder per key: ``outputs.pt``, ``meta.json`` and, when kept, ``weights.pt``; written whole or not at all.
+
+    Leases (``leases/<host>-<pid>-<id>.json``) name the keys a running job uses, so a prune elsewhere spares them.
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
@@ -135,11 +187,14 @@ class OracleCache:
         return (self.path(key) / "meta.json").exists()
 
     def load(self, key: str) -> OracleOutputs | None:
+        """None when absent, or when a concurrent prune removed it mid-read: the caller then retrains it."""
         folder = self.path(key)
-        if not (folder / "meta.json").exists():
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            blob = torch.load(folder / "outputs.pt", weights_only=True)
+        except FileNotFoundError:
             return None
-        meta = json.loads((folder / "meta.json").read_text())
-        blob = torch.load(folder / "outputs.pt", weights_only=True)
+        _mark_used(folder)
         return OracleOutputs(
             key=key,
             logits_train=blob["logits_train"],
@@ -151,9 +206,12 @@ class OracleCache:
         )
 
     def load_weights(self, key: str) -> dict[str, torch.Tensor]:
-        return torch.load(self.path(key) / "weights.pt", weights_only=True)
+        path = self.path(key) / "weights.pt"
+        if not path.exists():
+            raise UserError(f"oracle {key}: no weights cached (oracle.keep_weights was false when it was trained)")
+        return torch.load(path, weights_only=True)
 
-    def store(self, model: torch.nn.Module, outputs: OracleOutputs, meta: dict[str, Any]) -> None:
+    def store(self, outputs: OracleOutputs, meta: dict[str, Any], weights: dict[str, torch.Tensor] | None) -> None:
         """Write into a temporary sibling folder, then rename: readers never see half an oracle."""
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.path(outputs.key)
@@ -161,7 +219,8 @@ class OracleCache:
             return
         tmp = Path(tempfile.mkdtemp(prefix=f".{outputs.key}.", dir=self.root))
         try:
-            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp / "weights.pt")
+            if weights is not None:
+                torch.save({k: v.cpu() for k, v in weights.items()}, tmp / "weights.pt")
             torch.save(
                 {
                     "logits_train": outputs.logits_train,
@@ -181,6 +240,124 @@ class OracleCache:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
+    def entries(self) -> list[CacheEntry]:
+        """Complete entries, least recently used first; temporary folders and leases are not entries."""
+        if not self.root.is_dir():
+            return []
+        found = (_entry(folder) for folder in self.root.iterdir() if not folder.name.startswith("."))
+        return sorted((e for e in found if e is not None), key=lambda e: e.last_used)
+
+    def size_bytes(self) -> int:
+        return sum(e.bytes for e in self.entries())
+
+    def prune_plan(self, max_age_s: float | None, max_bytes: int | None, protected: set[str]) -> PrunePlan:
+        """Least recently used first, an entry goes when unused for over ``max_age_s`` or while the cache is
+        over ``max_bytes``; a protected or leased entry stays, and its bytes still count."""
+        guarded = set(protected) | self.leased_keys()
+        entries = self.entries()
+        total = sum(e.bytes for e in entries)
+        now = time.time()
+        remove, spared = [], []
+        for e in entries:
+            too_old = max_age_s is not None and now - e.last_used > max_age_s
+            too_big = max_bytes is not None and total > max_bytes
+            if not (too_old or too_big):
+                break  # the rest were used more recently and the cache fits
+            if e.key in guarded:
+                spared.append(e.key)
+            else:
+                remove.append(e.key)
+                total -= e.bytes
+        return PrunePlan(remove, spared)
+
+    def prune(self, max_age_s: float | None, max_bytes: int | None, protected: set[str]) -> list[str]:
+        """Remove what :meth:`prune_plan` selects; returns the keys removed."""
+        return self.remove(self.prune_plan(max_age_s, max_bytes, protected).remove)
+
+    def remove(self, keys: Iterable[str]) -> list[str]:
+        """Rename each entry away before deleting it, so a reader finds a whole entry or none."""
+        removed = []
+        for key in keys:
+            doomed = self.root / f".{key}.removing-{uuid.uuid4().hex[:8]}"
+            try:
+                os.rename(self.path(key), doomed)
+            except FileNotFoundError:  # already removed by a concurrent prune
+                continue
+            shutil.rmtree(doomed, ignore_errors=True)
+            removed.append(key)
+        return removed
+
+    @contextmanager
+    def lease(self, keys: Iterable[str]) -> Iterator[Path]:
+        """Protect ``keys`` from any prune while the block runs; a crash leaves a lease that dies with its pid."""
+        path = self._write_lease(sorted(set(keys)))
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _write_lease(self, keys: list[str]) -> Path:
+        folder = self.root / LEASE_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        host, pid = socket.gethostname(), os.getpid()
+        path = folder / f"{host}-{pid}-{uuid.uuid4().hex[:8]}.json"
+        tmp = folder / f".{path.name}.tmp"
+        tmp.write_text(json.dumps({"host": host, "pid": pid, "created": time.time(), "keys": keys}))
+        os.replace(tmp, path)
+        return path
+
+    def leased_keys(self) -> set[str]:
+        """Every key in a live lease; stale leases (see :func:`_lease_live`) protect nothing."""
+        keys: set[str] = set()
+        for path in (self.root / LEASE_DIR).glob("*.json"):
+            record = _read_lease(path)
+            if record is not None and _lease_live(record):
+                keys.update(record["keys"])
+        return keys
+
+
+def _entry(folder: Path) -> CacheEntry | None:
+    """None for anything that is not a complete entry, or that a concurrent prune removed while we looked."""
+    try:
+        if not (folder / "meta.json").exists():
+            return None
+        size = sum(p.stat().st_size for p in folder.iterdir())
+        return CacheEntry(folder.name, size, folder.stat().st_mtime)
+    except FileNotFoundError:
+        return None
+
+
+def _mark_used(folder: Path) -> None:
+    """The folder's mtime records the last use: one metadata write per load, no file rewritten."""
+    try:
+        os.utime(folder)
+    except OSError:  # a read-only shared cache still serves; it just cannot record use
+        pass
+
+
+def _read_lease(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):  # released meanwhile, or not a lease
+        return None
+
+
+def _lease_live(record: dict[str, Any]) -> bool:
+    """On this host a lease lives as long as its process; another host's is trusted for LEASE_MAX_AGE_S."""
+    if record["host"] == socket.gethostname():
+        return _pid_alive(record["pid"])
+    return time.time() - record["created"] < LEASE_MAX_AGE_S
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
 
 def get_oracle(
     dataset: Dataset,
@@ -188,8 +365,13 @@ def get_oracle(
     recipe: OracleRecipe,
     seed: int,
     cache: OracleCache,
+    keep_weights: bool = True,
 ) -> OracleOutputs:
-    """The cached oracle for this owned set, training (and storing) it only when absent."""
+    """The cached oracle for this owned set, training (and storing) it only when absent.
+
+    Outputs are always stored; weights only with ``keep_weights`` (runs pass ``oracle.keep_weights``, False by
+    default, since a ResNet-18's weights are ~45 MB an oracle), and only for oracles trained from now on.
+    """
     key = oracle_key(dataset.fingerprint, owned_ids, recipe, seed)
     hit = cache.load(key)
     if hit is not None:
@@ -202,5 +384,5 @@ def get_oracle(
         "n_owned": len(owned_ids),
         "recipe": asdict(recipe),
     }
-    cache.store(model, outputs, meta)
+    cache.store(outputs, meta, model.state_dict() if keep_weights else None)
     return outputs

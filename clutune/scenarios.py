@@ -1,4 +1,4 @@
-"""Requests over sample ids, the owned-id bookkeeping after each one, and the checks that refuse bad streams.
+"""Requests over sample ids, the owned-id bookkeeping replayed from them, and the checks that refuse bad streams.
 
 Resolution happens once, before any training: every request becomes a sorted id tensor, so the runner, the
 oracles and the privacy checks all agree on exactly which samples each request touches.
@@ -6,7 +6,8 @@ oracles and the privacy checks all agree on exactly which samples each request t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,16 +30,82 @@ class Request:
 
 @dataclass
 class Scenario:
-    """The resolved stream: requests plus, after each one, the owned and unlearned masks over training ids."""
+    """The resolved stream: the requests (events over sample ids) and the task split.
+
+    Only the events are stored, never a mask per request: a 1,000-request stream over 60,000 samples would
+    otherwise hold 120 million booleans. :meth:`owned` and :meth:`unlearned` replay the events on demand from
+    a cursor, so walking the stream in order costs O(request size) per step, and any ``k`` is answered
+    correctly (by stepping the cursor back or forward, or replaying from the start, whichever is shorter).
+    Every learn adds ids never learned before and every unlearn removes owned ids, so each step is exactly
+    reversible.
+    """
 
     requests: list[Request]
     task_classes: list[list[int]]
     sample_task: torch.Tensor  # task index of every training sample (-1: in no task)
-    owned_after: list[torch.Tensor]  # bool masks, one per request
-    unlearned_after: list[torch.Tensor]
+    # The replay cursor: masks after request ``_at`` (-1: before the first request). Not part of the identity.
+    _at: int = field(default=-1, init=False, repr=False, compare=False)
+    _owned: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    _unlearned: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.requests)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @property
+    def n_train(self) -> int:
+        return int(self.sample_task.shape[0])
+
+    def owned(self, k: int) -> torch.Tensor:
+        """Bool mask over training ids owned after request ``k`` (negative ``k`` counts from the end)."""
+        with self._lock:
+            self._seek(self._index(k))
+            return self._owned.clone()
+
+    def unlearned(self, k: int) -> torch.Tensor:
+        """Bool mask over training ids unlearned at or before request ``k`` (negative ``k`` from the end)."""
+        with self._lock:
+            self._seek(self._index(k))
+            return self._unlearned.clone()
+
+    def _index(self, k: int) -> int:
+        n = len(self.requests)
+        if isinstance(k, bool) or not isinstance(k, int):
+            k = int(k)
+        if not -n <= k < n:
+            raise IndexError(f"request index {k} out of range for a stream of {n} requests")
+        return k + n if k < 0 else k
+
+    def _seek(self, k: int) -> None:
+        if self._owned is None or k + 1 < self._at - k:  # closer to the start than to the cursor: replay
+            self._owned = torch.zeros(self.n_train, dtype=torch.bool)
+            self._unlearned = torch.zeros(self.n_train, dtype=torch.bool)
+            self._at = -1
+        while self._at < k:  # forward
+            self._at += 1
+            r = self.requests[self._at]
+            if r.kind == LEARN:
+                self._owned[r.ids] = True
+            else:
+                self._owned[r.ids] = False
+                self._unlearned[r.ids] = True
+        while self._at > k:  # backward: undo request _at
+            r = self.requests[self._at]
+            if r.kind == LEARN:
+                self._owned[r.ids] = False
+            else:
+                self._owned[r.ids] = True
+                self._unlearned[r.ids] = False
+            self._at -= 1
 
     def class_task(self, num_classes: int) -> torch.Tensor:
         out = torch.full((num_classes,), -1, dtype=torch.int64)
@@ -47,7 +114,8 @@ class Scenario:
         return out
 
 
-def _task_classes(cfg_tasks: list[list[int]] | None, per_task: int, num_classes: int) -> list[list[int]]:
+def resolve_task_classes(cfg_tasks: list[list[int]] | None, per_task: int, num_classes: int) -> list[list[int]]:
+    """The class groups of the tasks: ``scenario.tasks`` if given, else consecutive groups of ``per_task``."""
     if cfg_tasks is not None:
         seen: set[int] = set()
         for t, classes in enumerate(cfg_tasks):
@@ -98,7 +166,7 @@ def build_scenario(
     """Resolve and validate the request list against the dataset's training labels."""
     labels = labels.detach().cpu()
     n = int(labels.shape[0])
-    task_classes = _task_classes(tasks, classes_per_task, num_classes)
+    task_classes = resolve_task_classes(tasks, classes_per_task, num_classes)
     class_task = torch.full((num_classes,), -1, dtype=torch.int64)
     for t, classes in enumerate(task_classes):
         class_task[classes] = t
@@ -109,7 +177,7 @@ def build_scenario(
     learned = torch.zeros(n, dtype=torch.bool)
     unlearned = torch.zeros(n, dtype=torch.bool)
     unlearned_at = torch.full((n,), -1, dtype=torch.int64)
-    requests, owned_after, unlearned_after = [], [], []
+    requests = []
     for index, raw in enumerate(cfg_requests):
         kind, spec = _parse(index, raw)
         where = f"request {index} ({kind})"
@@ -192,6 +260,4 @@ def build_scenario(
         ids = mask.nonzero().flatten()
         touched = tuple(int(t) for t in torch.unique(sample_task[ids]).tolist() if t >= 0)
         requests.append(Request(index, kind, ids, touched, whole, dict(spec)))
-        owned_after.append(learned & ~unlearned)
-        unlearned_after.append(unlearned.clone())
-    return Scenario(requests, task_classes, sample_task, owned_after, unlearned_after)
+    return Scenario(requests, task_classes, sample_task)

@@ -23,6 +23,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1 and dataclasses.is_dataclass(others[0]):  # an optional section: its own errors
+            return coerce(value, others[0], key)
         errors = []
         for arg in args:
             if arg is type(None):

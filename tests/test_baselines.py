@@ -86,7 +86,7 @@ def test_er_buffer_stays_within_capacity_and_owned(tmp_path, dataset, oracles):
     sizes = []
 
     def watch(request: Request, m: Method) -> None:
-        owned = prep.scenario.owned_after[request.index]
+        owned = prep.scenario.owned(request.index)
         assert len(m.buffer) <= 50
         assert len(torch.unique(m.buffer.ids)) == len(m.buffer)
         assert owned[m.buffer.ids].all()

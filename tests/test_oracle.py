@@ -115,7 +115,7 @@ def test_scenario_oracles_train_on_exactly_the_owned_ids(tmp_path):
         assert set(trained.tolist()) <= set(owned.tolist())
         assert torch.equal(trained, owned)  # every owned id was seen (epochs >= 1), nothing else
         assert not unlearned_so_far[trained].any()
-        assert torch.equal(unlearned_so_far, sc.unlearned_after[k])
+        assert torch.equal(unlearned_so_far, sc.unlearned(k))
         # the classes unlearned so far are wholly absent from what the oracle trained on
         if gone_classes:
             assert not torch.isin(prep.dataset.y_train[trained], torch.tensor(gone_classes)).any()

@@ -41,7 +41,7 @@ def _resolve(requests, labels: torch.Tensor, seed: int) -> list[dict]:
         if "learn" in req:
             out.append(req)
             continue
-        owned = build_scenario(out, labels, 10).owned_after[-1].nonzero().flatten()
+        owned = build_scenario(out, labels, 10).owned(-1).nonzero().flatten()
         spec = req["unlearn"]
         if "classes" in spec and not torch.isin(labels[owned], torch.tensor(spec["classes"])).any():
             continue
@@ -68,18 +68,18 @@ def test_unlearned_ids_never_reach_buffer_training_or_oracle(method, stream, tmp
 
     def check(row, current):
         k = row["request"]
-        unlearned = sc.unlearned_after[k]
+        unlearned = sc.unlearned(k)
         buffer = current.method.buffer
         if buffer is not None:
             assert not unlearned[buffer.ids].any(), f"request {k}: unlearned id in the buffer"
         # ids fetched by this request's training: none may have been unlearned before this request
         data = current.method.data
-        earlier = sc.unlearned_after[k - 1] if k > 0 else torch.zeros_like(unlearned)
+        earlier = sc.unlearned(k - 1) if k > 0 else torch.zeros_like(unlearned)
         assert not (data.touched & earlier).any(), f"request {k}: training fetched an id unlearned earlier"
         data.touched.zero_()
         oracle = oracle_for(prep, k)
         assert not unlearned[oracle.trained_ids].any(), f"request {k}: the oracle saw an unlearned id"
-        assert torch.equal(oracle.trained_ids, sc.owned_after[k].nonzero().flatten())
+        assert torch.equal(oracle.trained_ids, sc.owned(k).nonzero().flatten())
         if unlearned.any():
             with pytest.raises(UnlearnedAccessError):
                 data.fetch(unlearned.nonzero().flatten()[:1])

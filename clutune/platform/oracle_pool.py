@@ -2,7 +2,8 @@
 
 An oracle depends on the scenario and the recipe, never on a trial's hyperparameters, so a sweep collects
 the distinct keys up front, trains the missing ones as Ray tasks (each with its own resources) and hands
-trials object refs to the outputs. Each task also writes the cache, so the next sweep trains none.
+trials object refs to the outputs. Each task also writes the cache, so the next sweep trains none. Only the
+requests that ``oracle.policy`` gives an oracle are planned; the others get None.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ import torch
 
 from clutune.config import Config
 from clutune.experiment import Prepared, prepare
-from clutune.oracle import OracleOutputs, get_oracle, oracle_key
+from clutune.oracle import OracleOutputs, get_oracle, oracle_key, oracle_requests
 from clutune.typed import from_dict
 
 
 @dataclass
 class OraclePlan:
-    """Request index -> oracle key, and the distinct keys with the owned ids that define them."""
+    """Request index -> oracle key (None: the policy gives it no oracle), and the distinct keys with the owned ids
+    that define them."""
 
-    key_of_request: list[str]
+    key_of_request: list[str | None]
     owned: dict[str, torch.Tensor]
     cached: set[str]
 
@@ -31,12 +33,22 @@ class OraclePlan:
     def missing(self) -> list[str]:
         return [k for k in self.owned if k not in self.cached]
 
+    def request_refs(self, refs: dict[str, ray.ObjectRef]) -> list[ray.ObjectRef | None]:
+        """Per request, the ref of its oracle's outputs, or None where it has no oracle."""
+        return [None if key is None else refs[key] for key in self.key_of_request]
+
 
 def plan_oracles(prep: Prepared) -> OraclePlan:
-    keys, owned = [], {}
-    for k in range(len(prep.scenario)):
+    cfg = prep.config.oracle
+    wanted = oracle_requests(cfg.policy, cfg.every, [r.kind for r in prep.scenario.requests])
+    keys: list[str | None] = []
+    owned: dict[str, torch.Tensor] = {}
+    for k, want in enumerate(wanted):
+        if not want:
+            keys.append(None)
+            continue
         ids = prep.owned_ids(k)
-        key = oracle_key(prep.dataset.fingerprint, ids, prep.recipe, prep.config.oracle.seed)
+        key = oracle_key(prep.dataset.fingerprint, ids, prep.recipe, cfg.seed)
         keys.append(key)
         owned.setdefault(key, ids)
     return OraclePlan(keys, owned, {k for k in owned if prep.cache.has(k)})
@@ -46,7 +58,8 @@ def plan_oracles(prep: Prepared) -> OraclePlan:
 def _oracle_task(config: dict[str, Any], owned_ids: torch.Tensor) -> OracleOutputs:
     """Runs on any worker: builds the data there, trains (or finds) the oracle, stores it, returns outputs."""
     prep = prepare(from_dict(Config, config))
-    return get_oracle(prep.dataset, owned_ids, prep.recipe, prep.config.oracle.seed, prep.cache)
+    oracle = prep.config.oracle
+    return get_oracle(prep.dataset, owned_ids, prep.recipe, oracle.seed, prep.cache, oracle.keep_weights)
 
 
 def submit_oracles(prep: Prepared, plan: OraclePlan) -> dict[str, ray.ObjectRef]:

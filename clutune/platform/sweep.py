@@ -16,7 +16,6 @@ from typing import Any
 
 import optuna
 import pandas as pd
-import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -24,11 +23,11 @@ from ray.tune.search.optuna import OptunaSearch
 from clutune.config import Config, bare_overrides, load_config
 from clutune.errors import UserError
 from clutune.experiment import method_hparams, prepare, validate_methods_section
-from clutune.platform.oracle_pool import plan_oracles, submit_oracles
+from clutune.platform.engine import Grid, absolutize, ensure_ray, execute, leased_oracles
 from clutune.platform.search_space import SearchSpace, default_space_path, load_space
-from clutune.platform.tracking import MlflowCallback, SweepTracker, resolve_tracking_uri
-from clutune.results import OBJECTIVE_METRICS, write_results
-from clutune.trainables import clu_trainable, objective_name
+from clutune.platform.tracking import SweepTracker, resolve_tracking_uri
+from clutune.results import OBJECTIVE_METRICS
+from clutune.trainables import objective_name
 
 _print = functools.partial(print, flush=True)
 
@@ -43,31 +42,19 @@ class SweepSummary:
     trials: pd.DataFrame
     best: dict[str, Any]
     pareto: pd.DataFrame | None = None
+    confirmed: pd.DataFrame | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
-def absolutize(config: Config) -> None:
-    """Trials run in other processes (and machines): every local path must be absolute first."""
-    if config.dataset.root and "://" not in config.dataset.root:
-        config.dataset.root = str(Path(config.dataset.root).expanduser().resolve())
-    if "://" not in config.oracle.cache_dir:
-        config.oracle.cache_dir = str(Path(config.oracle.cache_dir).expanduser().resolve())
-    if "://" not in config.sweep.storage_path:
-        config.sweep.storage_path = str(Path(config.sweep.storage_path).expanduser().resolve())
-
-
-def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-
-
 def _searcher(
-    config: Config, space: SearchSpace, study_path: Path, name: str, trials: int, start: dict[str, Any]
+    config: Config,
+    space: SearchSpace,
+    study_path: Path,
+    name: str,
+    trials: int,
+    start: dict[str, Any],
+    keys: list[str],
 ) -> OptunaSearch:
     """TPE (several objectives too: MOTPE), its first trial at the method's current defaults, so a sweep starts
     from the known-good point and a short sweep still leaves TPE room after its random start-up trials."""
@@ -85,7 +72,7 @@ def _searcher(
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(study_path)))
     single = len(metrics) == 1
     return OptunaSearch(
-        space=space.distributions,
+        space={k: space.distributions[k] for k in keys},
         metric=metrics[0] if single else metrics,
         mode="min" if single else ["min"] * len(metrics),
         sampler=sampler,
@@ -127,14 +114,13 @@ def run_sweep(
     t_start = time.perf_counter()
     config = load_config(config_path, sets)
     if seed is not None:
-        config.seed = seed
+        config.sweep.seeds = [seed]
     validate_methods_section(config)
     fixed = bare_overrides(sets)  # bare --set hyperparameters hold for every trial; the space samples the rest
     defaults = asdict(method_hparams(config, method, config.dataset.name, fixed))
     space = load_space(space_path or default_space_path(method), method)
-    start = {
-        k: defaults[k] for k in space.distributions if defaults.get(k) is not None and space.contains(k, defaults[k])
-    }
+    space_keys = [k for k in space.distributions if k not in fixed]
+    start = {k: defaults[k] for k in space_keys if defaults.get(k) is not None and space.contains(k, defaults[k])}
     unknown = [m for m in config.sweep.objectives if m not in OBJECTIVE_METRICS]
     if unknown:
         raise UserError(
@@ -154,98 +140,161 @@ def run_sweep(
     tracker = SweepTracker(uri, config.sweep.experiment or config.name, sweep_dir)
 
     ensure_ray(address, num_cpus)
-    plan = plan_oracles(prep)
-    log(
-        f"oracles: {len(plan.owned)} distinct for {len(prep.scenario)} requests, "
-        f"{len(plan.cached)} cached, training {len(plan.missing)} as Ray tasks"
-    )
-    refs = submit_oracles(prep, plan)
-    context = {
-        "config": config.as_dict(),
-        "method": method,
-        "seed": config.seed,
-        "oracle_refs": [refs[k] for k in plan.key_of_request],
-        "objectives": list(config.sweep.objectives),
-        "fixed": fixed,
-    }
-    res = config.sweep.trial_resources
-    trainable = tune.with_resources(
-        tune.with_parameters(clu_trainable, context=context), {"cpu": res.cpu, "gpu": res.gpu}
-    )
-    parent = tracker.start_parent(
-        name,
-        config.as_dict(),
-        space.raw,
-        {"method": method, "trials": trials, "sweep_dir": str(sweep_dir), "fixed": fixed},
-    )
-    first = objective_name(config.sweep.objectives[0])
-    callback = MlflowCallback(tracker, list(space.distributions), len(prep.scenario), first, log)
-    if resume:
-        log(f"resuming {sweep_dir}")
-        tuner = tune.Tuner.restore(
-            str(sweep_dir), trainable, resume_unfinished=True, resume_errored=True, param_space=None
-        )
-    else:
+    with leased_oracles(prep, log) as oracles:
+        sw = config.sweep
+        context = {
+            "config": config.as_dict(),
+            "method": method,
+            "seeds": list(sw.seeds),
+            "oracle_refs": oracles.per_request,
+            "objectives": list(sw.objectives),
+            "robust": sw.robust,
+            "fixed": {method: fixed},
+            "checkpoint_every": sw.checkpoint_every,
+        }
+        meta = {"method": method, "trials": trials, "sweep_dir": str(sweep_dir), "fixed": fixed, "seeds": sw.seeds}
+        parent = tracker.start_parent(name, config.as_dict(), space.raw, meta)
+        first = objective_name(sw.objectives[0])
+        n = len(prep.scenario)
         scheduler = (
             ASHAScheduler(
                 time_attr="requests_done",
                 metric=first,
                 mode="min",
-                max_t=len(prep.scenario),
-                grace_period=min(config.sweep.grace_period, len(prep.scenario)),
-                reduction_factor=config.sweep.reduction_factor,
+                max_t=n,
+                grace_period=min(sw.grace_period, n),
+                reduction_factor=sw.reduction_factor,
             )
-            if config.sweep.asha
+            if sw.asha
             else None
         )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=_searcher(config, space, sweep_dir / "optuna-journal.log", name, trials, start),
-                scheduler=scheduler,
-                num_samples=trials,
-                max_concurrent_trials=concurrency,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=config.sweep.storage_path,
-                callbacks=[callback],
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(max_failures=1),
-                verbose=0,
-            ),
+        grid = Grid(
+            name=name,
+            storage_path=sw.storage_path,
+            out=sweep_dir,
+            context=context,
+            param_keys=space_keys,
+            search_alg=_searcher(config, space, sweep_dir / "optuna-journal.log", name, trials, start, space_keys),
+            scheduler=scheduler,
+            num_samples=trials,
+            concurrency=concurrency,
+            resources={"cpu": sw.trial_resources.cpu, "gpu": sw.trial_resources.gpu},
         )
-    if resume:
-        tuner._local_tuner._run_config.callbacks = [callback]  # callbacks are not part of the saved state
-    grid = tuner.fit()
-    trained = sum(1 for k in plan.missing if not ray.get(refs[k]).cached)
-    return _summarize(
-        config, method, prep, grid, callback, tracker, sweep_dir, uri, parent, len(plan.owned), trained, t_start
+        results = execute(grid, prep, tracker, resume, log)
+        trials_table = _trial_table(results, space_keys, sw.objectives)
+        front = _front(trials_table, n, sw.objectives)
+        confirmed = None
+        if sw.confirm_seeds and len(front):
+            confirmed = _confirm(config, prep, tracker, front, context, space_keys, concurrency, resume, log, grid)
+    summary = _summarize(config, prep, trials_table, front, confirmed, tracker, sweep_dir, space_keys)
+    return SweepSummary(
+        sweep_dir=sweep_dir,
+        parent_run_id=parent,
+        tracking_uri=uri,
+        oracles_total=len(oracles.plan.owned),
+        oracles_trained=oracles.trained(),
+        trials=trials_table,
+        best=summary,
+        pareto=front if len(sw.objectives) > 1 else None,
+        confirmed=confirmed,
+        seconds=time.perf_counter() - t_start,
     )
 
 
-def _trial_tables(grid: Any, space_keys: list[str], objectives: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per trial (final objectives, params) and one row per (trial, request) in the results schema."""
-    trials, requests = [], []
+def _trial_table(grid: Any, space_keys: list[str], objectives: list[str]) -> pd.DataFrame:
+    """One row per trial: status, requests done, final objectives with their mean and std over seeds, params."""
+    trials = []
     for result in grid:
         metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id") or Path(result.path).name
+        trial_id = metrics.get("trial_id") or Path(result.path).name.split("_")[1]
         status = "ERROR" if result.error else ("DIVERGED" if metrics.get("diverged") else "OK")
-        row = {"trial_id": trial_id, "status": status}
-        row["requests_done"] = metrics.get("requests_done", 0)
+        row = {"trial_id": trial_id, "status": status, "requests_done": metrics.get("requests_done", 0)}
         for m in objectives:
-            row[objective_name(m)] = metrics.get(objective_name(m), math.nan)
+            for prefix in ("objective", "mean", "std"):
+                row[f"{prefix}_{m}"] = metrics.get(f"{prefix}_{m}", math.nan)
         for k in space_keys:
             row[k] = result.config.get(k)
         trials.append(row)
-        frame = result.metrics_dataframe
-        if frame is not None and len(frame):
-            frame = frame.copy()
-            frame["trial_id"] = trial_id
-            requests.append(frame)
-    per_request = pd.concat(requests, ignore_index=True) if requests else pd.DataFrame()
-    return pd.DataFrame(trials), per_request
+    return pd.DataFrame(trials)
+
+
+def pick_order(front: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The front ordered by the pick rule, picked trial first: the smallest sum over objectives of the trial's
+    value divided by the best value on the front (a scale-free knee: no objective's units dominate), ties
+    broken by the first objective. One objective: simply best first."""
+    if len(columns) == 1 or front.empty:
+        return front.sort_values(columns[0])
+    floor = 1e-12
+    best = front[columns].min().clip(lower=floor)
+    score = (front[columns].clip(lower=floor) / best).sum(axis=1)
+    return front.assign(_score=score).sort_values(["_score", columns[0]]).drop(columns="_score")
+
+
+def _front(trials: pd.DataFrame, n_requests: int, objectives: list[str]) -> pd.DataFrame:
+    """The complete trials worth reporting: the best (one objective) or the Pareto front in pick order."""
+    if trials.empty:
+        return trials
+    columns = [objective_name(m) for m in objectives]
+    complete = trials[(trials["requests_done"] == n_requests) & (trials["status"] == "OK")]
+    if complete.empty:
+        return complete
+    if len(columns) == 1:
+        return complete.sort_values(columns[0]).iloc[:1]
+    return pick_order(pareto_front(complete, columns), columns)
+
+
+def _confirm(
+    config: Config,
+    prep: Any,
+    tracker: SweepTracker,
+    front: pd.DataFrame,
+    context: dict[str, Any],
+    space_keys: list[str],
+    concurrency: int,
+    resume: bool,
+    log: Any,
+    search: Grid,
+) -> pd.DataFrame:
+    """Re-run each front trial on the confirmation seeds (never used for tuning) as a fixed grid."""
+    sw = config.sweep
+    chosen = front if sw.confirm_front else front.iloc[:1]
+    candidates = {str(r["trial_id"]): {k: _plain(r[k]) for k in space_keys} for _, r in chosen.iterrows()}
+    log(f"confirming {len(candidates)} trial(s) on fresh seeds {sw.confirm_seeds}")
+    grid = Grid(
+        name=f"{search.name}-confirm",
+        storage_path=search.storage_path,
+        out=search.out / "confirm",
+        context={**context, "candidates": candidates},
+        param_keys=["candidate", "seed"],
+        role="confirm",
+        param_space={"candidate": tune.grid_search(list(candidates)), "seed": tune.grid_search(sw.confirm_seeds)},
+        concurrency=concurrency,
+        resources=search.resources,
+    )
+    execute(grid, prep, tracker, resume, log)
+    rows = pd.read_parquet(grid.out / "results.parquet")
+    out = []
+    for trial_id, frame in rows.groupby("candidate"):
+        per_seed = frame.groupby("seed")[list(sw.objectives)].mean()
+        record: dict[str, Any] = {"trial_id": trial_id, "seeds": len(per_seed)}
+        tuned_row = front[front["trial_id"].astype(str) == trial_id].iloc[0]
+        worse = False
+        for m in sw.objectives:
+            mean = float(per_seed[m].mean())
+            std = float(per_seed[m].std(ddof=1)) if len(per_seed) > 1 else 0.0
+            value = mean + sw.robust * std
+            tuned = float(tuned_row[objective_name(m)])
+            record.update({f"tuned_{m}": tuned, f"confirmed_{m}": value, f"confirmed_mean_{m}": mean})
+            record[f"confirmed_std_{m}"] = std
+            worse |= value - tuned > sw.confirm_tolerance * abs(tuned)
+        record["worse_than_tuned"] = worse
+        out.append(record)
+    return pd.DataFrame(out)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (from a pandas row) as plain Python values, so configs stay YAML- and JSON-clean."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def _plot(per_request: pd.DataFrame, metric: str) -> Any:
@@ -256,11 +305,12 @@ def _plot(per_request: pd.DataFrame, metric: str) -> Any:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for trial_id, frame in per_request.groupby("trial_id"):
-        ax.plot(frame["request"], frame[metric], marker="o", lw=1, label=str(trial_id)[-8:])
+        mean = frame.groupby("request")[metric].mean()
+        ax.plot(mean.index, mean.values, marker="o", lw=1, label=str(trial_id)[-8:])
     ax.set_xlabel("request")
     ax.set_ylabel(metric)
     ax.set_yscale("log")
-    ax.set_title(f"{metric} per request, one line per trial")
+    ax.set_title(f"{metric} per request (mean over seeds), one line per trial")
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return fig
@@ -268,52 +318,38 @@ def _plot(per_request: pd.DataFrame, metric: str) -> Any:
 
 def _summarize(
     config: Config,
-    method: str,
     prep: Any,
-    grid: Any,
-    callback: MlflowCallback,
+    trials: pd.DataFrame,
+    front: pd.DataFrame,
+    confirmed: pd.DataFrame | None,
     tracker: SweepTracker,
     sweep_dir: Path,
-    uri: str,
-    parent: str,
-    oracles_total: int,
-    oracles_trained: int,
-    t_start: float,
-) -> SweepSummary:
-    objectives = list(config.sweep.objectives)
-    columns = [objective_name(m) for m in objectives]
-    trials, per_request = _trial_tables(grid, callback.space_keys, objectives)
-    complete = trials[(trials["requests_done"] == len(prep.scenario)) & (trials["status"] == "OK")]
+    space_keys: list[str],
+) -> dict[str, Any]:
+    """Best trial and confirmation on the parent run; tables and the per-request plot as artifacts."""
+    columns = [objective_name(m) for m in config.sweep.objectives]
     best: dict[str, Any] = {}
-    pareto = None
-    if len(complete):
-        top = complete.sort_values(columns[0]).iloc[0]
+    if len(front):
+        top = front.iloc[0]
         best = {
             "best_trial": top["trial_id"],
-            "best_params": {k: top[k] for k in callback.space_keys},
+            "best_params": {k: _plain(top[k]) for k in space_keys},
             "best_metrics": {c: top[c] for c in columns},
         }
-        if len(columns) > 1:
-            pareto = pareto_front(complete, columns)
-    if "diverged" in per_request:  # the closing report of a diverged trial is not a request's result
-        per_request = per_request[per_request["diverged"].isna()].drop(columns=["diverged", "error"])
-    if len(per_request):
-        keep = [c for c in per_request.columns if not c.startswith(("config/", "time_", "iterations_"))]
-        write_results(sweep_dir / "results.parquet", per_request[keep].to_dict("records"))
+    if confirmed is not None and len(confirmed):
+        first = confirmed[confirmed["trial_id"] == str(best.get("best_trial"))].iloc[0]
+        best["metrics"] = {f"confirmed_{m}": first[f"confirmed_{m}"] for m in config.sweep.objectives}
     tables = {"trials.csv": trials}
-    if pareto is not None:
-        tables["pareto.csv"] = pareto
-    plots = {"kl_oracle_all_per_request.png": _plot(per_request, "kl_oracle_all")} if len(per_request) else {}
+    if len(config.sweep.objectives) > 1 and len(front):
+        tables["pareto.csv"] = front
+    if confirmed is not None:
+        tables["confirmed.csv"] = confirmed
+        confirmed.to_csv(sweep_dir / "confirmed.csv", index=False)
+    results = sweep_dir / "results.parquet"
+    plots = {}
+    if results.exists():
+        per_request = pd.read_parquet(results)
+        plots["kl_oracle_all_per_request.png"] = _plot(per_request, "kl_oracle_all")
     tracker.finish(best, tables, plots)
     trials.to_csv(sweep_dir / "trials.csv", index=False)
-    return SweepSummary(
-        sweep_dir=sweep_dir,
-        parent_run_id=parent,
-        tracking_uri=uri,
-        oracles_total=oracles_total,
-        oracles_trained=oracles_trained,
-        trials=trials,
-        best=best,
-        pareto=pareto,
-        seconds=time.perf_counter() - t_start,
-    )
+    return best

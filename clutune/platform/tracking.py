@@ -1,4 +1,4 @@
-"""MLflow as the record: a parent run per sweep, a child run per trial, written by the driver alone.
+"""MLflow as the record: a parent run per command (sweep, compare, study), a child run per trial, driver-written.
 
 Only the driver writes, so a local sqlite file is safe even with many parallel trials. Runs are found again by
 tags (the sweep folder on the parent, the Tune trial id on each child), so a resumed sweep continues the same
@@ -16,7 +16,6 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-from ray import tune
 
 SWEEP_TAG = "clutune.sweep_dir"
 TRIAL_TAG = "clutune.trial_id"
@@ -59,19 +58,21 @@ class SweepTracker:
     def _find(self, filter_string: str) -> list[Any]:
         return self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000)
 
-    def start_parent(self, name: str, config: dict[str, Any], space: dict[str, Any], meta: dict[str, Any]) -> str:
-        existing = self._find(f"tags.`{SWEEP_TAG}` = '{self.sweep_dir}' and tags.`clutune.role` = 'sweep'")
+    def start_parent(
+        self, name: str, config: dict[str, Any], space: dict[str, Any], meta: dict[str, Any], role: str = "sweep"
+    ) -> str:
+        existing = self._find(f"tags.`{SWEEP_TAG}` = '{self.sweep_dir}' and tags.`clutune.role` = '{role}'")
         if existing:
             self.parent_id = existing[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
             for run in self._find(f"tags.`{PARENT_TAG}` = '{self.parent_id}'"):
                 trial_id = run.data.tags[TRIAL_TAG]
                 self.children[trial_id] = run.info.run_id
-                history = self.client.get_metric_history(run.info.run_id, "kl_oracle_all")
+                history = self.client.get_metric_history(run.info.run_id, "samples_processed")
                 self.logged[trial_id] = {m.step for m in history}
             return self.parent_id
         run = self.client.create_run(
-            self.experiment_id, run_name=name, tags={SWEEP_TAG: self.sweep_dir, "clutune.role": "sweep"}
+            self.experiment_id, run_name=name, tags={SWEEP_TAG: self.sweep_dir, "clutune.role": role}
         )
         self.parent_id = run.info.run_id
         params: dict[str, str] = {}
@@ -79,20 +80,21 @@ class SweepTracker:
         _flatten("", meta, params)
         self.client.log_batch(self.parent_id, params=[Param(k, v[:6000]) for k, v in params.items()])
         self.log_text(self.parent_id, json.dumps(config, indent=1), "config.json")
-        self.log_text(self.parent_id, json.dumps(space, indent=1), "search_space.json")
+        if space:
+            self.log_text(self.parent_id, json.dumps(space, indent=1), "search_space.json")
         return self.parent_id
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
-    def child(self, trial_id: str, name: str, params: dict[str, Any]) -> str:
+    def child(self, trial_id: str, name: str, params: dict[str, Any], role: str = "trial") -> str:
         if trial_id in self.children:
             self.client.update_run(self.children[trial_id], status="RUNNING")
             return self.children[trial_id]
         run = self.client.create_run(
             self.experiment_id,
             run_name=name,
-            tags={PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id, SWEEP_TAG: self.sweep_dir, "clutune.role": "trial"},
+            tags={PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id, SWEEP_TAG: self.sweep_dir, "clutune.role": role},
         )
         self.children[trial_id] = run.info.run_id
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
@@ -120,6 +122,7 @@ class SweepTracker:
     def finish(self, summary: dict[str, Any], tables: dict[str, Any], plots: dict[str, Any]) -> None:
         """Best trial as parent metrics/params, summary tables and plots as artifacts."""
         metrics = [Metric(f"best_{k}", float(v), 0, 0) for k, v in summary.get("best_metrics", {}).items()]
+        metrics += [Metric(k, float(v), 0, 0) for k, v in summary.get("metrics", {}).items() if math.isfinite(v)]
         params = [Param(f"best.{k}", str(v)) for k, v in summary.get("best_params", {}).items()]
         tags = [RunTag("clutune.best_trial", str(summary.get("best_trial", "")))]
         self.client.log_batch(self.parent_id, metrics=metrics, params=params, tags=tags)
@@ -131,56 +134,3 @@ class SweepTracker:
             for name, fig in plots.items():
                 self.client.log_figure(self.parent_id, fig, name)
         self.client.set_terminated(self.parent_id, status="FINISHED")
-
-
-class MlflowCallback(tune.Callback):
-    """Maps Tune events to the tracker; Tune calls it on the driver, so MLflow has a single writer."""
-
-    def __init__(
-        self, tracker: SweepTracker, space_keys: list[str], n_requests: int, objective: str, log: Any = print
-    ) -> None:
-        self.tracker = tracker
-        self.space_keys = space_keys
-        self.n_requests = n_requests
-        self.objective = objective
-        self.log = log
-        self.done = 0
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its run config (with callbacks) into the sweep folder; a database client does not belong
-        # there. A resumed sweep installs a fresh callback bound to a fresh tracker.
-        return {"space_keys": self.space_keys}
-
-    def _ensure(self, trial: Any) -> None:
-        params = {k: trial.config[k] for k in self.space_keys if k in trial.config}
-        self.tracker.child(trial.trial_id, str(trial), params)
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ensure(trial)
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._ensure(trial)
-        self.tracker.log_request(trial.trial_id, result)
-        self.log(
-            f"  trial {trial.trial_id} request {int(result['request']) + 1}/{self.n_requests} "
-            f"{result['kind']:<7} {self.objective}={result.get(self.objective, float('nan')):.4g}"
-        )
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        last = trial.last_result or {}
-        diverged = bool(last.get("diverged"))
-        if diverged:
-            self.tracker.client.set_tag(
-                self.tracker.children[trial.trial_id], "clutune.diverged", last.get("error", "")
-            )
-        self.tracker.end_child(trial.trial_id, "FAILED" if diverged else "FINISHED")
-        self.done += 1
-        steps = last.get("requests_done", 0)
-        how = "finished" if steps == self.n_requests else f"stopped by ASHA after {steps} requests"
-        if diverged:
-            how = f"diverged at request {last.get('request')}"
-        self.log(f"trial {trial.trial_id} {how} ({self.done} done): {self.objective}={last.get(self.objective)}")
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.tracker.end_child(trial.trial_id, "FAILED")
-        self.log(f"trial {trial.trial_id} failed: {trial.error_file}")

@@ -1,10 +1,15 @@
-"""The Tune function trainable: one method through one scenario, reporting and checkpointing per request.
+"""The Tune function trainable: one configuration through one scenario on one or more seeds.
 
-Each request ends with one ``tune.report`` (request index as the step; all metrics plus the running request
-means the objectives use) and one ``tune.Checkpoint`` holding the whole run state: model, method extras,
-buffer, RNG states, evaluator history and the position in the stream. Optimizers are rebuilt at the start of
-every request (spec Part A), so a checkpoint at a request boundary has no optimizer state left to lose. A
-restarted trial resumes from ``tune.get_checkpoint()`` and continues bit for bit.
+Every grid clutune runs goes through here: a sweep's trials (hyperparameters sampled by Optuna), and the
+(method, seed) pairs of ``compare`` and ``study``. A trial advances the runs of all its seeds in lockstep and
+ends each request with one ``tune.report``: the mean over seeds of every metric, the running request mean of
+each objective with its std over seeds, and the objective itself (mean + kappa x std, ``sweep.robust``). The
+per-seed rows travel in the same report (``rows``) so the driver can append them to the results stream.
+
+Every ``checkpoint_every`` requests (and after the last) the report carries a ``tune.Checkpoint`` holding the
+whole state of every seed's run. Optimizers are rebuilt at the start of every request (spec Part A), so a
+checkpoint at a request boundary has nothing left to lose, and a restarted trial continues bit for bit; the
+requests it repeats are reported again and deduplicated by the driver.
 """
 
 from __future__ import annotations
@@ -28,49 +33,120 @@ STATE_FILE = "state.pt"
 
 
 def objective_name(metric: str) -> str:
-    """The reported running mean over requests that a sweep optimises for ``metric``."""
-    return f"mean_{metric}"
+    """The reported value a sweep minimises for ``metric``: request mean, mean over seeds + kappa x std."""
+    return f"objective_{metric}"
 
 
-def running_means(rows: list[dict[str, Any]], metrics: list[str]) -> dict[str, float]:
-    """Mean over the requests so far of each metric, NaNs skipped (a metric may not apply to every request)."""
-    out = {}
-    for m in metrics:
-        values = [r[m] for r in rows if r.get(m) is not None and not math.isnan(r[m])]
-        out[objective_name(m)] = float(np.mean(values)) if values else float("nan")
+class RunningMeans:
+    """Per seed, the NaN-skipping running mean over requests of each objective metric, in O(1) per request."""
+
+    def __init__(self, metrics: list[str], n_seeds: int) -> None:
+        self.metrics = metrics
+        self.sums = np.zeros((n_seeds, len(metrics)))
+        self.counts = np.zeros((n_seeds, len(metrics)))
+
+    def add(self, seed_index: int, row: dict[str, Any]) -> None:
+        for j, m in enumerate(self.metrics):
+            v = row.get(m)
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                self.sums[seed_index, j] += float(v)
+                self.counts[seed_index, j] += 1
+
+    def report(self, kappa: float) -> dict[str, float]:
+        """``mean_<m>`` and ``std_<m>`` over seeds (sample std; 0 for one seed) and ``objective_<m>``."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_seed = self.sums / self.counts
+        out = {}
+        for j, m in enumerate(self.metrics):
+            values = per_seed[:, j]
+            mean = float(values.mean())
+            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            out[f"mean_{m}"], out[f"std_{m}"] = mean, std
+            out[objective_name(m)] = mean + kappa * std
+        return out
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"sums": torch.from_numpy(self.sums.copy()), "counts": torch.from_numpy(self.counts.copy())}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        self.sums, self.counts = state["sums"].numpy().copy(), state["counts"].numpy().copy()
+
+
+def seed_mean(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row per seed -> the mean over seeds of every numeric metric (NaN where every seed has NaN)."""
+    out: dict[str, Any] = {"request": rows[0]["request"], "kind": rows[0]["kind"]}
+    for key, value in rows[0].items():
+        if key in out or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        values = np.array([float(r[key]) for r in rows], dtype=np.float64)
+        out[key] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
     return out
 
 
+def _trial_setup(params: dict[str, Any], context: dict[str, Any]) -> tuple[str, list[int], dict[str, Any]]:
+    """(method, seeds, hyperparameter overrides). A sweep trial carries sampled hyperparameters; a grid trial
+    names its method (compare, study) or the sweep trial it confirms (``candidate``), and one seed."""
+    params = dict(params)
+    method = params.pop("method", context["method"])
+    seeds = [params.pop("seed")] if "seed" in params else list(context["seeds"])
+    candidate = params.pop("candidate", None)
+    sampled = context["candidates"][candidate] if candidate is not None else params
+    return method, seeds, {**context["fixed"].get(method, {}), **sampled}
+
+
 def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
-    """``params``: the trial's hyperparameters. ``context``: config dict, method, seed, oracle refs, objectives."""
+    """``params``: the trial's hyperparameters (sweep) or its method and seed (grid). ``context``: config dict,
+    default method and seeds, per-request oracle refs (None: no oracle), objectives, robust kappa, fixed
+    hyperparameters per method, checkpoint_every."""
     config = from_dict(Config, context["config"])
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     config.threads = max(1, int(cpus))
     prep = prepare(config)
-    hparams = method_hparams(config, context["method"], config.dataset.name, {**context["fixed"], **params})
-    refs: list[ray.ObjectRef] = context["oracle_refs"]
-    run = ExperimentRun(prep, context["method"], hparams, context["seed"], oracle=lambda k: ray.get(refs[k]))
+    method, seeds, overrides = _trial_setup(params, context)
+    hparams = method_hparams(config, method, config.dataset.name, overrides)
+    refs: list[ray.ObjectRef | None] = context["oracle_refs"]
+
+    def oracle(k: int) -> Any:
+        return None if refs[k] is None else ray.get(refs[k])
+
+    trial_id = tune.get_context().get_trial_id()
+    runs = [ExperimentRun(prep, method, hparams, s, run_id=f"{trial_id}-s{s}", oracle=oracle) for s in seeds]
+    for run in runs:
+        run.head["trial_id"] = trial_id
+        if "candidate" in params:
+            run.head["candidate"] = params["candidate"]
+    metrics = list(context["objectives"])
+    means = RunningMeans(metrics, len(seeds))
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            run.restore(torch.load(Path(folder) / STATE_FILE, weights_only=True))
-    metrics = list(context["objectives"])
-
-    def report(row: dict[str, Any], current: ExperimentRun) -> None:
-        result = dict(row)
-        result.update(running_means(current.rows, metrics))
-        result["requests_done"] = len(current.rows)
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(current.state(), Path(folder) / STATE_FILE)
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
-
+            state = torch.load(Path(folder) / STATE_FILE, weights_only=True)
+        for run, run_state in zip(runs, state["runs"], strict=True):
+            run.restore(run_state)
+        means.restore(state["means"])
+    every = max(1, int(context.get("checkpoint_every", 1)))
+    total = len(prep.scenario)
+    streams = [run.steps() for run in runs]
     try:
-        run.run(report)
+        while runs[0].done < total:
+            rows = [next(stream) for stream in streams]
+            for i, row in enumerate(rows):
+                means.add(i, row)
+            done = runs[0].done
+            result = seed_mean(rows)
+            result.update(means.report(context["robust"]))
+            result.update(requests_done=done, method=method, rows=rows)
+            if done % every and done != total:
+                tune.report(result)
+                continue
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save({"runs": [r.state() for r in runs], "means": means.state()}, Path(folder) / STATE_FILE)
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
     except Diverged as e:
         # A diverged trial ends as the worst possible result instead of an error: Tune would retry it (it is
         # deterministic, so it would diverge again) and Optuna would learn nothing from an errored trial.
-        k = len(run.rows)
+        k = runs[0].done
         result = {"request": k, "kind": prep.scenario.requests[k].kind, "requests_done": k, "diverged": 1.0}
         result.update({objective_name(m): math.inf for m in metrics})
-        result["error"] = str(e)
+        result.update(method=method, rows=[], error=str(e))
         tune.report(result)

@@ -1,0 +1,215 @@
+"""The one engine that runs grids of configurations: sweeps, comparisons and studies.
+
+Each command describes what to run (a searcher that samples hyperparameters, or a fixed grid of (method,
+seed) pairs) and the engine does the rest the same way for all of them: oracles planned and trained once as
+Ray tasks, the Tune trainable with per-request reports and checkpoints, resume after a killed driver, the
+MLflow parent/child record (written by the driver only), results appended per request and compacted at the
+end, and progress with an estimate of the time left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from clutune.config import Config
+from clutune.experiment import Prepared
+from clutune.platform.oracle_pool import OraclePlan, plan_oracles, submit_oracles
+from clutune.platform.tracking import SweepTracker
+from clutune.results import ResultStream, compact
+from clutune.trainables import clu_trainable
+
+
+def absolutize(config: Config) -> None:
+    """Trials run in other processes (and machines): every local path must be absolute first."""
+    if config.dataset.root and "://" not in config.dataset.root:
+        config.dataset.root = str(Path(config.dataset.root).expanduser().resolve())
+    if "://" not in config.oracle.cache_dir:
+        config.oracle.cache_dir = str(Path(config.oracle.cache_dir).expanduser().resolve())
+    if "://" not in config.sweep.storage_path:
+        config.sweep.storage_path = str(Path(config.sweep.storage_path).expanduser().resolve())
+
+
+def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+@dataclass
+class Oracles:
+    """The command's oracles: planned once, submitted once, shared by every grid it runs."""
+
+    plan: OraclePlan
+    refs: dict[str, ray.ObjectRef]
+
+    @property
+    def per_request(self) -> list[ray.ObjectRef | None]:
+        return self.plan.request_refs(self.refs)
+
+    def trained(self) -> int:
+        return sum(1 for k in self.plan.missing if not ray.get(self.refs[k]).cached)
+
+
+@contextlib.contextmanager
+def leased_oracles(prep: Prepared, log: Callable[[str], None]) -> Iterator[Oracles]:
+    """Plan the command's oracles, lease their cache entries (``clutune oracles --prune`` keeps away from them
+    while the command runs), then submit the missing ones as Ray tasks."""
+    plan = plan_oracles(prep)
+    with prep.cache.lease(set(plan.owned)):
+        needed = sum(1 for k in plan.key_of_request if k is not None)
+        log(
+            f"oracles ({prep.config.oracle.policy} policy): {len(plan.owned)} distinct for {needed} of "
+            f"{len(prep.scenario)} requests, {len(plan.cached)} cached, training {len(plan.missing)} as Ray tasks"
+        )
+        yield Oracles(plan, submit_oracles(prep, plan))
+
+
+@dataclass
+class Grid:
+    """What to run: a fixed ``param_space`` (grid) or a ``search_alg`` with ``num_samples`` trials."""
+
+    name: str  # Tune experiment folder name under storage_path
+    storage_path: str
+    out: Path  # folder for the results stream and results.parquet
+    context: dict[str, Any]  # trainable context: config, method, seeds, fixed, objectives, robust, ...
+    param_keys: list[str]  # trial config keys recorded as MLflow params
+    role: str = "trial"  # MLflow child tag clutune.role
+    param_space: dict[str, Any] | None = None
+    search_alg: Any = None
+    scheduler: Any = None
+    num_samples: int = 1
+    concurrency: int = 2
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    max_failures: int = 1
+
+
+class EngineCallback(tune.Callback):
+    """Driver side of every trial event: results stream, MLflow child runs, progress with time left."""
+
+    def __init__(
+        self, grid: Grid, tracker: SweepTracker, n_requests: int, total_trials: int, log: Callable[[str], None]
+    ) -> None:
+        self.grid = grid
+        self.tracker = tracker
+        self.n_requests = n_requests
+        self.total_trials = total_trials
+        self.log = log
+        self.stream = ResultStream(grid.out)
+        self.objective = f"objective_{grid.context['objectives'][0]}"
+        self.done = 0
+        self.requests_seen = 0
+        self.t0 = time.perf_counter()
+        self.last_print = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its run config (with callbacks) into the experiment folder; database clients and open
+        # files do not belong there. A resumed run installs a fresh callback.
+        return {}
+
+    def _ensure(self, trial: Any) -> None:
+        params = {k: trial.config[k] for k in self.grid.param_keys if k in trial.config}
+        self.tracker.child(trial.trial_id, str(trial), params, self.grid.role)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._ensure(trial)
+        rows = result.pop("rows", [])
+        self.stream.append(trial.trial_id, rows)
+        if "diverged" not in result:
+            self.tracker.log_request(trial.trial_id, result)
+        self.requests_seen += 1
+        self._progress(trial, result)
+
+    def _progress(self, trial: Any, result: dict) -> None:
+        now = time.perf_counter()
+        k = int(result.get("requests_done", 0))
+        if now - self.last_print < 2.0 and k not in (1, self.n_requests):
+            return
+        self.last_print = now
+        total = self.total_trials * self.n_requests
+        elapsed = now - self.t0
+        eta = elapsed / self.requests_seen * max(0, total - self.requests_seen)
+        self.log(
+            f"  [{self.requests_seen}/{total} requests, ~{eta / 60:.1f} min left] {trial.config.get('method', '')} "
+            f"trial {trial.trial_id} request {k}/{self.n_requests} {result.get('kind', ''):<7} "
+            f"{self.objective}={result.get(self.objective, float('nan')):.4g}"
+        )
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.stream.close(trial.trial_id)
+        last = trial.last_result or {}
+        diverged = bool(last.get("diverged"))
+        if diverged:
+            self.tracker.client.set_tag(self.tracker.children[trial.trial_id], "clutune.diverged", last.get("error"))
+        self.tracker.end_child(trial.trial_id, "FAILED" if diverged else "FINISHED")
+        self.done += 1
+        steps = last.get("requests_done", 0)
+        how = "finished" if steps == self.n_requests else f"stopped by ASHA after {steps} requests"
+        if diverged:
+            how = f"diverged at request {last.get('request')}"
+        self.log(f"trial {trial.trial_id} {how} ({self.done} done): {self.objective}={last.get(self.objective)}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.end_child(trial.trial_id, "FAILED")
+        self.log(f"trial {trial.trial_id} failed: {trial.error_file}")
+
+
+def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log: Callable[[str], None]) -> Any:
+    """Run (or resume) ``grid`` to completion; returns Tune's ResultGrid. Rows end in ``grid.out``."""
+    folder = str(Path(grid.storage_path) / grid.name)
+    trainable = tune.with_resources(tune.with_parameters(clu_trainable, context=grid.context), grid.resources)
+    total = grid_size(grid.param_space) if grid.param_space is not None else grid.num_samples
+    callback = EngineCallback(grid, tracker, len(prep.scenario), total, log)
+    if resume and tune.Tuner.can_restore(folder):
+        log(f"resuming {folder}")
+        tuner = tune.Tuner.restore(folder, trainable, resume_unfinished=True, resume_errored=True)
+        tuner._local_tuner._run_config.callbacks = [callback]  # callbacks are not part of the saved state
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=grid.param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=grid.search_alg,
+                scheduler=grid.scheduler,
+                num_samples=grid.num_samples if grid.search_alg is not None else 1,
+                max_concurrent_trials=grid.concurrency,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=grid.name,
+                storage_path=grid.storage_path,
+                callbacks=[callback],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=grid.max_failures),
+                verbose=0,
+            ),
+        )
+    try:
+        return tuner.fit()
+    finally:
+        callback.stream.close()
+        compact(grid.out)
+
+
+def grid_size(param_space: dict[str, Any]) -> int:
+    total = 1
+    for value in param_space.values():
+        if isinstance(value, dict) and "grid_search" in value:
+            total *= len(value["grid_search"])
+    return total
+
+
+__all__ = ["Grid", "Oracles", "absolutize", "ensure_ray", "execute", "leased_oracles"]
