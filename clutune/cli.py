@@ -26,7 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from clutune.config import bare_overrides, load_config
     from clutune.experiment import ExperimentRun, method_hparams, oracle_for, prepare, validate_methods_section
     from clutune.oracle import oracle_key, oracle_requests
-    from clutune.results import check_out_dir, format_row, write_results
+    from clutune.results import ResultStream, check_out_dir, compact, format_row
 
     config = load_config(args.config, args.sets)
     if args.seed is not None:
@@ -34,19 +34,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     validate_methods_section(config)
     hparams = method_hparams(config, args.method, config.dataset.name, bare_overrides(args.sets))
     out = Path(args.out)
-    check_out_dir(out, args.overwrite)
+    check_out_dir(out, args.overwrite, resumable=False)
     prep = prepare(config)
     total = len(prep.scenario)
-    rows: list[dict] = []
     predictions = out / "predictions" if args.save_predictions else None
     if args.overwrite:  # a shorter stream must not leave an earlier run's later requests behind
-        for stale in (out / "predictions").glob("request-*.parquet"):
+        for stale in [*(out / "predictions").glob("request-*.parquet"), *(out / "parts").glob("*.arrows")]:
             stale.unlink()
+    stream = ResultStream(out)
     print(f"clutune run: {args.method} on {config.name} ({config.dataset.name}, {total} requests, seed {config.seed})")
 
     def on_row(row: dict, _method: object) -> None:
-        rows.append(row)
-        write_results(out / "results.parquet", rows)
+        stream.append("run", [row])  # appended as it is measured: a crash loses nothing before it
         print(format_row(row, total), flush=True)
 
     wanted = oracle_requests(config.oracle.policy, config.oracle.every, [r.kind for r in prep.scenario.requests])
@@ -58,7 +57,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  training the oracle of request {k} ({len(prep.owned_ids(k))} owned samples)", flush=True)
         return oracle_for(prep, k)
 
-    ExperimentRun(prep, args.method, hparams, config.seed, oracle=oracle, predictions_dir=predictions).run(on_row)
+    run = ExperimentRun(prep, args.method, hparams, config.seed, oracle=oracle, predictions_dir=predictions)
+    try:
+        run.run(on_row)
+    finally:
+        stream.close()
+        rows = compact(out)
     print(f"wrote {out / 'results.parquet'} ({len(rows)} rows)")
     return 0
 
@@ -123,11 +127,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     set_ray_env()
     from clutune.platform.compare import format_table, run_compare
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        raise UserError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
+    methods, seeds = _methods_and_seeds(args)
     out = Path(args.out)
     result = run_compare(
         args.config,
@@ -144,6 +144,39 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"compare finished in {result.seconds:.0f} s; mean ± std over seeds {seeds} of each run's request mean:")
     print(format_table(result.table))
     print(f"wrote {out / 'results.parquet'} ({len(result.rows)} rows) and {out / 'comparison.md'}")
+    return 0
+
+
+def _methods_and_seeds(args: argparse.Namespace) -> tuple[list[str], list[int]]:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
+    return methods, seeds
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    set_ray_env()
+    from clutune.platform.study import run_study
+
+    methods, seeds = _methods_and_seeds(args)
+    study = run_study(
+        args.config,
+        methods,
+        seeds,
+        Path(args.out),
+        sets=args.sets,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        tracking_uri=args.tracking_uri,
+    )
+    print(f"study finished in {study.seconds / 60:.1f} min: {len(study.rows)} rows")
+    print(f"oracles: {study.oracles_trained} trained, {study.oracles_total - study.oracles_trained} from cache")
+    print(f"wrote {study.out / 'results.parquet'}, {study.out / 'curves.png'} and {study.out / 'summary.md'}")
+    print(f"MLflow parent run {study.parent_run_id} in {study.tracking_uri}")
     return 0
 
 
@@ -303,6 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address; default: start local Ray")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "study", help="long-stream stability study: methods x seeds, curves per request, drift slopes, MLflow"
+    )
+    _add_config_args(p)
+    p.add_argument("--methods", default="ugclu,er,derpp,sfron,finetune", help="comma-separated method names")
+    p.add_argument("--seeds", default="0", help="comma-separated run seeds (default 0)")
+    p.add_argument("--out", required=True, help="folder for results.parquet, curves.png and summary.md")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study in --out")
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
+    p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: start local Ray")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser(
         "oracles", help="train (or find cached) the oracles of a scenario on Ray; prune or size the oracle cache"

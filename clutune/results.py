@@ -39,14 +39,15 @@ OBJECTIVE_METRICS = (
 HEADLINE = ("kl_oracle_all", "avg_gap", "acc_remain", "acc_learn", "acc_unlearn", "acc_test", "mia_member_rate")
 
 
-def check_out_dir(out: Path, overwrite: bool) -> None:
+def check_out_dir(out: Path, overwrite: bool, resumable: bool = True) -> None:
     """Refuse to clobber an earlier run's results unless asked to: a typo in --out must not lose a result."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
     if (out / "results.parquet").exists() and not overwrite:
         raise UserError(f"--out {out} already holds results.parquet; choose another folder or pass --overwrite")
-    if (out / "parts").exists() and not overwrite:
-        raise UserError(f"--out {out} holds an interrupted run: pass --resume to continue it, or --overwrite")
+    if any((out / "parts").glob("*.arrows")) and not overwrite:
+        how = "pass --resume to continue it, or --overwrite" if resumable else "pass --overwrite to replace it"
+        raise UserError(f"--out {out} holds the rows of an interrupted run: {how}")
 
 
 def write_results(path: Path, rows: Sequence[dict[str, Any]]) -> None:
