@@ -8,6 +8,7 @@ metrics and result rows. The CLI, ``clutune compare`` and the Tune trainable all
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 
 from clutune.clu.access import TrainAccess, crop_flip
@@ -188,15 +190,14 @@ class Evaluator:
         if request.kind == "learn":
             for t in request.tasks:
                 self.learned_at.setdefault(t, k)
+        history = np.stack(self.class_acc)  # (requests so far, classes): vectorised, so no per-request creep
         histories = []
         for t, first in self.learned_at.items():
             classes = [c for c in sc.task_classes[t] if c in owned_classes and (test.labels == c).any()]
             if first == k or not classes:
                 continue
             counts = np.array([(test.labels == c).sum() for c in classes], dtype=np.float64)
-            histories.append(
-                [float((self.class_acc[j][classes] * counts).sum() / counts.sum()) for j in range(first, k + 1)]
-            )
+            histories.append(list(history[first : k + 1][:, classes] @ counts / counts.sum()))
         return {
             "acc_test_owned": test_accuracy_by_classes(test.p_model, test.labels, owned_classes),
             "oracle_acc_test_owned": (
@@ -208,6 +209,11 @@ class Evaluator:
             ),
             "forgetting": forgetting(histories),
         }
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (not its peak), in MiB."""
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def build_method(prep: Prepared, method: str, hparams: Any, seed: int) -> Method:
@@ -250,7 +256,7 @@ class ExperimentRun:
     def state(self) -> dict[str, Any]:
         return {
             "method": self.method.state_dict(),
-            "class_acc": [torch.from_numpy(a.copy()) for a in self.evaluator.class_acc],
+            "class_acc": torch.from_numpy(np.stack(self.evaluator.class_acc)) if self.evaluator.class_acc else None,
             "learned_at": dict(self.evaluator.learned_at),
             "done": self.done,
             "head": dict(self.head),
@@ -260,7 +266,8 @@ class ExperimentRun:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.method.load_state_dict(state["method"])
-        self.evaluator.class_acc = [a.numpy().copy() for a in state["class_acc"]]
+        saved = state["class_acc"]
+        self.evaluator.class_acc = [] if saved is None else list(saved.numpy().copy())
         self.evaluator.learned_at = dict(state["learned_at"])
         self.done = int(state["done"])
         self.head = dict(state["head"])
@@ -270,11 +277,14 @@ class ExperimentRun:
 
     def steps(self) -> Iterator[dict[str, Any]]:
         """Continue from request ``self.done``, yielding each row (results schema) once it is in ``self.rows``."""
+        t0 = time.perf_counter()
         for row in iter_run(self.method, self.prep.scenario.requests, self.evaluator, start=self.done):
-            ordered = {**self.head, **row}
+            # step_seconds (method + evaluation) and rss_mb are what a long stream must keep flat
+            ordered = {**self.head, **row, "step_seconds": time.perf_counter() - t0, "rss_mb": resident_mb()}
             self.rows.append(ordered)
             self.done += 1
             yield ordered
+            t0 = time.perf_counter()
 
     def run(self, on_row: Callable[[dict[str, Any], ExperimentRun], None] | None = None) -> list[dict[str, Any]]:
         for row in self.steps():

@@ -12,7 +12,7 @@ from clutune.config import load_config
 from clutune.experiment import ExperimentRun, method_hparams, prepare
 
 FAST = {"epochs_per_learn": 2, "iters_per_unlearn": 10}
-VARYING = {"run_id", "seconds", "oracle_seconds", "oracle_cached"}
+VARYING = {"run_id", "seconds", "step_seconds", "rss_mb", "oracle_seconds", "oracle_cached"}
 
 
 @pytest.mark.parametrize("method", ["ugclu", "derpp", "clpu", "retrain"])

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
 import torch
 
 from clutune.data.dataset import Dataset, make_dataset
@@ -13,15 +18,44 @@ def load_mnist1d(samples: int | None = None) -> Dataset:
     Generation is deterministic (seed 42) and costs about half a millisecond per sample on one core, so 60,000
     samples take roughly 30 s. The content fingerprint changes with ``samples``, so cached oracles never mix.
     """
+    tensors = _cached(samples)
+    return make_dataset("mnist1d", *tensors, class_names=[str(i) for i in range(10)])
+
+
+def cache_dir() -> Path:
+    """``$CLUTUNE_DATA_CACHE``, else ``~/.cache/clutune/data``: every worker of a long study would otherwise
+    regenerate tens of thousands of samples (tens of seconds) before its first request."""
+    return Path(os.environ.get("CLUTUNE_DATA_CACHE", "~/.cache/clutune/data")).expanduser()
+
+
+def _cached(samples: int | None) -> tuple[torch.Tensor, ...]:
+    """The generated tensors, from the cache when present; written atomically, keyed by the package version."""
+    path = cache_dir() / f"mnist1d-{version('mnist1d')}-{samples or 'default'}.pt"
+    if path.exists():
+        try:
+            return tuple(torch.load(path, weights_only=True))
+        except (OSError, RuntimeError, EOFError):
+            path.unlink(missing_ok=True)  # a torn file from a crash elsewhere: regenerate
+    tensors = _generate(samples)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="tmp-mnist1d-", suffix=".pt")
+    os.close(fd)
+    torch.save(list(tensors), tmp)
+    os.replace(tmp, path)
+    return tensors
+
+
+def _generate(samples: int | None) -> tuple[torch.Tensor, ...]:
     from mnist1d.data import get_dataset_args
-    from mnist1d.data import make_dataset as _generate
+    from mnist1d.data import make_dataset as generate
 
     args = get_dataset_args()  # seed 42, 5000 samples: deterministic
     if samples is not None:
         args.num_samples = int(samples)  # the package draws num_samples // 10 per class
-    data = _generate(args)
-    x_tr = torch.as_tensor(data["x"], dtype=torch.float32)
-    x_te = torch.as_tensor(data["x_test"], dtype=torch.float32)
-    y_tr = torch.as_tensor(data["y"], dtype=torch.int64)
-    y_te = torch.as_tensor(data["y_test"], dtype=torch.int64)
-    return make_dataset("mnist1d", x_tr, y_tr, x_te, y_te, class_names=[str(i) for i in range(10)])
+    data = generate(args)
+    return (
+        torch.as_tensor(data["x"], dtype=torch.float32),
+        torch.as_tensor(data["y"], dtype=torch.int64),
+        torch.as_tensor(data["x_test"], dtype=torch.float32),
+        torch.as_tensor(data["y_test"], dtype=torch.int64),
+    )
