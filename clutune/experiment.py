@@ -8,6 +8,7 @@ metrics and result rows. The CLI, ``clutune compare`` and the Tune trainable all
 from __future__ import annotations
 
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import torch
 
 from clutune.clu.access import TrainAccess, crop_flip
@@ -208,12 +208,32 @@ class Evaluator:
                 test_accuracy_by_classes(test.p_oracle, test.labels, gone) if with_oracle else math.nan
             ),
             "forgetting": forgetting(histories),
+            **self.task_accuracies(test, with_oracle),
         }
+
+    def task_accuracies(self, test: Split, with_oracle: bool) -> dict[str, float]:
+        """``acc_task_<t>`` / ``oracle_acc_task_<t>``: test accuracy on each task's classes, the cells of the
+        accuracy matrix (task x request) that no request mean can rebuild."""
+        out = {}
+        for t, classes in enumerate(self.prep.scenario.task_classes):
+            mask = np.isin(test.labels, classes)
+            hit, oracle_hit = (p[mask].argmax(1) == test.labels[mask] for p in (test.p_model, test.p_oracle))
+            out[f"acc_task_{t}"] = float(hit.mean()) if mask.any() else math.nan
+            out[f"oracle_acc_task_{t}"] = float(oracle_hit.mean()) if with_oracle and mask.any() else math.nan
+        return out
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def resident_mb() -> float:
-    """This process's resident memory now (not its peak), in MiB."""
-    return psutil.Process().memory_info().rss / 2**20
+    """This process's resident memory now (not its peak, which ``getrusage`` gives), in MiB; NaN where the
+    kernel does not expose /proc (it is a diagnostic column, never an input)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE / 2**20
+    except OSError:
+        return math.nan
 
 
 def build_method(prep: Prepared, method: str, hparams: Any, seed: int) -> Method:

@@ -25,6 +25,7 @@ from clutune.config import Config, bare_overrides, load_config
 from clutune.errors import UserError
 from clutune.experiment import build_method, method_hparams, prepare, validate_methods_section
 from clutune.platform.engine import Grid, absolutize, ensure_ray, execute, leased_oracles
+from clutune.platform.publish import publish_grid
 from clutune.platform.tracking import SweepTracker, resolve_tracking_uri
 from clutune.results import check_out_dir
 
@@ -104,6 +105,7 @@ def run_method_grid(
     resume: bool = False,
     tracking_uri: str | None = None,
     concurrency: int | None = None,
+    tracking: bool = True,
 ) -> GridRun:
     """Every (method, seed) pair with each method's tuned defaults, validated whole before any work."""
     t0 = time.perf_counter()
@@ -131,7 +133,8 @@ def run_method_grid(
         check_out_dir(out, overwrite)
         for stale in ("parts", "tune"):  # with --overwrite: an earlier grid's rows and state must not leak in
             shutil.rmtree(out / stale, ignore_errors=True)
-    tracker = SweepTracker(resolve_tracking_uri(tracking_uri), config.sweep.experiment or config.name, out)
+    uri = resolve_tracking_uri(tracking_uri)
+    tracker = SweepTracker(uri, config.sweep.experiment or config.name, out, enabled=tracking)
 
     ensure_ray(address, num_cpus)
     with leased_oracles(prep, log) as oracles:
@@ -184,14 +187,17 @@ def run_compare(
     overwrite: bool = False,
     resume: bool = False,
     tracking_uri: str | None = None,
+    tracking: bool = True,
 ) -> Comparison:
     done = run_method_grid(
-        "compare", config_path, methods, seeds, out, sets, address, num_cpus, log, overwrite, resume, tracking_uri
+        "compare", config_path, methods, seeds, out, sets, address, num_cpus, log, overwrite, resume, tracking_uri,
+        tracking=tracking,
     )
     table = summary_table(done.rows)
     text = format_table(table)
     (done.out / "comparison.md").write_text(text + "\n")
     done.tracker.log_text(done.tracker.parent_id, text, "comparison.md")
+    publish_grid(done.tracker, done.out, done.rows, f"{done.config.name} compare")  # figures: plots/, MLflow
     done.tracker.finish({}, {"comparison.csv": table.reset_index()}, {})
     return Comparison(done.rows, table, done.seconds)
 

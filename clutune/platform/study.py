@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from clutune.platform.compare import run_method_grid
+from clutune.platform.publish import publish_grid
 from clutune.platform.study_report import plot_curves, summary_markdown
 
 _print = functools.partial(print, flush=True)
@@ -43,9 +44,11 @@ def run_study(
     overwrite: bool = False,
     resume: bool = False,
     tracking_uri: str | None = None,
+    tracking: bool = True,
 ) -> Study:
     done = run_method_grid(
-        "study", config_path, methods, seeds, out, sets, address, num_cpus, log, overwrite, resume, tracking_uri
+        "study", config_path, methods, seeds, out, sets, address, num_cpus, log, overwrite, resume, tracking_uri,
+        tracking=tracking,
     )
     rows = done.rows
     n_requests = int(rows["request"].max()) + 1 if len(rows) else 0
@@ -61,6 +64,7 @@ def run_study(
     tracker = done.tracker
     tracker.client.log_artifact(tracker.parent_id, str(done.out / "curves.png"))
     tracker.client.log_artifact(tracker.parent_id, str(done.out / "summary.md"))
+    publish_grid(tracker, done.out, rows, f"{done.config.name} study")  # figures: plots/, MLflow
     oracle_counts = {"oracles_total": done.oracles_total, "oracles_trained": done.oracles_trained}
     tracker.finish({"metrics": oracle_counts}, {}, {})
     return Study(

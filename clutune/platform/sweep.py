@@ -24,6 +24,7 @@ from clutune.config import Config, bare_overrides, load_config
 from clutune.errors import UserError
 from clutune.experiment import method_hparams, prepare, validate_methods_section
 from clutune.platform.engine import Grid, absolutize, ensure_ray, execute, leased_oracles
+from clutune.platform.publish import publish_sweep
 from clutune.platform.search_space import SearchSpace, default_space_path, load_space
 from clutune.platform.tracking import SweepTracker, resolve_tracking_uri
 from clutune.results import OBJECTIVE_METRICS
@@ -110,6 +111,7 @@ def run_sweep(
     address: str | None = None,
     num_cpus: int | None = None,
     log: Any = _print,
+    tracking: bool = True,
 ) -> SweepSummary:
     t_start = time.perf_counter()
     config = load_config(config_path, sets)
@@ -137,7 +139,7 @@ def run_sweep(
         raise UserError(f"sweep folder {sweep_dir} exists: pass --resume to continue it, or remove it")
     prep = prepare(config)  # data and scenario checked here, before Ray starts
     uri = resolve_tracking_uri(tracking_uri)
-    tracker = SweepTracker(uri, config.sweep.experiment or config.name, sweep_dir)
+    tracker = SweepTracker(uri, config.sweep.experiment or config.name, sweep_dir, enabled=tracking)
 
     ensure_ray(address, num_cpus)
     with leased_oracles(prep, log) as oracles:
@@ -186,6 +188,8 @@ def run_sweep(
         confirmed = None
         if sw.confirm_seeds and len(front):
             confirmed = _confirm(config, prep, tracker, front, context, space_keys, concurrency, resume, log, grid)
+    objectives = [objective_name(m) for m in config.sweep.objectives]  # figures: plots/, MLflow (publish.py)
+    publish_sweep(tracker, sweep_dir, config.sweep.study_storage, name, trials_table, objectives)
     summary = _summarize(config, prep, trials_table, front, confirmed, tracker, sweep_dir, space_keys)
     return SweepSummary(
         sweep_dir=sweep_dir,

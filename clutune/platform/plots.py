@@ -1,0 +1,215 @@
+"""The figures people read, drawn from results.parquet rows only (so any finished folder can be redrawn).
+
+Per run: the accuracy matrix (test accuracy per task after each request, model beside oracle), KL to the oracle
+per split, both MIA values per unlearn request, and the accuracy gaps to the oracle. Per comparison: the same
+curves with one line per method, mean ± std band over seeds. Every figure is a fixed-size PNG (``PLOT_PX``)
+drawn with Agg; past ``ANNOTATE_MAX`` requests the heatmap drops its numbers and the curves their markers, so a
+stream of hundreds of requests stays readable.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+PLOT_PX = (1200, 600)
+DPI = 100
+ANNOTATE_MAX = 30
+SPLITS = ("all", "remain", "learn", "unlearn", "test")
+GAPS = ("gap_remain", "gap_learn", "gap_unlearn", "gap_test", "avg_gap")
+MIA = ("mia_member_rate", "mia_efficacy")
+RUN_PLOTS = ("accuracy_matrix.png", "kl_oracle.png", "mia.png", "gaps.png")
+METHOD_PLOTS = ("methods_kl_oracle.png", "methods_gaps.png", "methods_mia.png", "methods_accuracy.png")
+
+
+def _figure(ncols: int = 1) -> tuple[Any, Any]:
+    fig, axes = plt.subplots(1, ncols, figsize=(PLOT_PX[0] / DPI, PLOT_PX[1] / DPI), dpi=DPI, squeeze=False)
+    return fig, axes[0]
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def task_columns(rows: pd.DataFrame) -> list[int]:
+    return sorted(int(m[1]) for c in rows.columns if (m := re.fullmatch(r"acc_task_(\d+)", c)))
+
+
+def _request_labels(frame: pd.DataFrame) -> list[str]:
+    return [f"{int(r)}{'U' if k == 'unlearn' else 'L'}" for r, k in zip(frame["request"], frame["kind"], strict=True)]
+
+
+def accuracy_matrix(run: pd.DataFrame, path: Path, title: str) -> Path | None:
+    """Rows tasks, columns requests; None for rows written before the per-task columns existed."""
+    tasks = task_columns(run)
+    if not tasks:
+        return None
+    run = run.sort_values("request")
+    fig, axes = _figure(2)
+    n = len(run)
+    image = None
+    for ax, prefix, who in zip(axes, ("acc_task_", "oracle_acc_task_"), ("model", "oracle"), strict=True):
+        matrix = np.array([run[f"{prefix}{t}"].to_numpy(dtype=float) for t in tasks])
+        image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest")
+        if n <= ANNOTATE_MAX and len(tasks) <= ANNOTATE_MAX:
+            for (i, j), v in np.ndenumerate(matrix):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+            ax.set_xticks(range(n), _request_labels(run), fontsize=7)
+        ax.set_yticks(range(len(tasks)), [f"task {t}" for t in tasks], fontsize=7)
+        ax.set_xlabel("after request (L learn, U unlearn)")
+        ax.set_ylabel("task")
+        ax.set_title(f"{who}: test accuracy per task")
+    fig.colorbar(image, ax=list(axes), label="test accuracy")
+    fig.suptitle(title)
+    fig.savefig(_mkdir(path), dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _mkdir(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _curves(ax: Any, run: pd.DataFrame, columns: list[tuple[str, str]], log: bool = False) -> None:
+    marker = "o" if len(run) <= ANNOTATE_MAX else None
+    drawn = False
+    for column, label in columns:
+        if column in run and run[column].notna().any():
+            ax.plot(run["request"], run[column], marker=marker, lw=1.2, label=label)
+            drawn = True
+    if log and drawn and (run[[c for c, _ in columns if c in run]] > 0).any().any():
+        ax.set_yscale("log")
+    if not drawn:
+        ax.text(0.5, 0.5, "no values (no oracle or no unlearn request)", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("request")
+    ax.legend(fontsize=8)
+
+
+def run_plots(run: pd.DataFrame, folder: Path, title: str) -> list[Path]:
+    """The four per-run figures of one run's rows, written into ``folder``."""
+    run = run.sort_values("request")
+    out = []
+    matrix = accuracy_matrix(run, folder / "accuracy_matrix.png", f"{title}: accuracy matrix")
+    if matrix is not None:
+        out.append(matrix)
+    fig, (ax,) = _figure()
+    _curves(ax, run, [(f"kl_oracle_{s}", s) for s in SPLITS], log=True)
+    ax.set_ylabel("KL(oracle ‖ model), mean per sample")
+    ax.set_title(f"{title}: KL divergence to the oracle per split")
+    out.append(_save(fig, folder / "kl_oracle.png"))
+
+    fig, (ax,) = _figure()
+    unlearn = run[run["kind"] == "unlearn"]
+    pairs = [(m, f"model {m}") for m in MIA] + [(f"oracle_{m}", f"oracle {m}") for m in MIA]
+    if len(unlearn):
+        width = 0.2
+        x = np.arange(len(unlearn))
+        for i, (column, label) in enumerate(pairs):
+            values = unlearn[column].to_numpy(dtype=float) if column in unlearn else np.full(len(unlearn), np.nan)
+            ax.bar(x + (i - 1.5) * width, np.nan_to_num(values), width, label=label)
+        ax.set_xticks(x, [f"request {int(r)}" for r in unlearn["request"]], fontsize=7)
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no unlearn request", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("unlearn request")
+    ax.set_ylabel("rate")
+    ax.set_title(f"{title}: membership inference on the forgotten samples, model vs oracle")
+    out.append(_save(fig, folder / "mia.png"))
+
+    fig, (ax,) = _figure()
+    _curves(ax, run, [(g, g) for g in GAPS])
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_ylabel("|accuracy − oracle accuracy|")
+    ax.set_title(f"{title}: accuracy gaps to the oracle")
+    out.append(_save(fig, folder / "gaps.png"))
+    return out
+
+
+def _band(ax: Any, rows: pd.DataFrame, column: str, group: str = "method") -> bool:
+    """One line per ``group`` value: mean over seeds per request, ± std shaded."""
+    if column not in rows or not rows[column].notna().any():
+        return False
+    for name, frame in rows.groupby(group, sort=True):
+        stats = frame.groupby("request")[column].agg(["mean", "std"]).fillna({"std": 0.0})
+        marker = "o" if len(stats) <= ANNOTATE_MAX else None
+        (line,) = ax.plot(stats.index, stats["mean"], marker=marker, lw=1.2, label=str(name))
+        ax.fill_between(
+            stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2, color=line.get_color()
+        )
+    return True
+
+
+def method_plots(rows: pd.DataFrame, folder: Path, title: str) -> list[Path]:
+    """Curves of a comparison or study: one line per method, mean ± std band over seeds."""
+    seeds = rows.groupby("method")["seed"].nunique().max() if "seed" in rows else 1
+    panels = {
+        "methods_kl_oracle.png": ("KL to the oracle", [f"kl_oracle_{s}" for s in ("all", "remain", "unlearn", "test")]),
+        "methods_gaps.png": ("accuracy gap to the oracle", ["avg_gap", "gap_remain", "gap_unlearn", "gap_test"]),
+        "methods_mia.png": ("MIA", ["mia_member_rate", "mia_efficacy", "oracle_mia_member_rate", "forgetting"]),
+        "methods_accuracy.png": ("accuracy", ["acc_test", "acc_remain", "acc_unlearn", "oracle_acc_test"]),
+    }
+    out = []
+    for name, (what, columns) in panels.items():
+        fig, axes = _figure(len(columns))
+        for ax, column in zip(axes, columns, strict=True):
+            if _band(ax, rows, column):
+                ax.legend(fontsize=7)
+                if column.startswith("kl_") and (rows[column] > 0).any():
+                    ax.set_yscale("log")
+            else:
+                ax.text(0.5, 0.5, "no values", ha="center", transform=ax.transAxes)
+            ax.set_title(column, fontsize=9)
+            ax.set_xlabel("request")
+            ax.set_ylabel(column, fontsize=8)
+        fig.suptitle(f"{title}: {what} per request, one line per method (mean ± std over {seeds} seed(s))")
+        out.append(_save(fig, folder / name))
+    return out
+
+
+def optuna_html(storage: Any, study_name: str, folder: Path) -> list[Path]:
+    """Optuna's own views of a sweep as self-contained HTML (plotly inlined): history, importances, parallel
+    coordinates and, with several objectives, the Pareto front. A view Optuna cannot draw yet (too few complete
+    trials) is skipped, not fatal."""
+    import optuna
+    from optuna import visualization as vis
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    names = getattr(study, "metric_names", None) or [f"objective {i}" for i in range(len(study.directions))]
+    multi = len(study.directions) > 1
+    first = {"target": (lambda t: t.values[0]), "target_name": names[0]} if multi else {}
+    views = {
+        "optuna_history.html": lambda: vis.plot_optimization_history(study, **first),
+        "optuna_importances.html": lambda: vis.plot_param_importances(study, **first),
+        "optuna_parallel_coordinate.html": lambda: vis.plot_parallel_coordinate(study, **first),
+    }
+    if multi:
+        views["optuna_pareto_front.html"] = lambda: vis.plot_pareto_front(study, target_names=names[:3])
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for file_name, draw in views.items():
+        try:
+            figure = draw()
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:
+            (folder / file_name).with_suffix(".skipped.txt").write_text(f"{type(e).__name__}: {e}\n")
+            continue
+        figure.write_html(folder / file_name, include_plotlyjs=True, full_html=True)
+        out.append(folder / file_name)
+    return out
+
+
+__all__ = ["PLOT_PX", "RUN_PLOTS", "METHOD_PLOTS", "accuracy_matrix", "method_plots", "optuna_html", "run_plots"]

@@ -1,0 +1,94 @@
+"""After a command's work is on disk: draw its figures into ``<folder>/plots`` and attach them to its MLflow runs.
+
+Figures come from results.parquet after the grid finishes (never from inside a trial), so the trainables stay
+free of plotting and a folder can be redrawn and re-attached any time (``clutune sync`` does).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from clutune.platform.plots import method_plots, optuna_html, run_plots
+from clutune.platform.tracking import SweepTracker
+
+
+def _trial_of(frame: pd.DataFrame, run_id: str) -> str:
+    if "trial_id" in frame and frame["trial_id"].notna().any():
+        return str(frame["trial_id"].dropna().iloc[0])
+    return run_id
+
+
+def publish_runs(tracker: SweepTracker, folder: Path, rows: pd.DataFrame) -> list[Path]:
+    """Per results run: ``plots/<run_id>/*.png``, attached to the child run that holds it (``plots/`` when the
+    child holds one run, ``plots/<run_id>/`` when a sweep trial averages several seeds)."""
+    written = []
+    runs_per_trial: dict[str, int] = {}
+    groups = list(rows.groupby("run_id", sort=True))
+    for run_id, frame in groups:
+        trial = _trial_of(frame, str(run_id))
+        runs_per_trial[trial] = runs_per_trial.get(trial, 0) + 1
+    for run_id, frame in groups:
+        trial = _trial_of(frame, str(run_id))
+        title = f"{frame['method'].iloc[0]} seed {frame['seed'].iloc[0]} ({run_id})"
+        paths = run_plots(frame, Path(folder) / "plots" / str(run_id), title)
+        where = "plots" if runs_per_trial[trial] == 1 else f"plots/{run_id}"
+        for path in paths:
+            tracker.log_artifact(trial, path, where)
+        written += paths
+    return written
+
+
+def publish_grid(tracker: SweepTracker, folder: Path, rows: pd.DataFrame, title: str) -> list[Path]:
+    """compare / study: per-run figures on the children, per-method curves on the parent."""
+    written = publish_runs(tracker, folder, rows)
+    for path in method_plots(rows, Path(folder) / "plots", title):
+        tracker.log_artifact(None, path, "plots")
+        written.append(path)
+    return written
+
+
+def study_storage(sweep_dir: Path, configured: str | None) -> Any:
+    """The sweep's Optuna storage: the configured RDB URL, else the journal file in the sweep folder."""
+    if configured:
+        return configured
+    import optuna
+
+    journal = Path(sweep_dir) / "optuna-journal.log"
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+
+
+def best_trials_markdown(trials: pd.DataFrame, columns: list[str], top: int = 10) -> str:
+    """The best complete trials by the first objective, as a Markdown table."""
+    ok = trials[trials["status"] == "OK"] if "status" in trials else trials
+    ranked = ok.sort_values(columns[0]).head(top) if columns and columns[0] in ok else ok.head(top)
+    if ranked.empty:
+        return "no trial completed\n"
+    header = "| " + " | ".join(map(str, ranked.columns)) + " |"
+    lines = [header, "|" + "---|" * len(ranked.columns)]
+    for _, row in ranked.iterrows():
+        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def publish_sweep(
+    tracker: SweepTracker, sweep_dir: Path, storage: Any, study_name: str, trials: pd.DataFrame, columns: list[str]
+) -> list[Path]:
+    """sweep: per-run figures on the children; Optuna's HTML views and the best-trials table on the parent."""
+    sweep_dir = Path(sweep_dir)
+    written = []
+    results = sweep_dir / "results.parquet"
+    if results.exists():
+        written += publish_runs(tracker, sweep_dir, pd.read_parquet(results))
+    for path in optuna_html(study_storage(sweep_dir, storage), study_name, sweep_dir / "plots"):
+        tracker.log_artifact(None, path, "plots")
+        written.append(path)
+    best = sweep_dir / "best_trials.md"
+    best.write_text(best_trials_markdown(trials, columns))
+    tracker.log_artifact(None, best)
+    return written + [best]
+
+
+__all__ = ["best_trials_markdown", "publish_grid", "publish_runs", "publish_sweep", "study_storage"]
