@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import uuid
 from pathlib import Path
 
 from clutune.errors import UserError
@@ -42,10 +43,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         for stale in [*(out / "predictions").glob("request-*.parquet"), *(out / "parts").glob("*.arrows")]:
             stale.unlink()
     stream = ResultStream(out)
+    run_key = uuid.uuid4().hex[:12]  # the results' run_id, also the MLflow run's clutune.trial_id
+    tracker = _run_tracker(args, config, out, run_key, hparams)
     print(f"clutune run: {args.method} on {config.name} ({config.dataset.name}, {total} requests, seed {config.seed})")
 
     def on_row(row: dict, _method: object) -> None:
         stream.append("run", [row])  # appended as it is measured: a crash loses nothing before it
+        tracker.log_request(run_key, row)
         print(format_row(row, total), flush=True)
 
     wanted = oracle_requests(config.oracle.policy, config.oracle.every, [r.kind for r in prep.scenario.requests])
@@ -57,14 +61,45 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  training the oracle of request {k} ({len(prep.owned_ids(k))} owned samples)", flush=True)
         return oracle_for(prep, k)
 
-    run = ExperimentRun(prep, args.method, hparams, config.seed, oracle=oracle, predictions_dir=predictions)
+    run = ExperimentRun(prep, args.method, hparams, config.seed, run_key, oracle=oracle, predictions_dir=predictions)
     try:
         run.run(on_row)
+    except BaseException:
+        if tracker.parent_id:
+            tracker.client.set_terminated(tracker.parent_id, status="FAILED")
+        raise
     finally:
         stream.close()
         rows = compact(out)
+    _finish_run(tracker, out, rows)
     print(f"wrote {out / 'results.parquet'} ({len(rows)} rows)")
     return 0
+
+
+def _run_tracker(args: argparse.Namespace, config, out: Path, run_key: str, hparams: object):  # -> SweepTracker
+    """``clutune run``'s one MLflow run: the sweep's URI rule; params are the config, method, seed, hparams."""
+    from dataclasses import asdict
+
+    from clutune.platform.tracking import SweepTracker, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    tracker = SweepTracker(uri, config.sweep.experiment or config.name, out.resolve(), enabled=not args.no_tracking)
+    params = {"method": args.method, "seed": config.seed, **asdict(hparams)}
+    tracker.start_run(f"{config.name}-{args.method}-s{config.seed}", run_key, config.as_dict(), params)
+    return tracker
+
+
+def _finish_run(tracker, out: Path, rows: list[dict]) -> None:  # tracker: SweepTracker
+    """Figures into out/plots/<run_id>/ and onto the run, then the run is marked finished."""
+    import pandas as pd
+
+    from clutune.platform.publish import publish_runs
+
+    if rows:
+        publish_runs(tracker, out, pd.DataFrame(rows))
+    tracker.finish({}, {}, {})
+    if tracker.parent_id:
+        print(f"MLflow run {tracker.parent_id} in {tracker.uri}")
 
 
 # Ray on loopback only, no token file in the home folder, no usage reporting, trials keep the driver's cwd.
@@ -310,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="run seed (model init, shuffling); default: config seed")
     p.add_argument("--save-predictions", action="store_true", help="also write predictions/request-<k>.parquet")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    _add_tracking_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sweep", help="tune a method with Ray Tune + Optuna; every trial recorded in MLflow")
