@@ -1,9 +1,10 @@
 """Long-stream benchmarks: a real `clutune study` per preset, with its cost curve and its findings.
 
 - digits: `digits-long-200` (200 requests), ugclu and er, one seed, the exact oracle after every request.
-  Checks that per-request seconds and resident memory stay flat: the median over requests 5-15 against the
-  median over requests 185-195 (medians of a window, because single requests of a 2-core machine are noisy;
-  the point values at 10 and 190 are reported too).
+  Checks that per-request cost stays flat, per request kind (a learn and an unlearn do different work):
+  medians over the first 40 requests against the last 40 of the method's seconds, of its seconds per 1,000
+  sample passes (a method's own work per request grows while its buffer fills and the owned set grows), of
+  the evaluation's seconds (step_seconds - seconds) and of the resident memory.
 - mnist1d: `mnist1d-long-1000` (1,000 requests), ugclu, er and finetune, one seed, oracle policy every_k
   (`--every`, default 100: 10 exact oracles, 5 of them in the last half so the KL drift has a slope).
 
@@ -31,7 +32,7 @@ PRESETS = {
     "digits": ("digits-long-200", "ugclu,er", ["oracle.policy=every"]),
     "mnist1d": ("mnist1d-long-1000", "ugclu,er,finetune", []),
 }
-EARLY, LATE = range(5, 16), range(185, 196)
+EARLY, LATE = (0, 39), (160, 199)
 
 
 def _clutune(*args: str) -> float:
@@ -41,19 +42,17 @@ def _clutune(*args: str) -> float:
 
 
 def flatness(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per method: step_seconds and rss_mb at requests 10 and 190 and as window medians, with late / early."""
+    """Per method and request kind: early and late medians of each cost column, and late / early."""
+    rows = rows.assign(
+        ms_per_k_samples=1e6 * rows["seconds"] / rows["samples_processed"].clip(lower=1),
+        eval_seconds=rows["step_seconds"] - rows["seconds"],
+    )
     out = []
-    for method, frame in rows.groupby("method"):
-        frame = frame.set_index("request")
-        record = {"method": method}
-        for col in ("step_seconds", "rss_mb"):
-            early = frame.loc[frame.index.isin(EARLY), col].median()
-            late = frame.loc[frame.index.isin(LATE), col].median()
-            record.update({f"{col}@10": frame.at[10, col], f"{col}@190": frame.at[190, col]})
-            record.update(
-                {f"{col} median 5-15": early, f"{col} median 185-195": late, f"{col} late/early": late / early}
-            )
-        out.append(record)
+    for (method, kind), frame in rows.groupby(["method", "kind"]):
+        early, late = frame[frame["request"].between(*EARLY)], frame[frame["request"].between(*LATE)]
+        for col in ("seconds", "samples_processed", "ms_per_k_samples", "eval_seconds", "rss_mb"):
+            a, b = float(early[col].median()), float(late[col].median())
+            out.append({"method": method, "kind": kind, "column": col, "early": a, "late": b, "late/early": b / a})
     return pd.DataFrame(out)
 
 
@@ -68,13 +67,25 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(PRESETS), required=True)
     parser.add_argument("--every", type=int, default=100, help="oracle.every for mnist1d-long-1000")
     parser.add_argument("--out", default="runs/long")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report from an earlier run in --out")
     args = parser.parse_args()
-    preset, methods, sets = PRESETS[args.dataset]
-    if args.dataset == "mnist1d":
+    dataset = args.dataset
+    preset, methods, sets = PRESETS[dataset]
+    if dataset == "mnist1d":
         sets = ["oracle.policy=every_k", f"oracle.every={args.every}"]
-    out = Path(args.out) / args.dataset
-    shutil.rmtree(out, ignore_errors=True)
+    out = Path(args.out) / dataset
     set_args = [a for s in sets for a in ("--set", s)]
+    results = Path("bench/results")
+    if args.report_only:
+        walls = json.loads((results / f"long-{dataset}.json").read_text())
+        oracle_wall, study_wall = walls["oracle_wall_s"], walls["study_wall_s"]
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        oracle_wall, study_wall = run(preset, methods, out, set_args)
+    report(dataset, preset, methods, sets, out, oracle_wall, study_wall)
+
+
+def run(preset: str, methods: str, out: Path, set_args: list[str]) -> tuple[float, float]:
     oracle_wall = _clutune("oracles", "--config", preset, *set_args)
     study_wall = _clutune(
         "study",
@@ -90,27 +101,33 @@ def main() -> None:
         f"sqlite:///{(out / 'mlflow.db').resolve()}",
         *set_args,
     )
+    return oracle_wall, study_wall
+
+
+def report(
+    dataset: str, preset: str, methods: str, sets: list[str], out: Path, oracle_wall: float, study_wall: float
+) -> None:
     rows = pd.read_parquet(out / "study" / "results.parquet")
     results = Path("bench/results")
-    shutil.copy(out / "study" / "curves.png", results / f"long-{args.dataset}-curves.png")
+    shutil.copy(out / "study" / "curves.png", results / f"long-{dataset}-curves.png")
     summary = (out / "study" / "summary.md").read_text()
     lines = [
         f"# Long stream: {preset}, methods {methods}, seed 0, {' '.join(sets) or 'preset oracle policy'}",
         "",
         f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}.",
-        f"Command: `python bench/long_sequence.py --dataset {args.dataset}`.",
+        f"Command: `python bench/long_sequence.py --dataset {dataset}`.",
         "",
         f"- `clutune oracles` (all exact oracles the policy needs, trained as Ray tasks): {oracle_wall / 60:.1f} min",
         f"- `clutune study` ({len(rows)} rows): {study_wall / 60:.1f} min wall",
         "",
     ]
-    if args.dataset == "digits":
+    if dataset == "digits":
         flat = flatness(rows)
         lines += ["## Per-request cost over the stream", "", markdown(flat), ""]
     lines += [summary]
-    (results / f"long-{args.dataset}.md").write_text("\n".join(lines) + "\n")
+    (results / f"long-{dataset}.md").write_text("\n".join(lines) + "\n")
     per_method = rows.groupby("method")[["seconds", "step_seconds"]].sum().to_dict()
-    (results / f"long-{args.dataset}.json").write_text(
+    (results / f"long-{dataset}.json").write_text(
         json.dumps({"oracle_wall_s": oracle_wall, "study_wall_s": study_wall, "per_method_s": per_method}, indent=1)
     )
     print("\n".join(lines))
