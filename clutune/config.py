@@ -48,6 +48,25 @@ class ModelConfig:
 
 
 @dataclass
+class ComputeConfig:
+    """How models compute; speed knobs for CUDA, each off or without effect on the CPU (README, GPU path and cost).
+
+    They apply to method training, oracle training and evaluation alike.
+    """
+
+    precision: str = "fp32"  # fp32 or bf16 (autocast on CUDA; on the CPU a one-time warning and fp32)
+    channels_last: bool = False  # channels-last weights and image batches for convolutional models (CUDA only)
+    compile: bool = False  # torch.compile the model; compile time is reported apart (row column compile_seconds)
+    eval_batch_size: int = 1024  # rows per forward pass when scoring every train and test sample
+
+    def validate(self, prefix: str) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise UserError(f"config key '{prefix}.precision': expected fp32 or bf16, got {self.precision!r}")
+        if self.eval_batch_size < 1:
+            raise UserError(f"config key '{prefix}.eval_batch_size': must be at least 1")
+
+
+@dataclass
 class OracleConfig:
     """The retrain recipe that defines the right answer; independent of every method's settings."""
 
@@ -207,6 +226,7 @@ class Config:
     probe_size: int = 2000
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
@@ -216,8 +236,15 @@ class Config:
         return to_dict(self)
 
     def hash(self) -> str:
-        """Identity of everything that can change a result except the method and run seed."""
+        """Identity of everything that can change a result except the method and run seed.
+
+        Of the compute settings only a non-default precision enters (bf16 changes results on CUDA); the others
+        change speed, not results, and leaving fp32 out keeps the hashes of configs written before them.
+        """
         payload = self.as_dict()
+        compute = payload.pop("compute")
+        if compute["precision"] != "fp32":
+            payload["precision"] = compute["precision"]
         payload.pop("seed")
         payload.pop("methods")
         payload.pop("sweep")

@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from clutune.clu.access import TrainAccess, crop_flip
+from clutune.clu.compute import autocast, compile_seconds, effective_precision, input_layout, prepare_model
 from clutune.clu.diagnostics import owned_probe_ids, plasticity_diagnostics, probe_ids
 from clutune.clu.methods import get_method
 from clutune.clu.methods.base import Method
@@ -87,7 +89,8 @@ def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
         tasks=config.scenario.tasks,
         seed=config.scenario.seed,
     )
-    recipe = OracleRecipe.from_config(config.oracle, asdict(config.model))
+    effective_precision(config.compute.precision, device)  # warns now, before any work, if bf16 cannot apply
+    recipe = OracleRecipe.from_config(config.oracle, asdict(config.model), config.compute)
     return Prepared(config, dataset.to(device), scenario, recipe, OracleCache(config.oracle.cache_dir), device)
 
 
@@ -147,9 +150,16 @@ class Evaluator:
         out["test"] = Split(np.arange(ds.n_test), y_test, pm_test, po_test)
         return out
 
+    def logits(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's logits on every train and test sample, in the run's precision and evaluation batch size."""
+        ds, compute, device = self.prep.dataset, self.prep.config.compute, self.prep.device
+        to_inputs = input_layout(ds.inputs, device, compute.channels_last)
+        with autocast(compute.precision, device):
+            return tuple(predict_logits(model, x, to_inputs, compute.eval_batch_size) for x in (ds.x_train, ds.x_test))
+
     def __call__(self, request: Request, model: torch.nn.Module) -> dict[str, Any]:
         ds, sc, k = self.prep.dataset, self.prep.scenario, request.index
-        logits = (predict_logits(model, ds.x_train, ds.inputs), predict_logits(model, ds.x_test, ds.inputs))
+        logits = self.logits(model)
         if not (torch.isfinite(logits[0]).all() and torch.isfinite(logits[1]).all()):
             raise Diverged(f"request {k} ({request.kind}): the model's outputs are not finite; lower its step sizes")
         oracle = self.oracle(k)
@@ -240,8 +250,11 @@ def build_method(prep: Prepared, method: str, hparams: Any, seed: int) -> Method
     cls = get_method(method)
     torch.manual_seed(seed)
     ds = prep.dataset
+    compute = prep.config.compute
     model = build_model(asdict(prep.config.model), ds.input_shape, ds.num_classes).to(prep.device)
-    access = TrainAccess(ds.x_train, ds.y_train, ds.inputs, crop_flip if prep.config.augment else None)
+    prepare_model(model, prep.device, compute.channels_last, compute.compile)
+    to_inputs = input_layout(ds.inputs, prep.device, compute.channels_last)
+    access = TrainAccess(ds.x_train, ds.y_train, to_inputs, crop_flip if prep.config.augment else None)
     instance = cls(model, hparams, access, seed)
     for request in prep.scenario.requests:
         instance.check_request(request)
@@ -272,6 +285,7 @@ class ExperimentRun:
         }
         self.done = 0  # requests finished, including those before a restored checkpoint
         self.rows: list[dict[str, Any]] = []  # rows produced by this process; never checkpointed (grows with n)
+        self.train_compile = 0.0  # compile seconds inside the last request's training (compute.compile)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -296,15 +310,39 @@ class ExperimentRun:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def steps(self) -> Iterator[dict[str, Any]]:
-        """Continue from request ``self.done``, yielding each row (results schema) once it is in ``self.rows``."""
-        t0 = time.perf_counter()
-        for row in iter_run(self.method, self.prep.scenario.requests, self.evaluator, start=self.done):
+        """Continue from request ``self.done``, yielding each row (results schema) once it is in ``self.rows``.
+
+        With ``compute.compile`` the request's ``seconds`` exclude the compile time spent in its training, and
+        ``compile_seconds`` holds the compile time of the request's training and evaluation (0 without compile),
+        so request times compare across requests and with eager runs.
+        """
+        requests = self.prep.scenario.requests
+        t0, c0 = time.perf_counter(), self._compile_seconds()
+        for row in iter_run(self.method, requests, self.evaluator, start=self.done, train_context=self._training):
+            row["seconds"] -= self.train_compile
             # step_seconds (method + evaluation) and rss_mb are what a long stream must keep flat
-            ordered = {**self.head, **row, "step_seconds": time.perf_counter() - t0, "rss_mb": resident_mb()}
+            ordered = {
+                **self.head,
+                **row,
+                "compile_seconds": self._compile_seconds() - c0,
+                "step_seconds": time.perf_counter() - t0,
+                "rss_mb": resident_mb(),
+            }
             self.rows.append(ordered)
             self.done += 1
             yield ordered
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), self._compile_seconds()
+
+    def _compile_seconds(self) -> float:
+        return compile_seconds() if self.prep.config.compute.compile else 0.0
+
+    @contextmanager
+    def _training(self) -> Iterator[None]:
+        """One request's training: in the run's precision, its compile time kept in ``train_compile``."""
+        c0 = self._compile_seconds()
+        with autocast(self.prep.config.compute.precision, self.prep.device):
+            yield
+        self.train_compile = self._compile_seconds() - c0
 
     def run(self, on_row: Callable[[dict[str, Any], ExperimentRun], None] | None = None) -> list[dict[str, Any]]:
         for row in self.steps():

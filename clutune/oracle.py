@@ -29,8 +29,9 @@ from typing import Any
 import torch
 
 from clutune.clu.access import TrainAccess, crop_flip
+from clutune.clu.compute import autocast, compile_seconds, effective_precision, input_layout, prepare_model
 from clutune.clu.training import predict_logits, sgd_epochs, steps_per_epoch
-from clutune.config import OracleConfig
+from clutune.config import ComputeConfig, OracleConfig
 from clutune.data import Dataset
 from clutune.errors import UserError
 from clutune.models import build_model
@@ -65,6 +66,11 @@ def oracle_requests(policy: str, every: int, kinds: list[str]) -> list[bool]:
     return [rules[policy](k) or k == last for k in range(len(kinds))]
 
 
+# Recipe fields that change how fast an oracle trains, not what it computes (up to float rounding, as another
+# GPU model would): they never enter its key.
+SPEED_FIELDS = ("channels_last", "compile", "eval_batch_size")
+
+
 @dataclass(frozen=True)
 class OracleRecipe:
     model: dict[str, Any]
@@ -75,9 +81,18 @@ class OracleRecipe:
     batch_size: int
     schedule: str
     augment: bool
+    # The compute settings (config ``compute:``); precision as requested, so the head of a cluster (CPU) and
+    # its GPU workers agree on every key.
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    eval_batch_size: int = 1024
 
     @classmethod
-    def from_config(cls, oracle: OracleConfig, model: dict[str, Any]) -> OracleRecipe:
+    def from_config(
+        cls, oracle: OracleConfig, model: dict[str, Any], compute: ComputeConfig | None = None
+    ) -> OracleRecipe:
+        compute = compute or ComputeConfig()
         return cls(
             model=dict(model),
             epochs=oracle.epochs,
@@ -87,7 +102,19 @@ class OracleRecipe:
             batch_size=oracle.batch_size,
             schedule=oracle.schedule,
             augment=oracle.augment,
+            precision=compute.precision,
+            channels_last=compute.channels_last,
+            compile=compute.compile,
+            eval_batch_size=compute.eval_batch_size,
         )
+
+    def identity(self) -> dict[str, Any]:
+        """What the oracle key hashes: precision only when it is not fp32 (bf16 changes the outputs on CUDA), so
+        fp32 keys are those of recipes written before precision existed and their cached oracles stay valid."""
+        out = {k: v for k, v in asdict(self).items() if k not in SPEED_FIELDS}
+        if out["precision"] == "fp32":
+            del out["precision"]
+        return out
 
 
 @dataclass
@@ -96,15 +123,16 @@ class OracleOutputs:
     logits_train: torch.Tensor  # (n_train, C): every training sample, owned or not
     logits_test: torch.Tensor
     trained_ids: torch.Tensor  # sorted ids the oracle's training actually fetched
-    seconds: float
+    seconds: float  # training wall time, compile time excluded
     samples_processed: int
     cached: bool = False
+    compile_seconds: float = 0.0  # torch.compile time spent training and scoring it (compute.compile)
 
 
 def oracle_key(fingerprint: str, owned_ids: torch.Tensor, recipe: OracleRecipe, seed: int) -> str:
     h = hashlib.sha256()
     h.update(f"v{FORMAT_VERSION}|{fingerprint}|{seed}|".encode())
-    h.update(json.dumps(asdict(recipe), sort_keys=True).encode())
+    h.update(json.dumps(recipe.identity(), sort_keys=True).encode())
     h.update(owned_ids.sort().values.to(torch.int64).numpy().tobytes())
     return h.hexdigest()[:24]
 
@@ -130,30 +158,38 @@ def _train_oracle(
     dataset: Dataset, owned_ids: torch.Tensor, recipe: OracleRecipe, seed: int, key: str | None
 ) -> tuple[torch.nn.Module, OracleOutputs]:
     owned_ids = owned_ids.sort().values.cpu()
+    device = dataset.x_train.device
     torch.manual_seed(seed)
-    model = build_model(recipe.model, dataset.input_shape, dataset.num_classes).to(dataset.x_train.device)
-    access = TrainAccess(dataset.x_train, dataset.y_train, dataset.inputs, crop_flip if recipe.augment else None)
-    access.blocked[:] = True
-    access.blocked[owned_ids] = False
+    model = build_model(recipe.model, dataset.input_shape, dataset.num_classes).to(device)
+    prepare_model(model, device, recipe.channels_last, recipe.compile)
+    to_inputs = input_layout(dataset.inputs, device, recipe.channels_last)
+    access = TrainAccess(dataset.x_train, dataset.y_train, to_inputs, crop_flip if recipe.augment else None)
+    access.block_all_but(owned_ids)
     generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     total = recipe.epochs * steps_per_epoch(len(owned_ids), recipe.batch_size)
     sched = (
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total)) if recipe.schedule == "cosine" else None
     )
+    compiled0 = compile_seconds() if recipe.compile else 0.0
     t0 = time.perf_counter()
-    if len(owned_ids):
-        sgd_epochs(model, access, owned_ids, recipe.epochs, recipe.batch_size, opt, sched, generator)
-    if dataset.x_train.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    with autocast(recipe.precision, device):
+        if len(owned_ids):
+            sgd_epochs(model, access, owned_ids, recipe.epochs, recipe.batch_size, opt, sched, generator)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_compile = compile_seconds() - compiled0 if recipe.compile else 0.0
+        seconds = time.perf_counter() - t0 - train_compile
+        logits_train = predict_logits(model, dataset.x_train, to_inputs, recipe.eval_batch_size)
+        logits_test = predict_logits(model, dataset.x_test, to_inputs, recipe.eval_batch_size)
     outputs = OracleOutputs(
         key=key or oracle_key(dataset.fingerprint, owned_ids, recipe, seed),
-        logits_train=predict_logits(model, dataset.x_train, dataset.inputs),
-        logits_test=predict_logits(model, dataset.x_test, dataset.inputs),
+        logits_train=logits_train,
+        logits_test=logits_test,
         trained_ids=access.touched.nonzero().flatten(),
         seconds=seconds,
         samples_processed=recipe.epochs * len(owned_ids),
+        compile_seconds=compile_seconds() - compiled0 if recipe.compile else 0.0,
     )
     return model, outputs
 
@@ -203,6 +239,7 @@ class OracleCache:
             seconds=meta["seconds"],
             samples_processed=meta["samples_processed"],
             cached=True,
+            compile_seconds=meta.get("compile_seconds", 0.0),
         )
 
     def load_weights(self, key: str) -> dict[str, torch.Tensor]:
@@ -229,7 +266,12 @@ class OracleCache:
                 },
                 tmp / "outputs.pt",
             )
-            record = {"seconds": outputs.seconds, "samples_processed": outputs.samples_processed, **meta}
+            record = {
+                "seconds": outputs.seconds,
+                "samples_processed": outputs.samples_processed,
+                "compile_seconds": outputs.compile_seconds,
+                **meta,
+            }
             (tmp / "meta.json").write_text(json.dumps(record, indent=1, sort_keys=True))
             os.rename(tmp, final)
         except OSError:
@@ -383,6 +425,7 @@ def get_oracle(
         "seed": seed,
         "n_owned": len(owned_ids),
         "recipe": asdict(recipe),
+        "precision_used": effective_precision(recipe.precision, dataset.x_train.device),
     }
     cache.store(outputs, meta, model.state_dict() if keep_weights else None)
     return outputs

@@ -16,6 +16,11 @@ class UnlearnedAccessError(RuntimeError):
 
 
 class TrainAccess:
+    """Ids live on the host (every batcher draws them there), and so does the blocked mask: the check is a host
+    lookup before any row is read, so it refuses every unlearned id before it can reach a device, and it never
+    waits on the device. Ids then travel to the data's device without a synchronisation (pinned memory,
+    non-blocking copy), so a CUDA training step queues its kernels without a host round trip."""
+
     def __init__(
         self,
         x: torch.Tensor,
@@ -38,37 +43,52 @@ class TrainAccess:
     def block(self, ids: torch.Tensor) -> None:
         self.blocked[ids.cpu()] = True
 
+    def block_all_but(self, ids: torch.Tensor) -> None:
+        """Open the door to ``ids`` only (an oracle's owned set)."""
+        self.blocked[:] = True
+        self.blocked[ids.cpu()] = False
+
     def fetch(
         self, ids: torch.Tensor, generator: torch.Generator | None = None, augment: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and labels for ``ids``; augmented when an augmentation is set and ``generator`` given."""
-        ids = ids.cpu()
+        ids = ids.cpu()  # a no-op for the host ids every batcher produces
         if self.blocked[ids].any():
             bad = int(ids[self.blocked[ids]][0])
             raise UnlearnedAccessError(f"training step requested unlearned sample id {bad}")
         self.touched[ids] = True
         if torch.is_grad_enabled():
             self.samples += len(ids)
-        dev_ids = ids.to(self.x.device)
+        dev_ids = to_device(ids, self.x.device)
         x = self.to_inputs(self.x[dev_ids])
         if augment and self.augment is not None and generator is not None:
             x = self.augment(x, generator)
         return x, self.y[dev_ids]
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without making the host wait: a blocking copy to CUDA would first drain every
+    kernel queued so far. The pinned staging block is kept alive by PyTorch's host allocator until the copy ran."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop with zero padding and horizontal flip, batched on the data's device (no per-image Python)."""
+    """Random crop with zero padding and horizontal flip, batched on the data's device (no per-image Python).
+
+    The random draws come from the host generator and travel without a synchronisation, and the flip is a
+    ``where`` rather than a boolean-mask assignment (which would read the mask's size back to the host)."""
     if x.dim() != 4:
         return x
     n, _, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dx = to_device(torch.randint(0, 2 * pad + 1, (n,), generator=generator), x.device)
+    dy = to_device(torch.randint(0, 2 * pad + 1, (n,), generator=generator), x.device)
     rows = (dy.view(n, 1) + torch.arange(h, device=x.device).view(1, h)).view(n, 1, h, 1)
     cols = (dx.view(n, 1) + torch.arange(w, device=x.device).view(1, w)).view(n, 1, 1, w)
     batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
     chan = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
     out = padded[batch, chan, rows, cols]
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-    out[flip] = out[flip].flip(-1)
-    return out
+    flip = to_device(torch.rand(n, generator=generator) < 0.5, x.device)
+    return torch.where(flip.view(n, 1, 1, 1), out.flip(-1), out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
 import torch
@@ -41,11 +42,13 @@ def iter_run(
     requests: Sequence[RequestLike],
     evaluate: Callable[[RequestLike, nn.Module], dict[str, Any]],
     start: int = 0,
+    train_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> Iterator[dict[str, Any]]:
     """Yield one row per request of ``requests[start:]`` as it finishes.
 
     A generator, so a caller can advance several runs in lockstep (one trial over several seeds) and checkpoint
-    between requests: everything a checkpoint needs is in the method when a row is yielded.
+    between requests: everything a checkpoint needs is in the method when a row is yielded. ``train_context``
+    wraps each request's training (autocast, for one).
     """
     unlearned = torch.zeros_like(method.data.blocked)
     for request in requests[:start]:
@@ -58,10 +61,11 @@ def iter_run(
         method.data.samples = 0
         _sync(method.data.device)
         t0 = time.perf_counter()
-        if request.kind == "learn":
-            method.learn(request)
-        else:
-            method.unlearn(request)
+        with train_context():
+            if request.kind == "learn":
+                method.learn(request)
+            else:
+                method.unlearn(request)
         _sync(method.data.device)
         seconds = time.perf_counter() - t0
         if request.kind == "unlearn":

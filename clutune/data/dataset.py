@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -28,14 +28,28 @@ class Dataset:
     # into normalised floats. None means x is already float.
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
+    # Per device, the (mean, std) tensors: built once, because building them per batch on CUDA is a blocking copy.
+    _stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """Model-ready float inputs for rows taken from ``x_train`` or ``x_test``."""
         if self.pixel_mean is None:
             return x
-        mean = torch.tensor(self.pixel_mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.pixel_std, device=x.device).view(1, -1, 1, 1)
+        mean, std = self._pixel_stats(x.device)
         return (x.float() / 255.0 - mean) / std
+
+    def _pixel_stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._stats:
+            mean = torch.tensor(self.pixel_mean, device=device).view(1, -1, 1, 1)
+            std = torch.tensor(self.pixel_std, device=device).view(1, -1, 1, 1)
+            self._stats[device] = (mean, std)
+        return self._stats[device]
+
+    def __getstate__(self) -> dict:
+        """Pickled without the cached stats, which may sit on a device the receiving process does not have."""
+        return {**self.__dict__, "_stats": {}}
 
     @property
     def n_train(self) -> int:

@@ -59,12 +59,58 @@ def resnet18_cifar(num_classes: int, in_channels: int = 3) -> nn.Module:
     return model
 
 
+class AirbenchConvGroup(nn.Module):
+    """conv -> max-pool -> BN -> GELU -> conv -> BN -> GELU, the airbench94 block (Jordan, arXiv 2404.00498)."""
+
+    def __init__(self, channels_in: int, channels_out: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels_in, channels_out, 3, padding="same", bias=False),
+            nn.MaxPool2d(2),
+            nn.BatchNorm2d(channels_out),
+            nn.GELU(),
+            nn.Conv2d(channels_out, channels_out, 3, padding="same", bias=False),
+            nn.BatchNorm2d(channels_out),
+            nn.GELU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Airbench(nn.Module):
+    """The airbench94 layout: a 2x2 patch stem (24 channels), three conv groups 64/256/256, global max-pool and a
+    linear head; about 2 M parameters, built for fast CIFAR-10 oracles.
+
+    What airbench adds beyond the layout and clutune does not: the stem initialised as a frozen whitening of
+    the data's patches, batch-norm weights frozen, label smoothing, lookahead averaging, test-time flips. So the
+    published speed and accuracy belong to that recipe, not to this network under clutune's oracle trainer.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, int, int] = (64, 256, 256)) -> None:
+        super().__init__()
+        stem = 4 * in_channels * 2  # airbench: twice the 2x2 patch dimension (24 for RGB)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 2, bias=True), nn.GELU())
+        self.groups = nn.Sequential(
+            AirbenchConvGroup(stem, widths[0]),
+            AirbenchConvGroup(widths[0], widths[1]),
+            AirbenchConvGroup(widths[1], widths[2]),
+        )
+        self.head = nn.Linear(widths[2], num_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.groups(self.stem(x))
+        return self.head(torch.amax(features, dim=(2, 3)))
+
+
 def torchvision_model(name: str, num_classes: int) -> nn.Module:
     """Any torchvision classifier, randomly initialised: weights cannot be downloaded offline."""
     import torchvision.models as tvm
 
     if name not in tvm.list_models(module=tvm):
-        raise UserError(f"model.name {name!r} is neither built in (mlp, cnn, resnet18_cifar) nor a torchvision model")
+        raise UserError(
+            f"model.name {name!r} is neither built in (mlp, cnn, resnet18_cifar, airbench) nor a torchvision model"
+        )
     return tvm.get_model(name, weights=None, num_classes=num_classes)
 
 
@@ -81,4 +127,8 @@ def build_model(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes:
         return SmallCNN(in_channels, num_classes, int(spec.get("width", 32)))
     if name == "resnet18_cifar":
         return resnet18_cifar(num_classes, input_shape[0])
+    if name == "airbench":
+        if len(input_shape) != 3:
+            raise UserError(f"model.name airbench needs image inputs (channels, height, width), got {input_shape}")
+        return Airbench(input_shape[0], num_classes)
     return torchvision_model(name, num_classes)

@@ -1,0 +1,111 @@
+"""How a model computes (precision, memory layout, compilation), never what it computes.
+
+Every setting here is a speed knob for CUDA; on the CPU each one is off or without effect, so a CPU run with
+any setting gives the results of the default run (``compile`` aside: inductor may reorder float sums, so its
+results match eager within rounding, not bit for bit).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@functools.cache
+def warn_bf16_on_cpu() -> None:
+    """Once per process: a CPU run asked for bf16 gets fp32, and the user should know why nothing got faster."""
+    warnings.warn(
+        "compute.precision=bf16 is CUDA-only: this run is on the CPU, so it trains and evaluates in fp32 "
+        "(results are those of precision fp32)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def effective_precision(precision: str, device: torch.device) -> str:
+    """The precision a run on ``device`` really uses: bf16 autocast only on CUDA, where it pays."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and device.type != "cuda":
+        warn_bf16_on_cpu()
+        return "fp32"
+    return precision
+
+
+def autocast(precision: str, device: torch.device) -> AbstractContextManager[Any]:
+    """bf16 autocast on CUDA (matmuls and convolutions in bf16, reductions and batch norm in fp32); nothing else."""
+    if effective_precision(precision, device) == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def prepare_model(model: nn.Module, device: torch.device, channels_last: bool, compile: bool) -> nn.Module:
+    """Channels-last weights (CUDA only: cuDNN's fast convolution layout) and in-place compilation.
+
+    ``nn.Module.compile`` keeps the module and its ``state_dict`` keys as they are, so checkpoints, deep copies
+    and cached oracle weights do not depend on whether a run compiled.
+    """
+    if channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    if compile:
+        compile_clock()
+        model.compile()
+    return model
+
+
+def input_layout(
+    to_inputs: Callable[[torch.Tensor], torch.Tensor], device: torch.device, channels_last: bool
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``to_inputs`` whose image batches come out channels-last, matching channels-last weights (CUDA only)."""
+    if not (channels_last and device.type == "cuda"):
+        return to_inputs
+
+    def convert(x: torch.Tensor) -> torch.Tensor:
+        out = to_inputs(x)
+        return out.contiguous(memory_format=torch.channels_last) if out.dim() == 4 else out
+
+    return convert
+
+
+class _CompileClock:
+    """Seconds spent compiling since the process started, from dynamo's start/end callbacks.
+
+    Dynamo runs the start callback when the first of any nested compilations begins and the end callback when
+    the last one ends, so nested compiles are counted once.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._started: float | None = None
+        from torch._dynamo.callback import callback_handler
+
+        callback_handler.register_start_callback(self._start)
+        callback_handler.register_end_callback(self._end)
+
+    def _start(self, _args: Any) -> None:
+        self._started = time.perf_counter()
+
+    def _end(self, _args: Any) -> None:
+        if self._started is not None:
+            self.total += time.perf_counter() - self._started
+            self._started = None
+
+
+@functools.cache
+def compile_clock() -> _CompileClock:
+    """The process's one compile clock, installed the first time a model is compiled (or a run asks)."""
+    return _CompileClock()
+
+
+def compile_seconds() -> float:
+    """Total compile seconds so far; differences around a piece of work give that work's compile time."""
+    return compile_clock().total
