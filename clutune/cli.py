@@ -135,6 +135,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         resume=args.resume,
         tracking_uri=args.tracking_uri,
+        tracking=not args.no_tracking,
         seed=args.seed,
         address=args.address,
         num_cpus=args.num_cpus,
@@ -175,6 +176,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         tracking_uri=args.tracking_uri,
+        tracking=not args.no_tracking,
     )
     print(f"compare finished in {result.seconds:.0f} s; mean ± std over seeds {seeds} of each run's request mean:")
     print(format_table(result.table))
@@ -207,6 +209,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         tracking_uri=args.tracking_uri,
+        tracking=not args.no_tracking,
     )
     print(f"study finished in {study.seconds / 60:.1f} min: {len(study.rows)} rows")
     print(f"oracles: {study.oracles_trained} trained, {study.oracles_total - study.oracles_trained} from cache")
@@ -318,20 +321,48 @@ def _train_oracles(config, address: str | None, num_cpus: int | None) -> None:  
         print(f"[{done}/{len(plan.missing)}] oracle {key}: {cost}")
 
 
+def _add_tracking_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
+    p.add_argument("--no-tracking", action="store_true", help="record nothing in MLflow (results.parquet only)")
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
+    from clutune.platform.serve import serve_mlflow
 
-    from clutune.platform.tracking import resolve_tracking_uri
+    return serve_mlflow(args.tracking_uri, args.host, args.port, open_browser=not args.no_browser)
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
-    cmd += ["--host", args.host, "--port", str(args.port), "--workers", "1"]
-    print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 0
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from clutune.platform.serve import serve_dashboard
+
+    return serve_dashboard(Path(args.sweep_dir), args.host, args.port)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from clutune.platform.report import write_report
+
+    path = write_report(args.source, Path(args.out), args.tracking_uri)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, self-contained: open it in any browser, offline)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from clutune.platform.export import export_experiment
+
+    frame = export_experiment(args.experiment, args.tracking_uri, Path(args.out))
+    print(f"wrote {args.out}: {len(frame)} rows, {frame['run_id'].nunique() if len(frame) else 0} runs")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from clutune.platform.sync import sync_folder
+
+    done = sync_folder(Path(args.source), args.tracking_uri)
+    print(
+        f"synced {args.source} to {done.uri}: parent {done.parent_id}, {done.runs_created} runs created, "
+        f"{done.steps_logged} request steps and {done.artifacts_logged} artifacts written"
+    )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep to --trials")
     p.add_argument("--seed", type=int, default=None, help="run seed for every trial; default: config seed")
     p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
+    p.add_argument("--no-tracking", action="store_true", help="record nothing in MLflow (results.parquet only)")
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: start local Ray")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.set_defaults(func=cmd_sweep)
@@ -369,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.add_argument("--resume", action="store_true", help="continue an interrupted compare in --out")
     p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
+    p.add_argument("--no-tracking", action="store_true", help="record nothing in MLflow (results.parquet only)")
     p.add_argument("--address", default=None, help="Ray cluster address; default: start local Ray")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.set_defaults(func=cmd_compare)
@@ -383,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study in --out")
     p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
+    p.add_argument("--no-tracking", action="store_true", help="record nothing in MLflow (results.parquet only)")
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: start local Ray")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.set_defaults(func=cmd_study)
@@ -400,18 +434,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.set_defaults(func=cmd_oracles)
 
-    p = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1")
+    p = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1 and print the runs table's address")
     p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--no-browser", action="store_true", help="only print the address")
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("dashboard", help="optuna-dashboard on a sweep's own Optuna study, on 127.0.0.1")
+    p.add_argument("sweep_dir", help="a sweep folder (holds optuna-journal.log, or names its RDB study storage)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("report", help="one self-contained HTML page: comparison table, plots, config")
+    p.add_argument("source", help="a results folder, a sweep folder, or an MLflow experiment name")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI for an experiment name")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="every run of an MLflow experiment as one Parquet table (results schema)")
+    p.add_argument("--experiment", required=True, help="MLflow experiment name")
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
+    p.add_argument("--out", required=True, help="the .parquet file to write")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("sync", help="write to MLflow what a folder holds and MLflow misses (no duplicates)")
+    p.add_argument("source", help="a folder written by run, compare, study or sweep")
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
+    p.set_defaults(func=cmd_sync)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        tracking = sys.modules.get("clutune.platform.tracking")  # MLflow writes fail soft: report them last
+        failures = tracking.tracking_failures() if tracking is not None else []
+        for line in failures:
+            print(f"clutune: error: {line}", file=sys.stderr)
+        return 3 if code == 0 and failures else code
     except UserError as e:
         print(f"clutune: error: {e}", file=sys.stderr)
         return 2

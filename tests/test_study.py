@@ -35,7 +35,8 @@ def test_every_k_rows_without_an_oracle_are_marked(tmp_path):
     n, k = 12, 5
     sets = _sets(tmp_path, n, "oracle.policy=every_k", f"oracle.every={k}")
     code = main(
-        ["run", "--config", "digits-long-200", "--method", "finetune", "--out", str(tmp_path / "out")] + _args(sets)
+        ["run", "--config", "digits-long-200", "--method", "finetune", "--out", str(tmp_path / "out"), "--no-tracking"]
+        + _args(sets)
     )
     assert code == 0
     rows = pd.read_parquet(tmp_path / "out" / "results.parquet")
@@ -61,7 +62,10 @@ def test_an_exception_at_request_100_leaves_100_readable_rows(tmp_path, monkeypa
     out = tmp_path / "out"
     sets = _sets(tmp_path, 130, "oracle.policy=final", "scenario.generate.unlearn_ratio=0.0")
     with pytest.raises(RuntimeError, match="injected"):
-        main(["run", "--config", "digits-long-200", "--method", "finetune", "--out", str(out)] + _args(sets))
+        main(
+            ["run", "--config", "digits-long-200", "--method", "finetune", "--out", str(out), "--no-tracking"]
+            + _args(sets)
+        )
     assert len(read_parts(out)) == 100
     rows = pd.read_parquet(out / "results.parquet")
     assert list(rows["request"]) == list(range(100))

@@ -189,10 +189,8 @@ def run_compare(
     tracking_uri: str | None = None,
     tracking: bool = True,
 ) -> Comparison:
-    done = run_method_grid(
-        "compare", config_path, methods, seeds, out, sets, address, num_cpus, log, overwrite, resume, tracking_uri,
-        tracking=tracking,
-    )
+    args = (config_path, methods, seeds, out, sets, address, num_cpus, log, overwrite, resume, tracking_uri)
+    done = run_method_grid("compare", *args, tracking=tracking)
     table = summary_table(done.rows)
     text = format_table(table)
     (done.out / "comparison.md").write_text(text + "\n")

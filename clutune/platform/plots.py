@@ -181,10 +181,9 @@ def method_plots(rows: pd.DataFrame, folder: Path, title: str) -> list[Path]:
     return out
 
 
-def optuna_html(storage: Any, study_name: str, folder: Path) -> list[Path]:
-    """Optuna's own views of a sweep as self-contained HTML (plotly inlined): history, importances, parallel
-    coordinates and, with several objectives, the Pareto front. A view Optuna cannot draw yet (too few complete
-    trials) is skipped, not fatal."""
+def optuna_figures(storage: Any, study_name: str) -> dict[str, Any]:
+    """Optuna's own views of a sweep (plotly figures): history, importances, parallel coordinates and, with
+    several objectives, the Pareto front. A view Optuna cannot draw yet (too few complete trials) is left out."""
     import optuna
     from optuna import visualization as vis
 
@@ -193,23 +192,38 @@ def optuna_html(storage: Any, study_name: str, folder: Path) -> list[Path]:
     multi = len(study.directions) > 1
     first = {"target": (lambda t: t.values[0]), "target_name": names[0]} if multi else {}
     views = {
-        "optuna_history.html": lambda: vis.plot_optimization_history(study, **first),
-        "optuna_importances.html": lambda: vis.plot_param_importances(study, **first),
-        "optuna_parallel_coordinate.html": lambda: vis.plot_parallel_coordinate(study, **first),
+        "optuna_history": lambda: vis.plot_optimization_history(study, **first),
+        "optuna_importances": lambda: vis.plot_param_importances(study, **first),
+        "optuna_parallel_coordinate": lambda: vis.plot_parallel_coordinate(study, **first),
     }
     if multi:
-        views["optuna_pareto_front.html"] = lambda: vis.plot_pareto_front(study, target_names=names[:3])
+        views["optuna_pareto_front"] = lambda: vis.plot_pareto_front(study, target_names=names[:3])
+    figures = {}
+    for name, draw in views.items():
+        try:
+            figures[name] = draw()
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            continue
+    return figures
+
+
+def optuna_html(storage: Any, study_name: str, folder: Path) -> list[Path]:
+    """Each view as a self-contained HTML file (plotly.js inlined), readable offline."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for file_name, draw in views.items():
-        try:
-            figure = draw()
-        except (ValueError, RuntimeError, ZeroDivisionError) as e:
-            (folder / file_name).with_suffix(".skipped.txt").write_text(f"{type(e).__name__}: {e}\n")
-            continue
-        figure.write_html(folder / file_name, include_plotlyjs=True, full_html=True)
-        out.append(folder / file_name)
+    for name, figure in optuna_figures(storage, study_name).items():
+        figure.write_html(folder / f"{name}.html", include_plotlyjs=True, full_html=True)
+        out.append(folder / f"{name}.html")
     return out
 
 
-__all__ = ["PLOT_PX", "RUN_PLOTS", "METHOD_PLOTS", "accuracy_matrix", "method_plots", "optuna_html", "run_plots"]
+__all__ = [
+    "PLOT_PX",
+    "RUN_PLOTS",
+    "METHOD_PLOTS",
+    "accuracy_matrix",
+    "method_plots",
+    "optuna_figures",
+    "optuna_html",
+    "run_plots",
+]

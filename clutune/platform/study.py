@@ -46,10 +46,8 @@ def run_study(
     tracking_uri: str | None = None,
     tracking: bool = True,
 ) -> Study:
-    done = run_method_grid(
-        "study", config_path, methods, seeds, out, sets, address, num_cpus, log, overwrite, resume, tracking_uri,
-        tracking=tracking,
-    )
+    args = (config_path, methods, seeds, out, sets, address, num_cpus, log, overwrite, resume, tracking_uri)
+    done = run_method_grid("study", *args, tracking=tracking)
     rows = done.rows
     n_requests = int(rows["request"].max()) + 1 if len(rows) else 0
     evaluated = int(rows.loc[rows["seed"] == rows["seed"].iloc[0]].groupby("method")["oracle_evaluated"].sum().max())

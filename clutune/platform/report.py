@@ -1,0 +1,161 @@
+"""``clutune report``: one HTML page that needs nothing beside it and makes no request when opened.
+
+Images are base64 data URIs, the style sheet is inline, and Optuna's interactive views share one inlined copy
+of plotly.js. The table is computed like ``comparison.md`` (per run the mean over requests, then mean ± std
+over seeds); each cell also carries its unrounded mean and std as ``data-`` attributes, so a test (or a
+script) can read exact numbers back from the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from clutune.errors import UserError
+from clutune.platform.compare import TABLE_METRICS
+from clutune.platform.tracking import RECORD_DIR
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1300px}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f3f3f3}td:first-child{text-align:left;font-weight:600}img{max-width:100%;border:1px solid #ddd}
+pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}details{margin:.5em 0}
+"""
+
+
+def table_groups(rows: pd.DataFrame) -> str:
+    """Group by method (run, compare, study), or by trial for a sweep of one method."""
+    if "trial_id" in rows and rows["method"].nunique() == 1 and rows["trial_id"].nunique() > 1:
+        return "trial_id"
+    return "method"
+
+
+def summary(rows: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Per run: the mean over requests (NaN-skipping); per ``key``: mean and std over runs (seeds)."""
+    metrics = [m for m in TABLE_METRICS if m in rows]
+    per_run = rows.groupby([key, "run_id"])[metrics].mean().reset_index()
+    agg = per_run.groupby(key)[metrics].agg(["mean", "std"])
+    return agg.loc[agg[("kl_oracle_all", "mean")].sort_values().index] if "kl_oracle_all" in metrics else agg
+
+
+def cell_text(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "nan"
+    return f"{mean:.4g} ± {0.0 if math.isnan(std) else std:.2g}"
+
+
+def _table_html(table: pd.DataFrame, key: str) -> str:
+    metrics = list(dict.fromkeys(m for m, _ in table.columns))
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    body = []
+    for name, row in table.iterrows():
+        cells = "".join(
+            f'<td data-metric="{m}" data-mean="{float(row[(m, "mean")])!r}" data-std="{float(row[(m, "std")])!r}">'
+            f"{cell_text(row[(m, 'mean')], row[(m, 'std')])}</td>"
+            for m in metrics
+        )
+        body.append(f'<tr data-group="{html.escape(str(name))}"><td>{html.escape(str(name))}</td>{cells}</tr>')
+    return f'<table id="comparison"><tr><th>{key}</th>{head}</tr>{"".join(body)}</table>'
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def _plots_html(folder: Path) -> str:
+    parts = [_img(p) for p in sorted(folder.glob("*.png"))]
+    for run in sorted(p for p in folder.iterdir() if p.is_dir()):
+        images = "".join(_img(p) for p in sorted(run.glob("*.png")))
+        parts.append(f"<details><summary>run {html.escape(run.name)}</summary>{images}</details>")
+    return "\n".join(parts)
+
+
+def _optuna_html(sweep_dir: Path, config: dict[str, Any]) -> str:
+    from plotly.offline import get_plotlyjs
+
+    from clutune.platform.plots import optuna_figures
+    from clutune.platform.publish import study_storage
+
+    storage = study_storage(sweep_dir, (config.get("sweep") or {}).get("study_storage"))
+    figures = optuna_figures(storage, sweep_dir.name)
+    if not figures:
+        return ""
+    divs = "".join(
+        f"<h3>{html.escape(n)}</h3>" + f.to_html(full_html=False, include_plotlyjs=False) for n, f in figures.items()
+    )
+    return f"<h2>Optuna study</h2><script>{get_plotlyjs()}</script>{divs}"
+
+
+def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.DataFrame, Path, dict[str, Any], str]:
+    """(rows, plots folder, config, what) for a results folder, a sweep folder or an MLflow experiment."""
+    folder = Path(source)
+    if folder.is_dir():
+        if not (folder / "results.parquet").exists():
+            raise UserError(f"{folder} holds no results.parquet: not a results or sweep folder")
+        rows = pd.read_parquet(folder / "results.parquet")
+        record = folder / RECORD_DIR / "record.json"
+        config = json.loads(record.read_text()).get("config", {}) if record.exists() else {}
+        plots = folder / "plots"
+        if not plots.exists() or not any(plots.glob("**/*.png")):
+            plots = _draw(rows, scratch)
+        return rows, plots, config, f"folder {folder.resolve()}"
+    from clutune.platform.export import experiment_rows
+
+    rows = experiment_rows(source, tracking_uri)
+    if rows.empty:
+        raise UserError(f"MLflow experiment {source!r} has no runs with per-request metrics")
+    params = [c for c in rows.columns if c.startswith("params.")]
+    config = {c[len("params.") :]: rows[c].iloc[0] for c in params if rows[c].nunique() == 1}
+    rows = rows.rename(columns={"run_id": "mlflow_run_id"}).assign(run_id=lambda f: f["mlflow_run_id"])
+    return rows, _draw(rows, scratch), config, f"MLflow experiment {source!r}"
+
+
+def _draw(rows: pd.DataFrame, scratch: Path) -> Path:
+    from clutune.platform.plots import method_plots, run_plots
+
+    for run_id, frame in rows.groupby("run_id"):
+        run_plots(frame, scratch / str(run_id), f"{frame['method'].iloc[0]} ({run_id})")
+    if rows["method"].nunique() > 1 or rows["run_id"].nunique() > 1:
+        method_plots(rows, scratch, "runs")
+    return scratch
+
+
+def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Path:
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"--out {out}: expected an .html file name")
+    if not out.parent.exists():
+        raise UserError(f"--out {out}: folder {out.parent} does not exist")
+    with tempfile.TemporaryDirectory() as scratch:
+        rows, plots, config, what = _source(source, tracking_uri, Path(scratch))
+        key = table_groups(rows)
+        folder = Path(source)
+        rdb = (config.get("sweep") or {}).get("study_storage") and (folder / "trials.csv").exists()
+        is_sweep = folder.is_dir() and ((folder / "optuna-journal.log").exists() or rdb)
+        optuna = _optuna_html(folder, config) if is_sweep else ""
+        table = summary(rows, key)
+        runs, stamp = rows["run_id"].nunique(), time.strftime("%Y-%m-%d %H:%M")
+        page = f"""<!doctype html><html><head><meta charset="utf-8"><title>clutune report: {html.escape(what)}</title>
+<style>{_STYLE}</style></head><body>
+<h1>clutune report</h1><p>{html.escape(what)}; {runs} runs, {len(rows)} rows; written {stamp}.</p>
+<h2>Comparison</h2><p>Per run the mean over its requests, then mean ± std over the runs (seeds) of each {key}.</p>
+{_table_html(table, key)}
+<h2>Plots</h2>{_plots_html(plots)}
+{optuna}
+<h2>Config</h2><pre>{html.escape(json.dumps(config, indent=1, default=str), quote=False)}</pre>
+</body></html>"""
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page)
+    tmp.replace(out)
+    return out
+
+
+__all__ = ["cell_text", "summary", "table_groups", "write_report"]

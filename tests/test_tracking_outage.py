@@ -1,0 +1,105 @@
+"""MLflow is the record, not the result: a real ``mlflow server`` stopped mid-sweep loses nothing measured, the
+sweep exits non-zero naming the URI, and ``clutune sync`` then completes the record without duplicates."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from test_browsing import FAST, N_REQUESTS, runs_of, write_scenario
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(db: Path, artifacts: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--workers", "1"]
+    cmd += ["--default-artifact-root", artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("mlflow server did not start")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)  # the server's own session: its uvicorn worker goes too
+    proc.wait(timeout=30)
+
+
+def test_server_stopped_mid_sweep_loses_nothing_and_sync_completes(tmp_path):
+    config = write_scenario(tmp_path)
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(tmp_path / "mlflow.db", tmp_path / "artifacts", port)
+    sweep_dir = tmp_path / "sweeps" / "tiny-browse-ugclu"
+    cmd = [sys.executable, "-m", "clutune.cli", "sweep", "--config", str(config), "--method", "ugclu"]
+    cmd += ["--trials", "2", "--concurrency", "1", "--tracking-uri", uri, "--num-cpus", "1"]
+    cmd += [a for s in FAST for a in ("--set", s)]
+    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(1200):  # stop the server once the first request of the first trial is on disk
+            if any(p.stat().st_size > 0 for p in (sweep_dir / "parts").glob("*.arrows")) or sweep.poll() is not None:
+                break
+            time.sleep(0.1)
+        _stop(server)
+        stdout, stderr = sweep.communicate(timeout=600)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 3, stdout + stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("clutune: error: MLflow at " + uri) and "clutune sync" in last, stderr
+    rows = pd.read_parquet(sweep_dir / "results.parquet")
+    assert len(rows) == 2 * N_REQUESTS and rows["trial_id"].nunique() == 2  # every result on disk
+    assert (sweep_dir / "trials.csv").exists() and any((sweep_dir / "plots").glob("*/accuracy_matrix.png"))
+
+    server = _start_server(tmp_path / "mlflow.db", tmp_path / "artifacts", port)
+    try:
+        for _ in range(2):  # the second sync finds nothing missing
+            sync = subprocess.run(
+                [sys.executable, "-m", "clutune.cli", "sync", str(sweep_dir), "--tracking-uri", uri],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert sync.returncode == 0, sync.stdout + sync.stderr
+        assert "0 runs created, 0 request steps and 0 artifacts written" in sync.stdout
+        runs = runs_of(uri, "tiny-browse")
+        parents = [r for r in runs if r.data.tags.get("clutune.role") == "sweep"]
+        children = [r for r in runs if r.data.tags.get("clutune.role") == "trial"]
+        assert len(parents) == 1 and len(children) == 2
+        client = MlflowClient(uri)
+        for child in children:
+            assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, "kl_oracle_all")]
+            assert sorted(steps) == list(range(N_REQUESTS)), steps  # each request once: no duplicates
+            mine = rows[rows["trial_id"] == child.data.tags["clutune.trial_id"]].sort_values("request")
+            values = [
+                m.value
+                for m in sorted(client.get_metric_history(child.info.run_id, "kl_oracle_all"), key=lambda m: m.step)
+            ]
+            assert values == mine["kl_oracle_all"].tolist()
+            assert child.info.status == "FINISHED"
+        assert parents[0].info.status == "FINISHED"
+        assert "best_objective_kl_oracle_all" in parents[0].data.metrics
+        names = {Path(a.path).name for a in client.list_artifacts(parents[0].info.run_id, "plots")}
+        assert "optuna_history.html" in names
+    finally:
+        _stop(server)
