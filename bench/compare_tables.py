@@ -5,7 +5,10 @@ For each preset of a dataset (agnostic-class and random) and each of the dataset
 100, 101, 102 (never used for tuning), with `--set buffer_size=B` so every replaying method keeps the same
 number of samples. Writes bench/results/compare-<preset>-b<B>.md and prints the exact commands.
 
-Usage: python bench/compare_tables.py --dataset digits|mnist1d [--methods ...] [--out runs/compare]
+Methods can be run in batches (`--batch NAME --methods ...`, each its own `clutune compare` folder on the same
+cached oracles); every run of the script rebuilds the tables from all batches found.
+
+Usage: python bench/compare_tables.py --dataset digits|mnist1d [--methods ...] [--batch NAME] [--tables-only]
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
+
+import pandas as pd
+
+from clutune.platform.compare import format_table, summary_table
 
 BUDGETS = {"digits": (200, 500), "mnist1d": (500, 1000)}
 METHODS = "retrain,ugclu,finetune,er,derpp,ewc,lwf,ga,rl,salun,sfron,scrub"
@@ -25,25 +32,39 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(BUDGETS), required=True)
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--out", default="runs/compare")
+    parser.add_argument("--batch", default="all", help="name of this batch of methods")
+    parser.add_argument("--tables-only", action="store_true", help="only rebuild the tables from earlier batches")
     args = parser.parse_args()
     clutune = str(Path(sys.executable).parent / "clutune")
     results = Path("bench/results")
     for preset in (f"{args.dataset}-agnostic-class", f"{args.dataset}-random"):
         for budget in BUDGETS[args.dataset]:
-            out = Path(args.out) / f"{preset}-b{budget}"
+            base = f"{preset}-b{budget}"
+            out = Path(args.out) / f"{base}-{args.batch}"
             cmd = ["compare", "--config", preset, "--methods", args.methods, "--seeds", SEEDS, "--out", str(out)]
             cmd += ["--set", f"buffer_size={budget}", "--overwrite", "--tracking-uri"]
             cmd += [f"sqlite:///{(Path(args.out) / 'mlflow.db').resolve()}"]
-            print("clutune " + " ".join(cmd), flush=True)
-            subprocess.run([clutune, *cmd], check=True, stdout=subprocess.DEVNULL)
-            table = (out / "comparison.md").read_text()
+            if not args.tables_only:
+                print("clutune " + " ".join(cmd), flush=True)
+                subprocess.run([clutune, *cmd], check=True, stdout=subprocess.DEVNULL)
+            batches = sorted(Path(args.out).glob(f"{base}-*/results.parquet"))
+            rows = pd.concat([pd.read_parquet(p) for p in batches], ignore_index=True)
+            table = format_table(summary_table(rows))
+            commands = "\n".join(f"`clutune {_command(preset, p.parent, budget)}`" for p in batches)
             header = (
-                f"`clutune {' '.join(cmd[:-1])} sqlite:///runs/compare/mlflow.db`\n\n"
-                f"{preset}, buffer {budget} for every replaying method, mean ± std over seeds {SEEDS} of each "
-                "run's request mean.\n\n"
+                f"{commands}\n\n{preset}, buffer {budget} for every replaying method, mean ± std over seeds {SEEDS} "
+                "of each run's request mean.\n\n"
             )
-            (results / f"compare-{preset}-b{budget}.md").write_text(header + table)
+            (results / f"compare-{base}.md").write_text(header + table + "\n")
             print(table, flush=True)
+
+
+def _command(preset: str, folder: Path, budget: int) -> str:
+    methods = ",".join(pd.read_parquet(folder / "results.parquet")["method"].unique())
+    return (
+        f"compare --config {preset} --methods {methods} --seeds {SEEDS} --out {folder} "
+        f"--set buffer_size={budget} --overwrite --tracking-uri sqlite:///runs/compare/mlflow.db"
+    )
 
 
 if __name__ == "__main__":
