@@ -155,7 +155,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print("confirmed on fresh seeds (tuned -> confirmed; worse_than_tuned beyond sweep.confirm_tolerance):")
         print(summary.confirmed.to_string(index=False))
     print(f"MLflow parent run {summary.parent_run_id} in {summary.tracking_uri}")
-    print(f"browse it with: {sys.argv[0]} ui --tracking-uri {summary.tracking_uri}")
+    print(f"browse it with: clutune ui --tracking-uri {summary.tracking_uri}")
     return 0
 
 

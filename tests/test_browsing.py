@@ -1,15 +1,22 @@
 """Browsing results: every command in MLflow (real sqlite), plots people read, the offline report, the export,
-``clutune dashboard`` on loopback. One small store (a 2-trial sweep and a 2-method compare) serves them all."""
+``clutune dashboard`` on loopback, and what a person sees in a real browser (Chromium driven by selenium). One
+small store (a 2-trial sweep and a 2-method compare) serves them all."""
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -220,3 +227,216 @@ def test_dashboard_answers_on_loopback_only(store):
 def test_dashboard_refuses_a_folder_that_is_not_a_sweep(tmp_path, capsys):
     assert main(["dashboard", str(tmp_path)]) == 2
     assert "not a sweep" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- in a real browser
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")  # Debian's, never a download
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,900",
+]
+SPA_WAIT_S = 60  # MLflow's UI is a heavy single-page app; the test machine is shared and loaded
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """Headless Chromium on a fresh profile; skipped (saying why) only where Chromium or its driver is missing."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if missing:
+        pytest.skip(
+            f"{' and '.join(missing)} not installed: the end-to-end browser test needs Debian's Chromium "
+            "(apt-get install -y chromium chromium-driver)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)  # without it selenium-manager tries to download a browser
+    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(driver: Any, condition: Any, what: str) -> Any:
+    """An explicit wait that outlives React re-rendering (stale elements) and says what never appeared."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, SPA_WAIT_S, poll_frequency=0.5, ignored_exceptions=ignored).until(
+        condition, f"after {SPA_WAIT_S} s: {what}"
+    )
+
+
+def _close_assistant(driver: Any) -> None:
+    """MLflow 3.17 opens its chat panel beside the page; a screenshot shows the page as a person reads it."""
+    from selenium.webdriver.common.by import By
+
+    for button in driver.find_elements(By.CSS_SELECTOR, '[data-component-id="mlflow.assistant.chat_panel.close"]'):
+        if button.is_displayed():
+            driver.execute_script("arguments[0].click()", button)
+
+
+def _ui_address(proc: subprocess.Popen, log: Path) -> str:
+    """The address ``clutune ui`` prints once the server answers (the log is a file: MLflow's access log keeps
+    writing to stdout, and an unread pipe would stall the server)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        found = re.search(r"MLflow UI ready: (\S+)", log.read_text(errors="replace"))
+        if found:
+            return found[1]
+        assert proc.poll() is None, f"clutune ui exited {proc.returncode}: {log.read_text(errors='replace')[-2000:]}"
+        time.sleep(0.3)
+    raise AssertionError(f"clutune ui printed no address in 180 s: {log.read_text(errors='replace')[-2000:]}")
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """``clutune ui`` and the ``mlflow server`` it started (and its worker) share one session: stop them all."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # a server child that outlived the CLI
+    except ProcessLookupError:
+        pass
+
+
+def test_browser_shows_runs_charts_artifacts_and_the_report(store, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    print(f"screenshots in {shots}")
+    client = MlflowClient(store["uri"])
+    experiment_id = client.get_experiment_by_name("tiny-browse").experiment_id
+    runs = runs_of(store["uri"], "tiny-browse")
+    parents = [r for r in runs if r.data.tags.get("clutune.role") in ("sweep", "compare")]
+    assert len(parents) == 2
+    children = {
+        p.info.run_id: [r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents
+    }
+    trial = next(r for r in runs if r.data.tags.get("clutune.role") == "trial")
+
+    port = _free_port()
+    log = tmp_path / "ui.log"
+    with log.open("w") as out:
+        cmd = [sys.executable, "-m", "clutune.cli", "ui", "--no-browser", "--port", str(port)]
+        ui = subprocess.Popen(
+            cmd + ["--tracking-uri", store["uri"]], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        address = _ui_address(ui, log)
+        assert address == f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs", address
+        base = address.split("#")[0]
+
+        # the runs table: both parents, then (expanded) each parent's child runs
+        browser.get(address)
+        link = "a[href$='/runs/{}']"
+        for parent in parents:
+            _wait(
+                browser,
+                lambda d, p=parent: d.find_element(By.CSS_SELECTOR, link.format(p.info.run_id)),
+                parent.info.run_name,
+            )
+        _close_assistant(browser)
+        for parent in parents:
+            if all(
+                browser.find_elements(By.CSS_SELECTOR, link.format(c.info.run_id)) for c in children[parent.info.run_id]
+            ):
+                continue  # already expanded
+            name_cell = browser.find_element(By.CSS_SELECTOR, link.format(parent.info.run_id))
+            expand = name_cell.find_element(By.XPATH, "./ancestor::div[@role='gridcell']//button")
+            browser.execute_script("arguments[0].click()", expand)
+        for parent in parents:
+            assert len(children[parent.info.run_id]) == 2
+            for child in children[parent.info.run_id]:
+                _wait(
+                    browser,
+                    lambda d, c=child: d.find_element(By.CSS_SELECTOR, link.format(c.info.run_id)).is_displayed(),
+                    f"child run {child.info.run_name} of {parent.info.run_name} in the runs table",
+                )
+        _wait(browser, lambda d: f"{len(runs)} matching runs" in d.find_element(By.TAG_NAME, "body").text, "run count")
+        browser.save_screenshot(str(shots / "runs-table.png"))
+
+        # a child run's model metrics: the chart of kl_oracle_all, drawn (a plotly line through its requests)
+        browser.get(f"{base}#/experiments/{experiment_id}/runs/{trial.info.run_id}/model-metrics")
+        search = _wait(
+            browser,
+            lambda d: d.find_element(By.CSS_SELECTOR, "input[placeholder='Search metric charts']"),
+            "chart search",
+        )
+        search.send_keys("kl_oracle_all")
+        card = "//div[@data-testid='experiment-view-compare-runs-card'][.//h4[@title='kl_oracle_all']]"
+        line = _wait(
+            browser,
+            lambda d: d.find_element(By.XPATH, card).find_element(
+                By.CSS_SELECTOR, ".js-plotly-plot svg.main-svg path.js-line"
+            ),
+            "the kl_oracle_all chart's line",
+        )
+        points = len(re.findall(r"[ML]", line.get_attribute("d") or ""))
+        assert points >= 2, line.get_attribute("d")  # a line, not an empty frame (plotly may merge collinear points)
+        _close_assistant(browser)
+        browser.save_screenshot(str(shots / "kl-oracle-chart.png"))
+
+        # the same run's accuracy matrix, as the artifact view shows it: the image loaded, at the size it was drawn
+        browser.get(f"{base}#/experiments/{experiment_id}/runs/{trial.info.run_id}/artifacts/plots/accuracy_matrix.png")
+        image = _wait(
+            browser,
+            lambda d: d.find_element(By.CSS_SELECTOR, "img[alt='plots/accuracy_matrix.png']"),
+            "accuracy matrix",
+        )
+        size = _wait(
+            browser,
+            lambda d: d.execute_script(
+                "var i = arguments[0]; return i.complete && [i.naturalWidth, i.naturalHeight]", image
+            ),
+            "the accuracy matrix image loaded",
+        )
+        assert tuple(size) == PLOT_PX, size
+        _close_assistant(browser)
+        time.sleep(0.5)  # the panel's closing transition
+        browser.save_screenshot(str(shots / "accuracy-matrix.png"))
+    finally:
+        _stop_group(ui)
+
+    # the offline report from a file:// URL: every cell's number is the results' (mean over requests, over seeds)
+    report = tmp_path / "report.html"
+    assert main(["report", str(store["compare"]), "--out", str(report)]) == 0
+    browser.get(report.as_uri())
+    _wait(browser, lambda d: d.find_element(By.ID, "comparison"), "the report's table")
+    cells = browser.execute_script(
+        "return [...document.querySelectorAll('#comparison td[data-metric]')].map(td => "
+        "[td.parentElement.dataset.group, td.dataset.metric, td.dataset.mean, td.innerText])"
+    )
+    rows = pd.read_parquet(store["compare"] / "results.parquet")
+    expected = rows.groupby(["method", "run_id"]).mean(numeric_only=True).groupby("method").mean()
+    assert {group for group, *_ in cells} == set(rows["method"]) and len(cells) > 2 * 5
+    for group, metric, mean, text in cells:
+        want = float(expected.loc[group, metric])
+        if math.isnan(want):
+            assert mean == "nan" and text == "nan", (group, metric, mean, text)
+        else:
+            assert float(mean) == pytest.approx(want, rel=1e-12, abs=1e-12), (group, metric)
+            assert text.startswith(f"{want:.4g} ± "), (group, metric, text)
+    browser.save_screenshot(str(shots / "report.png"))
+
+    if os.environ.get("CLUTUNE_SCREENSHOTS") == "docs":  # README's images: real UI screenshots, as a person sees them
+        for name in ("runs-table.png", "accuracy-matrix.png"):
+            shutil.copyfile(shots / name, DOCS / name)

@@ -16,6 +16,8 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from test_browsing import FAST, N_REQUESTS, runs_of, write_scenario
 
+from clutune.cli import main
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -43,7 +45,7 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def test_server_stopped_mid_sweep_loses_nothing_and_sync_completes(tmp_path):
+def test_server_stopped_mid_sweep_loses_nothing_and_sync_completes(tmp_path, capsys):
     config = write_scenario(tmp_path)
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -64,23 +66,21 @@ def test_server_stopped_mid_sweep_loses_nothing_and_sync_completes(tmp_path):
         if sweep.poll() is None:
             sweep.kill()
     assert sweep.returncode == 3, stdout + stderr
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith("clutune: error: MLflow at " + uri) and "clutune sync" in last, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("clutune: error:")]
+    assert len(errors) == 1 and errors[0] == stderr.strip().splitlines()[-1], stderr  # one line, the last
+    assert errors[0].startswith("clutune: error: MLflow at " + uri) and f"clutune sync {sweep_dir}" in errors[0]
     rows = pd.read_parquet(sweep_dir / "results.parquet")
     assert len(rows) == 2 * N_REQUESTS and rows["trial_id"].nunique() == 2  # every result on disk
     assert (sweep_dir / "trials.csv").exists() and any((sweep_dir / "plots").glob("*/accuracy_matrix.png"))
 
     server = _start_server(tmp_path / "mlflow.db", tmp_path / "artifacts", port)
     try:
-        for _ in range(2):  # the second sync finds nothing missing
-            sync = subprocess.run(
-                [sys.executable, "-m", "clutune.cli", "sync", str(sweep_dir), "--tracking-uri", uri],
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            assert sync.returncode == 0, sync.stdout + sync.stderr
-        assert "0 runs created, 0 request steps and 0 artifacts written" in sync.stdout
+        capsys.readouterr()
+        for _ in range(2):  # the second sync finds nothing missing (in-process: the CLI's main, without a
+            assert main(["sync", str(sweep_dir), "--tracking-uri", uri]) == 0  # 10 s interpreter start each)
+        first, second = [line for line in capsys.readouterr().out.splitlines() if line.startswith("synced ")]
+        assert "0 runs created, 0 request steps and 0 artifacts written" not in first, first
+        assert "0 runs created, 0 request steps and 0 artifacts written" in second, second
         runs = runs_of(uri, "tiny-browse")
         parents = [r for r in runs if r.data.tags.get("clutune.role") == "sweep"]
         children = [r for r in runs if r.data.tags.get("clutune.role") == "trial"]

@@ -111,7 +111,7 @@ class SweepTracker:
         self.uri = uri
         self.enabled = enabled
         self.experiment = experiment
-        self.sweep_dir = str(sweep_dir)
+        self.sweep_dir = str(Path(sweep_dir).resolve())  # the tag ``clutune sync`` (which resolves) finds
         self.error: str | None = None
         self.skipped = 0
         self.parent_id = ""
@@ -307,11 +307,14 @@ class SweepTracker:
 
 
 def ensure_experiment(client: Any, experiment: str, uri: str) -> str | None:
-    """The experiment's id, created on first use (sqlite: artifacts under ./mlruns, not the cwd of a trial)."""
+    """The experiment's id, created on first use. With a sqlite store the artifacts live in ``mlruns/`` next to
+    the database file, so the store is one folder a user can move or send, whatever the command's cwd."""
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id
-    location = Path("mlruns").resolve().as_uri() if uri.startswith("sqlite:") else None
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///") :]).resolve().parent / "mlruns").as_uri()
     return client.create_experiment(experiment, artifact_location=location)
 
 
