@@ -33,6 +33,7 @@ from clutune.errors import UserError
 from clutune.metrics import Split, forgetting, request_metrics, softmax64, test_accuracy_by_classes
 from clutune.models import build_model
 from clutune.oracle import OracleCache, OracleOutputs, OracleRecipe, get_oracle, oracle_requests
+from clutune.placement import placement
 from clutune.predictions import write_predictions
 from clutune.scenario_generator import scenario_requests
 from clutune.scenarios import Request, Scenario, build_scenario
@@ -178,6 +179,8 @@ class Evaluator:
             oracle_samples_processed=oracle.samples_processed if oracle else 0,
             oracle_cached=oracle.cached if oracle else False,
             oracle_key=oracle.key if oracle else "",
+            oracle_node_id=oracle.node_id if oracle else "",
+            oracle_hostname=oracle.hostname if oracle else "",
         )
         if self.predictions_dir is not None:
             task_of = sc.sample_task.numpy()
@@ -323,6 +326,7 @@ class ExperimentRun:
             # step_seconds (method + evaluation) and rss_mb are what a long stream must keep flat
             ordered = {
                 **self.head,
+                **placement(),  # measured where it ran: after a restart on another node, that node
                 **row,
                 "compile_seconds": self._compile_seconds() - c0,
                 "step_seconds": time.perf_counter() - t0,

@@ -13,11 +13,10 @@ removes the least recently used entries, and a lease keeps the entries a running
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import shutil
 import socket
-import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -26,8 +25,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 
+from clutune import storage
 from clutune.clu.access import TrainAccess, crop_flip
 from clutune.clu.compute import autocast, compile_seconds, effective_precision, input_layout, prepare_model
 from clutune.clu.training import predict_logits, sgd_epochs, steps_per_epoch
@@ -35,6 +36,7 @@ from clutune.config import ComputeConfig, OracleConfig
 from clutune.data import Dataset
 from clutune.errors import UserError
 from clutune.models import build_model
+from clutune.placement import placement
 
 FORMAT_VERSION = 1
 LEASE_DIR = "leases"
@@ -127,6 +129,8 @@ class OracleOutputs:
     samples_processed: int
     cached: bool = False
     compile_seconds: float = 0.0  # torch.compile time spent training and scoring it (compute.compile)
+    node_id: str = ""  # the Ray node that trained it ("" outside Ray) and that node's hostname
+    hostname: str = ""
 
 
 def oracle_key(fingerprint: str, owned_ids: torch.Tensor, recipe: OracleRecipe, seed: int) -> str:
@@ -190,6 +194,7 @@ def _train_oracle(
         seconds=seconds,
         samples_processed=recipe.epochs * len(owned_ids),
         compile_seconds=compile_seconds() - compiled0 if recipe.compile else 0.0,
+        **placement(),
     )
     return model, outputs
 
@@ -208,29 +213,32 @@ class PrunePlan:
 
 
 class OracleCache:
-    """A folder per key: ``outputs.pt``, ``meta.json`` and, when kept, ``weights.pt``; written whole or not at all.
+    """A folder per key: ``outputs.pt``, ``meta.json`` and, when kept, ``weights.pt``, on a disk or an object store.
 
+    Each file is written whole (a temporary object, then moved into place) and ``meta.json`` goes last: it is the
+    commit, so an entry without it does not exist, whatever else its folder holds, and a writer killed midway
+    leaves nothing a reader would take. Removal takes ``meta.json`` away first for the same reason.
     Leases (``leases/<host>-<pid>-<id>.json``) name the keys a running job uses, so a prune elsewhere spares them.
     """
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser()
+        self.root = storage.local_path(str(root))
 
-    def path(self, key: str) -> Path:
-        return self.root / key
+    def path(self, key: str) -> str:
+        return storage.join(self.root, key)
 
     def has(self, key: str) -> bool:
-        return (self.path(key) / "meta.json").exists()
+        return storage.exists(storage.join(self.path(key), "meta.json"))
 
     def load(self, key: str) -> OracleOutputs | None:
         """None when absent, or when a concurrent prune removed it mid-read: the caller then retrains it."""
         folder = self.path(key)
         try:
-            meta = json.loads((folder / "meta.json").read_text())
-            blob = torch.load(folder / "outputs.pt", weights_only=True)
+            meta = json.loads(storage.read_bytes(storage.join(folder, "meta.json")))
+            blob = torch.load(io.BytesIO(storage.read_bytes(storage.join(folder, "outputs.pt"))), weights_only=True)
         except FileNotFoundError:
             return None
-        _mark_used(folder)
+        storage.touch_local(folder)
         return OracleOutputs(
             key=key,
             logits_train=blob["logits_train"],
@@ -240,53 +248,46 @@ class OracleCache:
             samples_processed=meta["samples_processed"],
             cached=True,
             compile_seconds=meta.get("compile_seconds", 0.0),
+            node_id=meta.get("node_id", ""),
+            hostname=meta.get("hostname", ""),
         )
 
     def load_weights(self, key: str) -> dict[str, torch.Tensor]:
-        path = self.path(key) / "weights.pt"
-        if not path.exists():
-            raise UserError(f"oracle {key}: no weights cached (oracle.keep_weights was false when it was trained)")
-        return torch.load(path, weights_only=True)
+        try:
+            data = storage.read_bytes(storage.join(self.path(key), "weights.pt"))
+        except FileNotFoundError:
+            raise UserError(
+                f"oracle {key}: no weights cached (oracle.keep_weights was false when it was trained)"
+            ) from None
+        return torch.load(io.BytesIO(data), weights_only=True)
 
     def store(self, outputs: OracleOutputs, meta: dict[str, Any], weights: dict[str, torch.Tensor] | None) -> None:
-        """Write into a temporary sibling folder, then rename: readers never see half an oracle."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.path(outputs.key)
-        if final.exists():
+        """Data files first, ``meta.json`` last (the commit); a concurrent writer of the same key writes the same
+        content, so whichever move lands last changes nothing."""
+        if self.has(outputs.key):
             return
-        tmp = Path(tempfile.mkdtemp(prefix=f".{outputs.key}.", dir=self.root))
-        try:
-            if weights is not None:
-                torch.save({k: v.cpu() for k, v in weights.items()}, tmp / "weights.pt")
-            torch.save(
-                {
-                    "logits_train": outputs.logits_train,
-                    "logits_test": outputs.logits_test,
-                    "trained_ids": outputs.trained_ids,
-                },
-                tmp / "outputs.pt",
-            )
-            record = {
-                "seconds": outputs.seconds,
-                "samples_processed": outputs.samples_processed,
-                "compile_seconds": outputs.compile_seconds,
-                **meta,
-            }
-            (tmp / "meta.json").write_text(json.dumps(record, indent=1, sort_keys=True))
-            os.rename(tmp, final)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not self.has(outputs.key):  # another writer won the race with the same content: fine
-                raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        folder = self.path(outputs.key)
+        if weights is not None:
+            storage.write_bytes(storage.join(folder, "weights.pt"), _tensors({k: v.cpu() for k, v in weights.items()}))
+        blob = {"logits_train": outputs.logits_train, "logits_test": outputs.logits_test}
+        storage.write_bytes(storage.join(folder, "outputs.pt"), _tensors({**blob, "trained_ids": outputs.trained_ids}))
+        record = {
+            "seconds": outputs.seconds,
+            "samples_processed": outputs.samples_processed,
+            "compile_seconds": outputs.compile_seconds,
+            "node_id": outputs.node_id,
+            "hostname": outputs.hostname,
+            **meta,
+        }
+        storage.write_bytes(storage.join(folder, "meta.json"), json.dumps(record, indent=1, sort_keys=True).encode())
 
     def entries(self) -> list[CacheEntry]:
-        """Complete entries, least recently used first; temporary folders and leases are not entries."""
-        if not self.root.is_dir():
-            return []
-        found = (_entry(folder) for folder in self.root.iterdir() if not folder.name.startswith("."))
+        """Complete entries, least recently used first; temporary objects and leases are not entries."""
+        found = (
+            _entry(self.path(info.base_name), info)
+            for info in storage.list_dir(self.root)
+            if info.type == pafs.FileType.Directory and not info.base_name.startswith(".")
+        )
         return sorted((e for e in found if e is not None), key=lambda e: e.last_used)
 
     def size_bytes(self) -> int:
@@ -317,69 +318,60 @@ class OracleCache:
         return self.remove(self.prune_plan(max_age_s, max_bytes, protected).remove)
 
     def remove(self, keys: Iterable[str]) -> list[str]:
-        """Rename each entry away before deleting it, so a reader finds a whole entry or none."""
+        """Uncommit each entry (its ``meta.json`` goes first), then delete the rest: a reader finds a whole
+        entry or none, and of two concurrent prunes only one counts the entry as removed."""
         removed = []
         for key in keys:
-            doomed = self.root / f".{key}.removing-{uuid.uuid4().hex[:8]}"
-            try:
-                os.rename(self.path(key), doomed)
-            except FileNotFoundError:  # already removed by a concurrent prune
-                continue
-            shutil.rmtree(doomed, ignore_errors=True)
+            if not storage.delete_file(storage.join(self.path(key), "meta.json")):
+                continue  # already removed by a concurrent prune
+            storage.delete_dir(self.path(key))
             removed.append(key)
         return removed
 
     @contextmanager
-    def lease(self, keys: Iterable[str]) -> Iterator[Path]:
+    def lease(self, keys: Iterable[str]) -> Iterator[str]:
         """Protect ``keys`` from any prune while the block runs; a crash leaves a lease that dies with its pid."""
-        path = self._write_lease(sorted(set(keys)))
+        host, pid = socket.gethostname(), os.getpid()
+        path = storage.join(self.root, LEASE_DIR, f"{host}-{pid}-{uuid.uuid4().hex[:8]}.json")
+        record = {"host": host, "pid": pid, "created": time.time(), "keys": sorted(set(keys))}
+        storage.write_bytes(path, json.dumps(record).encode())
         try:
             yield path
         finally:
-            path.unlink(missing_ok=True)
-
-    def _write_lease(self, keys: list[str]) -> Path:
-        folder = self.root / LEASE_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        host, pid = socket.gethostname(), os.getpid()
-        path = folder / f"{host}-{pid}-{uuid.uuid4().hex[:8]}.json"
-        tmp = folder / f".{path.name}.tmp"
-        tmp.write_text(json.dumps({"host": host, "pid": pid, "created": time.time(), "keys": keys}))
-        os.replace(tmp, path)
-        return path
+            storage.delete_file(path)
 
     def leased_keys(self) -> set[str]:
         """Every key in a live lease; stale leases (see :func:`_lease_live`) protect nothing."""
         keys: set[str] = set()
-        for path in (self.root / LEASE_DIR).glob("*.json"):
-            record = _read_lease(path)
+        for info in storage.list_dir(storage.join(self.root, LEASE_DIR)):
+            if info.base_name.startswith(".") or not info.base_name.endswith(".json"):
+                continue
+            record = _read_lease(storage.join(self.root, LEASE_DIR, info.base_name))
             if record is not None and _lease_live(record):
                 keys.update(record["keys"])
         return keys
 
 
-def _entry(folder: Path) -> CacheEntry | None:
+def _tensors(value: dict[str, torch.Tensor]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def _entry(folder: str, info: pafs.FileInfo) -> CacheEntry | None:
     """None for anything that is not a complete entry, or that a concurrent prune removed while we looked."""
-    try:
-        if not (folder / "meta.json").exists():
-            return None
-        size = sum(p.stat().st_size for p in folder.iterdir())
-        return CacheEntry(folder.name, size, folder.stat().st_mtime)
-    except FileNotFoundError:
+    files = {f.base_name: f for f in storage.list_dir(folder) if f.type == pafs.FileType.File}
+    if "meta.json" not in files:
         return None
+    size = sum(f.size for name, f in files.items() if not name.startswith("."))
+    # A disk folder's mtime is its last use (see OracleCache.load); an object store has only write times.
+    used = info.mtime or max(f.mtime for f in files.values())
+    return CacheEntry(info.base_name, size, used.timestamp())
 
 
-def _mark_used(folder: Path) -> None:
-    """The folder's mtime records the last use: one metadata write per load, no file rewritten."""
+def _read_lease(path: str) -> dict[str, Any] | None:
     try:
-        os.utime(folder)
-    except OSError:  # a read-only shared cache still serves; it just cannot record use
-        pass
-
-
-def _read_lease(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
+        return json.loads(storage.read_bytes(path))
     except (FileNotFoundError, ValueError):  # released meanwhile, or not a lease
         return None
 

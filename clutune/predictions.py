@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clutune import storage
 from clutune.metrics import SPLITS, Split
 
 
-def write_predictions(path: Path, splits: dict[str, Split], train_task: np.ndarray, class_task: np.ndarray) -> None:
+def write_predictions(
+    location: str | Path, splits: dict[str, Split], train_task: np.ndarray, class_task: np.ndarray
+) -> None:
     """One row per evaluated sample; ``task`` is the task of its class (-1 if in none)."""
     cols: dict[str, list] = {"sample_id": [], "split": [], "label": [], "task": [], "p_model": [], "p_oracle": []}
     for name in SPLITS:
@@ -35,10 +37,9 @@ def write_predictions(path: Path, splits: dict[str, Split], train_task: np.ndarr
             "p_oracle": _list_column(np.concatenate(cols["p_oracle"]), num_classes),
         }
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    storage.write_bytes(str(location), sink.getvalue().to_pybytes())  # a path or a URI, never seen half-written
 
 
 def _list_column(probs: np.ndarray, num_classes: int) -> pa.Array:
@@ -46,8 +47,9 @@ def _list_column(probs: np.ndarray, num_classes: int) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, num_classes)
 
 
-def read_predictions(path: Path) -> dict[str, Split]:
-    table = pq.read_table(path)
+def read_predictions(location: str | Path) -> dict[str, Split]:
+    fs, path = storage.resolve(str(location))
+    table = pq.read_table(path, filesystem=fs)
     split = np.asarray(table.column("split").to_pylist())
     ids = table.column("sample_id").to_numpy()
     labels = table.column("label").to_numpy()

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clutune import storage
 from clutune.errors import UserError
 
 # Per-request metrics a sweep may minimise (as their mean over the requests).
@@ -50,16 +51,16 @@ def check_out_dir(out: Path, overwrite: bool, resumable: bool = True) -> None:
         raise UserError(f"--out {out} holds the rows of an interrupted run: {how}")
 
 
-def write_results(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Temporary file then rename, so a reader (or a crash) never sees a half-written table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
-    os.replace(tmp, path)
+def write_results(location: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """A path or a URI; written whole, then moved into place, so a reader (or a crash) never sees half a table."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(list(rows)), sink)
+    storage.write_bytes(str(location), sink.getvalue().to_pybytes())
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
-    return pq.read_table(path).to_pylist()
+def read_results(location: str | Path) -> list[dict[str, Any]]:
+    fs, path = storage.resolve(str(location))
+    return pq.read_table(path, filesystem=fs).to_pylist()
 
 
 class ResultStream:
@@ -102,10 +103,11 @@ class ResultStream:
             f.close()
 
 
-def read_parts(folder: Path) -> list[dict[str, Any]]:
-    """Every whole row appended so far, oldest first per run; a batch torn by a crash is skipped."""
+def read_parts(folder: Path, run: str | None = None) -> list[dict[str, Any]]:
+    """Every whole row appended so far (of one run, or of all), oldest first per run; a batch torn by a crash
+    is skipped."""
     rows: list[dict[str, Any]] = []
-    for path in sorted((Path(folder) / "parts").glob("*.arrows")):
+    for path in sorted((Path(folder) / "parts").glob(f"{run}-*.arrows" if run else "*.arrows")):
         with open(path, "rb") as f:
             try:
                 reader = pa.ipc.open_stream(f)

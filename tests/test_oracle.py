@@ -133,7 +133,7 @@ def test_cache_returns_the_same_oracle_without_retraining(tmp_path, digits):
     owned = class_ids(digits, [2, 3, 4, 5])
     first = get_oracle(digits, owned, RECIPE, 0, cache)
     assert first.cached is False
-    folder = cache.path(first.key)
+    folder = Path(cache.path(first.key))
     assert folder.parent == tmp_path / "oracles"
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "outputs.pt", "weights.pt"]
     assert [p.name for p in (tmp_path / "oracles").iterdir()] == [first.key]  # no leftover temp folders
@@ -167,7 +167,7 @@ def test_cached_weights_reload_into_a_fresh_model(tmp_path, digits):
     cache = OracleCache(tmp_path / "oracles")
     owned = class_ids(digits, [6, 7])
     outputs = get_oracle(digits, owned, RECIPE, 3, cache)
-    state = torch.load(cache.path(outputs.key) / "weights.pt", weights_only=True)
+    state = torch.load(Path(cache.path(outputs.key)) / "weights.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     torch.manual_seed(12345)  # a different init, overwritten by the load
     model = build_model(RECIPE.model, digits.input_shape, digits.num_classes)

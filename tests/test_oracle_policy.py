@@ -140,9 +140,9 @@ def test_every_k_plans_and_trains_ceil_n_over_k_oracles(stream, tmp_path):
 def test_weights_only_when_kept_and_outputs_reload_either_way(tmp_path, digits, keep):
     cache = OracleCache(tmp_path / "oracles")
     trained = get_oracle(digits, class_ids(digits, [4, 5]), RECIPE, 0, cache, keep_weights=keep)
-    files = sorted(p.name for p in cache.path(trained.key).iterdir())
+    files = sorted(p.name for p in Path(cache.path(trained.key)).iterdir())
     assert files == (["meta.json", "outputs.pt", "weights.pt"] if keep else ["meta.json", "outputs.pt"])
-    assert [p.name for p in cache.root.iterdir()] == [trained.key]  # no temporary folder left behind
+    assert [p.name for p in Path(cache.root).iterdir()] == [trained.key]  # no temporary folder left behind
     hit = get_oracle(digits, class_ids(digits, [4, 5]), RECIPE, 0, cache, keep_weights=keep)
     assert hit.cached and not trained.cached
     for name in ("logits_train", "logits_test", "trained_ids"):
@@ -163,7 +163,7 @@ def test_entries_sizes_and_a_load_marks_use(tmp_path, digits):
     entries = cache.entries()
     assert [e.key for e in entries] == keys  # least recently used first
     for e in entries:
-        assert e.bytes == sum(p.stat().st_size for p in cache.path(e.key).iterdir())
+        assert e.bytes == sum(p.stat().st_size for p in Path(cache.path(e.key)).iterdir())
     assert cache.size_bytes() == sum(e.bytes for e in entries)
     assert cache.load(keys[0]) is not None
     assert [e.key for e in cache.entries()] == [keys[1], keys[2], keys[0]]
@@ -175,12 +175,12 @@ def test_prune_by_size_removes_oldest_first_and_never_a_leased_key(tmp_path, dig
     size = {e.key: e.bytes for e in cache.entries()}
     limit = size[a] + size[d]  # fits once two entries are gone
     with cache.lease([a]) as lease:
-        assert json.loads(lease.read_text())["keys"] == [a]
+        assert json.loads(Path(lease).read_text())["keys"] == [a]
         assert cache.leased_keys() == {a}
         plan = cache.prune_plan(None, limit, set())
         assert (plan.remove, plan.spared) == ([b, c], [a])
         assert cache.prune(None, limit, set()) == [b, c]
-    assert not lease.exists()
+    assert not Path(lease).exists()
     assert [e.key for e in cache.entries()] == [a, d]
     assert cache.size_bytes() <= limit
     assert cache.prune(None, limit, set()) == []  # within the limit: nothing to do
@@ -208,7 +208,7 @@ def test_a_stale_lease_does_not_protect(tmp_path, digits):
         "lease = OracleCache(sys.argv[1]).lease([sys.argv[2]]); lease.__enter__(); os._exit(0)"
     )
     subprocess.run([sys.executable, "-c", crash, str(cache.root), a], check=True, cwd=REPO)
-    (left,) = (cache.root / "leases").glob("*.json")
+    (left,) = (Path(cache.root) / "leases").glob("*.json")
     assert json.loads(left.read_text())["keys"] == [a]
     assert cache.leased_keys() == set()
 
