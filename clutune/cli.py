@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import uuid
 from pathlib import Path
@@ -24,6 +25,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from clutune import storage
     from clutune.config import bare_overrides, load_config
     from clutune.experiment import ExperimentRun, method_hparams, oracle_for, prepare, validate_methods_section
     from clutune.oracle import oracle_key, oracle_requests
@@ -34,7 +36,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.seed = args.seed
     validate_methods_section(config)
     hparams = method_hparams(config, args.method, config.dataset.name, bare_overrides(args.sets))
-    out = Path(args.out)
+    out = _run_out(args.out, args.overwrite)
     check_out_dir(out, args.overwrite, resumable=False)
     prep = prepare(config)
     total = len(prep.scenario)
@@ -72,8 +74,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         stream.close()
         rows = compact(out)
     _finish_run(tracker, out, rows)
-    print(f"wrote {out / 'results.parquet'} ({len(rows)} rows)")
+    if storage.is_remote(args.out):  # the local working copy goes up whole: results, predictions, plots
+        storage.upload(out, args.out)
+    print(f"wrote {storage.join(args.out, 'results.parquet')} ({len(rows)} rows)")
     return 0
+
+
+def _run_out(location: str, overwrite: bool) -> Path:
+    """The folder ``clutune run`` writes: --out itself, or for an object store (no append) a local working copy
+    that goes up when the run ends."""
+    from clutune import storage
+
+    storage.check_location(location, "--out")
+    if not storage.is_remote(location):
+        return Path(storage.local_path(location))
+    if storage.exists(storage.join(location, "results.parquet")) and not overwrite:
+        raise UserError(f"--out {location} already holds results.parquet; choose another folder or pass --overwrite")
+    folder = storage.staging_dir(location)
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 def _run_tracker(args: argparse.Namespace, config, out: Path, run_key: str, hparams: object):  # -> SweepTracker
@@ -140,7 +159,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         address=args.address,
         num_cpus=args.num_cpus,
     )
-    print(f"sweep finished in {summary.seconds:.0f} s: {len(summary.trials)} trials, folder {summary.sweep_dir}")
+    print(f"sweep finished in {summary.seconds:.0f} s: {len(summary.trials)} trials, folder {summary.location}")
     print(f"oracles: {summary.oracles_trained} trained, {summary.oracles_total - summary.oracles_trained} from cache")
     if summary.best:
         print(f"best trial {summary.best['best_trial']}:")
@@ -164,7 +183,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from clutune.platform.compare import format_table, run_compare
 
     methods, seeds = _methods_and_seeds(args)
-    out = Path(args.out)
+    out = _grid_out(args.out)
     result = run_compare(
         args.config,
         methods,
@@ -182,6 +201,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(format_table(result.table))
     print(f"wrote {out / 'results.parquet'} ({len(result.rows)} rows) and {out / 'comparison.md'}")
     return 0
+
+
+def _grid_out(out: str) -> Path:
+    """compare and study keep their Tune state in --out, which every node writes checkpoints to: a folder (a
+    shared mount on a cluster), or file://; an object store is for sweeps."""
+    from clutune import storage
+
+    storage.check_location(out, "--out")
+    if storage.is_remote(out):
+        raise UserError(f"--out {out}: compare and study write to a folder (a shared mount on a cluster), not {out}")
+    return Path(storage.local_path(out))
 
 
 def _methods_and_seeds(args: argparse.Namespace) -> tuple[list[str], list[int]]:
@@ -202,7 +232,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         args.config,
         methods,
         seeds,
-        Path(args.out),
+        _grid_out(args.out),
         sets=args.sets,
         address=args.address,
         num_cpus=args.num_cpus,
@@ -294,8 +324,10 @@ def _train_oracles(config, address: str | None, num_cpus: int | None) -> None:  
     from clutune.experiment import prepare
     from clutune.platform.engine import absolutize, ensure_ray
     from clutune.platform.oracle_pool import plan_oracles, submit_oracles
+    from clutune.platform.ray_address import check_ray_address
 
     absolutize(config)
+    check_ray_address(address)
     prep = prepare(config)
     plan = plan_oracles(prep)
     needed = sum(key is not None for key in plan.key_of_request)

@@ -191,6 +191,8 @@ class SweepConfig:
     confirm_tolerance: float = 0.25
     confirm_front: bool = False  # with several objectives: confirm every Pareto trial, not only the picked one
     checkpoint_every: int = 1  # requests between trial checkpoints (and always after the last)
+    # Restarts of a trial whose worker or node died, each from its last checkpoint (Tune's FailureConfig).
+    max_failures: int = 3
 
     def validate(self, prefix: str) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -204,6 +206,8 @@ class SweepConfig:
             raise UserError(f"config key '{prefix}': robust and confirm_tolerance must be >= 0")
         if self.checkpoint_every < 1:
             raise UserError(f"config key '{prefix}.checkpoint_every': must be at least 1")
+        if self.max_failures < 0:
+            raise UserError(f"config key '{prefix}.max_failures': must be >= 0")
         if not self.objectives:
             raise UserError(f"config key '{prefix}.objectives': give at least one metric")
         if self.sampler not in ("tpe", "random"):

@@ -26,6 +26,7 @@ from clutune.errors import UserError
 from clutune.experiment import build_method, method_hparams, prepare, validate_methods_section
 from clutune.platform.engine import Grid, absolutize, ensure_ray, execute, leased_oracles
 from clutune.platform.publish import publish_grid
+from clutune.platform.ray_address import check_ray_address
 from clutune.platform.tracking import SweepTracker, resolve_tracking_uri
 from clutune.results import check_out_dir
 
@@ -120,6 +121,7 @@ def run_method_grid(
         if not any(_has(m, key) for m in methods):
             raise UserError(f"--set {key}: none of the methods {', '.join(methods)} has a hyperparameter {key!r}")
     absolutize(config)
+    check_ray_address(address)
     prep = prepare(config)
     fixed = {}
     for m in methods:
@@ -161,6 +163,7 @@ def run_method_grid(
             param_space={"method": tune.grid_search(methods), "seed": tune.grid_search(seeds)},
             concurrency=concurrency or len(methods) * len(seeds),
             resources={"cpu": res.cpu, "gpu": res.gpu},
+            max_failures=config.sweep.max_failures,
         )
         execute(grid, prep, tracker, resume, log)
     frame = pd.read_parquet(out / "results.parquet")

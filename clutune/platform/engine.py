@@ -19,6 +19,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from clutune import storage
 from clutune.config import Config
 from clutune.experiment import Prepared
 from clutune.platform.oracle_pool import OraclePlan, plan_oracles, submit_oracles
@@ -28,13 +29,14 @@ from clutune.trainables import clu_trainable
 
 
 def absolutize(config: Config) -> None:
-    """Trials run in other processes (and machines): every local path must be absolute first."""
+    """Trials run in other processes (and machines): every local path must be absolute (``file://`` becomes a
+    plain path), and every URI one that :mod:`clutune.storage` can write, before any work starts."""
     if config.dataset.root and "://" not in config.dataset.root:
         config.dataset.root = str(Path(config.dataset.root).expanduser().resolve())
-    if "://" not in config.oracle.cache_dir:
-        config.oracle.cache_dir = str(Path(config.oracle.cache_dir).expanduser().resolve())
-    if "://" not in config.sweep.storage_path:
-        config.sweep.storage_path = str(Path(config.sweep.storage_path).expanduser().resolve())
+    storage.check_location(config.oracle.cache_dir, "config key 'oracle.cache_dir'")
+    storage.check_location(config.sweep.storage_path, "config key 'sweep.storage_path'")
+    config.oracle.cache_dir = storage.local_path(config.oracle.cache_dir)
+    config.sweep.storage_path = storage.local_path(config.sweep.storage_path)
 
 
 def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
@@ -169,7 +171,7 @@ class EngineCallback(tune.Callback):
 
 def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log: Callable[[str], None]) -> Any:
     """Run (or resume) ``grid`` to completion; returns Tune's ResultGrid. Rows end in ``grid.out``."""
-    folder = str(Path(grid.storage_path) / grid.name)
+    folder = storage.join(grid.storage_path, grid.name)  # a path or a URI, as Tune takes either
     trainable = tune.with_resources(tune.with_parameters(clu_trainable, context=grid.context), grid.resources)
     total = grid_size(grid.param_space) if grid.param_space is not None else grid.num_samples
     callback = EngineCallback(grid, tracker, len(prep.scenario), total, log)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,11 +21,13 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from clutune import storage
 from clutune.config import Config, bare_overrides, load_config
 from clutune.errors import UserError
 from clutune.experiment import method_hparams, prepare, validate_methods_section
 from clutune.platform.engine import Grid, absolutize, ensure_ray, execute, leased_oracles
 from clutune.platform.publish import publish_sweep
+from clutune.platform.ray_address import check_ray_address
 from clutune.platform.search_space import SearchSpace, default_space_path, load_space
 from clutune.platform.tracking import SweepTracker, resolve_tracking_uri
 from clutune.results import OBJECTIVE_METRICS
@@ -35,7 +38,8 @@ _print = functools.partial(print, flush=True)
 
 @dataclass
 class SweepSummary:
-    sweep_dir: Path
+    sweep_dir: Path  # the driver's folder: the sweep folder itself, or its local working copy (see _driver_folder)
+    location: str  # the sweep folder: a path or a URI
     parent_run_id: str
     tracking_uri: str
     oracles_total: int
@@ -131,78 +135,100 @@ def run_sweep(
     if trials < 1 or concurrency < 1:
         raise UserError("--trials and --concurrency must be at least 1")
     absolutize(config)
+    check_ray_address(address)
     name = f"{config.name}-{method}"
-    sweep_dir = Path(config.sweep.storage_path) / name
-    if resume and not tune.Tuner.can_restore(str(sweep_dir)):
-        raise UserError(f"--resume: no sweep to resume at {sweep_dir}")
-    if not resume and sweep_dir.exists():
-        raise UserError(f"sweep folder {sweep_dir} exists: pass --resume to continue it, or remove it")
+    sweep_uri = storage.join(config.sweep.storage_path, name)
+    if resume and not tune.Tuner.can_restore(sweep_uri):
+        raise UserError(f"--resume: no sweep to resume at {sweep_uri}")
+    if not resume and storage.exists(sweep_uri):
+        raise UserError(f"sweep folder {sweep_uri} exists: pass --resume to continue it, or remove it")
+    sweep_dir = _driver_folder(sweep_uri, resume)
     prep = prepare(config)  # data and scenario checked here, before Ray starts
     uri = resolve_tracking_uri(tracking_uri)
     tracker = SweepTracker(uri, config.sweep.experiment or config.name, sweep_dir, enabled=tracking)
 
     ensure_ray(address, num_cpus)
-    with leased_oracles(prep, log) as oracles:
-        sw = config.sweep
-        context = {
-            "config": config.as_dict(),
-            "method": method,
-            "seeds": list(sw.seeds),
-            "oracle_refs": oracles.per_request,
-            "objectives": list(sw.objectives),
-            "robust": sw.robust,
-            "fixed": {method: fixed},
-            "checkpoint_every": sw.checkpoint_every,
-        }
-        meta = {"method": method, "trials": trials, "sweep_dir": str(sweep_dir), "fixed": fixed, "seeds": sw.seeds}
-        parent = tracker.start_parent(name, config.as_dict(), space.raw, meta)
-        first = objective_name(sw.objectives[0])
-        n = len(prep.scenario)
-        scheduler = (
-            ASHAScheduler(
-                time_attr="requests_done",
-                metric=first,
-                mode="min",
-                max_t=n,
-                grace_period=min(sw.grace_period, n),
-                reduction_factor=sw.reduction_factor,
+    try:
+        with leased_oracles(prep, log) as oracles:
+            sw = config.sweep
+            context = {
+                "config": config.as_dict(),
+                "method": method,
+                "seeds": list(sw.seeds),
+                "oracle_refs": oracles.per_request,
+                "objectives": list(sw.objectives),
+                "robust": sw.robust,
+                "fixed": {method: fixed},
+                "checkpoint_every": sw.checkpoint_every,
+            }
+            meta = {"method": method, "trials": trials, "sweep_dir": sweep_uri, "fixed": fixed, "seeds": sw.seeds}
+            parent = tracker.start_parent(name, config.as_dict(), space.raw, meta)
+            first = objective_name(sw.objectives[0])
+            n = len(prep.scenario)
+            scheduler = (
+                ASHAScheduler(
+                    time_attr="requests_done",
+                    metric=first,
+                    mode="min",
+                    max_t=n,
+                    grace_period=min(sw.grace_period, n),
+                    reduction_factor=sw.reduction_factor,
+                )
+                if sw.asha
+                else None
             )
-            if sw.asha
-            else None
+            grid = Grid(
+                name=name,
+                storage_path=sw.storage_path,
+                out=sweep_dir,
+                context=context,
+                param_keys=space_keys,
+                search_alg=_searcher(config, space, sweep_dir / "optuna-journal.log", name, trials, start, space_keys),
+                scheduler=scheduler,
+                num_samples=trials,
+                concurrency=concurrency,
+                resources={"cpu": sw.trial_resources.cpu, "gpu": sw.trial_resources.gpu},
+                max_failures=sw.max_failures,
+            )
+            results = execute(grid, prep, tracker, resume, log)
+            trials_table = _trial_table(results, space_keys, sw.objectives)
+            front = _front(trials_table, n, sw.objectives)
+            confirmed = None
+            if sw.confirm_seeds and len(front):
+                confirmed = _confirm(config, prep, tracker, front, context, space_keys, concurrency, resume, log, grid)
+        objectives = [objective_name(m) for m in config.sweep.objectives]  # figures: plots/, MLflow (publish.py)
+        publish_sweep(tracker, sweep_dir, config.sweep.study_storage, name, trials_table, objectives)
+        summary = _summarize(config, prep, trials_table, front, confirmed, tracker, sweep_dir, space_keys)
+        return SweepSummary(
+            sweep_dir=sweep_dir,
+            location=sweep_uri,
+            parent_run_id=parent,
+            tracking_uri=uri,
+            oracles_total=len(oracles.plan.owned),
+            oracles_trained=oracles.trained(),
+            trials=trials_table,
+            best=summary,
+            pareto=front if len(sw.objectives) > 1 else None,
+            confirmed=confirmed,
+            seconds=time.perf_counter() - t_start,
         )
-        grid = Grid(
-            name=name,
-            storage_path=sw.storage_path,
-            out=sweep_dir,
-            context=context,
-            param_keys=space_keys,
-            search_alg=_searcher(config, space, sweep_dir / "optuna-journal.log", name, trials, start, space_keys),
-            scheduler=scheduler,
-            num_samples=trials,
-            concurrency=concurrency,
-            resources={"cpu": sw.trial_resources.cpu, "gpu": sw.trial_resources.gpu},
-        )
-        results = execute(grid, prep, tracker, resume, log)
-        trials_table = _trial_table(results, space_keys, sw.objectives)
-        front = _front(trials_table, n, sw.objectives)
-        confirmed = None
-        if sw.confirm_seeds and len(front):
-            confirmed = _confirm(config, prep, tracker, front, context, space_keys, concurrency, resume, log, grid)
-    objectives = [objective_name(m) for m in config.sweep.objectives]  # figures: plots/, MLflow (publish.py)
-    publish_sweep(tracker, sweep_dir, config.sweep.study_storage, name, trials_table, objectives)
-    summary = _summarize(config, prep, trials_table, front, confirmed, tracker, sweep_dir, space_keys)
-    return SweepSummary(
-        sweep_dir=sweep_dir,
-        parent_run_id=parent,
-        tracking_uri=uri,
-        oracles_total=len(oracles.plan.owned),
-        oracles_trained=oracles.trained(),
-        trials=trials_table,
-        best=summary,
-        pareto=front if len(sw.objectives) > 1 else None,
-        confirmed=confirmed,
-        seconds=time.perf_counter() - t_start,
-    )
+    finally:
+        if storage.is_remote(sweep_uri):  # whatever the driver recorded, even from a failed sweep
+            storage.upload(sweep_dir, sweep_uri)
+
+
+def _driver_folder(sweep_uri: str, resume: bool) -> Path:
+    """Where the driver keeps its own files (results stream, Optuna journal, MLflow record, plots): the sweep
+    folder itself on a disk; on an object store, which has no append, a local working copy of it that goes up
+    when the sweep ends (and comes down for a ``--resume`` on another machine)."""
+    if not storage.is_remote(sweep_uri):
+        return Path(sweep_uri)
+    folder = storage.staging_dir(sweep_uri)
+    if not resume:
+        shutil.rmtree(folder, ignore_errors=True)  # a leftover of a sweep removed from the store
+    elif not folder.exists():
+        storage.download(sweep_uri, folder)
+    return folder
 
 
 def _trial_table(grid: Any, space_keys: list[str], objectives: list[str]) -> pd.DataFrame:
@@ -274,6 +300,7 @@ def _confirm(
         param_space={"candidate": tune.grid_search(list(candidates)), "seed": tune.grid_search(sw.confirm_seeds)},
         concurrency=concurrency,
         resources=search.resources,
+        max_failures=search.max_failures,
     )
     execute(grid, prep, tracker, resume, log)
     rows = pd.read_parquet(grid.out / "results.parquet")
