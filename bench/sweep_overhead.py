@@ -5,15 +5,19 @@ scenario), each through ``ExperimentRun`` with the same oracles, trained and cac
 The sweep is ``run_sweep`` as a researcher runs it (its documented defaults, local Ray started and shut down inside
 the timing, MLflow on a sqlite file, Optuna's random sampler), with ASHA off so both sides run every request. The
 pool is ``ProcessPoolExecutor(max_workers=concurrency)``: fresh interpreters (spawn, like Ray's workers) that
-each load the data once and then run trials in the sweep's order. Per concurrency the two run back to back, in
-the order sweep, pool, pool, sweep, ... so a drift in the machine's speed favours neither side; every trial's
-objective must agree between the two (the work is deterministic), or the benchmark fails.
+each load the data once and then run trials in the sweep's order, at the niceness Ray gives its workers. Per
+concurrency the two run back to back, ``--repeats`` pairs, in the order sweep, pool, pool, sweep, ... so a drift
+in the machine's speed favours neither side, and the ratio is read over all pairs together; every trial's
+objective must agree between the two (the work is deterministic), or the benchmark fails. What a fresh
+``clutune sweep`` process imports on top of a pool script (Ray Tune, MLflow, Optuna) is timed apart and shown in a
+second ratio.
 
 A profile pass then runs the sweep once more, at concurrency 1, with timers around the platform's steps: on the
 driver (Ray start, Tune's result handling, MLflow writes, ...) and, through a Ray worker set-up hook, inside the
 trial actors (``prepare``, object-store fetches, checkpoints, ``tune.report`` round trips).
 
 Usage: python bench/sweep_overhead.py [--config mnist1d-agnostic-class] [--trials 8] [--concurrency 1,2]
+       [--repeats 2] [--no-profile]
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -56,9 +61,12 @@ _WORKER: dict[str, Any] = {}
 
 
 def _pool_init(config: dict[str, Any]) -> None:
-    """A pool worker loads the data and builds the scenario once, as a sweep's trial actor does."""
+    """A pool worker loads the data and builds the scenario once, as a sweep's trial actor does, and runs at the
+    niceness Ray gives its workers (15 unless ``RAY_worker_niceness`` says otherwise): on a machine with other
+    load, trials at different priorities would not be doing the same work in the same conditions."""
     from clutune.typed import from_dict
 
+    os.nice(int(os.environ.get("RAY_worker_niceness", "15")))
     _WORKER["prep"] = prepare(from_dict(Config, config))
 
 
@@ -75,13 +83,15 @@ def _pool_trial(params: dict[str, Any]) -> float:
     return float(np.mean(per_seed))
 
 
-def run_pool(config: Config, trials: list[dict[str, Any]], width: int) -> tuple[float, list[float]]:
-    """Wall seconds (process start to shutdown) and each trial's objective, in ``trials`` order."""
-    t0 = time.perf_counter()
+def run_pool(config: Config, trials: list[dict[str, Any]], width: int) -> tuple[float, list[float], float]:
+    """Wall seconds (process start to shutdown), each trial's objective (in ``trials`` order) and the CPU seconds
+    of this process and its workers (reaped at shutdown, so the kernel has added them to our children's)."""
+    t0, cpu0 = time.perf_counter(), _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(width, mp_context=context, initializer=_pool_init, initargs=(config.as_dict(),)) as pool:
         objectives = list(pool.map(_pool_trial, trials))
-    return time.perf_counter() - t0, objectives
+    cpu = _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN) - cpu0
+    return time.perf_counter() - t0, objectives, cpu
 
 
 # ---------------------------------------------------------------- the sweep side
@@ -91,50 +101,76 @@ def run_timed_sweep(
     config_path: str, sets: list[str], trials: int, width: int, uri: str, ray_init: Callable[[], None] | None = None
 ) -> tuple[float, pd.DataFrame, dict[str, float]]:
     """Wall seconds of ``run_sweep`` from the command's start to Ray's shutdown, its trials (creation order) and
-    the CPU seconds of the driver and of Ray's daemons.
+    CPU seconds: the driver's, those of Ray's own processes (GCS, raylet, agents) and those of its workers.
     ``ray_init`` starts Ray inside the timing instead of ``run_sweep`` (the profile pass installs its hook)."""
     import ray
 
     from clutune.platform.sweep import run_sweep
 
-    t0, cpu0 = time.perf_counter(), _driver_cpu()
+    t0, cpu0, descendants = time.perf_counter(), _cpu(resource.RUSAGE_SELF), DescendantsCpu()
+    descendants.start()
     if ray_init is not None:
         ray_init()
     summary = run_sweep(
         config_path, METHOD, trials, sets=sets, concurrency=width, tracking_uri=uri, num_cpus=os.cpu_count(), log=_quiet
     )
-    cpu = {"driver_cpu_s": _driver_cpu() - cpu0, "ray_daemons_cpu_s": _ray_daemons_cpu()}
+    cpu = {**descendants.stop(), "driver_cpu_s": _cpu(resource.RUSAGE_SELF) - cpu0}
     ray.shutdown()
     wall = time.perf_counter() - t0
     order = summary.trials["trial_id"].map(_creation_order(summary.sweep_dir))
     return wall, summary.trials.iloc[order.argsort()].reset_index(drop=True), cpu
 
 
-def _driver_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
 
-def _ray_daemons_cpu() -> float:
-    """CPU seconds of Ray's own processes (GCS, raylet, agents; this process's descendants), not of its workers
-    (``ray::...``): with every core training, whatever the platform computes is taken from the trials."""
-    procs: dict[int, tuple[int, float, Path]] = {}  # pid -> (parent pid, CPU seconds, /proc folder)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError):
-            text = stat.read_text()
-            fields = text[text.rindex(")") + 2 :].split()  # from field 3 (state) on: ppid, ..., utime, stime
-            procs[int(stat.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS, stat.parent)
-    total, todo = 0.0, [os.getpid()]
-    while todo:
-        parent = todo.pop()
-        for pid, (ppid, seconds, folder) in procs.items():
-            if ppid != parent:
-                continue
-            todo.append(pid)
-            with contextlib.suppress(OSError):
-                if not (folder / "cmdline").read_bytes().startswith(b"ray::"):
-                    total += seconds
-    return total
+class DescendantsCpu(threading.Thread):
+    """CPU seconds of this process's descendants, Ray's own processes (GCS, raylet, agents) apart from its workers
+    (``ray::...``, the trial actors): with every core training, whatever the platform computes is taken from the
+    trials. Sampled from /proc every 2 s, as Tune stops its actors before the sweep returns: an actor counts with
+    its last sample (what it used in its last 2 s, idle by then, is missed)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.last: dict[int, tuple[str, float]] = {}  # pid -> (kind, CPU seconds)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(2.0):
+            self.sample()
+
+    def sample(self) -> None:
+        procs: dict[int, tuple[int, float, Path]] = {}  # pid -> (parent pid, CPU seconds, /proc folder)
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError):
+                text = stat.read_text()
+                fields = text[text.rindex(")") + 2 :].split()  # from field 3 (state) on: ppid, ..., utime, stime
+                procs[int(stat.parent.name)] = (
+                    int(fields[1]),
+                    (int(fields[11]) + int(fields[12])) / _TICKS,
+                    stat.parent,
+                )
+        todo = [os.getpid()]
+        while todo:
+            parent = todo.pop()
+            for pid, (ppid, seconds, folder) in procs.items():
+                if ppid == parent:
+                    todo.append(pid)
+                    with contextlib.suppress(OSError):
+                        title = (folder / "cmdline").read_bytes()  # empty once the process is exiting
+                        kind = "ray_workers_cpu_s" if title.startswith(b"ray::") else "ray_daemons_cpu_s"
+                        self.last[pid] = (self.last[pid][0] if not title and pid in self.last else kind, seconds)
+
+    def stop(self) -> dict[str, float]:
+        self.done.set()
+        self.join()
+        self.sample()
+        out = {"ray_daemons_cpu_s": 0.0, "ray_workers_cpu_s": 0.0}
+        for kind, seconds in self.last.values():
+            out[kind] += seconds
+        return out
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -245,6 +281,9 @@ DRIVER_SPANS = {
     ("ray.tune.execution.tune_controller", "TuneController.save_to_dir"): "Tune experiment-state snapshot",
     ("ray.tune.search.optuna", "OptunaSearch.save"): "snapshot part: pickling the Optuna searcher",
     ("clutune.platform.engine", "compact"): "results.parquet compaction",
+    ("clutune.platform.sweep", "publish_sweep"): "figures: publish_sweep (all of it)",
+    ("clutune.platform.publish", "run_plots"): "figures: per-run plots (matplotlib)",
+    ("clutune.platform.publish", "optuna_html"): "figures: Optuna HTML views",
     ("clutune.platform.sweep", "_summarize"): "summary: tables, plot, MLflow artifacts",
     ("ray", "shutdown"): "Ray shutdown",
 }
@@ -375,33 +414,48 @@ def report(
     lines = [
         f"`{' '.join(['python', *sys.argv])}`",
         "",
-        f"{setting['machine']}; config {args.config}, method {METHOD}, {args.trials} trials of about "
+        f"{setting['machine']}, {setting['load_end']} at the end; config {args.config}, method {METHOD}, "
+        f"{args.trials} trials of about "
         f"{setting['trial_seconds']:.0f} s each (pool wall x width / trials; one thread per trial), "
         f"sweep.checkpoint_every {setting['checkpoint_every']}, MLflow on sqlite, ASHA off, oracles cached before "
         "timing.",
         "",
-        f"| concurrency | sweep wall (s) | pool wall (s) | sweep / pool | (sweep + {setting['sweep_import_s']:.1f} s "
-        "of imports) / pool | objectives equal (max diff) | sweep driver CPU (s) | Ray daemons CPU (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| concurrency | pair | sweep wall (s) | pool wall (s) | sweep / pool | "
+        f"(sweep + {setting['sweep_import_s']:.1f} s of imports) / pool | objectives equal (max diff) | "
+        "CPU s: sweep (driver + Ray's processes) "
+        "| CPU s: pool | CPU sweep / pool |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         with_imports = (row["sweep_s"] + setting["sweep_import_s"]) / row["pool_s"]
         lines.append(
-            f"| {row['concurrency']} | {row['sweep_s']:.1f} | {row['pool_s']:.1f} | **{row['ratio']:.2f}** | "
-            f"{with_imports:.2f} | yes ({row['max_diff']:.1g}) | {row['driver_cpu_s']:.1f} | "
-            f"{row['ray_daemons_cpu_s']:.1f} |"
+            f"| {row['concurrency']} | {row['repeat'] + 1} | {row['sweep_s']:.1f} | {row['pool_s']:.1f} | "
+            f"**{row['ratio']:.2f}** | "
+            f"{with_imports:.2f} | yes ({row['max_diff']:.1g}) | {row['sweep_cpu_s']:.1f} ({row['driver_cpu_s']:.1f} "
+            f"+ {row['ray_daemons_cpu_s'] + row['ray_workers_cpu_s']:.1f}) | {row['pool_cpu_s']:.1f} | "
+            f"{row['cpu_ratio']:.2f} |"
         )
+    lines += ["", "Per concurrency, all pairs together (sum of sweep walls / sum of pool walls):", ""]
+    for width, ratio in totals(rows).items():
+        lines.append(f"- concurrency {width}: **{ratio:.3f}**")
     if prof is not None:
         lines += [
             "",
-            f"Profile (the sweep once more at concurrency 1, timers on; wall {prof['wall']:.1f} s, driver CPU "
-            f"{prof['driver_cpu_s']:.1f} s, Ray daemons CPU {prof['ray_daemons_cpu_s']:.1f} s). Seconds per trial:",
+            f"Profile (the sweep once more at concurrency 1, timers on; wall {prof['wall']:.1f} s; CPU s: driver "
+            f"{prof['driver_cpu_s']:.1f}, Ray's processes {prof['ray_daemons_cpu_s']:.1f}, Ray workers "
+            f"{prof['ray_workers_cpu_s']:.1f}). Seconds per trial:",
             "",
             "| where | step | calls | s per trial |",
             "|---|---|---|---|",
         ]
         lines += [f"| {r['where']} | {r['step']} | {r['calls']} | {r['per_trial']:.3f} |" for r in prof["steps"]]
     return lines
+
+
+def totals(rows: list[dict[str, Any]]) -> dict[int, float]:
+    """Sweep ÷ pool per concurrency over every pair: the figure the goal (at most 1.10) is read against."""
+    frame = pd.DataFrame(rows).groupby("concurrency")[["sweep_s", "pool_s"]].sum()
+    return {int(width): float(row["sweep_s"] / row["pool_s"]) for width, row in frame.iterrows()}
 
 
 def sweep_import_seconds() -> float:
@@ -426,30 +480,39 @@ def warm_oracles(config: Config) -> None:
 
 
 def measure(args: argparse.Namespace, config_path: str, base: list[str], tmp: str) -> list[dict[str, Any]]:
-    """Per concurrency, the sweep and the pool back to back (sweep first, then alternating sides), and the check
-    that both did the same work. The first sweep's trials are the ones every pool runs."""
+    """Per concurrency and repeat, the sweep and the pool back to back (sides alternate from one pair to the
+    next, so a drift in the machine's speed favours neither), and the check that both did the same work. The
+    first sweep's trials are the ones every pool runs."""
     config = load_config(config_path, base)
     config.threads = 1  # a trial with sweep.trial_resources.cpu = 1 runs on one thread
     fixed = bare_overrides(args.sets)  # bare --set hyperparameters: the sweep fixes them for every trial
     rows: list[dict[str, Any]] = []
     trials: list[dict[str, Any]] = []
     keys: list[str] = []
-    for i, width in enumerate(int(c) for c in args.concurrency.split(",")):
-        uri = _mlflow_db(f"{tmp}/mlflow-{width}.db")
-        sets = [*base, f"sweep.storage_path={tmp}/sweeps-{width}"]
-        measured: dict[str, Any] = {"concurrency": width}
-        for side in ("sweep", "pool") if i % 2 == 0 else ("pool", "sweep"):
-            if side == "sweep":
-                measured["sweep_s"], table, cpu = run_timed_sweep(config_path, sets, args.trials, width, uri)
-                measured.update(cpu)
-                keys = keys or [c for c in table.columns if c not in TABLE_COLUMNS and not c.startswith(STATS)]
-                trials = trials or trial_params(table, keys)
-            else:
-                measured["pool_s"], objectives = run_pool(config, [{**fixed, **t} for t in trials], width)
-        measured["max_diff"] = check_same_work(table, keys, trials, objectives)
-        measured["ratio"] = measured["sweep_s"] / measured["pool_s"]
-        print(measured, flush=True)
-        rows.append(measured)
+    pair = 0
+    for width in (int(c) for c in args.concurrency.split(",")):
+        for repeat in range(args.repeats):
+            uri = _mlflow_db(f"{tmp}/mlflow-{width}-{repeat}.db")
+            sets = [*base, f"sweep.storage_path={tmp}/sweeps-{width}-{repeat}"]
+            measured: dict[str, Any] = {"concurrency": width, "repeat": repeat}
+            for side in ("sweep", "pool") if pair % 2 == 0 else ("pool", "sweep"):
+                if side == "sweep":
+                    measured["sweep_s"], table, cpu = run_timed_sweep(config_path, sets, args.trials, width, uri)
+                    measured.update(cpu)
+                    keys = keys or [c for c in table.columns if c not in TABLE_COLUMNS and not c.startswith(STATS)]
+                    trials = trials or trial_params(table, keys)
+                else:
+                    measured["pool_s"], objectives, measured["pool_cpu_s"] = run_pool(
+                        config, [{**fixed, **t} for t in trials], width
+                    )
+            pair += 1
+            measured["max_diff"] = check_same_work(table, keys, trials, objectives)
+            measured["ratio"] = measured["sweep_s"] / measured["pool_s"]
+            parts = ("driver_cpu_s", "ray_daemons_cpu_s", "ray_workers_cpu_s")
+            measured["sweep_cpu_s"] = sum(measured[k] for k in parts)
+            measured["cpu_ratio"] = measured["sweep_cpu_s"] / measured["pool_cpu_s"]
+            print(measured, flush=True)
+            rows.append(measured)
     return rows
 
 
@@ -462,6 +525,7 @@ def main() -> None:
     parser.add_argument("--config", default="mnist1d-agnostic-class")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--concurrency", default="1,2")
+    parser.add_argument("--repeats", type=int, default=2, help="sweep/pool pairs per concurrency")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile pass")
     parser.add_argument("--out", default="bench/results/sweep_overhead.md")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra config overrides")
@@ -483,12 +547,20 @@ def main() -> None:
             prof = profile(config_path, sets, args.trials, _mlflow_db(f"{tmp}/mlflow-profile.db"), Path(tmp) / "spans")
     setting = {
         "machine": host,
+        "load_end": "load " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
         "sweep_import_s": sweep_import_seconds(),
         "checkpoint_every": load_config(config_path, base).sweep.checkpoint_every,
         "trial_seconds": rows[0]["pool_s"] * rows[0]["concurrency"] / args.trials,
     }
     write_table(report(args, rows, prof, setting), out)
-    payload = {"command": sys.argv, "config": args.config, "trials": args.trials, **setting, "rows": rows}
+    payload = {
+        "command": sys.argv,
+        "config": args.config,
+        "trials": args.trials,
+        **setting,
+        "rows": rows,
+        "ratio_per_concurrency": totals(rows),
+    }
     out.with_suffix(".json").write_text(json.dumps({**payload, "profile": prof}, indent=1) + "\n")
 
 

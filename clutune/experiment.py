@@ -7,6 +7,8 @@ metrics and result rows. The CLI, ``clutune compare`` and the Tune trainable all
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import os
 import time
@@ -93,6 +95,18 @@ def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
     effective_precision(config.compute.precision, device)  # warns now, before any work, if bf16 cannot apply
     recipe = OracleRecipe.from_config(config.oracle, asdict(config.model), config.compute)
     return Prepared(config, dataset.to(device), scenario, recipe, OracleCache(config.oracle.cache_dir), device)
+
+
+def prepare_in_worker(config: dict[str, Any]) -> Prepared:
+    """``prepare`` once per worker process and config. Ray reuses a worker for the next trial (Tune's
+    ``reuse_actors``) or the next oracle task of the same command, and loading the data and building the
+    scenario again would cost each of them. The result is shared: callers must not change it."""
+    return _prepare_json(json.dumps(config, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=1)  # one entry: a worker serves one command at a time, and a dataset can be large
+def _prepare_json(config_json: str) -> Prepared:
+    return prepare(from_dict(Config, json.loads(config_json)))
 
 
 def oracle_for(prep: Prepared, k: int) -> OracleOutputs | None:
@@ -367,4 +381,13 @@ def run_experiment(
     return ExperimentRun(prep, method, hparams, seed, run_id, predictions_dir=predictions_dir).run(on_row)
 
 
-__all__ = ["ExperimentRun", "Prepared", "prepare", "run_experiment", "method_hparams", "oracle_for", "resolve_device"]
+__all__ = [
+    "ExperimentRun",
+    "Prepared",
+    "prepare",
+    "prepare_in_worker",
+    "run_experiment",
+    "method_hparams",
+    "oracle_for",
+    "resolve_device",
+]

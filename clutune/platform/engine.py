@@ -3,28 +3,34 @@
 Each command describes what to run (a searcher that samples hyperparameters, or a fixed grid of (method,
 seed) pairs) and the engine does the rest the same way for all of them: oracles planned and trained once as
 Ray tasks, the Tune trainable with per-request reports and checkpoints, resume after a killed driver, the
-MLflow parent/child record (written by the driver only), results appended per request and compacted at the
-end, and progress with an estimate of the time left.
+MLflow parent/child record (written by the driver only, on one background thread), results appended per
+request and compacted at the end, each trial's figures drawn as it ends, and progress with an estimate of the
+time left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback
 
 from clutune import storage
 from clutune.config import Config
 from clutune.experiment import Prepared
 from clutune.platform.oracle_pool import OraclePlan, plan_oracles, submit_oracles
+from clutune.platform.publish import publish_runs
 from clutune.platform.tracking import SweepTracker
-from clutune.results import ResultStream, compact
+from clutune.results import ResultStream, compact, dedupe, read_parts
 from clutune.trainables import clu_trainable
 
 
@@ -96,6 +102,33 @@ class Grid:
     max_failures: int = 1
 
 
+class RecordWriter:
+    """The driver's records (results stream, MLflow) written in order on one background thread.
+
+    A trial waits in ``tune.report`` until the driver has handled its result, so a write made there would sit on
+    every request's critical path. Writes queue here instead and are drained, their errors re-raised, whenever
+    Tune snapshots the experiment (``EngineCallback.get_state``) and when the grid ends: a resumed run continues
+    from the last snapshot, so every request it will not repeat is on record by then."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clutune-records")
+        self.pending: list[Future] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.pending.append(self.pool.submit(fn, *args))
+
+    def drain(self) -> None:
+        pending, self.pending = self.pending, []
+        for future in pending:
+            future.result()
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        finally:
+            self.pool.shutdown()
+
+
 class EngineCallback(tune.Callback):
     """Driver side of every trial event: results stream, MLflow child runs, progress with time left."""
 
@@ -108,7 +141,10 @@ class EngineCallback(tune.Callback):
         self.total_trials = total_trials
         self.log = log
         self.stream = ResultStream(grid.out)
+        self.writer = RecordWriter()  # the only user of stream and tracker until the grid ends
         self.objective = f"objective_{grid.context['objectives'][0]}"
+        self.started: set[str] = set()  # trials whose MLflow child this driver has opened (or reopened)
+        self.drawn: set[str] = set()  # trials whose per-run figures this driver has drawn and attached
         self.done = 0
         self.requests_seen = 0
         self.t0 = time.perf_counter()
@@ -119,19 +155,27 @@ class EngineCallback(tune.Callback):
         # files do not belong there. A resumed run installs a fresh callback.
         return {}
 
-    def _ensure(self, trial: Any) -> None:
+    def get_state(self) -> None:
+        """Tune is about to snapshot the experiment: every record queued so far must be written first."""
+        self.writer.drain()
+
+    def _open(self, trial: Any) -> None:
+        """Create the trial's child run, or mark a known one RUNNING again (a resumed or restarted trial)."""
         params = {k: trial.config[k] for k in self.grid.param_keys if k in trial.config}
-        self.tracker.child(trial.trial_id, str(trial), params, self.grid.role)
+        self.writer.submit(self.tracker.child, trial.trial_id, str(trial), params, self.grid.role)
+        self.started.add(trial.trial_id)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ensure(trial)
+        self._open(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._ensure(trial)
+        # Once per trial and driver, not per result: reopening a run that is already RUNNING is an MLflow write.
+        if trial.trial_id not in self.started:
+            self._open(trial)
         rows = result.pop("rows", [])
-        self.stream.append(trial.trial_id, rows)
+        self.writer.submit(self.stream.append, trial.trial_id, rows)
         if "diverged" not in result:
-            self.tracker.log_request(trial.trial_id, result)
+            self.writer.submit(self.tracker.log_request, trial.trial_id, dict(result))
         self.requests_seen += 1
         self._progress(trial, result)
 
@@ -151,12 +195,9 @@ class EngineCallback(tune.Callback):
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.stream.close(trial.trial_id)
         last = trial.last_result or {}
         diverged = bool(last.get("diverged"))
-        if diverged:
-            self.tracker.client.set_tag(self.tracker.children[trial.trial_id], "clutune.diverged", last.get("error"))
-        self.tracker.end_child(trial.trial_id, "FAILED" if diverged else "FINISHED")
+        self.writer.submit(self._end, trial.trial_id, diverged, last.get("error"))
         self.done += 1
         steps = last.get("requests_done", 0)
         how = "finished" if steps == self.n_requests else f"stopped by ASHA after {steps} requests"
@@ -164,8 +205,33 @@ class EngineCallback(tune.Callback):
             how = f"diverged at request {last.get('request')}"
         self.log(f"trial {trial.trial_id} {how} ({self.done} done): {self.objective}={last.get(self.objective)}")
 
+    def _end(self, trial_id: str, diverged: bool, error: str | None) -> None:
+        """On the writer thread: close the trial's stream part, draw its figures, close its child run (FAILED
+        with the divergence)."""
+        self.stream.close(trial_id)
+        self._draw(trial_id, pd.DataFrame(dedupe(read_parts(self.grid.out, trial_id))))
+        if diverged:
+            self.tracker.client.set_tag(self.tracker.children[trial_id], "clutune.diverged", error)
+        self.tracker.end_child(trial_id, "FAILED" if diverged else "FINISHED")
+
+    def _draw(self, trial_id: str, rows: pd.DataFrame) -> None:
+        """Per-run figures as soon as a trial ends: drawn here they overlap the trials still running, where at
+        the end of the grid they would all wait in line on the driver."""
+        if len(rows):
+            publish_runs(self.tracker, self.grid.out, rows)
+        self.drawn.add(trial_id)
+
+    def draw_remaining(self, rows: list[dict[str, Any]]) -> None:
+        """Figures of the trials this driver did not see end: those finished before a resume, or failed."""
+        frame = pd.DataFrame(rows)
+        if "trial_id" not in frame:
+            return
+        for trial_id, trial_rows in frame.groupby("trial_id", sort=True):
+            if trial_id not in self.drawn:
+                self._draw(str(trial_id), trial_rows)
+
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.tracker.end_child(trial.trial_id, "FAILED")
+        self.writer.submit(self.tracker.end_child, trial.trial_id, "FAILED")
         self.log(f"trial {trial.trial_id} failed: {trial.error_file}")
 
 
@@ -175,10 +241,14 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
     trainable = tune.with_resources(tune.with_parameters(clu_trainable, context=grid.context), grid.resources)
     total = grid_size(grid.param_space) if grid.param_space is not None else grid.num_samples
     callback = EngineCallback(grid, tracker, len(prep.scenario), total, log)
+    callbacks = [callback, CSVLoggerCallback()]
+    # Tune would add its JSON and TensorBoard loggers too: per result, on the trial's critical path, files that
+    # repeat what MLflow and results.parquet hold. progress.csv (the cheapest) stays, for Tune's own result grid.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if resume and tune.Tuner.can_restore(folder):
         log(f"resuming {folder}")
         tuner = tune.Tuner.restore(folder, trainable, resume_unfinished=True, resume_errored=True)
-        tuner._local_tuner._run_config.callbacks = [callback]  # callbacks are not part of the saved state
+        tuner._local_tuner._run_config.callbacks = callbacks  # callbacks are not part of the saved state
     else:
         tuner = tune.Tuner(
             trainable,
@@ -193,17 +263,22 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
             run_config=tune.RunConfig(
                 name=grid.name,
                 storage_path=grid.storage_path,
-                callbacks=[callback],
+                callbacks=callbacks,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=grid.max_failures),
                 verbose=0,
             ),
         )
     try:
-        return tuner.fit()
+        results = tuner.fit()
     finally:
-        callback.stream.close()
-        compact(grid.out)
+        try:
+            callback.writer.close()
+        finally:
+            callback.stream.close()
+            rows = compact(grid.out)
+    callback.draw_remaining(rows)
+    return results
 
 
 def grid_size(param_space: dict[str, Any]) -> int:

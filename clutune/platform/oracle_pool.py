@@ -14,10 +14,8 @@ from typing import Any
 import ray
 import torch
 
-from clutune.config import Config
-from clutune.experiment import Prepared, prepare
+from clutune.experiment import Prepared, prepare_in_worker
 from clutune.oracle import OracleOutputs, get_oracle, oracle_key, oracle_requests
-from clutune.typed import from_dict
 
 
 @dataclass
@@ -57,7 +55,7 @@ def plan_oracles(prep: Prepared) -> OraclePlan:
 @ray.remote(max_retries=2)
 def _oracle_task(config: dict[str, Any], owned_ids: torch.Tensor) -> OracleOutputs:
     """Runs on any worker: builds the data there, trains (or finds) the oracle, stores it, returns outputs."""
-    prep = prepare(from_dict(Config, config))
+    prep = prepare_in_worker(config)
     oracle = prep.config.oracle
     return get_oracle(prep.dataset, owned_ids, prep.recipe, oracle.seed, prep.cache, oracle.keep_weights)
 

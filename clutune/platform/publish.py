@@ -1,7 +1,8 @@
-"""After a command's work is on disk: draw its figures into ``<folder>/plots`` and attach them to its MLflow runs.
+"""Once rows are on disk: draw figures into ``<folder>/plots`` and attach them to the MLflow runs.
 
-Figures come from results.parquet after the grid finishes (never from inside a trial), so the trainables stay
-free of plotting and a folder can be redrawn and re-attached any time (``clutune sync`` does).
+Figures come from written rows on the driver (never from inside a trial), so the trainables stay free of
+plotting and a folder can be redrawn and re-attached any time (``clutune sync`` does). The engine draws a
+trial's per-run figures as soon as the trial ends; the figures over a whole grid come after it.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def publish_runs(tracker: SweepTracker, folder: Path, rows: pd.DataFrame) -> lis
 
 
 def publish_grid(tracker: SweepTracker, folder: Path, rows: pd.DataFrame, title: str) -> list[Path]:
-    """compare / study: per-run figures on the children, per-method curves on the parent."""
-    written = publish_runs(tracker, folder, rows)
+    """compare / study: per-method curves on the parent (the engine drew the per-run figures as trials ended)."""
+    written = []
     for path in method_plots(rows, Path(folder) / "plots", title):
         tracker.log_artifact(None, path, "plots")
         written.append(path)
@@ -76,12 +77,10 @@ def best_trials_markdown(trials: pd.DataFrame, columns: list[str], top: int = 10
 def publish_sweep(
     tracker: SweepTracker, sweep_dir: Path, storage: Any, study_name: str, trials: pd.DataFrame, columns: list[str]
 ) -> list[Path]:
-    """sweep: per-run figures on the children; Optuna's HTML views and the best-trials table on the parent."""
+    """sweep: Optuna's HTML views and the best-trials table on the parent (the engine drew the per-run figures
+    as trials ended)."""
     sweep_dir = Path(sweep_dir)
     written = []
-    results = sweep_dir / "results.parquet"
-    if results.exists():
-        written += publish_runs(tracker, sweep_dir, pd.read_parquet(results))
     for path in optuna_html(study_storage(sweep_dir, storage), study_name, sweep_dir / "plots"):
         tracker.log_artifact(None, path, "plots")
         written.append(path)

@@ -25,9 +25,7 @@ import torch
 from ray import tune
 
 from clutune.clu.runner import Diverged
-from clutune.config import Config
-from clutune.experiment import ExperimentRun, method_hparams, prepare
-from clutune.typed import from_dict
+from clutune.experiment import ExperimentRun, method_hparams, prepare_in_worker
 
 STATE_FILE = "state.pt"
 
@@ -98,10 +96,9 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
     """``params``: the trial's hyperparameters (sweep) or its method and seed (grid). ``context``: config dict,
     default method and seeds, per-request oracle refs (None: no oracle), objectives, robust kappa, fixed
     hyperparameters per method, checkpoint_every."""
-    config = from_dict(Config, context["config"])
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
-    config.threads = max(1, int(cpus))
-    prep = prepare(config)
+    prep = prepare_in_worker({**context["config"], "threads": max(1, int(cpus))})
+    config = prep.config
     method, seeds, overrides = _trial_setup(params, context)
     hparams = method_hparams(config, method, config.dataset.name, overrides)
     refs: list[ray.ObjectRef | None] = context["oracle_refs"]
