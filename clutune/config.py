@@ -103,6 +103,9 @@ class GenerateConfig:
 
     n_requests: int = 100  # the stream length, exactly
     learn_chunk: int = 32  # new samples per learn request
+    # Request 0 learns this many never-seen samples across every class (a base set, as a deployed model starts
+    # from); 0: request 0 is an ordinary learn of learn_chunk.
+    first_learn: int = 0
     learn_classes: str = "task"  # task: a chunk from one task's classes, tasks in round-robin; all: any class
     unlearn_ratio: float = 0.3  # share of unlearn requests (the first request is always a learn)
     # Relative weights of the unlearn kinds: task (what is still owned of one task), class (one class across
@@ -119,6 +122,8 @@ class GenerateConfig:
         for name in ("n_requests", "learn_chunk"):
             if getattr(self, name) < 1:
                 raise UserError(f"config key '{prefix}.{name}': must be at least 1")
+        if self.first_learn < 0:
+            raise UserError(f"config key '{prefix}.first_learn': must be >= 0 (0: an ordinary first learn)")
         if self.learn_classes not in self.LEARN_CLASSES:
             raise UserError(f"config key '{prefix}.learn_classes': expected task or all, got {self.learn_classes!r}")
         if not 0 <= self.unlearn_ratio < 1:

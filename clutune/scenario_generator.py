@@ -6,9 +6,10 @@ resolves and validates it exactly as strictly as any other stream.
 
 Rules:
 
-- request 0 is a learn; after that a seeded coin makes each request an unlearn with probability
-  ``unlearn_ratio``, but an unlearn needs something owned (else the request is a learn) and a learn needs a
-  class it may draw from (else, with something owned, the request is an unlearn);
+- request 0 is a learn (of ``first_learn`` ids across every learnable class when that is set: a base set, so a
+  long stream can start near the owned-set size it keeps); after that a seeded coin makes each request an
+  unlearn with probability ``unlearn_ratio``, but an unlearn needs something owned (else the request is a
+  learn) and a learn needs a class it may draw from (else, with something owned, the request is an unlearn);
 - a learn takes ``learn_chunk`` ids never learned before, uniformly from the never-seen ids of one task's
   classes (``learn_classes: task``, tasks in round-robin order) or of every task's classes (``all``); unlearned
   ids therefore never come back, and a class unlearned by a task or class unlearn may only come back as new ids,
@@ -77,11 +78,11 @@ def generate_requests(
                 return classes
         return None
 
-    def learn(index: int, classes: list[int]) -> dict[str, Any]:
+    def learn(index: int, classes: list[int], chunk: int) -> dict[str, Any]:
         avail = np.array([len(pools[c]) - used[c] for c in classes], dtype=np.int64)
-        if avail.sum() < gen.learn_chunk:
-            raise UserError(_exhausted(gen, index, classes, int(avail.sum()), y, task_classes, planned_learns))
-        counts = rng.multivariate_hypergeometric(avail, gen.learn_chunk)
+        if avail.sum() < chunk:
+            raise UserError(_exhausted(gen, index, classes, chunk, int(avail.sum()), y, task_classes, planned_learns))
+        counts = rng.multivariate_hypergeometric(avail, chunk)
         parts = []
         for c, k in zip(classes, counts.tolist(), strict=True):
             parts.append(pools[c][used[c] : used[c] + k])
@@ -117,13 +118,16 @@ def generate_requests(
 
     out: list[dict[str, Any]] = []
     for index in range(gen.n_requests):
+        if index == 0 and gen.first_learn:
+            out.append(learn(index, [c for cs in task_classes for c in cs], gen.first_learn))
+            continue
         has_owned = bool(owned_per_class.sum() > 0)
         if coins[index] and has_owned and weights.sum() > 0:
             out.append(unlearn(index))
             continue
         classes = learn_classes(index)
         if classes is not None:
-            out.append(learn(index, classes))
+            out.append(learn(index, classes, gen.learn_chunk))
         elif has_owned and weights.sum() > 0:
             out.append(unlearn(index))
         else:
@@ -138,23 +142,27 @@ def _exhausted(
     gen: GenerateConfig,
     index: int,
     classes: list[int],
+    chunk: int,
     left: int,
     y: np.ndarray,
     task_classes: list[list[int]],
     planned_learns: int,
 ) -> str:
-    need = planned_learns * gen.learn_chunk
+    need = planned_learns * gen.learn_chunk + (gen.first_learn - gen.learn_chunk if gen.first_learn else 0)
+    key = "first_learn" if index == 0 and gen.first_learn else "learn_chunk"
     n_in_tasks = int(np.isin(y, [c for cs in task_classes for c in cs]).sum())
-    if gen.learn_classes == "task":
+    if key == "first_learn":
+        scope = "every class"
+    elif gen.learn_classes == "task":
         per_task = math.ceil(planned_learns / len(task_classes)) * gen.learn_chunk
         scope = f"the task of classes {classes}, visited round-robin, needs about {per_task} of them"
     else:
         scope = f"classes {classes}"
     return (
-        f"config key '{_KEY}.learn_chunk': request {index} (learn) needs {gen.learn_chunk} never-learned samples "
+        f"config key '{_KEY}.{key}': request {index} (learn) needs {chunk} never-learned samples "
         f"but only {left} are left of {scope}; the stream needs about {need} training samples "
         f"({planned_learns} learns x {gen.learn_chunk}) and the training set has {n_in_tasks}: raise "
-        f"dataset.samples (mnist1d; 80% of it is training data) or lower {_KEY}.learn_chunk"
+        f"dataset.samples (mnist1d; 80% of it is training data) or lower {_KEY}.{key}"
     )
 
 

@@ -84,6 +84,7 @@ settings_strategy = st.builds(
     GenerateConfig,
     n_requests=st.integers(1, 40),
     learn_chunk=st.integers(1, 12),
+    first_learn=st.sampled_from([0, 0, 5, 60]),
     learn_classes=st.sampled_from(["task", "all"]),
     unlearn_ratio=st.floats(0.0, 0.8),
     unlearn_mix=st.fixed_dictionaries(
@@ -104,7 +105,7 @@ def test_generated_stream_properties(gen: GenerateConfig, digits_labels: torch.T
     except UserError as e:  # only the documented refusals: pool exhausted, or nothing left to learn
         msg = str(e)
         assert "\n" not in msg and msg.startswith("config key 'scenario.generate.")
-        assert "learn_chunk" in msg or "relearn" in msg
+        assert "learn_chunk" in msg or "first_learn" in msg or "relearn" in msg
         return
     assert len(requests) == gen.n_requests
     assert kinds_of(requests)[0] == "learn"
@@ -118,10 +119,11 @@ def test_generated_stream_properties(gen: GenerateConfig, digits_labels: torch.T
         if kind == "learn":
             assert not ids & ever_learned, "a learn brings back an id learned before"
             assert not ids & ever_unlearned, "an unlearned id came back"
-            assert len(ids) == gen.learn_chunk
+            first = k == 0 and gen.first_learn > 0  # the base set: across every class
+            assert len(ids) == (gen.first_learn if first else gen.learn_chunk)
             classes = {int(labels[i]) for i in ids}
             assert not classes & blocked, "relearn false, yet an unlearned class came back"
-            if gen.learn_classes == "task":
+            if gen.learn_classes == "task" and not first:
                 assert len({c // 2 for c in classes}) == 1
             ever_learned |= ids
             owned |= ids
