@@ -121,7 +121,7 @@ def _finish_run(tracker, out: Path, rows: list[dict]) -> None:  # tracker: Sweep
         print(f"MLflow run {tracker.parent_id} in {tracker.uri}")
 
 
-# Ray on loopback only, no token file in the home folder, no usage reporting, trials keep the driver's cwd.
+# A local Ray on loopback only, no token file in the home folder, no usage reporting, trials keep the driver's cwd.
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "disabled",
@@ -132,9 +132,13 @@ RAY_ENV = {
 }
 
 
-def set_ray_env() -> None:
+def set_ray_env(address: str | None = None) -> None:
+    """A driver that joins a cluster (``--address``, or ``RAY_ADDRESS`` as in a Ray job) keeps Ray's own node
+    addressing: on loopback it could not find its node among the cluster's, which have the machines' addresses."""
+    joining = bool(address or os.environ.get("RAY_ADDRESS"))
     for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
+        if not (joining and key == "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+            os.environ.setdefault(key, value)
 
 
 def _fmt(value: object) -> str:
@@ -142,7 +146,7 @@ def _fmt(value: object) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    set_ray_env()
+    set_ray_env(args.address)
     from clutune.platform.sweep import run_sweep
 
     summary = run_sweep(
@@ -179,7 +183,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    set_ray_env()
+    set_ray_env(args.address)
     from clutune.platform.compare import format_table, run_compare
 
     methods, seeds = _methods_and_seeds(args)
@@ -224,7 +228,7 @@ def _methods_and_seeds(args: argparse.Namespace) -> tuple[list[str], list[int]]:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    set_ray_env()
+    set_ray_env(args.address)
     from clutune.platform.study import run_study
 
     methods, seeds = _methods_and_seeds(args)
@@ -320,7 +324,7 @@ def _prune_oracles(cache, max_age_s: float | None, max_bytes: int | None) -> Non
 
 def _train_oracles(config, address: str | None, num_cpus: int | None) -> None:  # config: Config
     """Only the oracles ``oracle.policy`` needs; the missing ones train in parallel on Ray."""
-    set_ray_env()
+    set_ray_env(address)
     from clutune.experiment import prepare
     from clutune.platform.engine import absolutize, ensure_ray
     from clutune.platform.oracle_pool import plan_oracles, submit_oracles
