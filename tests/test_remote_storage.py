@@ -1,0 +1,142 @@
+"""Sweeps on an object store: a real S3-compatible server (moto's standalone server on 127.0.0.1) holds the Tune
+experiment, results.parquet and the oracle cache, all written through pyarrow.fs; a second sweep on the same
+scenario finds every oracle there and trains none. Bad locations are refused with one line before any work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+from local_cluster import free_port
+
+from clutune.cli import main
+from clutune.oracle import OracleCache
+
+CLUTUNE = str(Path(sys.executable).parent / "clutune")
+SCENARIO = """
+name: tiny-s3
+dataset: {name: digits}
+model: {name: mlp, hidden: [32]}
+oracle: {epochs: 3}
+sweep: {asha: false}
+scenario:
+  requests:
+    - learn: {task: 0}
+    - learn: {task: 1}
+    - unlearn: {classes: [1]}
+    - learn: {task: 2}
+"""
+FAST = ["epochs_per_learn=1", "iters_per_unlearn=10", "buffer_size=50"]
+
+
+@pytest.fixture
+def s3(tmp_path, monkeypatch):
+    """moto's S3 server on a free loopback port with one bucket; the standard AWS variables point at it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", allow_bucket_creation=True)
+        fs.create_dir("clutune")
+        yield {"fs": fs, "env": env}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _sweep(config: Path, storage: str, cwd: Path, env: dict[str, str], trials: int) -> subprocess.CompletedProcess:
+    cmd = [CLUTUNE, "sweep", "--config", str(config), "--method", "ugclu", "--trials", str(trials), "--num-cpus", "2"]
+    cmd += ["--set", f"sweep.storage_path={storage}", "--set", "oracle.cache_dir=s3://clutune/oracles"]
+    cmd += [a for s in FAST for a in ("--set", s)] + ["--tracking-uri", f"sqlite:///{cwd / 'mlflow.db'}"]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_sweep_on_s3_stores_everything_there_and_a_second_trains_no_oracle(s3, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(SCENARIO)
+    home = tmp_path / "home"  # the driver's local working copy of the remote sweep folder lives under HOME
+    env = {**os.environ, **s3["env"], "HOME": str(home)}
+    first = _sweep(config, "s3://clutune/sweeps", tmp_path, env, trials=2)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "oracles: 4 trained, 0 from cache" in first.stdout
+
+    fs = s3["fs"]
+    folder = "clutune/sweeps/tiny-s3-ugclu"
+    names = {info.base_name for info in fs.get_file_info(pafs.FileSelector(folder))}
+    assert {"results.parquet", "trials.csv", "tuner.pkl", "optuna-journal.log", "mlflow-record"} <= names, names
+    rows = pq.read_table(f"{folder}/results.parquet", filesystem=fs).to_pylist()
+    assert len(rows) == 2 * 4 and len({r["trial_id"] for r in rows}) == 2
+    checkpoints = fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+    assert any(info.base_name == "state.pt" for info in checkpoints)  # trial checkpoints went to S3 too
+    cache = OracleCache("s3://clutune/oracles")
+    assert len(cache.entries()) == 4 and not list((tmp_path / "oracles").glob("*"))
+    assert all(cache.load(e.key) is not None for e in cache.entries())
+
+    second = _sweep(config, "s3://clutune/sweeps2", tmp_path, env, trials=1)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "oracles: 0 trained, 4 from cache" in second.stdout
+    assert fs.get_file_info("clutune/sweeps2/tiny-s3-ugclu/results.parquet").type == pafs.FileType.File
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("sweep.storage_path", "ftp://host/sweeps", "unsupported URI scheme ftp://"),
+        ("oracle.cache_dir", "hdfs://namenode/oracles", "unsupported URI scheme hdfs://"),
+        ("sweep.storage_path", "s3:///no-bucket", "names no bucket"),
+    ],
+)
+def test_an_unsupported_location_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, key, value, message):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(SCENARIO)
+    argv = ["sweep", "--config", str(config), "--method", "ugclu", "--trials", "1", "--set", f"{key}={value}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("clutune: error: ") and message in err and "\n" not in err
+    assert list(tmp_path.iterdir()) == [config]  # nothing written, no Ray started
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        (f"127.0.0.1:{free_port()}", "no Ray cluster answers at 127.0.0.1:"),
+        ("http://127.0.0.1:8265", "dashboard address"),
+    ],
+)
+def test_an_unreachable_address_is_one_line_before_any_work(tmp_path, address, message):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(SCENARIO)
+    cmd = [CLUTUNE, "sweep", "--config", str(config), "--method", "ugclu", "--trials", "1", "--address", address]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().startswith("clutune: error: --address") and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert time.perf_counter() - t0 < 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
