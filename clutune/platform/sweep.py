@@ -242,8 +242,9 @@ def _trial_table(grid: Any, space_keys: list[str], objectives: list[str]) -> pd.
         for m in objectives:
             for prefix in ("objective", "mean", "std"):
                 row[f"{prefix}_{m}"] = metrics.get(f"{prefix}_{m}", math.nan)
+        config = result.config or {}  # None for a trial that errored before its first report
         for k in space_keys:
-            row[k] = result.config.get(k)
+            row[k] = config.get(k)
         trials.append(row)
     return pd.DataFrame(trials)
 
