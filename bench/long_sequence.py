@@ -5,6 +5,8 @@
   medians over the first 40 requests against the last 40 of the method's seconds, of its seconds per 1,000
   sample passes (a method's own work per request grows while its buffer fills and the owned set grows), of
   the evaluation's seconds (step_seconds - seconds) and of the resident memory.
+- both: the numbers README's findings quote (KL to the oracle per quarter, plasticity, diagnostics at the start
+  and the end).
 - mnist1d: `mnist1d-long-1000` (1,000 requests), ugclu, er and finetune, one seed, oracle policy every_k
   (`--every`, default 100: 10 exact oracles, 5 of them in the last half so the KL drift has a slope).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -56,6 +59,34 @@ def flatness(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+DIAGNOSTICS = ("dead_units", "weight_magnitude", "effective_rank")
+
+
+def findings(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per method: the request mean, per-quarter medians and maximum of the KL to the oracle (rows with an oracle
+    only), plasticity next to the oracle's on learn requests, and each diagnostic over the first and the last 5%
+    of the stream: the numbers README's findings quote."""
+    out = []
+    n = int(rows["request"].max()) + 1
+    for method, frame in rows.groupby("method"):
+        frame = frame.sort_values("request")
+        scored = frame[frame["oracle_evaluated"].astype(bool)] if "oracle_evaluated" in frame else frame
+        quarters = [scored[scored["request"].between(q * n / 4, (q + 1) * n / 4 - 1)] for q in range(4)]
+        learn = frame[frame["kind"] == "learn"]
+        row = {
+            "method": method,
+            "kl mean": scored["kl_oracle_all"].mean(),
+            "kl median per quarter": " -> ".join(f"{q['kl_oracle_all'].median():.3g}" for q in quarters),
+            "kl max": scored["kl_oracle_all"].max(),
+            "acc_learn (model / oracle)": f"{learn['acc_learn'].mean():.3f} / {learn['oracle_acc_learn'].mean():.3f}",
+        }
+        head, tail = frame.head(max(1, n // 20)), frame.tail(max(1, n // 20))  # first and last 5% of requests
+        for d in DIAGNOSTICS:
+            row[d] = f"{head[d].mean():.3g} -> {tail[d].mean():.3g}"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
 def markdown(frame: pd.DataFrame) -> str:
     cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
@@ -78,11 +109,17 @@ def main() -> None:
     results = Path("bench/results")
     if args.report_only:
         walls = json.loads((results / f"long-{dataset}.json").read_text())
-        oracle_wall, study_wall = walls["oracle_wall_s"], walls["study_wall_s"]
+        oracle_wall, study_wall, load = walls["oracle_wall_s"], walls["study_wall_s"], walls.get("load", "load not recorded")
     else:
         shutil.rmtree(out, ignore_errors=True)
+        start = _load()
         oracle_wall, study_wall = run(preset, methods, out, set_args)
-    report(dataset, preset, methods, sets, out, oracle_wall, study_wall)
+        load = f"load average {start} at the start, {_load()} at the end (2 cores: above 2, work was queued)"
+    report(dataset, preset, methods, sets, out, oracle_wall, study_wall, load)
+
+
+def _load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def run(preset: str, methods: str, out: Path, set_args: list[str]) -> tuple[float, float]:
@@ -105,7 +142,14 @@ def run(preset: str, methods: str, out: Path, set_args: list[str]) -> tuple[floa
 
 
 def report(
-    dataset: str, preset: str, methods: str, sets: list[str], out: Path, oracle_wall: float, study_wall: float
+    dataset: str,
+    preset: str,
+    methods: str,
+    sets: list[str],
+    out: Path,
+    oracle_wall: float,
+    study_wall: float,
+    load: str,
 ) -> None:
     rows = pd.read_parquet(out / "study" / "results.parquet")
     results = Path("bench/results")
@@ -114,7 +158,7 @@ def report(
     lines = [
         f"# Long stream: {preset}, methods {methods}, seed 0, {' '.join(sets) or 'preset oracle policy'}",
         "",
-        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; {load}.",
         f"Command: `python bench/long_sequence.py --dataset {dataset}`.",
         "",
         f"- `clutune oracles` (all exact oracles the policy needs, trained as Ray tasks): {oracle_wall / 60:.1f} min",
@@ -124,11 +168,14 @@ def report(
     if dataset == "digits":
         flat = flatness(rows)
         lines += ["## Per-request cost over the stream", "", markdown(flat), ""]
-    lines += [summary]
+    lines += ["## Findings in numbers", "", markdown(findings(rows)), "", summary]
     (results / f"long-{dataset}.md").write_text("\n".join(lines) + "\n")
     per_method = rows.groupby("method")[["seconds", "step_seconds"]].sum().to_dict()
     (results / f"long-{dataset}.json").write_text(
-        json.dumps({"oracle_wall_s": oracle_wall, "study_wall_s": study_wall, "per_method_s": per_method}, indent=1)
+        json.dumps(
+            {"oracle_wall_s": oracle_wall, "study_wall_s": study_wall, "load": load, "per_method_s": per_method},
+            indent=1,
+        )
     )
     print("\n".join(lines))
 
