@@ -109,7 +109,11 @@ def main() -> None:
     results = Path("bench/results")
     if args.report_only:
         walls = json.loads((results / f"long-{dataset}.json").read_text())
-        oracle_wall, study_wall, load = walls["oracle_wall_s"], walls["study_wall_s"], walls.get("load", "load not recorded")
+        oracle_wall, study_wall, load = (
+            walls["oracle_wall_s"],
+            walls["study_wall_s"],
+            walls.get("load", "load not recorded"),
+        )
     else:
         shutil.rmtree(out, ignore_errors=True)
         start = _load()
