@@ -248,10 +248,11 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    """Headless Chromium on a fresh profile; skipped (saying why) only where Chromium or its driver is missing."""
+    """Headless Chromium on a fresh profile. Without Chromium or its driver the test fails, saying what to install:
+    a browser check that quietly skips would pass having checked nothing."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if missing:
-        pytest.skip(
+        pytest.fail(
             f"{' and '.join(missing)} not installed: the end-to-end browser test needs Debian's Chromium "
             "(apt-get install -y chromium chromium-driver)"
         )
