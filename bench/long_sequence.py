@@ -10,11 +10,12 @@
 - mnist1d: `mnist1d-long-1000` (1,000 requests), ugclu, er and finetune, one seed, oracle policy every_k
   (`--every`, default 100: 10 exact oracles, 5 of them in the last half so the KL drift has a slope).
 
-The oracles are trained first with `clutune oracles` (timed apart), so the per-request times measure the
-methods and their evaluation, not a wait for an oracle task. Writes bench/results/long-<dataset>.md (+ .json and
+The oracles are trained first with `clutune oracles` (timed apart, into a fresh cache in --out unless
+`--oracle-cache` names one), so the per-request times measure the methods and their evaluation, not a wait for
+an oracle task. Writes bench/results/long-<dataset>.md (+ .json and
 the study's curves as long-<dataset>-curves.png).
 
-Usage: python bench/long_sequence.py --dataset digits|mnist1d [--every 100] [--out runs/long]
+Usage: python bench/long_sequence.py --dataset digits|mnist1d [--every 100] [--out runs/long] [--oracle-cache DIR]
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def flatness(rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (method, kind), frame in rows.groupby(["method", "kind"]):
         early, late = frame[frame["request"].between(*EARLY)], frame[frame["request"].between(*LATE)]
-        for col in ("seconds", "samples_processed", "ms_per_k_samples", "eval_seconds", "rss_mb"):
+        for col in ("seconds", "step_seconds", "samples_processed", "ms_per_k_samples", "eval_seconds", "rss_mb"):
             a, b = float(early[col].median()), float(late[col].median())
             out.append({"method": method, "kind": kind, "column": col, "early": a, "late": b, "late/early": b / a})
     return pd.DataFrame(out)
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(PRESETS), required=True)
     parser.add_argument("--every", type=int, default=100, help="oracle.every for mnist1d-long-1000")
     parser.add_argument("--out", default="runs/long")
+    parser.add_argument("--oracle-cache", default=None, help="oracle cache to use (default: a fresh one in --out)")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from an earlier run in --out")
     args = parser.parse_args()
     dataset = args.dataset
@@ -105,7 +107,9 @@ def main() -> None:
     if dataset == "mnist1d":
         sets = ["oracle.policy=every_k", f"oracle.every={args.every}"]
     out = Path(args.out) / dataset
-    set_args = [a for s in sets for a in ("--set", s)]
+    # A fresh oracle cache unless one is named: the oracle time is then the cost of training them all.
+    cache = args.oracle_cache or str(out.resolve() / "oracles")
+    set_args = [a for s in [*sets, f"oracle.cache_dir={cache}"] for a in ("--set", s)]
     results = Path("bench/results")
     if args.report_only:
         walls = json.loads((results / f"long-{dataset}.json").read_text())
