@@ -198,6 +198,9 @@ class SweepConfig:
     checkpoint_every: int = 1  # requests between trial checkpoints (and always after the last)
     # Restarts of a trial whose worker or node died, each from its last checkpoint (Tune's FailureConfig).
     max_failures: int = 3
+    # A finished trial's worker runs the next trial (its data already loaded); false gives every trial a fresh
+    # worker wherever resources free first, which spreads a sweep's trials over a cluster's nodes.
+    reuse_actors: bool = True
 
     def validate(self, prefix: str) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):

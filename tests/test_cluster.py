@@ -43,8 +43,9 @@ LONGER = """    - unlearn: {classes: [3, 5]}
     - unlearn: {classes: [7]}
 """
 FAST = ["epochs_per_learn=1", "iters_per_unlearn=10", "buffer_size=50"]
-# A trial or an oracle task takes a whole node (two CPUs), so two at once can only run on two nodes.
-WHOLE_NODE = ["sweep.trial_resources.cpu=2", "sweep.oracle_resources.cpu=2"]
+# A trial or an oracle task takes a whole node (two CPUs), so two at once can only run on two nodes; every trial
+# gets a fresh worker, so the second trial waits for the node the oracles free instead of reusing the first's.
+WHOLE_NODE = ["sweep.trial_resources.cpu=2", "sweep.oracle_resources.cpu=2", "sweep.reuse_actors=false"]
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +132,7 @@ def test_sweep_runs_trials_and_oracles_on_both_nodes_and_writes_only_its_paths(c
     for folder in (shared, driver, home):
         folder.mkdir()
     uri = f"sqlite:///{driver / 'mlflow.db'}"
-    # Trials long enough that a second worker starts before the first trial ends (Tune reuses a free one).
-    extra = ["--concurrency", "2", "--address", c.address, "--set", "epochs_per_learn=4"]
+    extra = ["--concurrency", "2", "--address", c.address]
     cmd = _sweep_cmd(_config(tmp, "spread", longer=True), shared, 4, extra)
     done = subprocess.run(
         cmd + ["--tracking-uri", uri], cwd=driver, env=_driver_env(home), capture_output=True, text=True, timeout=300

@@ -100,6 +100,7 @@ class Grid:
     concurrency: int = 2
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
     max_failures: int = 1
+    reuse_actors: bool = True  # see SweepConfig.reuse_actors
 
 
 class RecordWriter:
@@ -258,7 +259,7 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
                 scheduler=grid.scheduler,
                 num_samples=grid.num_samples if grid.search_alg is not None else 1,
                 max_concurrent_trials=grid.concurrency,
-                reuse_actors=True,
+                reuse_actors=grid.reuse_actors,
             ),
             run_config=tune.RunConfig(
                 name=grid.name,

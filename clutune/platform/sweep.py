@@ -189,6 +189,7 @@ def run_sweep(
                 concurrency=concurrency,
                 resources={"cpu": sw.trial_resources.cpu, "gpu": sw.trial_resources.gpu},
                 max_failures=sw.max_failures,
+                reuse_actors=sw.reuse_actors,
             )
             results = execute(grid, prep, tracker, resume, log)
             trials_table = _trial_table(results, space_keys, sw.objectives)
@@ -302,6 +303,7 @@ def _confirm(
         concurrency=concurrency,
         resources=search.resources,
         max_failures=search.max_failures,
+        reuse_actors=search.reuse_actors,
     )
     execute(grid, prep, tracker, resume, log)
     rows = pd.read_parquet(grid.out / "results.parquet")
