@@ -13,12 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 PLOT_PX = (1200, 600)
 DPI = 100
@@ -31,15 +28,16 @@ METHOD_PLOTS = ("methods_kl_oracle.png", "methods_gaps.png", "methods_mia.png", 
 
 
 def _figure(ncols: int = 1) -> tuple[Any, Any]:
-    fig, axes = plt.subplots(1, ncols, figsize=(PLOT_PX[0] / DPI, PLOT_PX[1] / DPI), dpi=DPI, squeeze=False)
-    return fig, axes[0]
+    """A bare Figure, not pyplot's: no global figure registry to go through (or to close), and safe to draw on
+    the engine's record thread while the main thread draws others."""
+    fig = Figure(figsize=(PLOT_PX[0] / DPI, PLOT_PX[1] / DPI), dpi=DPI)
+    return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
     return path
 
 
@@ -75,7 +73,6 @@ def accuracy_matrix(run: pd.DataFrame, path: Path, title: str) -> Path | None:
     fig.colorbar(image, ax=list(axes), label="test accuracy")
     fig.suptitle(title)
     fig.savefig(_mkdir(path), dpi=DPI)
-    plt.close(fig)
     return path
 
 

@@ -332,12 +332,10 @@ def _plain(value: Any) -> Any:
 
 
 def _plot(per_request: pd.DataFrame, metric: str) -> Any:
-    import matplotlib
+    from matplotlib.figure import Figure  # a bare Figure: nothing for pyplot to keep open
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for trial_id, frame in per_request.groupby("trial_id"):
         mean = frame.groupby("request")[metric].mean()
         ax.plot(mean.index, mean.values, marker="o", lw=1, label=str(trial_id)[-8:])
