@@ -107,9 +107,9 @@ class RecordWriter:
     """The driver's records (results stream, MLflow) written in order on one background thread.
 
     A trial waits in ``tune.report`` until the driver has handled its result, so a write made there would sit on
-    every request's critical path. Writes queue here instead and are drained, their errors re-raised, whenever
-    Tune snapshots the experiment (``EngineCallback.get_state``) and when the grid ends: a resumed run continues
-    from the last snapshot, so every request it will not repeat is on record by then."""
+    every request's critical path. Writes queue here instead and are drained, their errors re-raised, at every
+    trial checkpoint (``EngineCallback.on_checkpoint``: a resumed run continues from the last one Tune saved, so
+    every request it will not repeat must be on record by then), when a trial ends and when the grid ends."""
 
     def __init__(self) -> None:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clutune-records")
@@ -157,7 +157,13 @@ class EngineCallback(tune.Callback):
         return {}
 
     def get_state(self) -> None:
-        """Tune is about to snapshot the experiment: every record queued so far must be written first."""
+        """Tune is saving its snapshot: every record queued so far is written too."""
+        self.writer.drain()
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        """A trial checkpoint is about to become what a resumed run continues from (Tune writes its snapshot
+        before it asks callbacks for their state), so every request up to it must be on record now: rows that
+        were only queued would never be reported again."""
         self.writer.drain()
 
     def _open(self, trial: Any) -> None:
@@ -198,7 +204,11 @@ class EngineCallback(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         diverged = bool(last.get("diverged"))
-        self.writer.submit(self._end, trial.trial_id, diverged, last.get("error"))
+        # The snapshot that records the trial as finished may come next: its records are closed first, and only
+        # the figures (which a resumed run draws again) are left to the writer.
+        self.writer.drain()
+        self._end(trial.trial_id, diverged, last.get("error"))
+        self.writer.submit(self._draw, trial.trial_id, pd.DataFrame(dedupe(read_parts(self.grid.out, trial.trial_id))))
         self.done += 1
         steps = last.get("requests_done", 0)
         how = "finished" if steps == self.n_requests else f"stopped by ASHA after {steps} requests"
@@ -207,10 +217,8 @@ class EngineCallback(tune.Callback):
         self.log(f"trial {trial.trial_id} {how} ({self.done} done): {self.objective}={last.get(self.objective)}")
 
     def _end(self, trial_id: str, diverged: bool, error: str | None) -> None:
-        """On the writer thread: close the trial's stream part, draw its figures, close its child run (FAILED
-        with the divergence)."""
+        """Close the trial's stream part and its child run (FAILED with the divergence)."""
         self.stream.close(trial_id)
-        self._draw(trial_id, pd.DataFrame(dedupe(read_parts(self.grid.out, trial_id))))
         if diverged:
             self.tracker.client.set_tag(self.tracker.children[trial_id], "clutune.diverged", error)
         self.tracker.end_child(trial_id, "FAILED" if diverged else "FINISHED")
@@ -232,7 +240,8 @@ class EngineCallback(tune.Callback):
                 self._draw(str(trial_id), trial_rows)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.writer.submit(self.tracker.end_child, trial.trial_id, "FAILED")
+        self.writer.drain()
+        self.tracker.end_child(trial.trial_id, "FAILED")
         self.log(f"trial {trial.trial_id} failed: {trial.error_file}")
 
 
