@@ -208,7 +208,7 @@ class EngineCallback(tune.Callback):
         # the figures (which a resumed run draws again) are left to the writer.
         self.writer.drain()
         self._end(trial.trial_id, diverged, last.get("error"))
-        self.writer.submit(self._draw, trial.trial_id, pd.DataFrame(dedupe(read_parts(self.grid.out, trial.trial_id))))
+        self.writer.submit(self._draw_ended, trial.trial_id)
         self.done += 1
         steps = last.get("requests_done", 0)
         how = "finished" if steps == self.n_requests else f"stopped by ASHA after {steps} requests"
@@ -222,6 +222,11 @@ class EngineCallback(tune.Callback):
         if diverged:
             self.tracker.client.set_tag(self.tracker.children[trial_id], "clutune.diverged", error)
         self.tracker.end_child(trial_id, "FAILED" if diverged else "FINISHED")
+
+    def _draw_ended(self, trial_id: str) -> None:
+        """On the writer thread: the ended trial's rows are read back from its stream parts there, off Tune's
+        loop."""
+        self._draw(trial_id, pd.DataFrame(dedupe(read_parts(self.grid.out, trial_id))))
 
     def _draw(self, trial_id: str, rows: pd.DataFrame) -> None:
         """Per-run figures as soon as a trial ends: drawn here they overlap the trials still running, where at
