@@ -24,7 +24,7 @@ from clutune.clu.methods import get_method
 from clutune.config import Config, bare_overrides, load_config
 from clutune.errors import UserError
 from clutune.experiment import build_method, method_hparams, prepare, validate_methods_section
-from clutune.platform.engine import Grid, absolutize, ensure_ray, execute, leased_oracles
+from clutune.platform.engine import Grid, absolutize, check_resumable, ensure_ray, execute, leased_oracles
 from clutune.platform.publish import publish_grid
 from clutune.platform.ray_address import check_ray_address
 from clutune.platform.tracking import SweepTracker, resolve_tracking_uri
@@ -129,8 +129,8 @@ def run_method_grid(
         hp = method_hparams(config, m, config.dataset.name, fixed[m])
         build_method(prep, m, hp, seeds[0])  # refuses a scenario the method cannot serve (clpu), before any work
     out = out.resolve()
-    if resume and not tune.Tuner.can_restore(str(out / "tune" / role)):
-        raise UserError(f"--resume: nothing to resume in {out}")
+    if resume:
+        check_resumable(str(out / "tune" / role), f"--resume: nothing to resume in {out}")
     if not resume:
         check_out_dir(out, overwrite)
         for stale in ("parts", "tune"):  # with --overwrite: an earlier grid's rows and state must not leak in

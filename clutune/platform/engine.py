@@ -11,6 +11,8 @@ time left.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -20,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.fs as pafs
 import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback
 
 from clutune import storage
 from clutune.config import Config
+from clutune.errors import UserError
 from clutune.experiment import Prepared
 from clutune.platform.oracle_pool import OraclePlan, plan_oracles, submit_oracles
 from clutune.platform.publish import publish_runs
@@ -252,7 +256,8 @@ class EngineCallback(tune.Callback):
 
 def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log: Callable[[str], None]) -> Any:
     """Run (or resume) ``grid`` to completion; returns Tune's ResultGrid. Rows end in ``grid.out``."""
-    folder = storage.join(grid.storage_path, grid.name)  # a path or a URI, as Tune takes either
+    storage_path, storage_fs = storage.tune_storage(grid.storage_path)
+    folder = storage.join(storage_path, grid.name)  # a path or a URI, as Tune takes either
     trainable = tune.with_resources(tune.with_parameters(clu_trainable, context=grid.context), grid.resources)
     total = grid_size(grid.param_space) if grid.param_space is not None else grid.num_samples
     callback = EngineCallback(grid, tracker, len(prep.scenario), total, log)
@@ -260,9 +265,11 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
     # Tune would add its JSON and TensorBoard loggers too: per result, on the trial's critical path, files that
     # repeat what MLflow and results.parquet hold. progress.csv (the cheapest) stays, for Tune's own result grid.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    if resume and tune.Tuner.can_restore(folder):
+    if resume and tune.Tuner.can_restore(folder, storage_filesystem=storage_fs):
         log(f"resuming {folder}")
-        tuner = tune.Tuner.restore(folder, trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(
+            folder, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=storage_fs
+        )
         tuner._local_tuner._run_config.callbacks = callbacks  # callbacks are not part of the saved state
     else:
         tuner = tune.Tuner(
@@ -277,7 +284,8 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
             ),
             run_config=tune.RunConfig(
                 name=grid.name,
-                storage_path=grid.storage_path,
+                storage_path=storage_path,
+                storage_filesystem=storage_fs,
                 callbacks=callbacks,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=grid.max_failures),
@@ -296,6 +304,26 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
     return results
 
 
+def check_resumable(location: str, missing: str) -> None:
+    """Before any work: a one-line error (``missing``) when there is no Tune experiment at ``location``, and a
+    refusal when its state is unreadable. Tune would log that error and start the grid over under new trial ids,
+    recording every row and MLflow run a second time next to the first."""
+    path, fs = storage.tune_storage(location)
+    if not tune.Tuner.can_restore(path, storage_filesystem=fs):
+        raise UserError(missing)
+    fs, path = (fs, path) if fs is not None else storage.resolve(location)
+    found = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    states = sorted(f.path for f in found if fnmatch.fnmatch(f.base_name, "experiment_state-*.json"))
+    try:
+        with fs.open_input_stream(states[-1]) as f:
+            json.loads(f.read())
+    except (ValueError, OSError) as e:
+        raise UserError(
+            f"--resume: Tune's experiment state {states[-1]} is unreadable ({str(e).splitlines()[0]}); "
+            "start over with --overwrite"
+        ) from None
+
+
 def grid_size(param_space: dict[str, Any]) -> int:
     total = 1
     for value in param_space.values():
@@ -304,4 +332,4 @@ def grid_size(param_space: dict[str, Any]) -> int:
     return total
 
 
-__all__ = ["Grid", "Oracles", "absolutize", "ensure_ray", "execute", "leased_oracles"]
+__all__ = ["Grid", "Oracles", "absolutize", "check_resumable", "ensure_ray", "execute", "leased_oracles"]

@@ -25,7 +25,7 @@ from clutune import storage
 from clutune.config import Config, bare_overrides, load_config
 from clutune.errors import UserError
 from clutune.experiment import method_hparams, prepare, validate_methods_section
-from clutune.platform.engine import Grid, absolutize, ensure_ray, execute, leased_oracles
+from clutune.platform.engine import Grid, absolutize, check_resumable, ensure_ray, execute, leased_oracles
 from clutune.platform.publish import publish_sweep
 from clutune.platform.ray_address import check_ray_address
 from clutune.platform.search_space import SearchSpace, default_space_path, load_space
@@ -138,8 +138,8 @@ def run_sweep(
     check_ray_address(address)
     name = f"{config.name}-{method}"
     sweep_uri = storage.join(config.sweep.storage_path, name)
-    if resume and not tune.Tuner.can_restore(sweep_uri):
-        raise UserError(f"--resume: no sweep to resume at {sweep_uri}")
+    if resume:
+        check_resumable(sweep_uri, f"--resume: no sweep to resume at {sweep_uri}")
     if not resume and storage.exists(sweep_uri):
         raise UserError(f"sweep folder {sweep_uri} exists: pass --resume to continue it, or remove it")
     sweep_dir = _driver_folder(sweep_uri, resume)
