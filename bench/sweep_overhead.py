@@ -217,8 +217,8 @@ def _wrap(owner: Any, name: str, label: str, record: Record) -> Callable[[], Non
         try:
             return original(*args, **kwargs)
         finally:
-            # The driver's record writer runs beside Tune's loop: its steps cost CPU, not the trials' waiting.
-            off_path = threading.current_thread().name.startswith("clutune-records")
+            # The driver's record and figure threads run beside Tune's loop: CPU, not the trials' waiting.
+            off_path = threading.current_thread().name.startswith(("clutune-records", "clutune-figures"))
             record(f"{label} [background]" if off_path else label, start, time.perf_counter() - t0)
 
     setattr(owner, name, timed)
@@ -274,6 +274,8 @@ DRIVER_SPANS = {
     ("clutune.platform.tracking", "SweepTracker.log_request"): "MLflow: log_batch (per request)",
     ("clutune.platform.tracking", "SweepTracker.end_child"): "MLflow: end child run",
     ("clutune.results", "ResultStream.append"): "results stream: Arrow append + fsync",
+    ("clutune.platform.engine", "EngineCallback.on_checkpoint"): "records drained at a trial checkpoint",
+    ("clutune.platform.publish", "attach_runs"): "MLflow: figure attachments (per trial)",
     ("clutune.platform.engine", "EngineCallback.on_trial_result"): "engine callback, per result (all of it)",
     ("ray.tune.callback", "CallbackList.on_trial_result"): "all result callbacks (engine + Tune's loggers)",
     ("ray.tune.search.optuna", "OptunaSearch.on_trial_result"): "Optuna: intermediate value (journal file)",

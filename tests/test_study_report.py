@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 
 import pandas as pd
 import pytest
@@ -54,11 +53,17 @@ def test_plot_is_a_valid_png_of_the_set_size(tmp_path):
     assert colours is not None and len(colours) > 1
 
 
-def test_plot_of_a_long_stream_is_quick(tmp_path):
-    rows = _rows(methods=("ugclu", "finetune", "er"), seeds=(0, 1, 2), n_requests=1000, oracle_every=50)
-    start = time.perf_counter()
-    plot_curves(rows, tmp_path / "long.png")
-    assert time.perf_counter() - start < 10.0
+def test_a_long_stream_plots_dense_curves_plain_and_sparse_oracle_points_marked(tmp_path):
+    n = 1000
+    rows = _rows(methods=("ugclu", "finetune", "er"), seeds=(0, 1, 2), n_requests=n, oracle_every=50)
+    fig = plot_curves(rows, tmp_path / "long.png")
+    panels = {ax.get_ylabel(): ax for ax in fig.axes if ax.get_ylabel()}
+    for metric in ("acc_remain", "dead_units", "effective_rank"):  # one point per request: lines, no markers
+        lines = [line for line in panels[metric].get_lines() if not line.get_label().startswith("_")]
+        assert sorted(line.get_label() for line in lines) == ["er", "finetune", "ugclu"]
+        assert all(len(line.get_xdata()) == n and line.get_marker() in ("None", None, "") for line in lines)
+    kl = [line for line in panels["kl_oracle_all"].get_lines() if not line.get_label().startswith("_")]
+    assert all(len(line.get_xdata()) == n // 50 and line.get_marker() == "o" for line in kl)  # every oracle
 
 
 def test_summary_matches_hand_computed_finals_and_slopes():

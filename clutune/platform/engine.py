@@ -14,6 +14,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,7 +33,7 @@ from clutune.config import Config
 from clutune.errors import UserError
 from clutune.experiment import Prepared
 from clutune.platform.oracle_pool import OraclePlan, plan_oracles, submit_oracles
-from clutune.platform.publish import publish_runs
+from clutune.platform.publish import attach_runs, draw_runs, publish_runs
 from clutune.platform.tracking import SweepTracker
 from clutune.results import ResultStream, compact, dedupe, read_parts
 from clutune.trainables import clu_trainable
@@ -107,23 +108,28 @@ class Grid:
     reuse_actors: bool = True  # see SweepConfig.reuse_actors
 
 
-class RecordWriter:
-    """The driver's records (results stream, MLflow) written in order on one background thread.
+class Background:
+    """Driver work done in order on one background thread, its errors re-raised when drained.
 
-    A trial waits in ``tune.report`` until the driver has handled its result, so a write made there would sit on
-    every request's critical path. Writes queue here instead and are drained, their errors re-raised, at every
-    trial checkpoint (``EngineCallback.on_checkpoint``: a resumed run continues from the last one Tune saved, so
-    every request it will not repeat must be on record by then), when a trial ends and when the grid ends."""
+    A trial waits in ``tune.report`` until the driver has handled its result, so work done there would sit on
+    every request's critical path. The engine keeps two queues. Records (results stream, MLflow) are drained at
+    every trial checkpoint (``EngineCallback.on_checkpoint``: a resumed run continues from the last one Tune
+    saved, so every request it will not repeat must be on record by then), when a trial ends and when the grid
+    ends. Figures (a second of CPU per trial, which a resumed run draws again) are drained only when the grid
+    ends, so no checkpoint ever waits for one."""
 
-    def __init__(self) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clutune-records")
+    def __init__(self, name: str) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self.pending: list[Future] = []
+        self.lock = threading.Lock()  # the figure thread queues attachments while the loop drains records
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        self.pending.append(self.pool.submit(fn, *args))
+        with self.lock:
+            self.pending.append(self.pool.submit(fn, *args))
 
     def drain(self) -> None:
-        pending, self.pending = self.pending, []
+        with self.lock:
+            pending, self.pending = self.pending, []
         for future in pending:
             future.result()
 
@@ -146,7 +152,8 @@ class EngineCallback(tune.Callback):
         self.total_trials = total_trials
         self.log = log
         self.stream = ResultStream(grid.out)
-        self.writer = RecordWriter()  # the only user of stream and tracker until the grid ends
+        self.writer = Background("clutune-records")  # the only user of stream and tracker until the grid ends
+        self.figures = Background("clutune-figures")
         self.objective = f"objective_{grid.context['objectives'][0]}"
         self.started: set[str] = set()  # trials whose MLflow child this driver has opened (or reopened)
         self.drawn: set[str] = set()  # trials whose per-run figures this driver has drawn and attached
@@ -209,10 +216,10 @@ class EngineCallback(tune.Callback):
         last = trial.last_result or {}
         diverged = bool(last.get("diverged"))
         # The snapshot that records the trial as finished may come next: its records are closed first, and only
-        # the figures (which a resumed run draws again) are left to the writer.
+        # the figures (which a resumed run draws again) are left to the background.
         self.writer.drain()
         self._end(trial.trial_id, diverged, last.get("error"))
-        self.writer.submit(self._draw_ended, trial.trial_id)
+        self.figures.submit(self._draw_ended, trial.trial_id)
         self.done += 1
         steps = last.get("requests_done", 0)
         how = "finished" if steps == self.n_requests else f"stopped by ASHA after {steps} requests"
@@ -228,15 +235,11 @@ class EngineCallback(tune.Callback):
         self.tracker.end_child(trial_id, "FAILED" if diverged else "FINISHED")
 
     def _draw_ended(self, trial_id: str) -> None:
-        """On the writer thread: the ended trial's rows are read back from its stream parts there, off Tune's
-        loop."""
-        self._draw(trial_id, pd.DataFrame(dedupe(read_parts(self.grid.out, trial_id))))
-
-    def _draw(self, trial_id: str, rows: pd.DataFrame) -> None:
-        """Per-run figures as soon as a trial ends: drawn here they overlap the trials still running, where at
-        the end of the grid they would all wait in line on the driver."""
+        """On the figure thread: the ended trial's rows read back from its closed stream parts, drawn there, and
+        attached through the record writer (the only MLflow client user)."""
+        rows = pd.DataFrame(dedupe(read_parts(self.grid.out, trial_id)))
         if len(rows):
-            publish_runs(self.tracker, self.grid.out, rows)
+            self.writer.submit(attach_runs, self.tracker, draw_runs(self.grid.out, rows))
         self.drawn.add(trial_id)
 
     def draw_remaining(self, rows: list[dict[str, Any]]) -> None:
@@ -246,7 +249,7 @@ class EngineCallback(tune.Callback):
             return
         for trial_id, trial_rows in frame.groupby("trial_id", sort=True):
             if trial_id not in self.drawn:
-                self._draw(str(trial_id), trial_rows)
+                publish_runs(self.tracker, self.grid.out, trial_rows)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.writer.drain()
@@ -287,6 +290,8 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
                 storage_path=storage_path,
                 storage_filesystem=storage_fs,
                 callbacks=callbacks,
+                # One kept: Tune then snapshots its experiment state at every trial checkpoint, so a resumed
+                # trial never reports a request again that Optuna's journal already holds a verdict past.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=grid.max_failures),
                 verbose=0,
@@ -296,10 +301,13 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
         results = tuner.fit()
     finally:
         try:
-            callback.writer.close()
+            callback.figures.close()  # first: its last attachments go through the writer
         finally:
-            callback.stream.close()
-            rows = compact(grid.out)
+            try:
+                callback.writer.close()
+            finally:
+                callback.stream.close()
+                rows = compact(grid.out)
     callback.draw_remaining(rows)
     return results
 

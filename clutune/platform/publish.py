@@ -22,24 +22,39 @@ def _trial_of(frame: pd.DataFrame, run_id: str) -> str:
     return run_id
 
 
-def publish_runs(tracker: SweepTracker, folder: Path, rows: pd.DataFrame) -> list[Path]:
-    """Per results run: ``plots/<run_id>/*.png``, attached to the child run that holds it (``plots/`` when the
-    child holds one run, ``plots/<run_id>/`` when a sweep trial averages several seeds)."""
-    written = []
-    runs_per_trial: dict[str, int] = {}
+Drawn = list[tuple[str, str, list[Path]]]  # (trial, where on its MLflow run, figure files)
+
+
+def draw_runs(folder: Path, rows: pd.DataFrame) -> Drawn:
+    """Per results run: ``plots/<run_id>/*.png``, with the MLflow run and folder each belongs in (``plots/``
+    when the trial's child run holds one results run, ``plots/<run_id>/`` when a sweep trial averages seeds).
+    Only CPU and local files: no MLflow call, so the engine can draw on a thread its record writes never wait
+    for."""
     groups = list(rows.groupby("run_id", sort=True))
+    runs_per_trial: dict[str, int] = {}
     for run_id, frame in groups:
         trial = _trial_of(frame, str(run_id))
         runs_per_trial[trial] = runs_per_trial.get(trial, 0) + 1
+    drawn = []
     for run_id, frame in groups:
         trial = _trial_of(frame, str(run_id))
         title = f"{frame['method'].iloc[0]} seed {frame['seed'].iloc[0]} ({run_id})"
         paths = run_plots(frame, Path(folder) / "plots" / str(run_id), title)
-        where = "plots" if runs_per_trial[trial] == 1 else f"plots/{run_id}"
+        drawn.append((trial, "plots" if runs_per_trial[trial] == 1 else f"plots/{run_id}", paths))
+    return drawn
+
+
+def attach_runs(tracker: SweepTracker, drawn: Drawn) -> None:
+    for trial, where, paths in drawn:
         for path in paths:
             tracker.log_artifact(trial, path, where)
-        written += paths
-    return written
+
+
+def publish_runs(tracker: SweepTracker, folder: Path, rows: pd.DataFrame) -> list[Path]:
+    """Per-run figures drawn and attached to their child runs; the files written."""
+    drawn = draw_runs(folder, rows)
+    attach_runs(tracker, drawn)
+    return [path for _, _, paths in drawn for path in paths]
 
 
 def publish_grid(tracker: SweepTracker, folder: Path, rows: pd.DataFrame, title: str) -> list[Path]:
@@ -90,4 +105,12 @@ def publish_sweep(
     return written + [best]
 
 
-__all__ = ["best_trials_markdown", "publish_grid", "publish_runs", "publish_sweep", "study_storage"]
+__all__ = [
+    "attach_runs",
+    "best_trials_markdown",
+    "draw_runs",
+    "publish_grid",
+    "publish_runs",
+    "publish_sweep",
+    "study_storage",
+]

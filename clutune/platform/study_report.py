@@ -57,8 +57,9 @@ def _draw(ax, rows: pd.DataFrame, metric: str, colour: str, label: str, n_reques
     ax.fill_between(x, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=colour, alpha=0.2, lw=0)
 
 
-def plot_curves(rows: pd.DataFrame, path: Path) -> None:
-    """One panel per study metric against the request, one line per method, written as a PNG to ``path``.
+def plot_curves(rows: pd.DataFrame, path: Path) -> Figure:
+    """One panel per study metric against the request, one line per method, written as a PNG to ``path``;
+    returns the figure.
 
     Plain Agg figure, never pyplot: no global backend switch and no window, whatever process calls it.
     """
@@ -94,6 +95,7 @@ def plot_curves(rows: pd.DataFrame, path: Path) -> None:
     n_seeds = rows["seed"].nunique()
     fig.suptitle(f"Long-stream study: {n_requests} requests, {len(methods)} methods, {n_seeds} seeds")
     fig.savefig(path, format="png")
+    return fig
 
 
 def summary_frame(rows: pd.DataFrame) -> pd.DataFrame:
