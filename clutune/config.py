@@ -49,7 +49,8 @@ class ModelConfig:
 
 @dataclass
 class ComputeConfig:
-    """How models compute; speed knobs for CUDA, each off or without effect on the CPU (README, GPU path and cost).
+    """How models compute, never what (README, GPU path and cost): speed knobs for CUDA, each off or without
+    effect on the CPU, and ``flush_denormal`` for the CPU.
 
     They apply to method training, oracle training and evaluation alike.
     """
@@ -58,6 +59,7 @@ class ComputeConfig:
     channels_last: bool = False  # channels-last weights and image batches for convolutional models (CUDA only)
     compile: bool = False  # torch.compile the model; compile time is reported apart (row column compile_seconds)
     eval_batch_size: int = 1024  # rows per forward pass when scoring every train and test sample
+    flush_denormal: bool = True  # CPU: subnormal floats (|x| < 1.2e-38) computed as zero, at full speed
 
     def validate(self, prefix: str) -> None:
         if self.precision not in ("fp32", "bf16"):

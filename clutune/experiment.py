@@ -23,7 +23,14 @@ import numpy as np
 import torch
 
 from clutune.clu.access import TrainAccess, crop_flip
-from clutune.clu.compute import autocast, compile_seconds, effective_precision, input_layout, prepare_model
+from clutune.clu.compute import (
+    autocast,
+    compile_seconds,
+    effective_precision,
+    flush_denormals,
+    input_layout,
+    prepare_model,
+)
 from clutune.clu.diagnostics import owned_probe_ids, plasticity_diagnostics, probe_ids
 from clutune.clu.methods import get_method
 from clutune.clu.methods.base import Method
@@ -83,6 +90,7 @@ def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
     device = resolve_device(config.device)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
+    flush_denormals(config.compute.flush_denormal)  # before the first parallel op starts torch's thread pool
     dataset = dataset or load_dataset(config.dataset.name, config.dataset.root, config.dataset.samples)
     scenario = build_scenario(
         scenario_requests(config.scenario, dataset.y_train, dataset.num_classes),
@@ -333,6 +341,7 @@ class ExperimentRun:
         ``compile_seconds`` holds the compile time of the request's training and evaluation (0 without compile),
         so request times compare across requests and with eager runs.
         """
+        flush_denormals(self.prep.config.compute.flush_denormal)  # in the thread that consumes the steps
         requests = self.prep.scenario.requests
         t0, c0 = time.perf_counter(), self._compile_seconds()
         for row in iter_run(self.method, requests, self.evaluator, start=self.done, train_context=self._training):

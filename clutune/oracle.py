@@ -30,7 +30,14 @@ import torch
 
 from clutune import storage
 from clutune.clu.access import TrainAccess, crop_flip
-from clutune.clu.compute import autocast, compile_seconds, effective_precision, input_layout, prepare_model
+from clutune.clu.compute import (
+    autocast,
+    compile_seconds,
+    effective_precision,
+    flush_denormals,
+    input_layout,
+    prepare_model,
+)
 from clutune.clu.training import predict_logits, sgd_epochs, steps_per_epoch
 from clutune.config import ComputeConfig, OracleConfig
 from clutune.data import Dataset
@@ -70,7 +77,7 @@ def oracle_requests(policy: str, every: int, kinds: list[str]) -> list[bool]:
 
 # Recipe fields that change how fast an oracle trains, not what it computes (up to float rounding, as another
 # GPU model would): they never enter its key.
-SPEED_FIELDS = ("channels_last", "compile", "eval_batch_size")
+SPEED_FIELDS = ("channels_last", "compile", "eval_batch_size", "flush_denormal")
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class OracleRecipe:
     channels_last: bool = False
     compile: bool = False
     eval_batch_size: int = 1024
+    flush_denormal: bool = True
 
     @classmethod
     def from_config(
@@ -108,6 +116,7 @@ class OracleRecipe:
             channels_last=compute.channels_last,
             compile=compute.compile,
             eval_batch_size=compute.eval_batch_size,
+            flush_denormal=compute.flush_denormal,
         )
 
     def identity(self) -> dict[str, Any]:
@@ -161,6 +170,7 @@ def train_oracle(
 def _train_oracle(
     dataset: Dataset, owned_ids: torch.Tensor, recipe: OracleRecipe, seed: int, key: str | None
 ) -> tuple[torch.nn.Module, OracleOutputs]:
+    flush_denormals(recipe.flush_denormal)  # in the thread that trains: an oracle task's or a trial's
     owned_ids = owned_ids.sort().values.cpu()
     device = dataset.x_train.device
     torch.manual_seed(seed)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+import threading
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -19,7 +20,7 @@ from clutune.clu.access import TrainAccess, UnlearnedAccessError, crop_flip
 from clutune.config import load_config
 from clutune.experiment import method_hparams, prepare, run_experiment
 from clutune.models import build_model
-from clutune.oracle import OracleRecipe, oracle_key
+from clutune.oracle import OracleRecipe, oracle_key, train_oracle
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 FAST = {"epochs_per_learn": 1, "iters_per_unlearn": 4, "batch_size": 32}
@@ -61,6 +62,51 @@ def test_bf16_on_cpu_runs_fp32_and_warns_once(tmp_path):
     ours = [w for w in caught if "bf16 is CUDA-only" in str(w.message)]
     assert len(ours) == 1
     _same_results(fp32, bf16)
+
+
+def _in_a_new_thread(fn) -> object:
+    """Run ``fn`` in a fresh thread, as Tune runs a trial: the flush mode is per thread."""
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(value=fn()))
+    thread.start()
+    thread.join()
+    return out["value"]
+
+
+SUBNORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
+
+
+def test_a_run_flushes_subnormals_in_the_thread_that_trains_it(tmp_path):
+    def product_seen_by_the_run(*sets: str) -> float:
+        sets = (f"oracle.cache_dir={tmp_path}", "oracle.epochs=1", "model.hidden=[16]", "probe_size=0", *sets)
+        config = load_config("digits-agnostic-class", list(sets))
+        seen = []
+
+        def on_row(row: dict, run: object) -> None:
+            seen.append(float(torch.tensor([SUBNORMAL], dtype=torch.float32).mul(2.0)[0]))
+
+        def run() -> None:
+            prep = prepare(config)
+            run_experiment(prep, "finetune", method_hparams(config, "finetune", "digits", FAST), 0, on_row=on_row)
+
+        _in_a_new_thread(run)
+        return seen[-1]
+
+    assert product_seen_by_the_run() == 0.0  # the default: flushed
+    assert product_seen_by_the_run("compute.flush_denormal=false") == pytest.approx(2 * SUBNORMAL, rel=1e-3)
+
+
+def test_flushing_leaves_an_oracle_unchanged_bit_for_bit_so_it_stays_out_of_the_key():
+    """An oracle's training never gets near 1e-38, which is why the cache key may ignore the setting."""
+    config = load_config("digits-agnostic-class", ["oracle.epochs=3"])
+    prep = prepare(config)
+    ids = prep.owned_ids(len(prep.scenario) - 1)
+    recipe = OracleRecipe.from_config(config.oracle, asdict(config.model), config.compute)
+    plain = OracleRecipe(**{**asdict(recipe), "flush_denormal": False})
+    flushed = _in_a_new_thread(lambda: train_oracle(prep.dataset, ids, recipe, 0)[1])
+    kept = _in_a_new_thread(lambda: train_oracle(prep.dataset, ids, plain, 0)[1])
+    assert torch.equal(flushed.logits_train, kept.logits_train) and torch.equal(flushed.logits_test, kept.logits_test)
+    assert oracle_key("digits", ids, plain, 0) == oracle_key("digits", ids, recipe, 0)
 
 
 def test_channels_last_is_a_no_op_on_cpu():
