@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
@@ -64,6 +65,11 @@ def test_sweep_records_trials_and_trains_each_oracle_once(local_ray, tmp_path, m
     rows = pq.read_table(summary.sweep_dir / "results.parquet").to_pylist()
     first = [r for r in rows if r["request"] == 0]
     assert len(first) == 4 and all(r["samples_processed"] == 3 * 269 for r in first)  # 3 epochs over task 0
+    # Tune keeps statistics of every number a result carries, in every experiment-state snapshot: it gets the
+    # objectives, while the metrics go to results.parquet and MLflow (above) through the driver.
+    tune_columns = set(pd.read_csv(next(summary.sweep_dir.glob("clu_trainable_*/progress.csv"))).columns)
+    assert {"objective_kl_oracle_all", "requests_done", "request"} <= tune_columns
+    assert not tune_columns & {"acc_test", "kl_oracle_remain", "samples_processed"}
 
     # The same scenario again, in a new sweep folder: every oracle comes from the cache.
     again = [*_sets(tmp_path), f"sweep.storage_path={tmp_path / 'sweeps2'}"]

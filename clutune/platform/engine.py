@@ -37,6 +37,7 @@ from clutune.platform.publish import attach_runs, draw_runs, publish_runs
 from clutune.platform.tracking import SweepTracker
 from clutune.results import ResultStream, compact, dedupe, read_parts
 from clutune.trainables import clu_trainable
+from clutune.trainables.clu_trainable import seed_mean
 
 
 def absolutize(config: Config) -> None:
@@ -193,9 +194,14 @@ class EngineCallback(tune.Callback):
         rows = result.pop("rows", [])
         self.writer.submit(self.stream.append, trial.trial_id, rows)
         if "diverged" not in result:
-            self.writer.submit(self.tracker.log_request, trial.trial_id, dict(result))
+            self.writer.submit(self._log_request, trial.trial_id, rows, dict(result))
         self.requests_seen += 1
         self._progress(trial, result)
+
+    def _log_request(self, trial_id: str, rows: list[dict[str, Any]], result: dict[str, Any]) -> None:
+        """On the writer thread: the request's MLflow step, every metric as its mean over the trial's seeds next
+        to the objectives the trial reported."""
+        self.tracker.log_request(trial_id, {**seed_mean(rows), **result})
 
     def _progress(self, trial: Any, result: dict) -> None:
         now = time.perf_counter()

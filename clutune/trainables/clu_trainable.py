@@ -130,7 +130,10 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
             for i, row in enumerate(rows):
                 means.add(i, row)
             done = runs[0].done
-            result = seed_mean(rows)
+            # Only what Tune, its searcher and scheduler read: Tune keeps statistics of every number a result
+            # carries and writes them all into each experiment-state snapshot. The metrics ride in ``rows``,
+            # which the driver takes off the result for its records.
+            result = {"request": rows[0]["request"], "kind": rows[0]["kind"]}
             result.update(means.report(context["robust"]))
             result.update(requests_done=done, method=method, rows=rows)
             if done % every and done != total:
