@@ -9,6 +9,7 @@ import pytest
 
 from clutune.metrics import (
     SPLITS,
+    SVC_MAX_TARGETS,
     Split,
     entropy,
     forgetting,
@@ -17,6 +18,7 @@ from clutune.metrics import (
     mia_member_rate,
     request_metrics,
     softmax64,
+    svc_targets,
 )
 
 # ------------------------------------------------------------------ KL
@@ -120,6 +122,47 @@ def test_request_metrics_mia_nan_while_nothing_is_unlearned():
     assert math.isnan(m["kl_oracle_unlearn"])
     gaps = [m["gap_remain"], m["gap_learn"], m["gap_test"]]
     assert m["avg_gap"] == pytest.approx(float(np.mean(gaps)))
+
+
+def test_the_svc_classifies_a_fixed_spread_sample_of_a_large_forgotten_split():
+    rng = np.random.default_rng(5)
+    ids = rng.permutation(200_000)[: SVC_MAX_TARGETS * 5]
+    chosen = svc_targets(ids)
+    assert len(chosen) == SVC_MAX_TARGETS and len(set(chosen.tolist())) == SVC_MAX_TARGETS
+    assert np.array_equal(chosen, svc_targets(ids))  # the same sample every time
+    # spread over the split (the stream), not its first or last part: every fifth holds about a fifth
+    assert all(
+        abs(np.sum((chosen >= q * len(ids) // 5) & (chosen < (q + 1) * len(ids) // 5)) - 400) < 80 for q in range(5)
+    )
+    # a sample once chosen stays chosen as the split grows, unless one with a lower hash arrives
+    grown = np.concatenate([ids, rng.permutation(np.arange(200_000, 400_000))[:2_000]])
+    kept = set(ids[chosen].tolist()) & set(grown[svc_targets(grown)].tolist())
+    assert len(kept) > 0.7 * SVC_MAX_TARGETS
+    small = ids[:SVC_MAX_TARGETS]
+    assert np.array_equal(svc_targets(small), np.arange(SVC_MAX_TARGETS))  # up to the cap: every sample
+
+
+def test_mia_efficacy_of_a_large_split_is_that_of_its_fixed_sample():
+    splits = make_splits(np.random.default_rng(6), same=False, n_learn=25)
+    big = 3 * SVC_MAX_TARGETS
+    rng = np.random.default_rng(7)
+    unl = Split(
+        np.arange(10_000, 10_000 + big), rng.integers(0, 10, big), random_probs(rng, big), random_probs(rng, big)
+    )
+    splits["unlearn"] = unl
+    owned = [splits["remain"], splits["learn"]]
+    owned_ids = np.concatenate([x.ids for x in owned])
+    first = np.argsort(owned_ids, kind="stable")[: min(len(splits["test"]), 1000)]
+    owned_p = np.concatenate([x.p_model for x in owned])[first]
+    owned_y = np.concatenate([x.labels for x in owned])[first]
+    n = len(first)
+    t = svc_targets(unl.ids)
+    expected = mia_efficacy(
+        owned_p[np.arange(n), owned_y],
+        splits["test"].p_model[np.arange(n), splits["test"].labels[:n]],
+        unl.p_model[t, unl.labels[t]],
+    )
+    assert request_metrics(splits, is_learn=False)["mia_efficacy"] == pytest.approx(expected, abs=0)
 
 
 # ------------------------------------------------------------------ membership inference
