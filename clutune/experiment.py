@@ -90,7 +90,6 @@ def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
     device = resolve_device(config.device)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    flush_denormals(config.compute.flush_denormal)  # before the first parallel op starts torch's thread pool
     dataset = dataset or load_dataset(config.dataset.name, config.dataset.root, config.dataset.samples)
     scenario = build_scenario(
         scenario_requests(config.scenario, dataset.y_train, dataset.num_classes),
@@ -181,6 +180,10 @@ class Evaluator:
             return tuple(predict_logits(model, x, to_inputs, compute.eval_batch_size) for x in (ds.x_train, ds.x_test))
 
     def __call__(self, request: Request, model: torch.nn.Module) -> dict[str, Any]:
+        with flush_denormals(self.prep.config.compute.flush_denormal):
+            return self._score(request, model)
+
+    def _score(self, request: Request, model: torch.nn.Module) -> dict[str, Any]:
         ds, sc, k = self.prep.dataset, self.prep.scenario, request.index
         logits = self.logits(model)
         if not (torch.isfinite(logits[0]).all() and torch.isfinite(logits[1]).all()):
@@ -341,7 +344,6 @@ class ExperimentRun:
         ``compile_seconds`` holds the compile time of the request's training and evaluation (0 without compile),
         so request times compare across requests and with eager runs.
         """
-        flush_denormals(self.prep.config.compute.flush_denormal)  # in the thread that consumes the steps
         requests = self.prep.scenario.requests
         t0, c0 = time.perf_counter(), self._compile_seconds()
         for row in iter_run(self.method, requests, self.evaluator, start=self.done, train_context=self._training):
@@ -367,7 +369,8 @@ class ExperimentRun:
     def _training(self) -> Iterator[None]:
         """One request's training: in the run's precision, its compile time kept in ``train_compile``."""
         c0 = self._compile_seconds()
-        with autocast(self.prep.config.compute.precision, self.prep.device):
+        compute = self.prep.config.compute
+        with flush_denormals(compute.flush_denormal), autocast(compute.precision, self.prep.device):
             yield
         self.train_compile = self._compile_seconds() - c0
 

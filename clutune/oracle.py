@@ -163,14 +163,13 @@ def train_oracle(
     method being evaluated draws next.
     """
     devices = [dataset.x_train.device] if dataset.x_train.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), flush_denormals(recipe.flush_denormal):
         return _train_oracle(dataset, owned_ids, recipe, seed, key)
 
 
 def _train_oracle(
     dataset: Dataset, owned_ids: torch.Tensor, recipe: OracleRecipe, seed: int, key: str | None
 ) -> tuple[torch.nn.Module, OracleOutputs]:
-    flush_denormals(recipe.flush_denormal)  # in the thread that trains: an oracle task's or a trial's
     owned_ids = owned_ids.sort().values.cpu()
     device = dataset.x_train.device
     torch.manual_seed(seed)

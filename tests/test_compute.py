@@ -17,6 +17,7 @@ import torch
 
 from clutune.clu import compute
 from clutune.clu.access import TrainAccess, UnlearnedAccessError, crop_flip
+from clutune.clu.methods.finetune import Finetune
 from clutune.config import load_config
 from clutune.experiment import method_hparams, prepare, run_experiment
 from clutune.models import build_model
@@ -76,24 +77,50 @@ def _in_a_new_thread(fn) -> object:
 SUBNORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
 
 
-def test_a_run_flushes_subnormals_in_the_thread_that_trains_it(tmp_path):
-    def product_seen_by_the_run(*sets: str) -> float:
+def _doubled_subnormal() -> float:
+    return float(torch.tensor([SUBNORMAL], dtype=torch.float32).mul(2.0)[0])
+
+
+def test_flushing_holds_within_its_block_and_the_thread_gets_its_own_mode_back():
+    def run() -> list[float]:
+        seen = [_doubled_subnormal()]
+        with compute.flush_denormals(True):
+            seen.append(_doubled_subnormal())
+            with compute.flush_denormals(False):
+                seen.append(_doubled_subnormal())
+            seen.append(_doubled_subnormal())
+        seen.append(_doubled_subnormal())
+        return seen
+
+    kept, flushed = pytest.approx(2 * SUBNORMAL, rel=1e-3), 0.0
+    assert _in_a_new_thread(run) == [kept, flushed, kept, flushed, kept]
+
+
+def test_a_run_trains_with_subnormals_flushed_and_leaves_its_thread_as_it_was(tmp_path, monkeypatch):
+    seen = []
+    real_learn = Finetune.learn
+
+    def learn(self, request):
+        seen.append(_doubled_subnormal())  # inside the run's training
+        real_learn(self, request)
+
+    monkeypatch.setattr(Finetune, "learn", learn)
+
+    def product_in_training(*sets: str) -> tuple[float, float]:
         sets = (f"oracle.cache_dir={tmp_path}", "oracle.epochs=1", "model.hidden=[16]", "probe_size=0", *sets)
         config = load_config("digits-agnostic-class", list(sets))
-        seen = []
 
-        def on_row(row: dict, run: object) -> None:
-            seen.append(float(torch.tensor([SUBNORMAL], dtype=torch.float32).mul(2.0)[0]))
-
-        def run() -> None:
+        def run() -> float:
             prep = prepare(config)
-            run_experiment(prep, "finetune", method_hparams(config, "finetune", "digits", FAST), 0, on_row=on_row)
+            run_experiment(prep, "finetune", method_hparams(config, "finetune", "digits", FAST), 0)
+            return _doubled_subnormal()  # after the run, in the same thread
 
-        _in_a_new_thread(run)
-        return seen[-1]
+        after = _in_a_new_thread(run)
+        return seen[-1], after
 
-    assert product_seen_by_the_run() == 0.0  # the default: flushed
-    assert product_seen_by_the_run("compute.flush_denormal=false") == pytest.approx(2 * SUBNORMAL, rel=1e-3)
+    assert product_in_training() == (0.0, pytest.approx(2 * SUBNORMAL, rel=1e-3))  # the default: flushed
+    kept = pytest.approx(2 * SUBNORMAL, rel=1e-3)
+    assert product_in_training("compute.flush_denormal=false") == (kept, kept)
 
 
 def test_flushing_leaves_an_oracle_unchanged_bit_for_bit_so_it_stays_out_of_the_key():
