@@ -77,12 +77,17 @@ def _remote_filesystem(root: str) -> pafs.FileSystem:
     return pafs.FileSystem.from_uri(root)[0]
 
 
+def _temporary_sibling(parent: str, name: str) -> str:
+    """Where a file is written before it is moved to ``parent/name``: hidden, and unique per writer."""
+    return f"{parent}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
+
+
 class _CommittedOnClose:
     """A file written under a temporary sibling name and moved to its own when closed."""
 
     def __init__(self, path: str) -> None:
         parent, name = os.path.split(path)
-        self.path, self.tmp = path, os.path.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+        self.path, self.tmp = path, _temporary_sibling(parent, name)
         self._f = open(self.tmp, "wb")  # noqa: SIM115 (closed, and committed, by close())
 
     @property
@@ -189,7 +194,7 @@ def write_bytes(location: str, data: bytes) -> None:
     fs, path = resolve(location)
     parent, name = path.rsplit("/", 1)
     fs.create_dir(parent, recursive=True)
-    tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp = _temporary_sibling(parent, name)
     try:
         with fs.open_output_stream(tmp) as f:
             f.write(data)
