@@ -9,7 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from clutune.errors import UserError
+from clutune.errors import RunFailed, UserError
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -514,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"clutune: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:
+        print(f"clutune: error: {e}", file=sys.stderr)
+        return 1
     except RuntimeError as e:
         from clutune.clu.runner import Diverged
 

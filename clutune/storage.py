@@ -15,10 +15,8 @@ import hashlib
 import os
 import uuid
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 
 from clutune.errors import UserError
@@ -77,109 +75,9 @@ def _remote_filesystem(root: str) -> pafs.FileSystem:
     return pafs.FileSystem.from_uri(root)[0]
 
 
-def _temporary_sibling(parent: str, name: str) -> str:
+def temporary_sibling(parent: str, name: str) -> str:
     """Where a file is written before it is moved to ``parent/name``: hidden, and unique per writer."""
     return f"{parent}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
-
-
-class _CommittedOnClose:
-    """A file written under a temporary sibling name and moved to its own when closed."""
-
-    def __init__(self, path: str) -> None:
-        parent, name = os.path.split(path)
-        self.path, self.tmp = path, _temporary_sibling(parent, name)
-        self._f = open(self.tmp, "wb")  # noqa: SIM115 (closed, and committed, by close())
-
-    @property
-    def closed(self) -> bool:
-        return self._f.closed
-
-    def write(self, data: bytes) -> int:
-        return self._f.write(data)
-
-    def flush(self) -> None:
-        self._f.flush()
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-            os.replace(self.tmp, self.path)
-
-
-class AtomicLocalHandler(pafs.FileSystemHandler):
-    """The local disk, except that a file being written is invisible until it is whole.
-
-    Tune writes its experiment state and uploads checkpoints with plain writes: a driver killed mid-write
-    leaves a torn ``experiment_state-*.json``, which Tune's restore then treats as no experiment and silently
-    starts over under new trial ids (rows and MLflow runs recorded twice). Given as Tune's storage filesystem,
-    this makes each file appear whole or not at all, as an object store does by itself."""
-
-    def __init__(self) -> None:
-        self.fs = pafs.LocalFileSystem()
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, AtomicLocalHandler)
-
-    def __hash__(self) -> int:
-        return hash(AtomicLocalHandler)
-
-    def get_type_name(self) -> str:
-        return "clutune-atomic-local"
-
-    def normalize_path(self, path: str) -> str:
-        return self.fs.normalize_path(path)
-
-    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
-        return self.fs.get_file_info(paths)
-
-    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
-        return self.fs.get_file_info(selector)
-
-    def create_dir(self, path: str, recursive: bool) -> None:
-        self.fs.create_dir(path, recursive=recursive)
-
-    def delete_dir(self, path: str) -> None:
-        self.fs.delete_dir(path)
-
-    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
-        self.fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
-
-    def delete_root_dir_contents(self) -> None:
-        raise OSError("refusing to delete the contents of the filesystem's root")
-
-    def delete_file(self, path: str) -> None:
-        self.fs.delete_file(path)
-
-    def move(self, src: str, dest: str) -> None:
-        self.fs.move(src, dest)
-
-    def copy_file(self, src: str, dest: str) -> None:
-        with self.fs.open_input_stream(src) as source, self.open_output_stream(dest, None) as sink:
-            while chunk := source.read(1 << 22):
-                sink.write(chunk)
-
-    def open_input_stream(self, path: str) -> Any:
-        return self.fs.open_input_stream(path)
-
-    def open_input_file(self, path: str) -> Any:
-        return self.fs.open_input_file(path)
-
-    def open_output_stream(self, path: str, metadata: Any) -> Any:
-        return pa.PythonFile(_CommittedOnClose(path), mode="w")
-
-    def open_append_stream(self, path: str, metadata: Any) -> Any:
-        raise OSError(f"{path}: appending would expose a partly written file; write it whole instead")
-
-
-def tune_storage(location: str) -> tuple[str, pafs.FileSystem | None]:
-    """``(storage_path, storage_filesystem)`` for Tune: on a disk, the path on the atomic filesystem above; an
-    object store's URI as it is (its objects are already whole or absent)."""
-    if is_remote(location):
-        return location, None
-    return local_path(location), pafs.PyFileSystem(AtomicLocalHandler())
 
 
 def read_bytes(location: str) -> bytes:
@@ -194,7 +92,7 @@ def write_bytes(location: str, data: bytes) -> None:
     fs, path = resolve(location)
     parent, name = path.rsplit("/", 1)
     fs.create_dir(parent, recursive=True)
-    tmp = _temporary_sibling(parent, name)
+    tmp = temporary_sibling(parent, name)
     try:
         with fs.open_output_stream(tmp) as f:
             f.write(data)

@@ -30,11 +30,12 @@ from ray.tune.logger import CSVLoggerCallback
 
 from clutune import storage
 from clutune.config import Config
-from clutune.errors import UserError
+from clutune.errors import RunFailed, UserError
 from clutune.experiment import Prepared
 from clutune.platform.oracle_pool import OraclePlan, plan_oracles, submit_oracles
 from clutune.platform.publish import attach_runs, draw_runs, publish_runs
 from clutune.platform.tracking import SweepTracker
+from clutune.platform.tune_storage import settle, tune_storage
 from clutune.results import ResultStream, compact, dedupe, read_parts
 from clutune.trainables import clu_trainable
 from clutune.trainables.clu_trainable import seed_mean
@@ -265,7 +266,7 @@ class EngineCallback(tune.Callback):
 
 def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log: Callable[[str], None]) -> Any:
     """Run (or resume) ``grid`` to completion; returns Tune's ResultGrid. Rows end in ``grid.out``."""
-    storage_path, storage_fs = storage.tune_storage(grid.storage_path)
+    storage_path, storage_fs = tune_storage(grid.storage_path)
     folder = storage.join(storage_path, grid.name)  # a path or a URI, as Tune takes either
     trainable = tune.with_resources(tune.with_parameters(clu_trainable, context=grid.context), grid.resources)
     total = grid_size(grid.param_space) if grid.param_space is not None else grid.num_samples
@@ -275,7 +276,7 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
     # repeat what MLflow and results.parquet hold. progress.csv (the cheapest) stays, for Tune's own result grid.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if resume and tune.Tuner.can_restore(folder, storage_filesystem=storage_fs):
-        log(f"resuming {folder}")
+        log(f"resuming {storage.join(grid.storage_path, grid.name)}")
         tuner = tune.Tuner.restore(
             folder, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=storage_fs
         )
@@ -305,6 +306,7 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
         )
     try:
         results = tuner.fit()
+        settle(folder, results)  # checkpoints no result names: superseded ones, and a killed driver's spares
     finally:
         try:
             callback.figures.close()  # first: its last attachments go through the writer
@@ -315,17 +317,35 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
                 callback.stream.close()
                 rows = compact(grid.out)
     callback.draw_remaining(rows)
+    if grid.param_space is not None:
+        require_complete(results, grid.out)
     return results
+
+
+def require_complete(results: Any, out: Path) -> None:
+    """A fixed grid (compare, study, confirmation) is a table with a row per (run, request): one with a run
+    missing is refused instead of summarised. A sweep's errored trial is one of its results (Optuna records it
+    failed), so sweeps do not come here."""
+    failed = [r for r in results if r.error is not None]
+    if not failed:
+        return
+    first = failed[0]
+    lines = [line for line in str(first.error).splitlines() if line.strip()]
+    what = ", ".join(f"{k} {v}" for k, v in sorted((first.config or {}).items())) or first.path
+    cause = lines[-1] if lines else "no message"
+    raise RunFailed(
+        f"{len(failed)} of {len(results)} runs failed, first {what}: {cause}; "
+        f"the requests they finished are kept in {out}, rerun with --resume to continue them"
+    )
 
 
 def check_resumable(location: str, missing: str) -> None:
     """Before any work: a one-line error (``missing``) when there is no Tune experiment at ``location``, and a
     refusal when its state is unreadable. Tune would log that error and start the grid over under new trial ids,
     recording every row and MLflow run a second time next to the first."""
-    path, fs = storage.tune_storage(location)
+    path, fs = tune_storage(location)
     if not tune.Tuner.can_restore(path, storage_filesystem=fs):
         raise UserError(missing)
-    fs, path = (fs, path) if fs is not None else storage.resolve(location)
     found = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     states = sorted(f.path for f in found if fnmatch.fnmatch(f.base_name, "experiment_state-*.json"))
     try:
@@ -346,4 +366,13 @@ def grid_size(param_space: dict[str, Any]) -> int:
     return total
 
 
-__all__ = ["Grid", "Oracles", "absolutize", "check_resumable", "ensure_ray", "execute", "leased_oracles"]
+__all__ = [
+    "Grid",
+    "Oracles",
+    "absolutize",
+    "check_resumable",
+    "ensure_ray",
+    "execute",
+    "leased_oracles",
+    "require_complete",
+]
