@@ -421,7 +421,8 @@ def report(
         f"{setting['machine']}, {setting['load_end']} at the end; config {args.config}, method {METHOD}, "
         f"{args.trials} trials of about "
         f"{setting['trial_seconds']:.0f} s each (pool wall x width / trials; one thread per trial), "
-        f"sweep.checkpoint_every {setting['checkpoint_every']}, MLflow on sqlite, ASHA off, oracles cached before "
+        f"sweep.checkpoint_every {setting['checkpoint_every']}, sweep.checkpoint_seconds "
+        f"{setting['checkpoint_seconds']}, MLflow on sqlite, ASHA off, oracles cached before "
         "timing.",
         "",
         "| concurrency | pair | sweep wall (s) | pool wall (s) | sweep / pool | "
@@ -554,6 +555,7 @@ def main() -> None:
         "load_end": "load " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
         "sweep_import_s": sweep_import_seconds(),
         "checkpoint_every": load_config(config_path, base).sweep.checkpoint_every,
+        "checkpoint_seconds": load_config(config_path, base).sweep.checkpoint_seconds,
         "trial_seconds": rows[0]["pool_s"] * rows[0]["concurrency"] / args.trials,
     }
     write_table(report(args, rows, prof, setting), out)

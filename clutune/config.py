@@ -197,7 +197,11 @@ class SweepConfig:
     # A confirmed objective worse than the tuned one by more than this share of it is flagged.
     confirm_tolerance: float = 0.25
     confirm_front: bool = False  # with several objectives: confirm every Pareto trial, not only the picked one
-    checkpoint_every: int = 1  # requests between trial checkpoints (and always after the last)
+    # A trial checkpoints after a request once checkpoint_seconds of its time have passed since its last
+    # checkpoint, or checkpoint_every requests (when set), and always after the last. A resume repeats what came
+    # after the last checkpoint, exactly; each checkpoint costs a save, an upload and a Tune snapshot.
+    checkpoint_every: int | None = None
+    checkpoint_seconds: float = 30.0
     # Restarts of a trial whose worker or node died, each from its last checkpoint (Tune's FailureConfig).
     max_failures: int = 3
     # A finished trial's worker runs the next trial (its data already loaded); false gives every trial a fresh
@@ -214,8 +218,10 @@ class SweepConfig:
             raise UserError(f"config key '{prefix}.confirm_seeds': a seed is listed twice")
         if self.robust < 0 or self.confirm_tolerance < 0:
             raise UserError(f"config key '{prefix}': robust and confirm_tolerance must be >= 0")
-        if self.checkpoint_every < 1:
-            raise UserError(f"config key '{prefix}.checkpoint_every': must be at least 1")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise UserError(f"config key '{prefix}.checkpoint_every': must be at least 1 (or null: by time only)")
+        if not self.checkpoint_seconds >= 0:
+            raise UserError(f"config key '{prefix}.checkpoint_seconds': must be >= 0")
         if self.max_failures < 0:
             raise UserError(f"config key '{prefix}.max_failures': must be >= 0")
         if not self.objectives:

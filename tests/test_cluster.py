@@ -196,6 +196,7 @@ def test_a_lost_node_costs_no_trial_no_duplicate_and_no_partial_oracle(cluster):
     uri = f"sqlite:///{driver / 'mlflow.db'}"
     n_requests = 8
     extra = ["--concurrency", "2", "--address", c.address, "--set", "epochs_per_learn=2"]
+    extra += ["--set", "sweep.checkpoint_every=1"]  # every report carries a checkpoint
     cmd = _sweep_cmd(_config(tmp, "lost", longer=True), shared, 4, extra)
     sweep = subprocess.Popen(
         cmd + ["--tracking-uri", uri], cwd=driver, env=_driver_env(driver), stdout=subprocess.PIPE,

@@ -10,6 +10,7 @@ import torch
 
 from clutune.config import load_config
 from clutune.experiment import ExperimentRun, method_hparams, prepare
+from clutune.trainables.clu_trainable import CheckpointCadence
 
 FAST = {"epochs_per_learn": 2, "iters_per_unlearn": 10}
 VARYING = {"run_id", "seconds", "step_seconds", "rss_mb", "oracle_seconds", "oracle_cached"}
@@ -44,3 +45,14 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(method, tmp_path):
         for key in a.keys() - VARYING:
             same = a[key] == b[key] or (isinstance(a[key], float) and math.isnan(a[key]) and math.isnan(b[key]))
             assert same, (method, a["request"], key, a[key], b[key])
+
+
+def test_checkpoint_cadence_by_requests_by_time_and_always_last():
+    def pattern(every: int | None, seconds: float, n: int = 8) -> list[int]:
+        cadence = CheckpointCadence(every, seconds)
+        return [k for k in range(1, n + 1) if cadence.due(last=k == n)]
+
+    assert pattern(None, math.inf) == [8]  # the last request always ends with one
+    assert pattern(3, math.inf) == [3, 6, 8]
+    assert pattern(None, 0.0) == list(range(1, 9))  # no time between checkpoints: after every request
+    assert pattern(5, 0.0) == list(range(1, 9))  # either reason is enough

@@ -301,3 +301,9 @@ def test_unlearning_a_partly_learned_task_takes_what_is_owned(labels):
     assert not sc.requests[1].whole_tasks
     full = build_scenario([{"learn": {"task": 0}}, {"unlearn": {"task": 0}}], y, 10)
     assert full.requests[1].whole_tasks
+
+
+@pytest.mark.parametrize(("key", "value"), [("checkpoint_every", "0"), ("checkpoint_seconds", "-1")])
+def test_checkpoint_cadence_out_of_range(capsys, tmp_path, key, value):
+    line = reject(capsys, tmp_path, write_config(tmp_path), "--set", f"sweep.{key}={value}")
+    assert f"sweep.{key}" in line

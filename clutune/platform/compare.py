@@ -157,6 +157,7 @@ def run_method_grid(
                 "robust": 0.0,
                 "fixed": fixed,
                 "checkpoint_every": config.sweep.checkpoint_every,
+                "checkpoint_seconds": config.sweep.checkpoint_seconds,
             },
             param_keys=["method", "seed"],
             role="run",

@@ -6,16 +6,20 @@ ends each request with one ``tune.report``: the mean over seeds of every metric,
 each objective with its std over seeds, and the objective itself (mean + kappa x std, ``sweep.robust``). The
 per-seed rows travel in the same report (``rows``) so the driver can append them to the results stream.
 
-Every ``checkpoint_every`` requests (and after the last) the report carries a ``tune.Checkpoint`` holding the
-whole state of every seed's run. Optimizers are rebuilt at the start of every request (spec Part A), so a
-checkpoint at a request boundary has nothing left to lose, and a restarted trial continues bit for bit; the
-requests it repeats are reported again and deduplicated by the driver.
+After a request that ends ``checkpoint_seconds`` of the trial's time since its last checkpoint (or
+``checkpoint_every`` requests, when set), and after the last, the report carries a ``tune.Checkpoint`` holding
+the whole state of every seed's run. Time, not a request count, by default: a checkpoint costs the same after
+a 1-second request as after a 1-minute one, and what a resume repeats is bounded in seconds either way.
+Optimizers are rebuilt at the start of every request (spec Part A), so a checkpoint at a request boundary has
+nothing left to lose, and a restarted trial continues bit for bit; the requests it repeats are reported again
+and deduplicated by the driver.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +85,23 @@ def seed_mean(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class CheckpointCadence:
+    """Whether the request just done ends with a checkpoint: ``seconds`` since the last one (or since the trial
+    began here), ``every`` requests since it (when set), or the last request."""
+
+    def __init__(self, every: int | None, seconds: float) -> None:
+        self.every, self.seconds = every, seconds
+        self.requests, self.since = 0, time.perf_counter()
+
+    def due(self, last: bool) -> bool:
+        self.requests += 1
+        now = time.perf_counter()
+        if last or now - self.since >= self.seconds or (self.every is not None and self.requests >= self.every):
+            self.requests, self.since = 0, now
+            return True
+        return False
+
+
 def _trial_setup(params: dict[str, Any], context: dict[str, Any]) -> tuple[str, list[int], dict[str, Any]]:
     """(method, seeds, hyperparameter overrides). A sweep trial carries sampled hyperparameters; a grid trial
     names its method (compare, study) or the sweep trial it confirms (``candidate``), and one seed."""
@@ -95,7 +116,7 @@ def _trial_setup(params: dict[str, Any], context: dict[str, Any]) -> tuple[str, 
 def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
     """``params``: the trial's hyperparameters (sweep) or its method and seed (grid). ``context``: config dict,
     default method and seeds, per-request oracle refs (None: no oracle), objectives, robust kappa, fixed
-    hyperparameters per method, checkpoint_every."""
+    hyperparameters per method, checkpoint_every and checkpoint_seconds."""
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     prep = prepare_in_worker({**context["config"], "threads": max(1, int(cpus))})
     config = prep.config
@@ -121,7 +142,7 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
         for run, run_state in zip(runs, state["runs"], strict=True):
             run.restore(run_state)
         means.restore(state["means"])
-    every = max(1, int(context.get("checkpoint_every", 1)))
+    cadence = CheckpointCadence(context.get("checkpoint_every"), float(context.get("checkpoint_seconds", 0.0)))
     total = len(prep.scenario)
     streams = [run.steps() for run in runs]
     try:
@@ -136,7 +157,7 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
             result = {"request": rows[0]["request"], "kind": rows[0]["kind"]}
             result.update(means.report(context["robust"]))
             result.update(requests_done=done, method=method, rows=rows)
-            if done % every and done != total:
+            if not cadence.due(done == total):
                 tune.report(result)
                 continue
             with tempfile.TemporaryDirectory() as folder:
