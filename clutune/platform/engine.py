@@ -267,7 +267,7 @@ class EngineCallback(tune.Callback):
 def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log: Callable[[str], None]) -> Any:
     """Run (or resume) ``grid`` to completion; returns Tune's ResultGrid. Rows end in ``grid.out``."""
     storage_path, storage_fs = tune_storage(grid.storage_path)
-    folder = storage.join(storage_path, grid.name)  # a path or a URI, as Tune takes either
+    folder = storage.join(storage_path, grid.name)  # a path on storage_fs
     trainable = tune.with_resources(tune.with_parameters(clu_trainable, context=grid.context), grid.resources)
     total = grid_size(grid.param_space) if grid.param_space is not None else grid.num_samples
     callback = EngineCallback(grid, tracker, len(prep.scenario), total, log)
