@@ -313,6 +313,8 @@ def profile(config_path: str, sets: list[str], trials: int, uri: str, folder: Pa
         spans.append((label, start, seconds))
 
     def ray_init() -> None:
+        from clutune.platform.engine import LOCAL_RAY_SYSTEM_CONFIG
+
         def hook() -> None:  # a plain function: Ray names the hook it exports
             install_worker_spans(str(folder))
 
@@ -322,6 +324,7 @@ def profile(config_path: str, sets: list[str], trials: int, uri: str, folder: Pa
             include_dashboard=False,
             log_to_driver=False,
             runtime_env={"worker_process_setup_hook": hook},
+            _system_config=LOCAL_RAY_SYSTEM_CONFIG,  # as the command starts it
         )
         record("Ray start (ray.init)", time.time(), time.perf_counter() - t0)
 

@@ -52,13 +52,20 @@ def absolutize(config: Config) -> None:
     config.sweep.storage_path = storage.local_path(config.sweep.storage_path)
 
 
+# A local Ray started by a command: no prestarted idle workers. Ray would start one per CPU for tasks that may
+# never come (cached oracles) and keep them polling for the whole run; without them ray.init returns 1.5 s
+# sooner and a trial's worker starts when it is asked for (half a second).
+LOCAL_RAY_SYSTEM_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
+
+
 def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        system = LOCAL_RAY_SYSTEM_CONFIG
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _system_config=system)
 
 
 @dataclass
