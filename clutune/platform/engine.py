@@ -59,10 +59,14 @@ LOCAL_RAY_SYSTEM_CONFIG = {"enable_worker_prestart": False, "prestart_worker_fir
 
 
 def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``, as in a Ray job), or start a local Ray: only then
+    are its system settings ours to choose (Ray refuses them when joining)."""
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    elif os.environ.get("RAY_ADDRESS"):
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     else:
         system = LOCAL_RAY_SYSTEM_CONFIG
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _system_config=system)
