@@ -553,12 +553,13 @@ def main() -> None:
             (Path(tmp) / "spans").mkdir()
             sets = [*base, f"sweep.storage_path={tmp}/sweeps-profile"]
             prof = profile(config_path, sets, args.trials, _mlflow_db(f"{tmp}/mlflow-profile.db"), Path(tmp) / "spans")
+    sweep_config = load_config(config_path, base).sweep
     setting = {
         "machine": host,
         "load_end": "load " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
         "sweep_import_s": sweep_import_seconds(),
-        "checkpoint_every": load_config(config_path, base).sweep.checkpoint_every,
-        "checkpoint_seconds": load_config(config_path, base).sweep.checkpoint_seconds,
+        "checkpoint_every": sweep_config.checkpoint_every,
+        "checkpoint_seconds": sweep_config.checkpoint_seconds,
         "trial_seconds": rows[0]["pool_s"] * rows[0]["concurrency"] / args.trials,
     }
     write_table(report(args, rows, prof, setting), out)

@@ -135,7 +135,9 @@ RAY_ENV = {
 def set_ray_env(address: str | None = None) -> None:
     """A driver that joins a cluster (``--address``, or ``RAY_ADDRESS`` as in a Ray job) keeps Ray's own node
     addressing: on loopback it could not find its node among the cluster's, which have the machines' addresses."""
-    joining = bool(address or os.environ.get("RAY_ADDRESS"))
+    from clutune.platform.ray_address import joins_cluster
+
+    joining = joins_cluster(address)
     for key, value in RAY_ENV.items():
         if not (joining and key == "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
             os.environ.setdefault(key, value)

@@ -58,12 +58,13 @@ def flush_denormals(on: bool) -> Iterator[None]:
     weights subnormal. Flushing changes only values within 1.2e-38 of zero. CUDA kernels flush by themselves.
     """
     before = flushing()
-    if on != before and not torch.set_flush_denormal(on) and on:
+    changed = on != before and torch.set_flush_denormal(on)  # False: the CPU has no such mode
+    if on and not before and not changed:
         warn_no_flush()
     try:
         yield
     finally:
-        if flushing() != before:
+        if changed:
             torch.set_flush_denormal(before)
 
 

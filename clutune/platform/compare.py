@@ -156,8 +156,6 @@ def run_method_grid(
                 "objectives": list(config.sweep.objectives),
                 "robust": 0.0,
                 "fixed": fixed,
-                "checkpoint_every": config.sweep.checkpoint_every,
-                "checkpoint_seconds": config.sweep.checkpoint_seconds,
             },
             param_keys=["method", "seed"],
             role="run",

@@ -34,6 +34,7 @@ from clutune.errors import RunFailed, UserError
 from clutune.experiment import Prepared
 from clutune.platform.oracle_pool import OraclePlan, plan_oracles, submit_oracles
 from clutune.platform.publish import attach_runs, draw_runs, publish_runs
+from clutune.platform.ray_address import joins_cluster
 from clutune.platform.tracking import SweepTracker
 from clutune.platform.tune_storage import settle, tune_storage
 from clutune.results import ResultStream, compact, dedupe, read_parts
@@ -65,11 +66,9 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
         return
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    elif os.environ.get("RAY_ADDRESS"):
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-    else:
-        system = LOCAL_RAY_SYSTEM_CONFIG
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _system_config=system)
+        return
+    system = None if joins_cluster(None) else LOCAL_RAY_SYSTEM_CONFIG
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _system_config=system)
 
 
 @dataclass

@@ -7,12 +7,19 @@ of a head's GCS, and ``ray://host:port`` (Ray Client). A dashboard address (``ht
 
 from __future__ import annotations
 
+import os
 import socket
 from urllib.parse import urlparse
 
 from clutune.errors import UserError
 
 CONNECT_TIMEOUT_S = 5.0
+
+
+def joins_cluster(address: str | None) -> bool:
+    """Whether ``ray.init`` will join a running cluster (``--address``, or ``RAY_ADDRESS`` as in a Ray job)
+    rather than start a local Ray."""
+    return bool(address or os.environ.get("RAY_ADDRESS"))
 
 
 def check_ray_address(address: str | None) -> None:

@@ -159,8 +159,6 @@ def run_sweep(
                 "objectives": list(sw.objectives),
                 "robust": sw.robust,
                 "fixed": {method: fixed},
-                "checkpoint_every": sw.checkpoint_every,
-                "checkpoint_seconds": sw.checkpoint_seconds,
             }
             meta = {"method": method, "trials": trials, "sweep_dir": sweep_uri, "fixed": fixed, "seeds": sw.seeds}
             parent = tracker.start_parent(name, config.as_dict(), space.raw, meta)

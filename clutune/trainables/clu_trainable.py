@@ -116,7 +116,7 @@ def _trial_setup(params: dict[str, Any], context: dict[str, Any]) -> tuple[str, 
 def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
     """``params``: the trial's hyperparameters (sweep) or its method and seed (grid). ``context``: config dict,
     default method and seeds, per-request oracle refs (None: no oracle), objectives, robust kappa, fixed
-    hyperparameters per method, checkpoint_every and checkpoint_seconds."""
+    hyperparameters per method. The checkpoint cadence is the config's (``sweep.checkpoint_*``)."""
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     prep = prepare_in_worker({**context["config"], "threads": max(1, int(cpus))})
     config = prep.config
@@ -142,7 +142,7 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
         for run, run_state in zip(runs, state["runs"], strict=True):
             run.restore(run_state)
         means.restore(state["means"])
-    cadence = CheckpointCadence(context.get("checkpoint_every"), float(context.get("checkpoint_seconds", 0.0)))
+    cadence = CheckpointCadence(config.sweep.checkpoint_every, config.sweep.checkpoint_seconds)
     total = len(prep.scenario)
     streams = [run.steps() for run in runs]
     try:
