@@ -32,9 +32,10 @@ from pathlib import Path
 
 import pandas as pd
 
+# preset, default methods, default seeds; each preset keeps its own oracle policy (every_k) unless --every is given
 PRESETS = {
-    "digits": ("digits-long-200", "ugclu,er", ["oracle.policy=every"]),
-    "mnist1d": ("mnist1d-long-1000", "ugclu,er,finetune", []),
+    "digits": ("digits-long-200", "ugclu,er,derpp,sfron,finetune", "0,1,2"),
+    "mnist1d": ("mnist1d-long-1000", "ugclu,er,sfron", "0,1"),
 }
 WINDOW = 0.2  # flatness compares the first and the last fifth of the stream (digits: requests 0-39, 160-199)
 
@@ -99,22 +100,23 @@ def markdown(frame: pd.DataFrame) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(PRESETS), required=True)
-    parser.add_argument("--every", type=int, default=100, help="oracle.every for mnist1d-long-1000")
+    parser.add_argument("--every", type=int, default=None, help="oracle.every (default: the preset's own policy)")
+    parser.add_argument("--methods", default=None, help="comma-separated methods (default: the preset's list)")
+    parser.add_argument("--seeds", default=None, help="comma-separated run seeds (default: the preset's list)")
     parser.add_argument("--out", default="runs/long")
     parser.add_argument("--oracle-cache", default=None, help="oracle cache to use (default: a fresh one in --out)")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from an earlier run in --out")
     args = parser.parse_args()
     dataset = args.dataset
-    preset, methods, sets = PRESETS[dataset]
-    if dataset == "mnist1d":
-        sets = ["oracle.policy=every_k", f"oracle.every={args.every}"]
+    preset, methods, seeds = PRESETS[dataset]
+    methods, seeds = args.methods or methods, args.seeds or seeds
+    sets = [] if args.every is None else ["oracle.policy=every_k", f"oracle.every={args.every}"]
     out = Path(args.out) / dataset
     # A fresh oracle cache unless one is named: the oracle time is then the cost of training them all.
     cache = args.oracle_cache or str(out.resolve() / "oracles")
     set_args = [a for s in [*sets, f"oracle.cache_dir={cache}"] for a in ("--set", s)]
-    results = Path("bench/results")
     if args.report_only:
-        walls = json.loads((results / f"long-{dataset}.json").read_text())
+        walls = json.loads((out / "walls.json").read_text())
         oracle_wall, study_wall, load = (
             walls["oracle_wall_s"],
             walls["study_wall_s"],
@@ -123,16 +125,18 @@ def main() -> None:
     else:
         shutil.rmtree(out, ignore_errors=True)
         start = _load()
-        oracle_wall, study_wall = run(preset, methods, out, set_args)
+        oracle_wall, study_wall = run(preset, methods, seeds, out, set_args)
         load = f"load average {start} at the start, {_load()} at the end (2 cores: above 2, work was queued)"
-    report(dataset, preset, methods, sets, out, oracle_wall, study_wall, load)
+        walls = {"oracle_wall_s": oracle_wall, "study_wall_s": study_wall, "load": load}
+        (out / "walls.json").write_text(json.dumps(walls))  # the report can be rebuilt with --report-only
+    report(dataset, preset, methods, seeds, sets, out, oracle_wall, study_wall, load)
 
 
 def _load() -> str:
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def run(preset: str, methods: str, out: Path, set_args: list[str]) -> tuple[float, float]:
+def run(preset: str, methods: str, seeds: str, out: Path, set_args: list[str]) -> tuple[float, float]:
     oracle_wall = _clutune("oracles", "--config", preset, *set_args)
     study_wall = _clutune(
         "study",
@@ -141,7 +145,7 @@ def run(preset: str, methods: str, out: Path, set_args: list[str]) -> tuple[floa
         "--methods",
         methods,
         "--seeds",
-        "0",
+        seeds,
         "--out",
         str(out / "study"),
         "--tracking-uri",
@@ -155,6 +159,7 @@ def report(
     dataset: str,
     preset: str,
     methods: str,
+    seeds: str,
     sets: list[str],
     out: Path,
     oracle_wall: float,
@@ -165,8 +170,9 @@ def report(
     results = Path("bench/results")
     shutil.copy(out / "study" / "curves.png", results / f"long-{dataset}-curves.png")
     summary = (out / "study" / "summary.md").read_text()
+    policy = " ".join(sets) or "the preset's own oracle policy"
     lines = [
-        f"# Long stream: {preset}, methods {methods}, seed 0, {' '.join(sets) or 'preset oracle policy'}",
+        f"# Long stream: {preset}, methods {methods}, seeds {seeds}, {policy}",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; {load}.",
         f"Command: `python bench/long_sequence.py --dataset {dataset}`.",
