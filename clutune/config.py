@@ -26,10 +26,18 @@ MNIST1D_MIN_SAMPLES = 100
 
 @dataclass
 class DatasetConfig:
+    """The ``dataset`` section, handed whole to the reader called ``name`` (clutune.data.DATASETS).
+
+    ``root`` and ``path`` are the two ways a reader is pointed at data (a folder, a file); ``options`` holds a
+    plugin reader's own keys, so a typo in a built-in key is still refused while a plugin reads what it defines.
+    """
+
     name: str = "digits"
-    root: str | None = None  # folder holding cifar-10-batches-py or tiny-imagenet-200
+    root: str | None = None  # a folder: cifar-10-batches-py or tiny-imagenet-200 inside it, or an image folder
+    path: str | None = None  # a file: the .npz a reader loads
     # mnist1d only: total samples to generate (train + test, split 80/20); None = the package's 5,000.
     samples: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # a plugin reader's own keys
 
     def validate(self, prefix: str) -> None:
         if self.samples is None:
@@ -42,9 +50,23 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
+    """The ``model`` section, handed to the builder called ``name`` (clutune.models.MODELS) as :meth:`spec`."""
+
     name: str = "mlp"
-    hidden: list[int] = field(default_factory=lambda: [128])
-    width: int = 32
+    hidden: list[int] = field(default_factory=lambda: [128])  # mlp
+    width: int = 32  # cnn
+    options: dict[str, Any] = field(default_factory=dict)  # a plugin model's own keys; torchvision: arch
+
+    def spec(self) -> dict[str, Any]:
+        """The section as a plain dict (what a builder receives and an oracle key hashes), without empty options
+        so that the oracle keys of configs written before ``options`` existed stay the same."""
+        return _without_unset_new_keys(to_dict(self))
+
+
+def _without_unset_new_keys(section: dict[str, Any]) -> dict[str, Any]:
+    """A section without the keys added after configs were first hashed (``path``, ``options``) while they are
+    unset, so a config that does not use them keeps its hash, its oracle keys and its cached oracles."""
+    return {k: v for k, v in section.items() if not (k in ("options", "path") and not v)}
 
 
 @dataclass
@@ -265,6 +287,8 @@ class Config:
         compute = payload.pop("compute")
         if compute["precision"] != "fp32":
             payload["precision"] = compute["precision"]
+        payload["dataset"] = _without_unset_new_keys(payload["dataset"])
+        payload["model"] = _without_unset_new_keys(payload["model"])
         payload.pop("seed")
         payload.pop("methods")
         payload.pop("sweep")

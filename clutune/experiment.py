@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from clutune.clu.methods.base import Method
 from clutune.clu.runner import Diverged, iter_run
 from clutune.clu.training import predict_logits
 from clutune.config import Config, best_defaults
-from clutune.data import Dataset, load_dataset
+from clutune.data import Dataset, read_dataset
 from clutune.errors import UserError
 from clutune.metrics import Split, forgetting, request_metrics, softmax64, test_accuracy_by_classes
 from clutune.models import build_model
@@ -90,7 +90,7 @@ def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
     device = resolve_device(config.device)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    dataset = dataset or load_dataset(config.dataset.name, config.dataset.root, config.dataset.samples)
+    dataset = dataset or read_dataset(config.dataset)
     scenario = build_scenario(
         scenario_requests(config.scenario, dataset.y_train, dataset.num_classes),
         dataset.y_train,
@@ -100,7 +100,7 @@ def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
         seed=config.scenario.seed,
     )
     effective_precision(config.compute.precision, device)  # warns now, before any work, if bf16 cannot apply
-    recipe = OracleRecipe.from_config(config.oracle, asdict(config.model), config.compute)
+    recipe = OracleRecipe.from_config(config.oracle, config.model.spec(), config.compute)
     return Prepared(config, dataset.to(device), scenario, recipe, OracleCache(config.oracle.cache_dir), device)
 
 
@@ -279,7 +279,7 @@ def build_method(prep: Prepared, method: str, hparams: Any, seed: int) -> Method
     torch.manual_seed(seed)
     ds = prep.dataset
     compute = prep.config.compute
-    model = build_model(asdict(prep.config.model), ds.input_shape, ds.num_classes).to(prep.device)
+    model = build_model(prep.config.model.spec(), ds.input_shape, ds.num_classes).to(prep.device)
     prepare_model(model, prep.device, compute.channels_last, compute.compile)
     to_inputs = input_layout(ds.inputs, prep.device, compute.channels_last)
     access = TrainAccess(ds.x_train, ds.y_train, to_inputs, crop_flip if prep.config.augment else None)

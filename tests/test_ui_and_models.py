@@ -58,7 +58,7 @@ def test_ui_serves_mlflow_on_loopback(tmp_path):
         ({"name": "mlp"}, (40,)),
         ({"name": "cnn", "width": 8}, (3, 32, 32)),
         ({"name": "resnet18_cifar"}, (3, 32, 32)),
-        ({"name": "mobilenet_v3_small"}, (3, 64, 64)),
+        ({"name": "torchvision", "options": {"arch": "mobilenet_v3_small"}}, (3, 64, 64)),
     ],
 )
 def test_models_build_for_their_inputs(spec, shape):
@@ -75,5 +75,8 @@ def test_resnet18_cifar_has_the_cifar_stem():
 
 
 def test_unknown_model_name_is_a_user_error():
-    with pytest.raises(UserError, match="model.name 'resnet999'"):
+    """No silent torchvision fallback: a torchvision classifier is named explicitly, and a bad one is refused."""
+    with pytest.raises(UserError, match="unknown model 'resnet999'"):
         build_model({"name": "resnet999"}, (3, 32, 32), 10)
+    with pytest.raises(UserError, match="model.options.arch': 'resnet999'"):
+        build_model({"name": "torchvision", "options": {"arch": "resnet999"}}, (3, 32, 32), 10)

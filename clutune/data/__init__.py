@@ -1,41 +1,65 @@
-"""Dataset readers by name. Every reader returns a :class:`Dataset` in a fixed sample order."""
+"""Dataset readers by name. A reader receives the config's ``dataset`` section (:class:`DatasetConfig`) and
+returns a :class:`Dataset` in a fixed sample order.
+
+Built-in readers are the table below; an installed package adds its own under the entry point group
+``clutune.datasets`` (``name = "module:reader"``), found the same way in every process (clutune.registry).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from clutune.config import DatasetConfig
 from clutune.data.dataset import Dataset, fingerprint, make_dataset
 from clutune.errors import UserError
+from clutune.registry import Registry
+from clutune.typed import from_dict
 
-__all__ = ["Dataset", "fingerprint", "make_dataset", "load_dataset", "DATASETS"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetConfig",
+    "Reader",
+    "fingerprint",
+    "load_dataset",
+    "make_dataset",
+    "read_dataset",
+]
+
+Reader = Callable[[DatasetConfig], Dataset]
 
 
-def _digits(root: Path | None) -> Dataset:
+def _root(section: DatasetConfig) -> Path | None:
+    return Path(section.root).expanduser() if section.root else None
+
+
+def _digits(section: DatasetConfig) -> Dataset:
     from clutune.data.digits import load_digits
 
     return load_digits()
 
 
-def _mnist1d(root: Path | None) -> Dataset:
+def _mnist1d(section: DatasetConfig) -> Dataset:
     from clutune.data.mnist1d import load_mnist1d
 
-    return load_mnist1d()
+    return load_mnist1d() if section.samples is None else load_mnist1d(section.samples)
 
 
-def _cifar10(root: Path | None) -> Dataset:
+def _cifar10(section: DatasetConfig) -> Dataset:
     from clutune.data.cifar10 import load_cifar10
 
-    return load_cifar10(root)
+    return load_cifar10(_root(section))
 
 
-def _tinyimagenet(root: Path | None) -> Dataset:
+def _tinyimagenet(section: DatasetConfig) -> Dataset:
     from clutune.data.tinyimagenet import load_tinyimagenet
 
-    return load_tinyimagenet(root)
+    return load_tinyimagenet(_root(section))
 
 
-DATASETS: dict[str, Callable[[Path | None], Dataset]] = {
+BUILTIN_READERS: dict[str, Reader] = {
     "digits": _digits,
     "mnist1d": _mnist1d,
     "cifar10": _cifar10,
@@ -43,14 +67,29 @@ DATASETS: dict[str, Callable[[Path | None], Dataset]] = {
 }
 
 
-def load_dataset(name: str, root: str | Path | None = None, samples: int | None = None) -> Dataset:
-    """The dataset ``name``; ``samples`` (mnist1d only) sets how many samples to generate in total."""
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
-    if samples is not None:
-        if name != "mnist1d":
-            raise UserError(f"config key 'dataset.samples': only mnist1d can generate samples, not {name}")
-        from clutune.data.mnist1d import load_mnist1d
+def _check_reader(obj: Any, name: str) -> str | None:
+    return None if callable(obj) else f"is a {type(obj).__name__}, not a reader (a callable taking the dataset section)"
 
-        return load_mnist1d(samples)
-    return DATASETS[name](Path(root).expanduser() if root else None)
+
+DATASETS: Registry[Reader] = Registry("clutune.datasets", "dataset", BUILTIN_READERS, _check_reader)
+
+
+def read_dataset(section: DatasetConfig) -> Dataset:
+    """The dataset a config's ``dataset`` section describes; a reader that returns anything else is refused."""
+    reader = DATASETS.get(section.name)
+    if section.samples is not None and section.name != "mnist1d":
+        raise UserError(f"config key 'dataset.samples': only mnist1d can generate samples, not {section.name}")
+    dataset = reader(section)
+    if not isinstance(dataset, Dataset):
+        origin = DATASETS.origin(section.name)
+        raise UserError(
+            f"dataset {section.name!r} from {origin}: the reader returned a {type(dataset).__name__}, "
+            "not a clutune.data.Dataset (build one with clutune.data.make_dataset)"
+        )
+    return dataset
+
+
+def load_dataset(name: str, root: str | Path | None = None, samples: int | None = None, **keys: Any) -> Dataset:
+    """Shorthand for :func:`read_dataset` with a section built from keywords (``path=``, ``options=``)."""
+    raw = {"name": name, "root": None if root is None else str(root), "samples": samples, **keys}
+    return read_dataset(from_dict(DatasetConfig, raw, prefix="dataset"))

@@ -1,13 +1,26 @@
-"""Backbones by name. A model spec is a small dict so an oracle can rebuild the exact architecture."""
+"""Backbones by name. A model spec is a small dict so an oracle can rebuild the exact architecture.
+
+A builder is called as ``builder(spec, input_shape, num_classes)``: ``spec`` is the config's ``model`` section as
+a dict (``name``, ``hidden``, ``width``, and ``options`` when set: a plugin's own keys), ``input_shape`` is one
+sample's shape as the model receives it (``(features,)`` or ``(channels, height, width)``), and ``num_classes``
+the number of outputs. It returns a freshly initialised ``nn.Module`` (the caller seeds torch first and moves it
+to the device). Built-in builders are the table below; an installed package adds its own under the entry point
+group ``clutune.models``. Torchvision classifiers are there only when asked for by name:
+``model: {name: torchvision, options: {arch: mobilenet_v3_small}}``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from clutune.errors import UserError
+from clutune.registry import Registry
+
+Builder = Callable[[dict[str, Any], tuple[int, ...], int], nn.Module]
 
 
 class MLP(nn.Module):
@@ -103,32 +116,69 @@ class Airbench(nn.Module):
         return self.head(torch.amax(features, dim=(2, 3)))
 
 
-def torchvision_model(name: str, num_classes: int) -> nn.Module:
-    """Any torchvision classifier, randomly initialised: weights cannot be downloaded offline."""
+def _flat_features(input_shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in input_shape:
+        n *= d
+    return n
+
+
+def build_mlp(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return MLP(_flat_features(input_shape), num_classes, list(spec.get("hidden", [128])))
+
+
+def build_cnn(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    in_channels = input_shape[0] if len(input_shape) == 3 else 1
+    return SmallCNN(in_channels, num_classes, int(spec.get("width", 32)))
+
+
+def build_resnet18_cifar(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return resnet18_cifar(num_classes, input_shape[0])
+
+
+def build_airbench(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    if len(input_shape) != 3:
+        raise UserError(f"model.name airbench needs image inputs (channels, height, width), got {input_shape}")
+    return Airbench(input_shape[0], num_classes)
+
+
+def build_torchvision(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The torchvision classifier ``options.arch``, randomly initialised: weights cannot be downloaded offline."""
     import torchvision.models as tvm
 
-    if name not in tvm.list_models(module=tvm):
+    arch = spec.get("options", {}).get("arch")
+    known = tvm.list_models(module=tvm)
+    if arch not in known:
         raise UserError(
-            f"model.name {name!r} is neither built in (mlp, cnn, resnet18_cifar, airbench) nor a torchvision model"
+            f"config key 'model.options.arch': {arch!r} is not a torchvision classifier "
+            f"(model.name torchvision needs one, e.g. resnet50 or mobilenet_v3_small)"
         )
-    return tvm.get_model(name, weights=None, num_classes=num_classes)
+    return tvm.get_model(arch, weights=None, num_classes=num_classes)
+
+
+BUILTIN_MODELS: dict[str, Builder] = {
+    "mlp": build_mlp,
+    "cnn": build_cnn,
+    "resnet18_cifar": build_resnet18_cifar,
+    "airbench": build_airbench,
+    "torchvision": build_torchvision,
+}
+
+
+def _check_builder(obj: Any, name: str) -> str | None:
+    return None if callable(obj) else f"is a {type(obj).__name__}, not a builder (spec, input_shape, num_classes)"
+
+
+MODELS: Registry[Builder] = Registry("clutune.models", "model", BUILTIN_MODELS, _check_builder)
 
 
 def build_model(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Build a model from ``spec`` (``{"name": ..., **options}``) for the dataset's input shape."""
+    """Build the model ``spec["name"]`` (default mlp) for the dataset's input shape."""
     name = spec.get("name", "mlp")
-    if name == "mlp":
-        in_features = 1
-        for d in input_shape:
-            in_features *= d
-        return MLP(in_features, num_classes, list(spec.get("hidden", [128])))
-    if name == "cnn":
-        in_channels = input_shape[0] if len(input_shape) == 3 else 1
-        return SmallCNN(in_channels, num_classes, int(spec.get("width", 32)))
-    if name == "resnet18_cifar":
-        return resnet18_cifar(num_classes, input_shape[0])
-    if name == "airbench":
-        if len(input_shape) != 3:
-            raise UserError(f"model.name airbench needs image inputs (channels, height, width), got {input_shape}")
-        return Airbench(input_shape[0], num_classes)
-    return torchvision_model(name, num_classes)
+    model = MODELS.get(name)(spec, tuple(input_shape), num_classes)
+    if not isinstance(model, nn.Module):
+        raise UserError(
+            f"model {name!r} from {MODELS.origin(name)}: the builder returned a {type(model).__name__}, "
+            "not an nn.Module"
+        )
+    return model
