@@ -371,5 +371,9 @@ def bare_overrides(sets: list[str] | None) -> dict[str, Any]:
 
 
 def best_defaults(method: str, dataset: str) -> dict[str, Any]:
-    path = BEST_DIR / f"{method}-{dataset}.yaml"
+    """Tuned hyperparameters of ``method`` on ``dataset``: the ones the method ships itself first (a plugin's,
+    clutune.method_files), else clutune's own file; {} when neither exists."""
+    from clutune.method_files import own_tuned_defaults  # imports the method library: only when asked
+
+    path = own_tuned_defaults(method, dataset) or BEST_DIR / f"{method}-{dataset}.yaml"
     return read_yaml(path) if path.exists() else {}

@@ -19,7 +19,12 @@ class TrainAccess:
     """Ids live on the host (every batcher draws them there), and so does the blocked mask: the check is a host
     lookup before any row is read, so it refuses every unlearned id before it can reach a device, and it never
     waits on the device. Ids then travel to the data's device without a synchronisation (pinned memory,
-    non-blocking copy), so a CUDA training step queues its kernels without a host round trip."""
+    non-blocking copy), so a CUDA training step queues its kernels without a host round trip.
+
+    The door is the only way a method reads training data: the sample tensors and the blocked mask are private,
+    and what is public is :meth:`fetch` by id, the number of samples, the device, an all-zero input for shape
+    probes, and the audit (``touched``, ``samples``, a copy of ``blocked``).
+    """
 
     def __init__(
         self,
@@ -28,42 +33,56 @@ class TrainAccess:
         to_inputs: Callable[[torch.Tensor], torch.Tensor],
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     ) -> None:
-        self.x, self.y = x, y
-        self.to_inputs = to_inputs
-        self.augment = augment
-        self.blocked = torch.zeros(len(y), dtype=torch.bool)
+        self._x, self._y = x, y
+        self._to_inputs = to_inputs
+        self._augment = augment
+        self._blocked = torch.zeros(len(y), dtype=torch.bool)
         self.touched = torch.zeros(len(y), dtype=torch.bool)  # every id any training step has fetched
         # Samples fetched while autograd is on: the forward+backward passes paid, whichever network they feed.
         self.samples = 0
 
+    def __len__(self) -> int:
+        """The number of training ids (owned or not): ids are 0 .. len - 1."""
+        return len(self._y)
+
     @property
     def device(self) -> torch.device:
-        return self.x.device
+        return self._x.device
+
+    @property
+    def blocked(self) -> torch.Tensor:
+        """A copy of the mask of refused ids: reading it cannot unblock one."""
+        return self._blocked.clone()
+
+    def zero_inputs(self) -> torch.Tensor:
+        """One all-zero model-ready input (dtype, layout and device as a fetched one): probes a model's output
+        width without reading any sample."""
+        return torch.zeros_like(self._to_inputs(self._x[:1]))
 
     def block(self, ids: torch.Tensor) -> None:
-        self.blocked[ids.cpu()] = True
+        self._blocked[ids.cpu()] = True
 
     def block_all_but(self, ids: torch.Tensor) -> None:
         """Open the door to ``ids`` only (an oracle's owned set)."""
-        self.blocked[:] = True
-        self.blocked[ids.cpu()] = False
+        self._blocked[:] = True
+        self._blocked[ids.cpu()] = False
 
     def fetch(
         self, ids: torch.Tensor, generator: torch.Generator | None = None, augment: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and labels for ``ids``; augmented when an augmentation is set and ``generator`` given."""
         ids = ids.cpu()  # a no-op for the host ids every batcher produces
-        if self.blocked[ids].any():
-            bad = int(ids[self.blocked[ids]][0])
+        if self._blocked[ids].any():
+            bad = int(ids[self._blocked[ids]][0])
             raise UnlearnedAccessError(f"training step requested unlearned sample id {bad}")
         self.touched[ids] = True
         if torch.is_grad_enabled():
             self.samples += len(ids)
-        dev_ids = to_device(ids, self.x.device)
-        x = self.to_inputs(self.x[dev_ids])
-        if augment and self.augment is not None and generator is not None:
-            x = self.augment(x, generator)
-        return x, self.y[dev_ids]
+        dev_ids = to_device(ids, self._x.device)
+        x = self._to_inputs(self._x[dev_ids])
+        if augment and self._augment is not None and generator is not None:
+            x = self._augment(x, generator)
+        return x, self._y[dev_ids]
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -14,6 +14,7 @@ import optuna
 from clutune.clu.methods import get_method
 from clutune.config import REPO_ROOT, read_yaml
 from clutune.errors import UserError
+from clutune.method_files import own_search_space
 
 SPACE_DIR = REPO_ROOT / "search_spaces"
 _KINDS = {"float": {"low", "high", "log"}, "int": {"low", "high", "log"}, "categorical": {"choices"}}
@@ -35,7 +36,8 @@ class SearchSpace:
 
 
 def default_space_path(method: str) -> Path:
-    return SPACE_DIR / f"{method}.yaml"
+    """The search space ``method`` ships itself (a plugin's, clutune.method_files) first, else clutune's."""
+    return own_search_space(method) or SPACE_DIR / f"{method}.yaml"
 
 
 def load_space(path: str | Path, method: str) -> SearchSpace:

@@ -1,24 +1,53 @@
-"""Methods by name. Each method file registers its class here; no scanning, no ``eval``."""
+"""Methods by name: clutune's own in the table below, then any installed package's under the entry point group
+``clutune.methods`` (``name = "module:Class"``), resolved the same way in every process (clutune.registry).
+
+A method class subclasses :class:`Method`, its ``Hparams`` subclasses :class:`BaseHparams`, and its ``name``
+is the name it is registered under. Modules are imported on first lookup, so naming one method imports one file.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from clutune.clu.methods.base import BaseHparams, Method
-from clutune.errors import UserError
+from clutune.registry import Registry
 
-METHODS: dict[str, type[Method]] = {}
+BUILTIN_METHODS: dict[str, str] = {
+    "clpu": "clutune.clu.methods.clpu:CLPU",
+    "derpp": "clutune.clu.methods.derpp:DERpp",
+    "er": "clutune.clu.methods.er:ER",
+    "ewc": "clutune.clu.methods.ewc:EWC",
+    "finetune": "clutune.clu.methods.finetune:Finetune",
+    "ga": "clutune.clu.methods.ga:GA",
+    "lwf": "clutune.clu.methods.lwf:LwF",
+    "retrain": "clutune.clu.methods.retrain:Retrain",
+    "rl": "clutune.clu.methods.rl:RL",
+    "salun": "clutune.clu.methods.salun:SalUn",
+    "scrub": "clutune.clu.methods.scrub:SCRUB",
+    "sfron": "clutune.clu.methods.sfron:SFRon",
+    "ugclu": "clutune.clu.methods.ugclu:UGCLU",
+}
 
 
-def register(cls: type[Method]) -> type[Method]:
-    METHODS[cls.name] = cls
-    return cls
+def method_problem(obj: Any, name: str) -> str | None:
+    """What keeps ``obj`` from being the method ``name``, or None: the contract every method class keeps."""
+    if not (isinstance(obj, type) and issubclass(obj, Method)):
+        return f"is not a subclass of clutune.clu.methods.Method (got {obj!r})"
+    hp = getattr(obj, "Hparams", None)
+    if not (isinstance(hp, type) and issubclass(hp, BaseHparams) and dataclasses.is_dataclass(hp)):
+        return f"{obj.__name__}.Hparams is not a dataclass subclassing clutune.clu.methods.BaseHparams"
+    if getattr(obj, "name", None) != name:
+        return f"{obj.__name__}.name is {getattr(obj, 'name', None)!r}, not the entry point name {name!r}"
+    return None
+
+
+METHODS: Registry[type[Method]] = Registry("clutune.methods", "method", BUILTIN_METHODS, method_problem)
 
 
 def get_method(name: str) -> type[Method]:
-    if name not in METHODS:
-        raise UserError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    """The method class called ``name``; an unknown name or a broken plugin is a one-line UserError."""
+    return METHODS.get(name)
 
 
-from clutune.clu.methods import clpu, derpp, er, ewc, finetune, ga, lwf, retrain, rl, salun, scrub, sfron, ugclu  # noqa: E402,F401  (registers)
-
-__all__ = ["METHODS", "BaseHparams", "Method", "get_method", "register"]
+__all__ = ["BUILTIN_METHODS", "METHODS", "BaseHparams", "Method", "get_method", "method_problem"]

@@ -50,6 +50,11 @@ class Method:
     # Hyperparameters whose defaults are the config's oracle recipe (oracle.<same name>), for methods that
     # stand in for the oracle.
     follows_oracle: ClassVar[tuple[str, ...]] = ()
+    # Files the method ships as package data next to its module, found with importlib.resources and read before
+    # clutune's own: a search space (a YAML file name, e.g. "search_space.yaml") and a folder of tuned defaults
+    # holding one <dataset>.yaml of hyperparameters per dataset (e.g. "tuned"). None: clutune's files only.
+    search_space: ClassVar[str | None] = None
+    tuned_defaults: ClassVar[str | None] = None
 
     def __init__(self, model: nn.Module, hp: BaseHparams, data: TrainAccess, seed: int) -> None:
         self.model = model

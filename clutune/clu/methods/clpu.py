@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from clutune.clu.access import TrainAccess
-from clutune.clu.methods import register
 from clutune.clu.methods.base import BaseHparams, Method, check_ranges
 from clutune.clu.methods.replay import output_dim, replay_batch, sgd, supervised_epochs
 from clutune.clu.training import steps_per_epoch
@@ -83,7 +82,6 @@ def age_tasks(ages: dict[int, int], new: int, merge_after: int) -> list[int]:
     return due
 
 
-@register
 class CLPU(Method):
     name = "clpu"
     Hparams = CLPUHparams
@@ -93,7 +91,7 @@ class CLPU(Method):
     def __init__(self, model: nn.Module, hp: BaseHparams, data: TrainAccess, seed: int) -> None:
         super().__init__(SideNetworks(model), hp, data, seed)
         self.ages: dict[int, int] = {}  # temporary task -> tasks learned since
-        self.task_of = torch.full((len(data.y),), -1, dtype=torch.int64)  # task of every id this method learned
+        self.task_of = torch.full((len(data),), -1, dtype=torch.int64)  # task of every id this method learned
         self.planned: dict[int, int] = {}  # check_request's dry run of ``ages`` over the whole stream
 
     def buffer_logits_dim(self) -> int | None:

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clutune.clu.methods import register
 from clutune.clu.methods.replay import (
     ReplayHparams,
     ReplayMethod,
@@ -35,7 +34,6 @@ class DERppHparams(ReplayHparams):
         check_ranges(prefix, self, {"alpha": self.alpha >= 0, "beta": self.beta >= 0})
 
 
-@register
 class DERpp(ReplayMethod):
     name = "derpp"
     Hparams = DERppHparams

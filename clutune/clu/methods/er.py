@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from clutune.clu.methods import register
 from clutune.clu.methods.replay import ReplayHparams, ReplayMethod, gradient_ascent
 
 
-@register
 class ER(ReplayMethod):
     name = "er"
     Hparams = ReplayHparams

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from clutune.clu.batches import fixed_batches
-from clutune.clu.methods import register
 from clutune.clu.methods.base import BaseHparams, Method, check_ranges
 from clutune.clu.methods.replay import gradient_ascent, supervised_epochs
 
@@ -38,7 +37,6 @@ class EWCHparams(BaseHparams):
         check_ranges(prefix, self, checks)
 
 
-@register
 class EWC(Method):
     name = "ewc"
     Hparams = EWCHparams

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from clutune.clu.methods import register
 from clutune.clu.methods.base import BaseHparams, Method, check_ranges
 from clutune.clu.methods.replay import gradient_ascent, supervised_epochs
 
@@ -20,7 +19,6 @@ class FinetuneHparams(BaseHparams):
         check_ranges(prefix, self, {"unlearn_lr": self.unlearn_lr >= 0})
 
 
-@register
 class Finetune(Method):
     name = "finetune"
     Hparams = FinetuneHparams

@@ -6,10 +6,8 @@ whose ascent rate is swept over a wide range (search_spaces/ga.yaml), where ER k
 
 from __future__ import annotations
 
-from clutune.clu.methods import register
 from clutune.clu.methods.er import ER
 
 
-@register
 class GA(ER):
     name = "ga"

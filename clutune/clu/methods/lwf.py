@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clutune.clu.methods import register
 from clutune.clu.methods.base import BaseHparams, Method, check_ranges
 from clutune.clu.methods.replay import gradient_ascent, output_dim, supervised_epochs
 
@@ -41,7 +40,6 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return teacher
 
 
-@register
 class LwF(Method):
     name = "lwf"
     Hparams = LwFHparams

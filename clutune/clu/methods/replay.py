@@ -27,7 +27,7 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def output_dim(model: nn.Module, data: TrainAccess) -> int:
     """Number of model outputs, from one forward pass on an all-zero input (no sample is read)."""
-    probe = torch.zeros_like(data.to_inputs(data.x[:1]))
+    probe = data.zero_inputs()
     was_training = model.training
     model.eval()
     with torch.no_grad():

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-from clutune.clu.methods import register
 from clutune.clu.methods.base import BaseHparams, Method, check_ranges
 from clutune.clu.training import sgd_epochs, steps_per_epoch
 
@@ -28,7 +27,6 @@ class RetrainHparams(BaseHparams):
         check_ranges(prefix, self, {"epochs": self.epochs >= 1})
 
 
-@register
 class Retrain(Method):
     name = "retrain"
     Hparams = RetrainHparams

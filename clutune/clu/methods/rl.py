@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from clutune.clu.batches import cycle_batches
-from clutune.clu.methods import register
 from clutune.clu.methods.replay import ReplayHparams, ReplayMethod, output_dim, replay_batch
 
 
@@ -24,7 +23,6 @@ class RLHparams(ReplayHparams):
     unlearn_lr: float = 0.01  # descent on relabelled data is stable at learning rates, unlike plain ascent
 
 
-@register
 class RL(ReplayMethod):
     name = "rl"
     Hparams = RLHparams

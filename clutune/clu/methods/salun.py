@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from clutune.clu.batches import fixed_batches
-from clutune.clu.methods import register
 from clutune.clu.methods.base import check_ranges
 from clutune.clu.methods.rl import RL, RLHparams
 
@@ -29,7 +28,6 @@ class SalUnHparams(RLHparams):
         check_ranges(prefix, self, {"mask_ratio": 0 <= self.mask_ratio <= 1})
 
 
-@register
 class SalUn(RL):
     name = "salun"
     Hparams = SalUnHparams

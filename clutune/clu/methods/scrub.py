@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from clutune.clu.batches import cycle_batches
-from clutune.clu.methods import register
 from clutune.clu.methods.base import check_ranges
 from clutune.clu.methods.lwf import frozen_copy
 from clutune.clu.methods.replay import ReplayHparams, ReplayMethod, replay_batch
@@ -41,7 +40,6 @@ def distill_kl(student: torch.Tensor, teacher: torch.Tensor, T: float) -> torch.
     return F.kl_div(F.log_softmax(student / T, 1), F.softmax(teacher / T, 1), reduction="batchmean") * T * T
 
 
-@register
 class SCRUB(ReplayMethod):
     name = "scrub"
     Hparams = SCRUBHparams

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from clutune.clu.batches import cycle_batches
 from clutune.clu.coefficients import cosine_decay, sample_weights
 from clutune.clu.fastslow import fast_slow_iteration
-from clutune.clu.methods import register
 from clutune.clu.methods.base import check_ranges
 from clutune.clu.methods.replay import ReplayHparams, ReplayMethod, replay_batch
 from clutune.clu.saliency import request_mask
@@ -53,7 +52,6 @@ class SFRonHparams(ReplayHparams):
         check_ranges(prefix, self, checks)
 
 
-@register
 class SFRon(ReplayMethod):
     name = "sfron"
     Hparams = SFRonHparams

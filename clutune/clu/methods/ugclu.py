@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from clutune.clu.batches import cycle_batches, epoch_batches
 from clutune.clu.coefficients import cosine_decay, sample_weights
 from clutune.clu.fastslow import fast_slow_iteration
-from clutune.clu.methods import register
 from clutune.clu.methods.base import BaseHparams, Method, check_ranges
 from clutune.clu.saliency import request_mask
 
@@ -60,7 +59,6 @@ class UGCLUHparams(BaseHparams):
         check_ranges(prefix, self, checks)
 
 
-@register
 class UGCLU(Method):
     name = "ugclu"
     Hparams = UGCLUHparams
