@@ -403,6 +403,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_method(args: argparse.Namespace) -> int:
+    from clutune.testing import check_method
+
+    report = check_method(args.name, seed=args.seed)
+    print(report.table())
+    return 0 if report.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clutune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -501,6 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="a folder written by run, compare, study or sweep")
     p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
     p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("check-method", help="check that a method keeps clutune's guarantees on a tiny stream")
+    p.add_argument("name", help="a method name: built in or from an installed package's entry point")
+    p.add_argument("--seed", type=int, default=0, help="the run seed of the checked runs [0]")
+    p.set_defaults(func=cmd_check_method)
     return parser
 
 
