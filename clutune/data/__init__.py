@@ -76,10 +76,7 @@ DATASETS: Registry[Reader] = Registry("clutune.datasets", "dataset", BUILTIN_REA
 
 def read_dataset(section: DatasetConfig) -> Dataset:
     """The dataset a config's ``dataset`` section describes; a reader that returns anything else is refused."""
-    reader = DATASETS.get(section.name)
-    if section.samples is not None and section.name != "mnist1d":
-        raise UserError(f"config key 'dataset.samples': only mnist1d can generate samples, not {section.name}")
-    dataset = reader(section)
+    dataset = DATASETS.get(section.name)(section)
     if not isinstance(dataset, Dataset):
         origin = DATASETS.origin(section.name)
         raise UserError(
