@@ -79,9 +79,6 @@ class Registry(Generic[T]):
         self._loaded[name] = obj
         return obj
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._builtins or name in self.plugins()
-
     def names(self) -> list[str]:
         """Every name, built in or from an installed package (reading entry points, importing none)."""
         return sorted({*self._builtins, *self.plugins()})
