@@ -9,6 +9,7 @@ export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_CHDIR_TO_TRIAL_DIR := 0
 export TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S := 0
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: demo test lint bench docs
 
