@@ -51,7 +51,7 @@ class ModelConfig:
 
 @dataclass
 class ComputeConfig:
-    """How models compute, never what (README, GPU path and cost): speed knobs for CUDA, each off or without
+    """How models compute, never what (docs/gpu.md, Compute settings): speed knobs for CUDA, each off or without
     effect on the CPU, and ``flush_denormal`` for the CPU.
 
     They apply to method training, oracle training and evaluation alike.
@@ -149,13 +149,13 @@ class GenerateConfig:
 
 @dataclass
 class ScenarioConfig:
-    """Tasks are groups of classes; requests learn or unlearn over them (see README, Scenarios)."""
+    """Tasks are groups of classes; requests learn or unlearn over them (docs/configuration.md, Requests)."""
 
     classes_per_task: int = 2
     tasks: list[list[int]] | None = None  # explicit class groups; overrides classes_per_task
     seed: int = 0  # draws the random-sample unlearn sets, so every method and seed sees the same requests
     requests: list[dict[str, Any]] = field(default_factory=list)
-    generate: GenerateConfig | None = None  # a generated stream instead of requests (README, Generated streams)
+    generate: GenerateConfig | None = None  # a generated stream instead of requests (docs/configuration.md)
 
     def validate(self, prefix: str) -> None:
         if self.generate is not None and self.requests:
