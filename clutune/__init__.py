@@ -1,7 +1,7 @@
 """clutune: continual learning-unlearning research at scale.
 
-Public names are imported on first use (module ``__getattr__``), so ``import clutune`` stays cheap and pulls in
-neither torch, Ray nor MLflow; add a public name by mapping it to the module that defines it in ``_EXPORTS``.
+``import clutune`` is cheap: the API's functions and types load on first use (the commands need Ray and MLflow,
+a method author needs only torch).
 """
 
 from __future__ import annotations
@@ -11,23 +11,31 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> module defining it
-_EXPORTS: dict[str, str] = {
+# public name -> the module that defines it
+_EXPORTS = {
+    "run": "clutune.api",
+    "compare": "clutune.api",
+    "study": "clutune.api",
+    "sweep": "clutune.api",
+    "Config": "clutune.config",
+    "load_config": "clutune.config",
     "Method": "clutune.clu.methods",
     "BaseHparams": "clutune.clu.methods",
+    "UserError": "clutune.errors",
+    "RunFailed": "clutune.errors",
 }
-
-__all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name not in _EXPORTS:
         raise AttributeError(f"module 'clutune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # looked up once
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = sorted(_EXPORTS)
