@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from clutune.clu.diagnostics import drift_slope
+from clutune.platform.plots import no_values, sparse_line
 
 STUDY_METRICS = (
     "kl_oracle_all",
@@ -41,20 +42,21 @@ _COLUMNS = 4
 
 
 def _band(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean and std over seeds per request, NaN requests dropped so sparse curves join their points."""
-    stats = rows.groupby("request")[metric].agg(["mean", "std"]).dropna(subset=["mean"])
+    """Mean and std over seeds per request; a request no seed measured stays NaN (a gap in the curve)."""
+    stats = rows.groupby("request")[metric].agg(["mean", "std"])
     stats["std"] = stats["std"].fillna(0.0)
     return stats
 
 
-def _draw(ax, rows: pd.DataFrame, metric: str, colour: str, label: str, n_requests: int, **style) -> None:
+def _draw(ax, rows: pd.DataFrame, metric: str, colour: str, label: str, **style) -> bool:
+    """One method's curve: every finite mean drawn (:func:`sparse_line`), ± std shaded; False if none is."""
     stats = _band(rows, metric)
-    if stats.empty:
-        return
-    sparse = len(stats) < n_requests / 2
+    if not stats["mean"].notna().any():
+        return False
     x = stats.index.to_numpy()
-    ax.plot(x, stats["mean"], color=colour, label=label, marker="o" if sparse else None, markersize=3, **style)
+    sparse_line(ax, x, stats["mean"], label=label, color=colour, **style)
     ax.fill_between(x, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=colour, alpha=0.2, lw=0)
+    return True
 
 
 def plot_curves(rows: pd.DataFrame, path: Path) -> Figure:
@@ -73,14 +75,17 @@ def plot_curves(rows: pd.DataFrame, path: Path) -> Figure:
     axes = fig.subplots(n_rows, _COLUMNS, squeeze=False).ravel()
     by_method = dict(list(rows.groupby("method")))
     for ax, metric in zip(axes, metrics, strict=False):
+        drawn = False
         for method in methods:
             runs = by_method[method]
             if metric == "acc_learn":
                 runs = runs[runs["kind"] == "learn"]
                 if "oracle_acc_learn" in runs.columns:
                     # "_"-prefixed label: one legend entry for the oracle, added below, not one per method
-                    _draw(ax, runs, "oracle_acc_learn", colours[method], "_oracle", n_requests, linestyle="--")
-            _draw(ax, runs, metric, colours[method], method, n_requests)
+                    _draw(ax, runs, "oracle_acc_learn", colours[method], "_oracle", linestyle="--")
+            drawn = _draw(ax, runs, metric, colours[method], method) or drawn
+        if not drawn:
+            no_values(ax, f"no finite {metric} at any request of any run")
         ax.set_title(TITLES[metric])
         ax.set_xlabel("request")
         ax.set_ylabel(metric)
