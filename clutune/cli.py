@@ -203,7 +203,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         tracking=not args.no_tracking,
     )
-    print(f"compare finished in {result.seconds:.0f} s; mean ± std over seeds {seeds} of each run's request mean:")
+    print(f"compare finished in {result.seconds:.0f} s; over seeds {seeds}, each run's mean over its requests:")
     print(format_table(result.table))
     print(f"wrote {out / 'results.parquet'} ({len(result.rows)} rows) and {out / 'comparison.md'}")
     return 0
