@@ -5,11 +5,14 @@ different last scored requests, and sweep objectives the oracle policy leaves wi
 from __future__ import annotations
 
 import copy
+import math
 
+import pandas as pd
 import torch
 from torch import nn
 
 from clutune.clu.diagnostics import dead_units, penultimate, plasticity_diagnostics
+from clutune.platform.study_report import summary_markdown
 
 
 def _mlp_with_dead_units() -> nn.Module:
@@ -36,3 +39,38 @@ def test_diagnostics_of_a_compiled_model_equal_the_uncompiled_ones_on_the_same_w
     assert torch.equal(penultimate(compiled, x), penultimate(model, x))
     # the compiled module still runs compiled afterwards, with no probe hook left behind
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in compiled.modules())
+
+
+def _study_rows() -> pd.DataFrame:
+    """ugclu on seeds 0 and 1, whose oracle KL is last finite at request 8 (seed 0) and 9 (seed 1); er on seed 0
+    only."""
+    records = []
+    for method, seeds in (("ugclu", (0, 1)), ("er", (0,))):
+        for seed in seeds:
+            for r in range(10):
+                scored = r % 2 == seed % 2
+                records.append(
+                    {
+                        "method": method,
+                        "seed": seed,
+                        "request": r,
+                        "kind": "learn",
+                        "kl_oracle_all": 0.5 + 0.01 * r + 0.1 * seed if scored else math.nan,
+                        "acc_remain": 0.9 - 0.01 * seed - 0.001 * r * (seed + 1),
+                    }
+                )
+    return pd.DataFrame.from_records(records)
+
+
+def test_study_summary_states_the_seeds_behind_each_final_value_and_never_prints_plus_minus_zero():
+    text = summary_markdown(_study_rows())
+    finals = text.split("## Final values and drift per method")[1]
+    assert "± 0 " not in finals and "± nan" not in finals  # one seed: the value alone, with its seed count
+    assert "(1 of 1 seed)" in finals.split("### er")[1]
+    ugclu = finals.split("### ugclu")[1]
+    kl_row = next(line for line in ugclu.splitlines() if line.startswith("| kl_oracle_all |"))
+    assert "(1 of 2 seeds)" in kl_row and "| 9 |" in kl_row  # only seed 1 is scored at request 9
+    assert f"{0.5 + 0.09 + 0.1:.4g} (1 of 2 seeds)" in kl_row
+    # the header counts seeds per method, not over all methods
+    assert "seeds per method: er 1 (0); ugclu 2 (0, 1)" in text
+    assert "2 seeds" not in text.splitlines()[0].replace("ugclu 2 (0, 1)", "")
