@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from clutune.cli import main
 from clutune.clu.diagnostics import dead_units, penultimate, plasticity_diagnostics
 from clutune.platform.study_report import summary_markdown
 
@@ -74,3 +75,34 @@ def test_study_summary_states_the_seeds_behind_each_final_value_and_never_prints
     # the header counts seeds per method, not over all methods
     assert "seeds per method: er 1 (0); ugclu 2 (0, 1)" in text
     assert "2 seeds" not in text.splitlines()[0].replace("ugclu 2 (0, 1)", "")
+
+
+COMPARE_SCENARIO = """
+name: tiny-diverge
+dataset: {name: digits}
+model: {name: mlp, hidden: [32]}
+oracle: {epochs: 5, cache_dir: CACHE}
+scenario:
+  requests:
+    - learn: {task: 0}
+    - unlearn: {classes: [0]}
+    - learn: {task: 1}
+"""
+
+
+def test_a_diverged_run_marks_its_grid_incomplete(local_ray, tmp_path, capsys):
+    """finetune's gradient ascent at a huge rate diverges at the unlearn request; ugclu finishes. The compare
+    exits 1 with one line naming the run, writes no table, and keeps the rows it has."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(COMPARE_SCENARIO.replace("CACHE", str(tmp_path / "oracles")))
+    out = tmp_path / "out"
+    sets = ["epochs_per_learn=1", "iters_per_unlearn=5", "buffer_size=50", "unlearn_lr=1e30"]
+    args = ["compare", "--config", str(config), "--methods", "ugclu,finetune", "--seeds", "0", "--out", str(out)]
+    code = main(args + [a for s in sets for a in ("--set", s)] + ["--no-tracking"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "diverged" in err[0] and "method finetune, seed 0" in err[0], err
+    assert not (out / "comparison.md").exists()
+    rows = pd.read_parquet(out / "results.parquet")
+    assert set(rows.loc[rows["method"] == "finetune", "request"]) == {0}  # the rows before the divergence
+    assert set(rows.loc[rows["method"] == "ugclu", "request"]) == {0, 1, 2}
