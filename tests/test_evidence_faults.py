@@ -8,12 +8,16 @@ import copy
 import math
 
 import pandas as pd
+import pytest
 import torch
 from torch import nn
 
 from clutune.cli import main
 from clutune.clu.diagnostics import dead_units, penultimate, plasticity_diagnostics
+from clutune.errors import UserError
+from clutune.platform.objective_check import check_objectives, valued_requests
 from clutune.platform.study_report import summary_markdown
+from clutune.platform.sweep import run_sweep
 
 
 def _mlp_with_dead_units() -> nn.Module:
@@ -106,3 +110,34 @@ def test_a_diverged_run_marks_its_grid_incomplete(local_ray, tmp_path, capsys):
     rows = pd.read_parquet(out / "results.parquet")
     assert set(rows.loc[rows["method"] == "finetune", "request"]) == {0}  # the rows before the divergence
     assert set(rows.loc[rows["method"] == "ugclu", "request"]) == {0, 1, 2}
+
+
+KINDS = ["learn", "learn", "unlearn", "learn", "unlearn", "learn", "learn", "unlearn"]  # digits-agnostic-class
+
+
+def test_objectives_the_oracle_policy_leaves_without_a_value_are_refused_and_a_blind_asha_is_said():
+    said: list[str] = []
+    # scored requests are the unlearns (and the last, an unlearn): the learn split is never scored
+    with pytest.raises(UserError, match="gap_learn has no value at any of the 8 requests under oracle.policy unlearn"):
+        check_objectives(["kl_oracle_all", "gap_learn"], "unlearn", 1, KINDS, True, said.append)
+    with pytest.raises(UserError, match="kl_oracle_learn has no value"):
+        check_objectives(["kl_oracle_learn"], "final", 1, KINDS, True, said.append)
+    assert said == []
+    # final policy: a value at the last request only, so ASHA has nothing to compare at its rungs
+    check_objectives(["kl_oracle_all", "gap_unlearn"], "final", 1, KINDS, True, said.append)
+    assert len(said) == 1 and said[0].startswith("ASHA cannot prune: the first objective kl_oracle_all")
+    check_objectives(["kl_oracle_all"], "final", 1, KINDS, False, said.append)  # no ASHA: nothing to say
+    check_objectives(["seconds"], "final", 1, KINDS, True, said.append)  # not an oracle metric: every request
+    check_objectives(["kl_oracle_all"], "every_k", 3, KINDS, True, said.append)  # requests 2 and 5 scored
+    assert len(said) == 1
+    assert valued_requests("gap_learn", "every_k", 3, KINDS) == [5]
+    assert valued_requests("kl_oracle_unlearn", "every", 1, KINDS) == [2, 3, 4, 5, 6, 7]
+
+
+def test_a_sweep_refuses_an_empty_objective_before_any_work(tmp_path):
+    sweeps, cache = tmp_path / "sweeps", tmp_path / "oracles"
+    sets = ["oracle.policy=unlearn", "sweep.objectives=[kl_oracle_all,gap_learn]"]
+    sets += [f"sweep.storage_path={sweeps}", f"oracle.cache_dir={cache}"]
+    with pytest.raises(UserError, match="gap_learn has no value"):
+        run_sweep("digits-agnostic-class", "ugclu", 2, sets=sets, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    assert not sweeps.exists() and not cache.exists() and not (tmp_path / "m.db").exists()

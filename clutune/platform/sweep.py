@@ -26,6 +26,7 @@ from clutune.config import Config, bare_overrides, load_config
 from clutune.errors import UserError
 from clutune.experiment import method_hparams, prepare, validate_methods_section
 from clutune.platform.engine import Grid, absolutize, check_resumable, ensure_ray, execute, leased_oracles
+from clutune.platform.objective_check import check_objectives
 from clutune.platform.publish import publish_sweep
 from clutune.platform.ray_address import check_ray_address
 from clutune.platform.search_space import SearchSpace, default_space_path, load_space
@@ -144,6 +145,8 @@ def run_sweep(
         raise UserError(f"sweep folder {sweep_uri} exists: pass --resume to continue it, or remove it")
     sweep_dir = _driver_folder(sweep_uri, resume)
     prep = prepare(config)  # data and scenario checked here, before Ray starts
+    kinds = [r.kind for r in prep.scenario.requests]
+    check_objectives(config.sweep.objectives, config.oracle.policy, config.oracle.every, kinds, config.sweep.asha, log)
     uri = resolve_tracking_uri(tracking_uri)
     tracker = SweepTracker(uri, config.sweep.experiment or config.name, sweep_dir, enabled=tracking)
 
