@@ -120,3 +120,18 @@ def test_study_curves_draw_every_oracle_point(tmp_path):
     drawn = _drawn_points(kl_ax)
     for method, frame in rows.groupby("method"):
         assert _expected(frame, "kl_oracle_all") <= drawn, method
+
+
+def test_a_dense_series_with_gaps_keeps_its_isolated_points():
+    from matplotlib.figure import Figure
+
+    from clutune.platform.plots import sparse_line
+
+    y = np.linspace(0.0, 1.0, 100)
+    y[[0, 2, 50, 52]] = np.nan  # points 1 and 51 have no finite neighbour
+    ax = Figure().subplots()
+    sparse_line(ax, np.arange(100), y)
+    expected = {(float(i), round(float(v), 12)) for i, v in enumerate(y) if np.isfinite(v)}
+    assert expected <= _drawn_points(ax)
+    marked = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    assert [list(line.get_xdata()) for line in marked] == [[1.0, 51.0]]  # only where no segment reaches

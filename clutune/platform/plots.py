@@ -8,8 +8,8 @@ a stream of hundreds of requests stays readable.
 
 Oracle metrics are sparse under an ``every_k`` or ``final`` policy (NaN at unscored requests), and a plain line
 joins only two consecutive finite points: such a series would draw nothing. So every curve goes through
-:func:`sparse_line`: a line between finite neighbours, and a marker on every finite point of a series with a
-gap, however long the stream. A panel with no finite value says so in its own text.
+:func:`sparse_line`: a line between finite neighbours, and a marker on every finite point of a sparse series
+(and on any point no segment reaches), however long the stream. A panel with no finite value says so in its own text.
 """
 
 from __future__ import annotations
@@ -92,18 +92,23 @@ def sparse_line(ax: Any, x: Any, y: Any, label: str | None = None, **style: Any)
     """Draw ``y`` against ``x`` (sorted by x) so that every finite point is visible; returns the line.
 
     The line joins finite neighbours only (a NaN breaks it, so no value is invented between two scored
-    requests). A series with a gap also gets a marker on each of its finite points, since an isolated point
-    draws no line; a gapless series keeps markers only while it is short (``ANNOTATE_MAX``).
+    requests). Markers go where a line alone would hide a point: on every finite point of a sparse series
+    (most points NaN, as under an ``every_k`` oracle policy), on the isolated finite points of a series with a
+    few gaps, and on every point of a short series (``ANNOTATE_MAX``).
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     finite = np.isfinite(y)
-    gaps = not finite.all()
-    marker = "o" if gaps or len(y) <= ANNOTATE_MAX else None
+    before = np.r_[False, finite[:-1]]
+    after = np.r_[finite[1:], False]
+    if len(y) <= ANNOTATE_MAX or finite.sum() <= len(y) / 2:
+        marked = finite
+    else:
+        marked = finite & ~before & ~after  # no segment reaches these points
     style = {"lw": 1.2, **style}
     (line,) = ax.plot(x, y, label=label, **style)
-    if marker is not None:
-        size = 3 if gaps and len(y) > ANNOTATE_MAX else 5
-        ax.plot(x[finite], y[finite], linestyle="none", marker=marker, markersize=size, color=line.get_color())
+    if marked.any():
+        size = 5 if len(y) <= ANNOTATE_MAX else 3
+        ax.plot(x[marked], y[marked], linestyle="none", marker="o", markersize=size, color=line.get_color())
     return line
 
 
