@@ -160,12 +160,12 @@ def run_figures(run: pd.DataFrame, title: str) -> dict[str, Any]:
         x = np.arange(len(unlearn))
         for i, (column, label) in enumerate(pairs):
             values = unlearn[column].to_numpy(dtype=float) if column in unlearn else np.full(len(unlearn), np.nan)
-            ax.bar(x + (i - 1.5) * width, np.nan_to_num(values), width, label=label)
+            ax.bar(x + (i - 1.5) * width, values, width, label=label)  # NaN (no oracle there): no bar, not 0
         ax.set_xticks(x, [f"request {int(r)}" for r in unlearn["request"]], fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=8)
     else:
-        ax.text(0.5, 0.5, "no unlearn request", ha="center", transform=ax.transAxes)
+        no_values(ax, "no unlearn request")
     ax.set_xlabel("unlearn request")
     ax.set_ylabel("rate")
     ax.set_title(f"{title}: membership inference on the forgotten samples, model vs oracle")
