@@ -174,16 +174,16 @@ def profile_figure(result: Aggregate, path: Path) -> Figure:
     order = list(result.table["method"])
     for i, method in enumerate(order):
         p = result.profile[result.profile["method"] == method]
-        colour = f"C{i % 10}"
-        ax.plot(p["tau"], p["share"], color=colour, lw=1.6, label=method)
-        ax.fill_between(p["tau"], p["lo"], p["hi"], color=colour, alpha=0.15, lw=0)
+        colour, dash = f"C{i % 10}", "-" if i < 10 else "--"  # ten colours, then dashed: no two curves alike
+        ax.plot(p["tau"], p["share"], color=colour, linestyle=dash, lw=1.6, label=method, drawstyle="steps-post")
+        ax.fill_between(p["tau"], p["lo"], p["hi"], color=colour, alpha=0.15, lw=0, step="post")
     ax.axvline(1.0, color="grey", lw=0.8, linestyle="--")
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"τ: {METRIC} / retrain noise floor of the same scenario (log scale; 1 = the floor)")
     ax.set_ylabel("share of (scenario, seed) runs with score ≤ τ")
     n = result.table["scenarios"].max()
-    ax.set_title(f"Performance profile over {n} scenarios (95% stratified bootstrap bands)")
+    ax.set_title(f"Performance profile over {n} scenario{'s' if n != 1 else ''} (95% stratified bootstrap bands)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.savefig(path, format="png")
