@@ -52,8 +52,8 @@ def main() -> None:
             table = format_table(summary_table(rows))
             commands = "\n".join(f"`clutune {_command(preset, p.parent, budget)}`" for p in batches)
             header = (
-                f"{commands}\n\n{preset}, buffer {budget} for every replaying method, mean ± std over seeds {SEEDS} "
-                "of each run's request mean.\n\n"
+                f"{commands}\n\n{preset}, buffer {budget} for every replaying method, over seeds {SEEDS}, "
+                "each run's mean over its requests.\n\n"
             )
             (results / f"compare-{base}.md").write_text(header + table + "\n")
             print(table, flush=True)

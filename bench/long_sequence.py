@@ -1,27 +1,32 @@
-"""Long-stream benchmarks: a real `clutune study` per preset, with its cost curve and its findings.
+"""Long-stream benchmarks: a real `clutune study` per preset over several seeds, its cost curve and its findings.
 
-- digits: `digits-long-200` (200 requests), ugclu and er, one seed, the exact oracle after every request.
+- digits: `digits-long-200` (200 requests), ugclu, er, derpp, sfron and finetune over seeds 0, 1, 2.
+- mnist1d: `mnist1d-long-1000` (1,000 requests), ugclu, er and sfron over seeds 0, 1.
+- Each preset keeps its own oracle policy (both `every_k`: digits every 10th request, mnist1d every 50th, plus
+  the last) unless `--every` is given; the report states the policy the study ran under.
 - both: checks that per-request cost stays flat, per request kind (a learn and an unlearn do different work):
   medians over the first fifth of the stream against the last fifth of the method's seconds, of its seconds
   per 1,000 sample passes (a method's own work per request grows while its buffer fills and the owned set
   grows), of the evaluation's seconds (step_seconds - seconds) and of the resident memory.
-- both: the numbers README's findings quote (KL to the oracle per quarter, plasticity, diagnostics at the start
-  and the end).
-- mnist1d: `mnist1d-long-1000` (1,000 requests), ugclu, er and finetune, one seed, oracle policy every_k
-  (`--every`, default 100: 10 exact oracles, 5 of them in the last half so the KL drift has a slope).
+- both: the findings, as statements over seeds: each quantity measured per seed (KL to the oracle per quarter
+  and its drift, plasticity, the diagnostics at the start and the end), reported as the mean over seeds with its
+  95% Student-t interval, with the number of seeds on which the statement held.
 
 The oracles are trained first with `clutune oracles` (timed apart, into a fresh cache in --out unless
 `--oracle-cache` names one), so the per-request times measure the methods and their evaluation, not a wait for
-an oracle task. Writes bench/results/long-<dataset>.md (+ .json and
-the study's curves as long-<dataset>-curves.png).
+an oracle task. Writes bench/results/long-<dataset>.md (+ .json and the study's curves as
+long-<dataset>-curves.png). `--report-only` rebuilds all of it from the study's results.parquet, and redraws the
+study's own report (summary.md, curves.png, plots/) with the current code.
 
 Usage: python bench/long_sequence.py --dataset digits|mnist1d [--every 100] [--out runs/long] [--oracle-cache DIR]
+       [--methods ugclu,er] [--seeds 0,1] [--report-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -31,6 +36,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+
+from clutune.clu.diagnostics import drift_slope
+from clutune.platform.plots import method_plots
+from clutune.platform.publish import draw_runs
+from clutune.platform.stats import t_interval
+from clutune.platform.study_report import plot_curves, summary_markdown
+from clutune.platform.tracking import RECORD_DIR
 
 # preset, default methods, default seeds; each preset keeps its own oracle policy (every_k) unless --every is given
 PRESETS = {
@@ -64,31 +76,105 @@ def flatness(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 DIAGNOSTICS = ("dead_units", "weight_magnitude", "effective_rank")
+EDGE = 0.05  # diagnostics at the start and the end: the mean over the first and the last 5% of the requests
 
 
-def findings(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per method: the request mean, per-quarter medians and maximum of the KL to the oracle (rows with an oracle
-    only), plasticity next to the oracle's on learn requests, and each diagnostic over the first and the last 5%
-    of the stream: the numbers README's findings quote."""
-    out = []
+def per_seed(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, seed): the quantities the findings quote, each measured on that seed's run alone.
+    KL numbers use the requests an oracle scored only."""
     n = int(rows["request"].max()) + 1
-    for method, frame in rows.groupby("method"):
+    edge = max(1, round(n * EDGE))
+    out = []
+    for (method, seed), frame in rows.groupby(["method", "seed"]):
         frame = frame.sort_values("request")
         scored = frame[frame["oracle_evaluated"].astype(bool)] if "oracle_evaluated" in frame else frame
         quarters = [scored[scored["request"].between(q * n / 4, (q + 1) * n / 4 - 1)] for q in range(4)]
+        kl = frame.set_index("request")["kl_oracle_all"].reindex(range(n))
         learn = frame[frame["kind"] == "learn"]
         row = {
             "method": method,
-            "kl mean": scored["kl_oracle_all"].mean(),
-            "kl median per quarter": " -> ".join(f"{q['kl_oracle_all'].median():.3g}" for q in quarters),
-            "kl max": scored["kl_oracle_all"].max(),
-            "acc_learn (model / oracle)": f"{learn['acc_learn'].mean():.3f} / {learn['oracle_acc_learn'].mean():.3f}",
+            "seed": seed,
+            "kl_mean": scored["kl_oracle_all"].mean(),
+            **{f"kl_q{q + 1}": quarters[q]["kl_oracle_all"].median() for q in range(4)},
+            "kl_slope": drift_slope(kl.tolist()),
+            "acc_learn": learn["acc_learn"].mean(),
+            "oracle_acc_learn": learn["oracle_acc_learn"].mean(),
         }
-        head, tail = frame.head(max(1, n // 20)), frame.tail(max(1, n // 20))  # first and last 5% of requests
         for d in DIAGNOSTICS:
-            row[d] = f"{head[d].mean():.3g} -> {tail[d].mean():.3g}"
+            row[f"{d}_start"] = frame[d].head(edge).mean()
+            row[f"{d}_end"] = frame[d].tail(edge).mean()
+        row["kl_drift"] = row["kl_q4"] - row["kl_q1"]
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _interval(values) -> str:
+    """``mean [lo, hi]`` over seeds (95% Student-t); one seed: the value alone."""
+    mean, lo, hi, n = t_interval(list(values))
+    if math.isnan(mean):
+        return "nan"
+    return f"{mean:.3g} [{lo:.3g}, {hi:.3g}]" if n > 1 else f"{mean:.3g} (1 seed)"
+
+
+QUANTITIES = {
+    "kl_mean": "KL to the oracle, mean over scored requests",
+    "kl_q1": "KL median, 1st quarter",
+    "kl_q4": "KL median, 4th quarter",
+    "kl_drift": "KL drift (4th - 1st quarter median)",
+    "kl_slope": "KL slope per request, last half",
+    "acc_learn": "acc_learn (model)",
+    "oracle_acc_learn": "acc_learn (oracle)",
+    **{f"{d}_{e}": f"{d}, {'first' if e == 'start' else 'last'} 5%" for d in DIAGNOSTICS for e in ("start", "end")},
+}
+
+
+def interval_table(seeds: pd.DataFrame) -> str:
+    """Quantities as rows, methods as columns: mean over seeds with its 95% interval."""
+    methods = sorted(seeds["method"].unique())
+    lines = ["| quantity | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 1)]
+    for column, label in QUANTITIES.items():
+        cells = [_interval(seeds.loc[seeds["method"] == m, column]) for m in methods]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _held(signs: pd.Series, claim: str) -> str:
+    held, total = int(signs.sum()), len(signs)
+    every = "held on every seed" if held == total else "did **not** hold on every seed"
+    return f"{claim} on {held} of {total} seeds ({every})"
+
+
+def findings(seeds: pd.DataFrame, reference: str = "ugclu") -> list[str]:
+    """The findings as statements over seeds: a mean with its 95% interval, and on how many seeds the
+    direction held. Comparisons with ``reference`` are paired by seed (same seeds, same oracles)."""
+    out = []
+    for method, frame in seeds.groupby("method"):
+        drift = frame["kl_drift"]
+        out.append(
+            f"**{method}**: KL to the oracle, 4th- minus 1st-quarter median {_interval(drift)}; "
+            + _held(drift > 0, "it rose")
+            + f". Last-half slope {_interval(frame['kl_slope'])} per request."
+        )
+        for d, word in (("dead_units", "rose"), ("effective_rank", "fell")):
+            change = frame[f"{d}_end"] - frame[f"{d}_start"]
+            sign = change > 0 if word == "rose" else change < 0
+            out.append(
+                f"**{method}**: {d} from {_interval(frame[f'{d}_start'])} (first 5% of requests) to "
+                f"{_interval(frame[f'{d}_end'])} (last 5%); " + _held(sign, f"it {word}") + "."
+            )
+    if reference in set(seeds["method"]):
+        ref = seeds[seeds["method"] == reference].set_index("seed")
+        for method, frame in seeds[seeds["method"] != reference].groupby("method"):
+            other = frame.set_index("seed")
+            common = ref.index.intersection(other.index)
+            for column, what in (("kl_mean", "mean KL to the oracle"), ("kl_q4", "4th-quarter KL median")):
+                diff = ref.loc[common, column] - other.loc[common, column]
+                out.append(
+                    f"**{reference} vs {method}** ({what}, paired by seed): difference {_interval(diff)}; "
+                    + _held(diff < 0, f"{reference} was closer to the oracle")
+                    + "."
+                )
+    return out
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -155,6 +241,27 @@ def run(preset: str, methods: str, seeds: str, out: Path, set_args: list[str]) -
     return oracle_wall, study_wall
 
 
+def redraw_study(study: Path, rows: pd.DataFrame) -> str:
+    """The study's own report redrawn from its rows with the current code: curves.png, summary.md (header
+    with the oracle policy it ran under) and plots/ (per-run and per-method figures). Returns the policy."""
+    record = study / RECORD_DIR / "record.json"
+    config = json.loads(record.read_text()).get("config", {}) if record.exists() else {}
+    oracle = config.get("oracle", {})
+    policy = oracle.get("policy", "?") + (f" every {oracle.get('every')}" if oracle.get("policy") == "every_k" else "")
+    n = int(rows["request"].max()) + 1
+    scored = int(rows[rows["run_id"] == rows["run_id"].iloc[0]]["oracle_evaluated"].sum())
+    methods = ", ".join(sorted(rows["method"].unique()))
+    header = (
+        f"# Study {config.get('name', study.name)}: {methods} over {n} requests\n\n"
+        f"Oracle policy `{policy}`: {scored} of {n} requests scored against an exact oracle.\n\n"
+    )
+    (study / "summary.md").write_text(header + summary_markdown(rows))
+    plot_curves(rows, study / "curves.png")
+    draw_runs(study, rows)
+    method_plots(rows, study / "plots", f"{config.get('name', study.name)} study")
+    return policy
+
+
 def report(
     dataset: str,
     preset: str,
@@ -168,26 +275,50 @@ def report(
 ) -> None:
     rows = pd.read_parquet(out / "study" / "results.parquet")
     results = Path("bench/results")
+    policy = redraw_study(out / "study", rows)
     shutil.copy(out / "study" / "curves.png", results / f"long-{dataset}-curves.png")
-    summary = (out / "study" / "summary.md").read_text()
-    policy = " ".join(sets) or "the preset's own oracle policy"
+    shutil.copy(out / "study" / "plots" / "methods_kl_oracle.png", results / f"long-{dataset}-methods_kl_oracle.png")
+    summary = (out / "study" / "summary.md").read_text().split("\n", 2)[2]  # the study's title is ours above
+    seed_rows = per_seed(rows)
+    every = f" --every {sets[1].split('=')[1]}" if sets else ""
     lines = [
-        f"# Long stream: {preset}, methods {methods}, seeds {seeds}, {policy}",
+        f"# Long stream: {preset}, methods {methods}, seeds {seeds}, oracle policy {policy}",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; {load}.",
-        f"Command: `python bench/long_sequence.py --dataset {dataset}`.",
+        f"Command: `python bench/long_sequence.py --dataset {dataset}{every}` (report only: add `--report-only`).",
         "",
         f"- `clutune oracles` (all exact oracles the policy needs, trained as Ray tasks): {oracle_wall / 60:.1f} min",
         f"- `clutune study` ({len(rows)} rows): {study_wall / 60:.1f} min wall",
         "",
+        "## Findings over seeds",
+        "",
+        "Each number: mean over seeds [95% Student-t interval]; each statement says on how many seeds it held. "
+        f"KL numbers use the requests the oracle policy ({policy}) scored.",
+        "",
+        *[f"- {f}" for f in findings(seed_rows)],
+        "",
+        "## Findings in numbers (per seed, then over seeds)",
+        "",
+        interval_table(seed_rows),
+        "",
+        "## Per-request cost over the stream (first fifth against last fifth)",
+        "",
+        markdown(flatness(rows)),
+        "",
+        summary,
     ]
-    lines += ["## Per-request cost over the stream (first fifth against last fifth)", "", markdown(flatness(rows)), ""]
-    lines += ["## Findings in numbers", "", markdown(findings(rows)), "", summary]
     (results / f"long-{dataset}.md").write_text("\n".join(lines) + "\n")
     per_method = rows.groupby("method")[["seconds", "step_seconds"]].sum().to_dict()
     (results / f"long-{dataset}.json").write_text(
         json.dumps(
-            {"oracle_wall_s": oracle_wall, "study_wall_s": study_wall, "load": load, "per_method_s": per_method},
+            {
+                "oracle_wall_s": oracle_wall,
+                "study_wall_s": study_wall,
+                "load": load,
+                "oracle_policy": policy,
+                "per_method_s": per_method,
+                "per_seed": seed_rows.to_dict(orient="records"),
+            },
             indent=1,
         )
     )

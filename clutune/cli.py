@@ -94,7 +94,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     methods, seeds = _methods_and_seeds(args)
     result = clutune.compare(args.config, methods=methods, seeds=seeds, out=args.out, **_grid_flags(args))
-    print(f"compare finished in {result.seconds:.0f} s; mean ± std over seeds {seeds} of each run's request mean:")
+    print(f"compare finished in {result.seconds:.0f} s; over seeds {seeds}, each run's mean over its requests:")
     print(format_table(result.table))
     print(f"wrote {result.out / 'results.parquet'} ({len(result.rows)} rows) and {result.out / 'comparison.md'}")
     return 0
@@ -263,6 +263,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from clutune.platform.aggregate import markdown, write_aggregate
+
+    result = write_aggregate([Path(d) for d in args.folders], Path(args.out))
+    print(markdown(result), end="")
+    print(f"wrote {args.out}/aggregate.md, aggregate.csv, scores.csv and performance_profile.png")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from clutune.platform.export import export_experiment
 
@@ -377,6 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the HTML file to write")
     p.add_argument("--tracking-uri", default=None, help="MLflow URI for an experiment name")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("aggregate", help="IQM of KL / retrain noise floor across compare or study folders, with CIs")
+    p.add_argument("folders", nargs="+", help="compare or study folders, one scenario each, each with a retrain run")
+    p.add_argument("--out", required=True, help="folder for aggregate.md, the CSVs and performance_profile.png")
+    p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("export", help="every run of an MLflow experiment as one Parquet table (results schema)")
     p.add_argument("--experiment", required=True, help="MLflow experiment name")

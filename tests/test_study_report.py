@@ -8,6 +8,7 @@ import statistics
 import pandas as pd
 import pytest
 from PIL import Image
+from scipy import stats
 
 from clutune.platform.study_report import DPI, FIG_INCHES, plot_curves, summary_frame, summary_markdown
 
@@ -62,8 +63,8 @@ def test_a_long_stream_plots_dense_curves_plain_and_sparse_oracle_points_marked(
         lines = [line for line in panels[metric].get_lines() if not line.get_label().startswith("_")]
         assert sorted(line.get_label() for line in lines) == ["er", "finetune", "ugclu"]
         assert all(len(line.get_xdata()) == n and line.get_marker() in ("None", None, "") for line in lines)
-    kl = [line for line in panels["kl_oracle_all"].get_lines() if not line.get_label().startswith("_")]
-    assert all(len(line.get_xdata()) == n // 50 and line.get_marker() == "o" for line in kl)  # every oracle
+    marked = [line for line in panels["kl_oracle_all"].get_lines() if line.get_marker() == "o"]
+    assert len(marked) == 3 and all(len(line.get_xdata()) == n // 50 for line in marked)  # every oracle point
 
 
 def test_summary_matches_hand_computed_finals_and_slopes():
@@ -90,11 +91,13 @@ def test_summary_matches_hand_computed_finals_and_slopes():
 
 def test_summary_markdown_reports_the_numbers_per_method():
     text = summary_markdown(_rows())
-    assert "40 requests, 2 seeds" in text
+    assert "40 requests, 2 seeds per method (0, 1)" in text
     assert "### ugclu" in text and "### finetune" in text
     assert "| metric | final value | at request | drift slope per request (last half) |" in text
     finals = [1.0 + 0.005 * 39 * (s + 1) for s in (0, 1)]
-    final_cell = f"{statistics.mean(finals):.4g} ± {statistics.stdev(finals):.2g}"
-    slope_cell = f"{0.0075:.4g} ± {statistics.stdev([0.005, 0.010]):.2g}"
+    half = stats.t.ppf(0.975, 1) * statistics.stdev(finals) / math.sqrt(2)
+    final_cell = f"{statistics.mean(finals):.4g} ± {half:.2g} (2 of 2 seeds)"
+    slope_half = stats.t.ppf(0.975, 1) * statistics.stdev([0.005, 0.010]) / math.sqrt(2)
+    slope_cell = f"{0.0075:.4g} ± {slope_half:.2g} (2 of 2 seeds)"
     ugclu = text.split("### ugclu")[1]
     assert f"| weight_magnitude | {final_cell} | 39 | {slope_cell} |" in ugclu

@@ -107,13 +107,19 @@ def _last_linear(model: nn.Module) -> nn.Linear:
 
 @contextmanager
 def _probing(model: nn.Module) -> Iterator[list]:
-    """Eval mode and no grad for the probe; the hooks added to the yielded list are removed and every
-    module's training flag restored, even on error."""
+    """Eval mode, no grad and eager execution for the probe; the hooks added to the yielded list are removed
+    and every module's training flag restored, even on error.
+
+    Eager because the recorders are module hooks: a module compiled in place (``compute.compile``) runs the
+    graph dynamo traced before the hooks existed, so they never fire (the head's pre-hook sees no forward, the
+    ReLU hooks see none and ``dead_units`` comes out NaN), or a graph recompiled under them. ``force_eager``
+    runs the module's own Python forward, so the probe reads the same weights the same way either way.
+    """
     flags = {m: m.training for m in model.modules()}
     handles: list = []
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.compiler.set_stance("force_eager"):
             yield handles
     finally:
         for h in handles:

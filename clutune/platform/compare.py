@@ -3,14 +3,13 @@
 Every (method, seed) pair is one trial of the engine that runs sweeps (:mod:`clutune.platform.engine`), so it
 gets per-request checkpoints, ``--resume`` after a killed driver and an MLflow parent run with one child per
 pair. All trials read the same oracle outputs from the object store: the oracles are trained once however many
-methods and seeds there are. The table aggregates each run over its requests first, then reports mean ± std
-over seeds.
+methods and seeds there are. The table aggregates each run over its requests first, then reports the mean with a
+95% confidence interval over seeds and marks the methods not significantly different from the best.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from clutune.platform.engine import Grid, check_resumable, execute
 from clutune.platform.launch import Cluster, prepare_command, session
 from clutune.platform.log import Log, print_line
 from clutune.platform.publish import publish_grid
+from clutune.platform.stats import is_paired, markdown, method_table
 from clutune.platform.tracking import SweepTracker
 from clutune.results import check_out_dir
 
@@ -65,26 +65,15 @@ class CompareResult:
 
 
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per run: mean over requests (NaN-skipping); then per method: mean and std over seeds."""
+    """Per run: mean over requests (NaN-skipping); then per method: mean with a 95% t-interval over seeds and
+    the marks of the methods not significantly different from the best (:mod:`clutune.platform.stats`)."""
     per_run = rows.groupby(["method", "seed"])[list(TABLE_METRICS)].mean().reset_index()
-    agg = per_run.groupby("method")[list(TABLE_METRICS)].agg(["mean", "std"])
-    order = agg[("kl_oracle_all", "mean")].sort_values().index
-    return agg.loc[order]
+    return method_table(per_run, "method", TABLE_METRICS, is_paired(rows, "method"))
 
 
 def format_table(table: pd.DataFrame) -> str:
-    def cell(mean: float, std: float) -> str:
-        if math.isnan(mean):
-            return "nan"
-        std = 0.0 if math.isnan(std) else std
-        return f"{mean:.4g} ± {std:.2g}"
-
-    header = "| method | " + " | ".join(TABLE_METRICS) + " |"
-    lines = [header, "|" + "---|" * (len(TABLE_METRICS) + 1)]
-    for method, row in table.iterrows():
-        cells = [cell(row[(m, "mean")], row[(m, "std")]) for m in TABLE_METRICS]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """``comparison.md`` and the printed table: the caption naming the test, then one row per method."""
+    return markdown(table, TABLE_METRICS)
 
 
 @dataclass(frozen=True)

@@ -336,9 +336,17 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
 
 def require_complete(results: Any, out: Path) -> None:
     """A fixed grid (compare, study, confirmation) is a table with a row per (run, request): one with a run
-    missing is refused instead of summarised. A sweep's errored trial is one of its results (Optuna records it
-    failed), so sweeps do not come here."""
+    missing, or a run that diverged (its rows stop at the divergence), is refused instead of summarised. A
+    sweep's errored trial is one of its results (Optuna records it failed), so sweeps do not come here."""
     failed = [r for r in results if r.error is not None]
+    diverged = [r for r in results if r.error is None and (r.metrics or {}).get("diverged")]
+    if diverged and not failed:  # a finished trial: --resume has nothing to continue, so it is not offered
+        first, metrics = diverged[0], diverged[0].metrics
+        what = ", ".join(f"{k} {v}" for k, v in sorted((first.config or {}).items())) or first.path
+        raise RunFailed(
+            f"{len(diverged)} of {len(results)} runs diverged, first {what} at request {metrics.get('request')}: "
+            f"{metrics.get('error')}; the grid is incomplete and is not summarised (its rows are in {out})"
+        )
     if not failed:
         return
     first = failed[0]

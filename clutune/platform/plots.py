@@ -3,8 +3,13 @@
 Per run: the accuracy matrix (test accuracy per task after each request, model beside oracle), KL to the oracle
 per split, both MIA values per unlearn request, and the accuracy gaps to the oracle. Per comparison: the same
 curves with one line per method, mean ± std band over seeds. Every figure is a fixed-size PNG (``PLOT_PX``)
-drawn with Agg; past ``ANNOTATE_MAX`` requests the heatmap drops its numbers and the curves their markers, so a
-stream of hundreds of requests stays readable.
+drawn with Agg; past ``ANNOTATE_MAX`` requests the heatmap drops its numbers and dense curves their markers, so
+a stream of hundreds of requests stays readable.
+
+Oracle metrics are sparse under an ``every_k`` or ``final`` policy (NaN at unscored requests), and a plain line
+joins only two consecutive finite points: such a series would draw nothing. So every curve goes through
+:func:`sparse_line`: a line between finite neighbours, and a marker on every finite point of a sparse series
+(and on any point no segment reaches), however long the stream. A panel with no finite value says so in its own text.
 """
 
 from __future__ import annotations
@@ -83,19 +88,48 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
+def sparse_line(ax: Any, x: Any, y: Any, label: str | None = None, **style: Any) -> Any:
+    """Draw ``y`` against ``x`` (sorted by x) so that every finite point is visible; returns the line.
+
+    The line joins finite neighbours only (a NaN breaks it, so no value is invented between two scored
+    requests). Markers go where a line alone would hide a point: on every finite point of a sparse series
+    (most points NaN, as under an ``every_k`` oracle policy), on the isolated finite points of a series with a
+    few gaps, and on every point of a short series (``ANNOTATE_MAX``).
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    finite = np.isfinite(y)
+    before = np.r_[False, finite[:-1]]
+    after = np.r_[finite[1:], False]
+    if len(y) <= ANNOTATE_MAX or finite.sum() <= len(y) / 2:
+        marked = finite
+    else:
+        marked = finite & ~before & ~after  # no segment reaches these points
+    style = {"lw": 1.2, **style}
+    (line,) = ax.plot(x, y, label=label, **style)
+    if marked.any():
+        size = 5 if len(y) <= ANNOTATE_MAX else 3
+        ax.plot(x[marked], y[marked], linestyle="none", marker="o", markersize=size, color=line.get_color())
+    return line
+
+
+def no_values(ax: Any, what: str) -> None:
+    """The text of a panel that has nothing to draw, saying why, in the panel itself."""
+    ax.text(0.5, 0.5, what, ha="center", va="center", fontsize=8, wrap=True, transform=ax.transAxes)
+
+
 def _curves(ax: Any, run: pd.DataFrame, columns: list[tuple[str, str]], log: bool = False) -> None:
-    marker = "o" if len(run) <= ANNOTATE_MAX else None
     drawn = False
     for column, label in columns:
         if column in run and run[column].notna().any():
-            ax.plot(run["request"], run[column], marker=marker, lw=1.2, label=label)
+            sparse_line(ax, run["request"], run[column], label=label)
             drawn = True
     if log and drawn and (run[[c for c, _ in columns if c in run]] > 0).any().any():
         ax.set_yscale("log")
-    if not drawn:
-        ax.text(0.5, 0.5, "no values (no oracle or no unlearn request)", ha="center", transform=ax.transAxes)
+    if drawn:
+        ax.legend(fontsize=8)
+    else:
+        no_values(ax, "no finite value at any request (no oracle scored, or no unlearn request)")
     ax.set_xlabel("request")
-    ax.legend(fontsize=8)
 
 
 def run_plots(run: pd.DataFrame, folder: Path, title: str) -> list[Path]:
@@ -105,11 +139,18 @@ def run_plots(run: pd.DataFrame, folder: Path, title: str) -> list[Path]:
     matrix = accuracy_matrix(run, folder / "accuracy_matrix.png", f"{title}: accuracy matrix")
     if matrix is not None:
         out.append(matrix)
+    return out + [_save(fig, folder / name) for name, fig in run_figures(run, title).items()]
+
+
+def run_figures(run: pd.DataFrame, title: str) -> dict[str, Any]:
+    """The curve figures of one run (KL to the oracle, MIA, gaps) by file name, unsaved."""
+    run = run.sort_values("request")
+    figures = {}
     fig, (ax,) = _figure()
     _curves(ax, run, [(f"kl_oracle_{s}", s) for s in SPLITS], log=True)
     ax.set_ylabel("KL(oracle ‖ model), mean per sample")
     ax.set_title(f"{title}: KL divergence to the oracle per split")
-    out.append(_save(fig, folder / "kl_oracle.png"))
+    figures["kl_oracle.png"] = fig
 
     fig, (ax,) = _figure()
     unlearn = run[run["kind"] == "unlearn"]
@@ -119,34 +160,33 @@ def run_plots(run: pd.DataFrame, folder: Path, title: str) -> list[Path]:
         x = np.arange(len(unlearn))
         for i, (column, label) in enumerate(pairs):
             values = unlearn[column].to_numpy(dtype=float) if column in unlearn else np.full(len(unlearn), np.nan)
-            ax.bar(x + (i - 1.5) * width, np.nan_to_num(values), width, label=label)
+            ax.bar(x + (i - 1.5) * width, values, width, label=label)  # NaN (no oracle there): no bar, not 0
         ax.set_xticks(x, [f"request {int(r)}" for r in unlearn["request"]], fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=8)
     else:
-        ax.text(0.5, 0.5, "no unlearn request", ha="center", transform=ax.transAxes)
+        no_values(ax, "no unlearn request")
     ax.set_xlabel("unlearn request")
     ax.set_ylabel("rate")
     ax.set_title(f"{title}: membership inference on the forgotten samples, model vs oracle")
-    out.append(_save(fig, folder / "mia.png"))
+    figures["mia.png"] = fig
 
     fig, (ax,) = _figure()
     _curves(ax, run, [(g, g) for g in GAPS])
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_ylabel("|accuracy − oracle accuracy|")
     ax.set_title(f"{title}: accuracy gaps to the oracle")
-    out.append(_save(fig, folder / "gaps.png"))
-    return out
+    figures["gaps.png"] = fig
+    return figures
 
 
 def _band(ax: Any, rows: pd.DataFrame, column: str, group: str = "method") -> bool:
-    """One line per ``group`` value: mean over seeds per request, ± std shaded."""
+    """One line per ``group`` value: mean over seeds per request, ± std shaded; every finite mean drawn."""
     if column not in rows or not rows[column].notna().any():
         return False
     for name, frame in rows.groupby(group, sort=True):
         stats = frame.groupby("request")[column].agg(["mean", "std"]).fillna({"std": 0.0})
-        marker = "o" if len(stats) <= ANNOTATE_MAX else None
-        (line,) = ax.plot(stats.index, stats["mean"], marker=marker, lw=1.2, label=str(name))
+        line = sparse_line(ax, stats.index, stats["mean"], label=str(name))
         ax.fill_between(
             stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2, color=line.get_color()
         )
@@ -154,7 +194,12 @@ def _band(ax: Any, rows: pd.DataFrame, column: str, group: str = "method") -> bo
 
 
 def method_plots(rows: pd.DataFrame, folder: Path, title: str) -> list[Path]:
-    """Curves of a comparison or study: one line per method, mean ± std band over seeds."""
+    """Curves of a comparison or study: one line per method, mean ± std band over seeds, written into ``folder``."""
+    return [_save(fig, folder / name) for name, fig in method_figures(rows, title).items()]
+
+
+def method_figures(rows: pd.DataFrame, title: str) -> dict[str, Any]:
+    """The figures of :func:`method_plots` by file name, unsaved."""
     seeds = rows.groupby("method")["seed"].nunique().max() if "seed" in rows else 1
     panels = {
         "methods_kl_oracle.png": ("KL to the oracle", [f"kl_oracle_{s}" for s in ("all", "remain", "unlearn", "test")]),
@@ -162,7 +207,7 @@ def method_plots(rows: pd.DataFrame, folder: Path, title: str) -> list[Path]:
         "methods_mia.png": ("MIA", ["mia_member_rate", "mia_efficacy", "oracle_mia_member_rate", "forgetting"]),
         "methods_accuracy.png": ("accuracy", ["acc_test", "acc_remain", "acc_unlearn", "oracle_acc_test"]),
     }
-    out = []
+    figures = {}
     for name, (what, columns) in panels.items():
         fig, axes = _figure(len(columns))
         for ax, column in zip(axes, columns, strict=True):
@@ -171,12 +216,12 @@ def method_plots(rows: pd.DataFrame, folder: Path, title: str) -> list[Path]:
                 if column.startswith("kl_") and (rows[column] > 0).any():
                     ax.set_yscale("log")
             else:
-                ax.text(0.5, 0.5, "no values", ha="center", transform=ax.transAxes)
+                no_values(ax, f"no finite {column} in any run")
             ax.set_title(column, fontsize=9)  # the panel's only label: a y label too would crowd four panels
             ax.set_xlabel("request")
         fig.suptitle(f"{title}: {what} per request, one line per method (mean ± std over {seeds} seed(s))")
-        out.append(_save(fig, folder / name))
-    return out
+        figures[name] = fig
+    return figures
 
 
 def optuna_figures(storage: Any, study_name: str) -> dict[str, Any]:
@@ -220,8 +265,11 @@ __all__ = [
     "RUN_PLOTS",
     "METHOD_PLOTS",
     "accuracy_matrix",
+    "method_figures",
     "method_plots",
     "optuna_figures",
     "optuna_html",
+    "run_figures",
     "run_plots",
+    "sparse_line",
 ]

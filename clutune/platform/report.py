@@ -1,9 +1,10 @@
 """``clutune report``: one HTML page that needs nothing beside it and makes no request when opened.
 
 Images are base64 data URIs, the style sheet is inline, and Optuna's interactive views share one inlined copy
-of plotly.js. The table is computed like ``comparison.md`` (per run the mean over requests, then mean ± std
-over seeds); each cell also carries its unrounded mean and std as ``data-`` attributes, so a test (or a
-script) can read exact numbers back from the page.
+of plotly.js. The table is computed like ``comparison.md`` (per run the mean over requests, then the mean with a
+95% confidence interval over seeds, significance marks against the best); each cell also carries its unrounded
+mean, std, interval, run count and mark as ``data-`` attributes, so a test (or a script) can read exact numbers
+back from the page.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +21,7 @@ import pandas as pd
 
 from clutune.errors import UserError
 from clutune.platform.compare import TABLE_METRICS
+from clutune.platform.stats import caption, cell, is_paired, method_table
 from clutune.platform.tracking import RECORD_DIR
 
 _STYLE = """
@@ -39,17 +40,14 @@ def table_groups(rows: pd.DataFrame) -> str:
 
 
 def summary(rows: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Per run: the mean over requests (NaN-skipping); per ``key``: mean and std over runs (seeds)."""
+    """Per run: the mean over requests (NaN-skipping); per ``key``: mean, 95% t-interval over runs (seeds) and
+    the marks of :func:`clutune.platform.stats.method_table`, paired by seed when every group ran the same ones."""
     metrics = [m for m in TABLE_METRICS if m in rows]
-    per_run = rows.groupby([key, "run_id"])[metrics].mean().reset_index()
-    agg = per_run.groupby(key)[metrics].agg(["mean", "std"])
-    return agg.loc[agg[("kl_oracle_all", "mean")].sort_values().index] if "kl_oracle_all" in metrics else agg
-
-
-def cell_text(mean: float, std: float) -> str:
-    if math.isnan(mean):
-        return "nan"
-    return f"{mean:.4g} ± {0.0 if math.isnan(std) else std:.2g}"
+    how = {m: "mean" for m in metrics} | ({"seed": "first"} if "seed" in rows else {})
+    per_run = rows.groupby([key, "run_id"]).agg(how).reset_index()
+    if "seed" not in per_run:
+        per_run["seed"] = per_run["run_id"]
+    return method_table(per_run, key, metrics, is_paired(rows, key))
 
 
 def _table_html(table: pd.DataFrame, key: str) -> str:
@@ -57,12 +55,17 @@ def _table_html(table: pd.DataFrame, key: str) -> str:
     head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
     body = []
     for name, row in table.iterrows():
-        cells = "".join(
-            f'<td data-metric="{m}" data-mean="{float(row[(m, "mean")])!r}" data-std="{float(row[(m, "std")])!r}">'
-            f"{cell_text(row[(m, 'mean')], row[(m, 'std')])}</td>"
-            for m in metrics
-        )
-        body.append(f'<tr data-group="{html.escape(str(name))}"><td>{html.escape(str(name))}</td>{cells}</tr>')
+        most = max(int(row[(m, "n")]) for m in metrics)
+        cells = []
+        for m in metrics:
+            data = " ".join(f'data-{s}="{float(row[(m, s)])!r}"' for s in ("mean", "std", "lo", "hi", "p_holm"))
+            text = html.escape(cell(row, m, most))
+            tied = bool(row[(m, "tied")])
+            cells.append(
+                f'<td data-metric="{m}" {data} data-n="{int(row[(m, "n")])}" data-tied="{str(tied).lower()}">'
+                f"{f'<b>{text}</b>' if tied else text}</td>"
+            )
+        body.append(f'<tr data-group="{html.escape(str(name))}"><td>{html.escape(str(name))}</td>{"".join(cells)}</tr>')
     return f'<table id="comparison"><tr><th>{key}</th>{head}</tr>{"".join(body)}</table>'
 
 
@@ -146,7 +149,8 @@ def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Pat
         page = f"""<!doctype html><html><head><meta charset="utf-8"><title>clutune report: {html.escape(what)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>clutune report</h1><p>{html.escape(what)}; {runs} runs, {len(rows)} rows; written {stamp}.</p>
-<h2>Comparison</h2><p>Per run the mean over its requests, then mean ± std over the runs (seeds) of each {key}.</p>
+<h2>Comparison</h2><p>Per run the mean over its requests, then over the runs (seeds) of each {key}.
+{html.escape(caption(table, "runs (seeds)")).replace("**Bold**", "<b>Bold</b>")}</p>
 {_table_html(table, key)}
 <h2>Plots</h2>{_plots_html(plots)}
 {optuna}
@@ -158,4 +162,4 @@ def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Pat
     return out
 
 
-__all__ = ["cell_text", "summary", "table_groups", "write_report"]
+__all__ = ["summary", "table_groups", "write_report"]

@@ -17,14 +17,16 @@ from clutune.platform.compare import GridOptions, method_grid
 from clutune.platform.launch import Cluster
 from clutune.platform.log import Log, print_line
 from clutune.platform.publish import publish_grid
-from clutune.platform.study_report import plot_curves, summary_markdown
+from clutune.platform.study_report import plot_curves, summary_frame, summary_markdown
 
 
 @dataclass
 class StudyResult:
-    """What ``clutune.study`` returns: every row (one per run and request) and where the study's files are."""
+    """What ``clutune.study`` returns: every row (one per run and request), the summary (final value and drift
+    slope per method and metric, with intervals over seeds: summary.md's numbers) and where the files are."""
 
     rows: pd.DataFrame
+    summary: pd.DataFrame
     out: Path
     oracles_total: int
     oracles_trained: int
@@ -64,6 +66,7 @@ def run_study(
         tracker.finish({"metrics": oracle_counts}, {}, {})
         return StudyResult(
             rows=rows,
+            summary=summary_frame(rows),
             out=done.out,
             oracles_total=done.oracles_total,
             oracles_trained=done.oracles_trained,

@@ -15,6 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from clutune.clu.diagnostics import drift_slope
+from clutune.platform.plots import no_values, sparse_line
+from clutune.platform.stats import is_paired, markdown, method_table, t_interval
 
 STUDY_METRICS = (
     "kl_oracle_all",
@@ -41,20 +43,21 @@ _COLUMNS = 4
 
 
 def _band(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean and std over seeds per request, NaN requests dropped so sparse curves join their points."""
-    stats = rows.groupby("request")[metric].agg(["mean", "std"]).dropna(subset=["mean"])
+    """Mean and std over seeds per request; a request no seed measured stays NaN (a gap in the curve)."""
+    stats = rows.groupby("request")[metric].agg(["mean", "std"])
     stats["std"] = stats["std"].fillna(0.0)
     return stats
 
 
-def _draw(ax, rows: pd.DataFrame, metric: str, colour: str, label: str, n_requests: int, **style) -> None:
+def _draw(ax, rows: pd.DataFrame, metric: str, colour: str, label: str, **style) -> bool:
+    """One method's curve: every finite mean drawn (:func:`sparse_line`), ± std shaded; False if none is."""
     stats = _band(rows, metric)
-    if stats.empty:
-        return
-    sparse = len(stats) < n_requests / 2
+    if not stats["mean"].notna().any():
+        return False
     x = stats.index.to_numpy()
-    ax.plot(x, stats["mean"], color=colour, label=label, marker="o" if sparse else None, markersize=3, **style)
+    sparse_line(ax, x, stats["mean"], label=label, color=colour, **style)
     ax.fill_between(x, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=colour, alpha=0.2, lw=0)
+    return True
 
 
 def plot_curves(rows: pd.DataFrame, path: Path) -> Figure:
@@ -73,14 +76,17 @@ def plot_curves(rows: pd.DataFrame, path: Path) -> Figure:
     axes = fig.subplots(n_rows, _COLUMNS, squeeze=False).ravel()
     by_method = dict(list(rows.groupby("method")))
     for ax, metric in zip(axes, metrics, strict=False):
+        drawn = False
         for method in methods:
             runs = by_method[method]
             if metric == "acc_learn":
                 runs = runs[runs["kind"] == "learn"]
                 if "oracle_acc_learn" in runs.columns:
                     # "_"-prefixed label: one legend entry for the oracle, added below, not one per method
-                    _draw(ax, runs, "oracle_acc_learn", colours[method], "_oracle", n_requests, linestyle="--")
-            _draw(ax, runs, metric, colours[method], method, n_requests)
+                    _draw(ax, runs, "oracle_acc_learn", colours[method], "_oracle", linestyle="--")
+            drawn = _draw(ax, runs, metric, colours[method], method) or drawn
+        if not drawn:
+            no_values(ax, f"no finite {metric} at any request of any run")
         ax.set_title(TITLES[metric])
         ax.set_xlabel("request")
         ax.set_ylabel(metric)
@@ -92,19 +98,20 @@ def plot_curves(rows: pd.DataFrame, path: Path) -> Figure:
     legend_ax.legend(handles=handles, loc="center", title="method (mean ± std over seeds)")
     for ax in axes[len(metrics) :]:
         ax.axis("off")
-    n_seeds = rows["seed"].nunique()
-    fig.suptitle(f"Long-stream study: {n_requests} requests, {len(methods)} methods, {n_seeds} seeds")
+    fig.suptitle(f"Long-stream study: {n_requests} requests, {len(methods)} methods, {_seed_counts(rows)}")
     fig.savefig(path, format="png")
     return fig
 
 
 def summary_frame(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (method, metric): the final value and the last-half drift slope, each as mean and std over seeds.
+    """Per (method, metric): the final value and the last-half drift slope, each as mean, std and 95%
+    Student-t interval over seeds, with the number of seeds behind each (``final_n``, ``slope_n``) and the
+    method's seed count (``seeds``).
 
     The final value is taken at the method's last request where the metric is finite (the oracle is not
-    evaluated at every request). The slope is computed per seed over the full request range, so a request
-    missing from a run counts as unmeasured rather than shifting the stream's halves. Std is the sample std
-    (NaN with one seed).
+    evaluated at every request); only the seeds finite there count, which ``final_n`` says. The slope is
+    computed per seed over the full request range, so a request missing from a run counts as unmeasured
+    rather than shifting the stream's halves. Std and interval bounds are NaN with one seed, never 0.
     """
     n_requests = int(rows["request"].max()) + 1
     records = []
@@ -120,36 +127,60 @@ def summary_frame(rows: pd.DataFrame) -> pd.DataFrame:
                 ],
                 dtype=float,
             )
-            records.append(
-                {
-                    "method": method,
-                    "metric": metric,
-                    "final_request": last,
-                    "final_mean": final.mean(),
-                    "final_std": final.std(),
-                    "slope_mean": slopes.mean(),
-                    "slope_std": slopes.std(),
-                }
-            )
+            record = {"method": method, "metric": metric, "seeds": runs["seed"].nunique(), "final_request": last}
+            for name, values in (("final", final), ("slope", slopes)):
+                mean, lo, hi, n = t_interval(values.to_numpy())
+                std = float(values.dropna().std()) if n > 1 else math.nan
+                record.update({f"{name}_mean": mean, f"{name}_std": std, f"{name}_lo": lo, f"{name}_hi": hi})
+                record[f"{name}_n"] = n
+            records.append(record)
     return pd.DataFrame.from_records(records)
 
 
-def _cell(mean: float, std: float) -> str:
+def _cell(mean: float, lo: float, hi: float, n: int, seeds: int) -> str:
+    """``mean ± half-width of the 95% interval (n of N seeds)``; one seed gives the value alone, never ± 0."""
     if math.isnan(mean):
-        return "nan"
-    if math.isnan(std) or std <= 1e-12 * abs(mean):  # one seed, or float rounding between equal seeds
-        std = 0.0
-    return f"{mean:.4g} ± {std:.2g}"
+        return "nan (0 seeds)"
+    spread = f" ± {(hi - lo) / 2:.2g}" if math.isfinite(lo) else ""
+    return f"{mean:.4g}{spread} ({n} of {seeds} seed{'s' if seeds != 1 else ''})"
+
+
+def _seed_counts(rows: pd.DataFrame) -> str:
+    counts = rows.groupby("method")["seed"].agg(lambda s: sorted(s.unique()))
+    if counts.map(tuple).nunique() == 1:
+        seeds = counts.iloc[0]
+        return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} per method ({', '.join(str(s) for s in seeds)})"
+    return "seeds per method: " + "; ".join(f"{m} {len(s)} ({', '.join(str(x) for x in s)})" for m, s in counts.items())
+
+
+COMPARED = ("kl_oracle_all", "avg_gap", "acc_remain", "forgetting", "dead_units", "effective_rank")
+
+
+def comparison_markdown(rows: pd.DataFrame) -> str:
+    """The methods side by side: each run's mean over the stream, then mean, 95% interval and significance
+    marks over seeds (:mod:`clutune.platform.stats`, paired by seed when every method ran the same seeds)."""
+    metrics = [m for m in COMPARED if m in rows.columns]
+    per_run = rows.groupby(["method", "seed"])[metrics].mean().reset_index()
+    return markdown(method_table(per_run, "method", metrics, is_paired(rows, "method")), metrics)
 
 
 def summary_markdown(rows: pd.DataFrame) -> str:
-    """A Markdown table per method: final value and last-half drift slope of the headline and diagnostics."""
+    """The methods compared over the stream, then a Markdown table per method: final value and last-half
+    drift slope of the headline and diagnostics, each with its interval and the seeds behind it."""
     summary = summary_frame(rows)
     n_requests = int(rows["request"].max()) + 1
-    seeds = sorted(rows["seed"].unique())
     lines = [
-        f"{n_requests} requests, {len(seeds)} seeds ({', '.join(str(s) for s in seeds)}); "
-        "mean ± std over seeds; drift slope = least-squares slope per request over the last half of the stream.",
+        f"{n_requests} requests, {_seed_counts(rows)}.",
+        "",
+        "## Methods compared over the whole stream (each run's mean over its requests)",
+        "",
+        comparison_markdown(rows),
+        "",
+        "## Final values and drift per method",
+        "",
+        "Each cell: mean ± half-width of the 95% Student-t interval over the seeds behind it (n of the method's "
+        "seeds: a final value counts the seeds scored at the method's last scored request); drift slope = "
+        "least-squares slope per request over the last half of the stream, per seed.",
     ]
     for method, table in summary.groupby("method", sort=True):
         lines += [
@@ -161,7 +192,7 @@ def summary_markdown(rows: pd.DataFrame) -> str:
         ]
         for r in table.itertuples():
             at = "-" if math.isnan(r.final_request) else str(int(r.final_request))
-            lines.append(
-                f"| {r.metric} | {_cell(r.final_mean, r.final_std)} | {at} | {_cell(r.slope_mean, r.slope_std)} |"
-            )
+            final = _cell(r.final_mean, r.final_lo, r.final_hi, r.final_n, r.seeds)
+            slope = _cell(r.slope_mean, r.slope_lo, r.slope_hi, r.slope_n, r.seeds)
+            lines.append(f"| {r.metric} | {final} | {at} | {slope} |")
     return "\n".join(lines) + "\n"

@@ -27,6 +27,7 @@ from clutune.experiment import method_hparams, validate_methods_section
 from clutune.platform.engine import Grid, absolutize, check_resumable, execute
 from clutune.platform.launch import Cluster, prepare_command, session
 from clutune.platform.log import Log, print_line
+from clutune.platform.objective_check import check_objectives
 from clutune.platform.publish import publish_sweep
 from clutune.platform.search_space import SearchSpace, default_space_path, load_space
 from clutune.platform.tracking import SweepTracker
@@ -149,6 +150,8 @@ def run_sweep(
     if not resume and storage.exists(sweep_uri):
         raise UserError(f"sweep folder {sweep_uri} exists: pass --resume to continue it, or remove it")
     prep = prepare_command(config, cluster)  # data and scenario checked here, before anything is created
+    kinds = [r.kind for r in prep.scenario.requests]
+    check_objectives(config.sweep.objectives, config.oracle.policy, config.oracle.every, kinds, config.sweep.asha, log)
     sweep_dir = _driver_folder(sweep_uri, resume)
     try:
         with session(prep, sweep_dir, cluster, log) as run:

@@ -1,0 +1,139 @@
+"""Tables that compare methods: 95% Student-t intervals over seeds and significance marks against the best.
+
+The intervals are recomputed here from results.parquet with scipy alone; the marks are checked on constructed
+cases whose answer is known (one method clearly best, two tied), paired and unpaired.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from clutune.platform.compare import TABLE_METRICS, format_table, summary_table
+from clutune.platform.report import write_report
+from clutune.platform.stats import holm, method_table
+
+SEEDS = (0, 1, 2, 3, 4)
+
+
+def _results(kl: dict[str, list[float]], n_requests: int = 4, oracle_key=lambda seed, r: f"o{r}") -> pd.DataFrame:
+    """Rows of a comparison: per (method, seed) run, ``n_requests`` requests whose mean KL is ``kl[method][i]``
+    (spread around it over requests), other metrics derived from it."""
+    rng = np.random.default_rng(0)
+    records = []
+    for method, per_seed in kl.items():
+        for seed, value in zip(SEEDS, per_seed, strict=False):
+            wiggle = rng.normal(0, 0.01, n_requests)
+            wiggle -= wiggle.mean()
+            for r in range(n_requests):
+                v = value + wiggle[r]
+                records.append(
+                    {
+                        "run_id": f"{method}-{seed}",
+                        "method": method,
+                        "seed": seed,
+                        "request": r,
+                        "kind": "learn" if r % 2 == 0 else "unlearn",
+                        "oracle_key": oracle_key(seed, r),
+                        **{m: v * (i + 1) for i, m in enumerate(TABLE_METRICS)},
+                        "kl_oracle_unlearn": v if r % 2 else math.nan,
+                    }
+                )
+    return pd.DataFrame.from_records(records)
+
+
+def test_intervals_recomputed_with_scipy_from_results_parquet_equal_the_tables(tmp_path):
+    kl = {"ugclu": [0.50, 0.52, 0.55], "er": [0.60, 0.66, 0.61, 0.64], "finetune": [0.9]}
+    _results(kl).to_parquet(tmp_path / "results.parquet")
+    rows = pd.read_parquet(tmp_path / "results.parquet")
+    table = summary_table(rows)
+    text = format_table(table)
+    report = write_report(str(tmp_path), tmp_path / "report.html")
+    page = report.read_text()
+    for method, frame in rows.groupby("method"):
+        for metric in ("kl_oracle_all", "kl_oracle_unlearn", "acc_test", "seconds"):
+            per_run = frame.groupby("seed")[metric].mean().dropna().to_numpy()
+            n = len(per_run)
+            mean = per_run.mean()
+            got = table.loc[method, metric]
+            assert got["mean"] == pytest.approx(mean, rel=1e-12) and got["n"] == n
+            if n < 2:
+                assert math.isnan(got["lo"]) and math.isnan(got["hi"])
+                assert f"{mean:.4g} (n=1)" in text  # never "± 0"
+                continue
+            lo, hi = stats.t.interval(0.95, n - 1, loc=mean, scale=stats.sem(per_run))
+            assert (got["lo"], got["hi"]) == (pytest.approx(lo, rel=1e-12), pytest.approx(hi, rel=1e-12))
+            assert f"{mean:.4g} ± {(hi - lo) / 2:.2g}" in text.split(f"| {method} |")[1].splitlines()[0]
+            cell = re.search(rf'<tr data-group="{method}">.*?<td data-metric="{metric}" ([^>]*)>', page)[1]
+            attrs = dict(re.findall(r'data-([a-z_]+)="([^"]*)"', cell))
+            assert float(attrs["lo"]) == pytest.approx(lo, rel=1e-12)
+            assert float(attrs["hi"]) == pytest.approx(hi, rel=1e-12)
+    assert "95% Student-t confidence interval" in text and "Welch" in text  # seeds differ: not paired
+    assert "Welch" in page and "± 0 " not in text
+
+
+def _marks(table: pd.DataFrame, metric: str = "kl_oracle_all") -> dict[str, bool]:
+    return {m: bool(v) for m, v in table[(metric, "tied")].items()}
+
+
+def test_one_clearly_best_method_and_two_tied_get_the_right_marks():
+    rows = _results(
+        {
+            "best": [0.10, 0.11, 0.09, 0.10, 0.105],
+            "tied_a": [0.50, 0.55, 0.45, 0.52, 0.48],
+            "tied_b": [0.51, 0.46, 0.54, 0.49, 0.50],
+        }
+    )
+    table = summary_table(rows)
+    assert table.attrs["paired"] and "paired t-test" in format_table(table)
+    assert _marks(table) == {"best": True, "tied_a": False, "tied_b": False}
+    assert list(table.index) == ["best", "tied_a", "tied_b"] or list(table.index) == ["best", "tied_b", "tied_a"]
+    # higher is better for accuracy: the best there is the method with the largest values
+    assert _marks(table, "acc_test") == {"best": False, "tied_a": True, "tied_b": True}
+    # a column without a direction (MIA) is not ranked
+    assert not any(_marks(table, "mia_member_rate").values())
+
+    # two tied at the top and one clearly worse: both top methods marked
+    top = summary_table(
+        _results(
+            {
+                "a": [0.20, 0.25, 0.22, 0.18, 0.24],
+                "b": [0.21, 0.19, 0.26, 0.23, 0.2],
+                "worse": [0.9, 0.95, 0.92, 0.88, 0.91],
+            }
+        )
+    )
+    assert _marks(top) == {"a": True, "b": True, "worse": False}
+    assert "**" in format_table(top).split("| a |")[1].splitlines()[0]
+
+
+def test_paired_runs_use_the_paired_test_and_unpaired_ones_welch():
+    """b is about 0.05 above a on every seed, with a seed-to-seed spread far larger than that shift: paired by
+    seed the difference is clear; as independent samples (Welch) it is not."""
+    a = [0.2, 0.5, 0.8, 0.3, 0.6]
+    b = [v + 0.05 + e for v, e in zip(a, [0.004, -0.003, 0.002, -0.004, 0.001], strict=True)]
+    paired = summary_table(_results({"a": a, "b": b}))
+    assert paired.attrs["paired"] and _marks(paired) == {"a": True, "b": False}
+    per_run = pd.DataFrame({"method": ["a"] * 5 + ["b"] * 5, "seed": list(SEEDS) * 2, "kl_oracle_all": a + b})
+    p = stats.ttest_rel(a, b).pvalue
+    assert method_table(per_run, "method", ["kl_oracle_all"], paired=True).loc["b", ("kl_oracle_all", "p_holm")] == (
+        pytest.approx(p)
+    )
+    # different oracles per seed pair break the pairing: Welch, and no significant difference
+    unpaired = summary_table(_results({"a": a, "b": b}, oracle_key=lambda seed, r: f"o{seed}-{r}"))
+    assert not unpaired.attrs["paired"] and _marks(unpaired) == {"a": True, "b": True}
+    assert unpaired.loc["b", ("kl_oracle_all", "p_holm")] == pytest.approx(
+        stats.ttest_ind(a, b, equal_var=False).pvalue
+    )
+
+
+def test_holm_adjusts_step_down_and_stays_monotone():
+    # sorted: 0.005 (x5), 0.01 (x4), 0.03 (x3), 0.04 (x2), 0.2 (x1), each at least the one before, capped at 1
+    p = [0.01, 0.04, 0.03, 0.2, 0.005]
+    assert holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.2, 0.025])
+    assert holm([0.5, float("nan"), 0.6]) == pytest.approx([1.0, float("nan"), 1.0], nan_ok=True)
