@@ -58,7 +58,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def method_hparams(config: Config, method: str, dataset: str, bare: dict[str, Any] | None = None) -> Any:
-    """Defaults < the oracle recipe (for methods that follow it) < configs/best/<method>-<dataset>.yaml
+    """Defaults < the oracle recipe (for methods that follow it) < presets/best/<method>-<dataset>.yaml
     < config methods.<method> < --set name=value."""
     cls = get_method(method)
     recipe = {k: getattr(config.oracle, k) for k in cls.follows_oracle}
