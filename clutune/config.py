@@ -33,11 +33,27 @@ MNIST1D_MIN_SAMPLES = 100
 @dataclass
 class DatasetConfig:
     name: str = "digits"
-    root: str | None = None  # folder holding cifar-10-batches-py or tiny-imagenet-200
+    root: str | None = None  # folder holding cifar-10-batches-py or tiny-imagenet-200, or an image folder
     # mnist1d only: total samples to generate (train + test, split 80/20); None = the package's 5,000.
     samples: int | None = None
+    path: str | None = None  # npz only: the .npz file holding x_train, y_train, x_test, y_test
+    image_size: int | None = None  # imagefolder only: resize every image to image_size x image_size
+
+    # Keys that only some datasets read, and the config hash leaves out while unset (hashes stay as they were).
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("path", "image_size")
 
     def validate(self, prefix: str) -> None:
+        if self.name == "npz" and not self.path:
+            raise UserError(f"config key '{prefix}.path': npz needs the .npz file (x_train, y_train, x_test, y_test)")
+        if self.path is not None and self.name != "npz":
+            raise UserError(f"config key '{prefix}.path': only npz reads a file; {self.name} does not")
+        if self.name == "imagefolder" and not self.root:
+            raise UserError(f"config key '{prefix}.root': imagefolder needs the folder holding train/ and test/")
+        if self.image_size is not None:
+            if self.name != "imagefolder":
+                raise UserError(f"config key '{prefix}.image_size': only imagefolder resizes images, not {self.name}")
+            if self.image_size < 1:
+                raise UserError(f"config key '{prefix}.image_size': must be at least 1")
         if self.samples is None:
             return
         if self.name != "mnist1d":
@@ -277,6 +293,9 @@ class Config:
         payload.pop("methods")
         payload.pop("sweep")
         payload.pop("threads")
+        for key in DatasetConfig.OPTIONAL:
+            if payload["dataset"][key] is None:
+                payload["dataset"].pop(key)
         payload["oracle"].pop("cache_dir")
         payload["oracle"].pop("keep_weights")
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

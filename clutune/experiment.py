@@ -41,6 +41,7 @@ from clutune.data import Dataset, load_dataset
 from clutune.errors import UserError
 from clutune.metrics import Split, forgetting, request_metrics, softmax64, test_accuracy_by_classes
 from clutune.models import build_model
+from clutune.models.fit import check_model_fits
 from clutune.oracle import OracleCache, OracleOutputs, OracleRecipe, get_oracle, oracle_requests
 from clutune.placement import placement
 from clutune.predictions import write_predictions
@@ -90,7 +91,9 @@ def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
     device = resolve_device(config.device)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    dataset = dataset or load_dataset(config.dataset.name, config.dataset.root, config.dataset.samples)
+    data = config.dataset
+    dataset = dataset or load_dataset(data.name, data.root, data.samples, data.path, data.image_size)
+    check_model_fits(asdict(config.model), dataset.input_shape, dataset.num_classes)
     scenario = build_scenario(
         scenario_requests(config.scenario, dataset.y_train, dataset.num_classes),
         dataset.y_train,
