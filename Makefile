@@ -9,8 +9,9 @@ export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_CHDIR_TO_TRIAL_DIR := 0
 export TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S := 0
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,7 +27,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check clutune tests bench
+	$(MAKE) docs
 	$(BIN)/python -m pytest
+
+# The documentation site into site/; --strict turns every warning (a broken link, an unknown page in nav, a
+# reference mkdocstrings cannot resolve) into a failure. `$(BIN)/mkdocs serve` previews it while editing.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(BIN)/python bench/ablation.py

@@ -2,7 +2,7 @@
 
 Both sides do identical work: the trials the sweep's random sampler drew (same hyperparameters, run seeds and
 scenario), each through ``ExperimentRun`` with the same oracles, trained and cached once before anything is timed.
-The sweep is ``run_sweep`` as a researcher runs it (its documented defaults, local Ray started and shut down inside
+The sweep is ``clutune.sweep`` as a researcher runs it (its documented defaults, local Ray started and shut down inside
 the timing, MLflow on a sqlite file, Optuna's random sampler), with ASHA off so both sides run every request. The
 pool is ``ProcessPoolExecutor(max_workers=concurrency)``: fresh interpreters (spawn, like Ray's workers) that
 each load the data once and then run trials in the sweep's order, at the niceness Ray gives its workers. Per
@@ -45,9 +45,9 @@ import numpy as np
 import pandas as pd
 from table import write_table
 
-from clutune.cli import set_ray_env
 from clutune.config import Config, bare_overrides, load_config, resolve_config_path
 from clutune.experiment import ExperimentRun, method_hparams, oracle_for, prepare
+from clutune.runtime import set_ray_env
 
 METHOD = "ugclu"
 OBJECTIVE = "kl_oracle_all"
@@ -100,19 +100,26 @@ def run_pool(config: Config, trials: list[dict[str, Any]], width: int) -> tuple[
 def run_timed_sweep(
     config_path: str, sets: list[str], trials: int, width: int, uri: str, ray_init: Callable[[], None] | None = None
 ) -> tuple[float, pd.DataFrame, dict[str, float]]:
-    """Wall seconds of ``run_sweep`` from the command's start to Ray's shutdown, its trials (creation order) and
+    """Wall seconds of ``clutune.sweep`` from the command's start to Ray's shutdown, its trials (creation order) and
     CPU seconds: the driver's, those of Ray's own processes (GCS, raylet, agents) and those of its workers.
-    ``ray_init`` starts Ray inside the timing instead of ``run_sweep`` (the profile pass installs its hook)."""
+    ``ray_init`` starts Ray inside the timing instead of ``clutune.sweep`` (the profile pass installs its hook)."""
     import ray
 
-    from clutune.platform.sweep import run_sweep
+    import clutune
 
     t0, cpu0, descendants = time.perf_counter(), _cpu(resource.RUSAGE_SELF), DescendantsCpu()
     descendants.start()
     if ray_init is not None:
         ray_init()
-    summary = run_sweep(
-        config_path, METHOD, trials, sets=sets, concurrency=width, tracking_uri=uri, num_cpus=os.cpu_count(), log=_quiet
+    summary = clutune.sweep(
+        config_path,
+        method=METHOD,
+        trials=trials,
+        overrides=sets,
+        concurrency=width,
+        tracking_uri=uri,
+        num_cpus=os.cpu_count(),
+        log=_quiet,
     )
     cpu = {**descendants.stop(), "driver_cpu_s": _cpu(resource.RUSAGE_SELF) - cpu0}
     ray.shutdown()

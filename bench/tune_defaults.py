@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from clutune.cli import set_ray_env
+import clutune
 from clutune.clu.methods import get_method
 
 METHODS = "ugclu,finetune,er,derpp,ewc,lwf,ga,rl,salun,sfron,scrub"
@@ -77,9 +77,6 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--methods", default=METHODS)
     args = parser.parse_args()
-    set_ray_env()
-    from clutune.platform.sweep import run_sweep
-
     preset = f"{args.dataset}-agnostic-class"
     budget = BUDGETS[args.dataset][0]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -103,11 +100,11 @@ def main() -> None:
         if _has(method, "buffer_size"):
             sets.append(f"buffer_size={budget}")
         with tempfile.TemporaryDirectory() as tmp:
-            summary = run_sweep(
+            summary = clutune.sweep(
                 preset,
-                method,
-                args.trials,
-                sets=[*sets, f"sweep.storage_path={tmp}/sweeps"],
+                method=method,
+                trials=args.trials,
+                overrides=[*sets, f"sweep.storage_path={tmp}/sweeps"],
                 concurrency=args.concurrency,
                 tracking_uri=f"sqlite:///{Path('runs/tuning/mlflow.db').resolve()}",
                 log=lambda *a, **k: None,

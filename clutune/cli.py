@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import uuid
 from pathlib import Path
 
 from clutune.errors import RunFailed, UserError
@@ -24,123 +21,31 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _overrides(args: argparse.Namespace) -> dict:
+    from clutune.config import sets_to_overrides
+
+    return sets_to_overrides(args.sets)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    import clutune
     from clutune import storage
-    from clutune.config import bare_overrides, load_config
-    from clutune.experiment import ExperimentRun, method_hparams, oracle_for, prepare, validate_methods_section
-    from clutune.oracle import oracle_key, oracle_requests
-    from clutune.results import ResultStream, check_out_dir, compact, format_row
 
-    config = load_config(args.config, args.sets)
-    if args.seed is not None:
-        config.seed = args.seed
-    validate_methods_section(config)
-    hparams = method_hparams(config, args.method, config.dataset.name, bare_overrides(args.sets))
-    out = _run_out(args.out, args.overwrite)
-    check_out_dir(out, args.overwrite, resumable=False)
-    prep = prepare(config)
-    total = len(prep.scenario)
-    predictions = out / "predictions" if args.save_predictions else None
-    if args.overwrite:  # a shorter stream must not leave an earlier run's later requests behind
-        for stale in [*(out / "predictions").glob("request-*.parquet"), *(out / "parts").glob("*.arrows")]:
-            stale.unlink()
-    stream = ResultStream(out)
-    run_key = uuid.uuid4().hex[:12]  # the results' run_id, also the MLflow run's clutune.trial_id
-    tracker = _run_tracker(args, config, out, run_key, hparams)
-    print(f"clutune run: {args.method} on {config.name} ({config.dataset.name}, {total} requests, seed {config.seed})")
-
-    def on_row(row: dict, _method: object) -> None:
-        stream.append("run", [row])  # appended as it is measured: a crash loses nothing before it
-        tracker.log_request(run_key, row)
-        print(format_row(row, total), flush=True)
-
-    wanted = oracle_requests(config.oracle.policy, config.oracle.every, [r.kind for r in prep.scenario.requests])
-
-    def oracle(k: int):
-        if not wanted[k]:
-            return None  # oracle.policy gives this request no oracle
-        if not prep.cache.has(oracle_key(prep.dataset.fingerprint, prep.owned_ids(k), prep.recipe, config.oracle.seed)):
-            print(f"  training the oracle of request {k} ({len(prep.owned_ids(k))} owned samples)", flush=True)
-        return oracle_for(prep, k)
-
-    run = ExperimentRun(prep, args.method, hparams, config.seed, run_key, oracle=oracle, predictions_dir=predictions)
-    try:
-        run.run(on_row)
-    except BaseException:
-        if tracker.parent_id:
-            tracker.client.set_terminated(tracker.parent_id, status="FAILED")
-        raise
-    finally:
-        stream.close()
-        rows = compact(out)
-    _finish_run(tracker, out, rows)
-    if storage.is_remote(args.out):  # the local working copy goes up whole: results, predictions, plots
-        storage.upload(out, args.out)
-    print(f"wrote {storage.join(args.out, 'results.parquet')} ({len(rows)} rows)")
+    result = clutune.run(
+        args.config,
+        method=args.method,
+        out=args.out,
+        seed=args.seed,
+        save_predictions=args.save_predictions,
+        overwrite=args.overwrite,
+        overrides=_overrides(args),
+        tracking_uri=args.tracking_uri,
+        tracking=not args.no_tracking,
+    )
+    if result.mlflow_run_id:
+        print(f"MLflow run {result.mlflow_run_id} in {result.tracking_uri}")
+    print(f"wrote {storage.join(result.out, 'results.parquet')} ({len(result.rows)} rows)")
     return 0
-
-
-def _run_out(location: str, overwrite: bool) -> Path:
-    """The folder ``clutune run`` writes: --out itself, or for an object store (no append) a local working copy
-    that goes up when the run ends."""
-    from clutune import storage
-
-    storage.check_location(location, "--out")
-    if not storage.is_remote(location):
-        return Path(storage.local_path(location))
-    if storage.exists(storage.join(location, "results.parquet")) and not overwrite:
-        raise UserError(f"--out {location} already holds results.parquet; choose another folder or pass --overwrite")
-    folder = storage.staging_dir(location)
-    shutil.rmtree(folder, ignore_errors=True)
-    return folder
-
-
-def _run_tracker(args: argparse.Namespace, config, out: Path, run_key: str, hparams: object):  # -> SweepTracker
-    """``clutune run``'s one MLflow run: the sweep's URI rule; params are the config, method, seed, hparams."""
-    from dataclasses import asdict
-
-    from clutune.platform.tracking import SweepTracker, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(args.tracking_uri)
-    tracker = SweepTracker(uri, config.sweep.experiment or config.name, out.resolve(), enabled=not args.no_tracking)
-    params = {"method": args.method, "seed": config.seed, **asdict(hparams)}
-    tracker.start_run(f"{config.name}-{args.method}-s{config.seed}", run_key, config.as_dict(), params)
-    return tracker
-
-
-def _finish_run(tracker, out: Path, rows: list[dict]) -> None:  # tracker: SweepTracker
-    """Figures into out/plots/<run_id>/ and onto the run, then the run is marked finished."""
-    import pandas as pd
-
-    from clutune.platform.publish import publish_runs
-
-    if rows:
-        publish_runs(tracker, out, pd.DataFrame(rows))
-    tracker.finish({}, {}, {})
-    if tracker.parent_id:
-        print(f"MLflow run {tracker.parent_id} in {tracker.uri}")
-
-
-# A local Ray on loopback only, no token file in the home folder, no usage reporting, trials keep the driver's cwd.
-RAY_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_CHDIR_TO_TRIAL_DIR": "0",
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-    "RAY_DEDUP_LOGS": "0",
-}
-
-
-def set_ray_env(address: str | None = None) -> None:
-    """A driver that joins a cluster (``--address``, or ``RAY_ADDRESS`` as in a Ray job) keeps Ray's own node
-    addressing: on loopback it could not find its node among the cluster's, which have the machines' addresses."""
-    from clutune.platform.ray_address import joins_cluster
-
-    joining = joins_cluster(address)
-    for key, value in RAY_ENV.items():
-        if not (joining and key == "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
-            os.environ.setdefault(key, value)
 
 
 def _fmt(value: object) -> str:
@@ -148,22 +53,21 @@ def _fmt(value: object) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    set_ray_env(args.address)
-    from clutune.platform.sweep import run_sweep
+    import clutune
 
-    summary = run_sweep(
+    summary = clutune.sweep(
         args.config,
-        args.method,
-        args.trials,
-        sets=args.sets,
-        space_path=args.space,
+        method=args.method,
+        trials=args.trials,
+        space=args.space,
         concurrency=args.concurrency,
         resume=args.resume,
-        tracking_uri=args.tracking_uri,
-        tracking=not args.no_tracking,
         seed=args.seed,
+        overrides=_overrides(args),
         address=args.address,
         num_cpus=args.num_cpus,
+        tracking_uri=args.tracking_uri,
+        tracking=not args.no_tracking,
     )
     print(f"sweep finished in {summary.seconds:.0f} s: {len(summary.trials)} trials, folder {summary.location}")
     print(f"oracles: {summary.oracles_trained} trained, {summary.oracles_total - summary.oracles_trained} from cache")
@@ -185,39 +89,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    set_ray_env(args.address)
-    from clutune.platform.compare import format_table, run_compare
+    import clutune
+    from clutune.platform.compare import format_table
 
     methods, seeds = _methods_and_seeds(args)
-    out = _grid_out(args.out)
-    result = run_compare(
-        args.config,
-        methods,
-        seeds,
-        out,
-        sets=args.sets,
-        address=args.address,
-        num_cpus=args.num_cpus,
-        overwrite=args.overwrite,
-        resume=args.resume,
-        tracking_uri=args.tracking_uri,
-        tracking=not args.no_tracking,
-    )
+    result = clutune.compare(args.config, methods=methods, seeds=seeds, out=args.out, **_grid_flags(args))
     print(f"compare finished in {result.seconds:.0f} s; mean ± std over seeds {seeds} of each run's request mean:")
     print(format_table(result.table))
-    print(f"wrote {out / 'results.parquet'} ({len(result.rows)} rows) and {out / 'comparison.md'}")
+    print(f"wrote {result.out / 'results.parquet'} ({len(result.rows)} rows) and {result.out / 'comparison.md'}")
     return 0
 
 
-def _grid_out(out: str) -> Path:
-    """compare and study keep their Tune state in --out, which every node writes checkpoints to: a folder (a
-    shared mount on a cluster), or file://; an object store is for sweeps."""
-    from clutune import storage
-
-    storage.check_location(out, "--out")
-    if storage.is_remote(out):
-        raise UserError(f"--out {out}: compare and study write to a folder (a shared mount on a cluster), not {out}")
-    return Path(storage.local_path(out))
+def _grid_flags(args: argparse.Namespace) -> dict:
+    """The flags compare and study share, as the API's keywords."""
+    return {
+        "overrides": _overrides(args),
+        "overwrite": args.overwrite,
+        "resume": args.resume,
+        "address": args.address,
+        "num_cpus": args.num_cpus,
+        "tracking_uri": args.tracking_uri,
+        "tracking": not args.no_tracking,
+    }
 
 
 def _methods_and_seeds(args: argparse.Namespace) -> tuple[list[str], list[int]]:
@@ -230,23 +123,10 @@ def _methods_and_seeds(args: argparse.Namespace) -> tuple[list[str], list[int]]:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    set_ray_env(args.address)
-    from clutune.platform.study import run_study
+    import clutune
 
     methods, seeds = _methods_and_seeds(args)
-    study = run_study(
-        args.config,
-        methods,
-        seeds,
-        _grid_out(args.out),
-        sets=args.sets,
-        address=args.address,
-        num_cpus=args.num_cpus,
-        overwrite=args.overwrite,
-        resume=args.resume,
-        tracking_uri=args.tracking_uri,
-        tracking=not args.no_tracking,
-    )
+    study = clutune.study(args.config, methods=methods, seeds=seeds, out=args.out, **_grid_flags(args))
     print(f"study finished in {study.seconds / 60:.1f} min: {len(study.rows)} rows")
     print(f"oracles: {study.oracles_trained} trained, {study.oracles_total - study.oracles_trained} from cache")
     print(f"wrote {study.out / 'results.parquet'}, {study.out / 'curves.png'} and {study.out / 'summary.md'}")
@@ -326,15 +206,14 @@ def _prune_oracles(cache, max_age_s: float | None, max_bytes: int | None) -> Non
 
 def _train_oracles(config, address: str | None, num_cpus: int | None) -> None:  # config: Config
     """Only the oracles ``oracle.policy`` needs; the missing ones train in parallel on Ray."""
-    set_ray_env(address)
-    from clutune.experiment import prepare
-    from clutune.platform.engine import absolutize, ensure_ray
-    from clutune.platform.oracle_pool import plan_oracles, submit_oracles
-    from clutune.platform.ray_address import check_ray_address
+    from clutune.runtime import set_ray_env
 
-    absolutize(config)
-    check_ray_address(address)
-    prep = prepare(config)
+    set_ray_env(address)
+    from clutune.platform.engine import ensure_ray
+    from clutune.platform.launch import Cluster, prepare_command
+    from clutune.platform.oracle_pool import plan_oracles, submit_oracles
+
+    prep = prepare_command(config, Cluster(address, num_cpus))
     plan = plan_oracles(prep)
     needed = sum(key is not None for key in plan.key_of_request)
     policy = "" if needed == len(prep.scenario) else f" (oracle.policy {config.oracle.policy}: {needed} get one)"
@@ -409,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run one method through a scenario and write results.parquet")
     _add_config_args(p)
-    p.add_argument("--method", required=True, help="method name (see README, Methods)")
+    p.add_argument("--method", required=True, help="method name (see docs/methods.md)")
     p.add_argument("--out", required=True, help="output folder for results.parquet (and predictions/)")
     p.add_argument("--seed", type=int, default=None, help="run seed (model init, shuffling); default: config seed")
     p.add_argument("--save-predictions", action="store_true", help="also write predictions/request-<k>.parquet")

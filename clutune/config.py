@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -71,7 +73,7 @@ class ModelConfig:
 
 @dataclass
 class ComputeConfig:
-    """How models compute, never what (README, GPU path and cost): speed knobs for CUDA, each off or without
+    """How models compute, never what (docs/gpu.md, Compute settings): speed knobs for CUDA, each off or without
     effect on the CPU, and ``flush_denormal`` for the CPU.
 
     They apply to method training, oracle training and evaluation alike.
@@ -169,13 +171,13 @@ class GenerateConfig:
 
 @dataclass
 class ScenarioConfig:
-    """Tasks are groups of classes; requests learn or unlearn over them (see README, Scenarios)."""
+    """Tasks are groups of classes; requests learn or unlearn over them (docs/configuration.md, Requests)."""
 
     classes_per_task: int = 2
     tasks: list[list[int]] | None = None  # explicit class groups; overrides classes_per_task
     seed: int = 0  # draws the random-sample unlearn sets, so every method and seed sees the same requests
     requests: list[dict[str, Any]] = field(default_factory=list)
-    generate: GenerateConfig | None = None  # a generated stream instead of requests (README, Generated streams)
+    generate: GenerateConfig | None = None  # a generated stream instead of requests (docs/configuration.md)
 
     def validate(self, prefix: str) -> None:
         if self.generate is not None and self.requests:
@@ -301,7 +303,12 @@ class Config:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def parse_set(items: list[str]) -> list[tuple[list[str], Any]]:
+ConfigSource = Config | Mapping[str, Any] | str | os.PathLike
+# Overrides as the API takes them ({"oracle.epochs": 30, "gamma": 2}) or as --set gives them (["oracle.epochs=30"]).
+Overrides = Mapping[str, Any] | Sequence[str] | None
+
+
+def parse_set(items: Sequence[str]) -> list[tuple[list[str], Any]]:
     """``key.sub=value`` pairs; values are parsed as YAML so numbers, lists and booleans keep their type."""
     out = []
     for item in items:
@@ -311,9 +318,31 @@ def parse_set(items: list[str]) -> list[tuple[list[str], Any]]:
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            raise UserError(f"--set {key}: cannot parse value {raw!r}: {e}") from None
+            first = str(e).splitlines()[0] if str(e) else "invalid YAML"
+            raise UserError(f"--set {key}: cannot parse value {raw!r}: {first}") from None
         out.append((key.strip().split("."), value))
     return out
+
+
+def override_pairs(overrides: Overrides) -> list[tuple[list[str], Any]]:
+    """Either form of overrides as (dotted path, value) pairs, in the order given."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        pairs = []
+        for key, value in overrides.items():
+            if not isinstance(key, str) or not key.strip():
+                raise UserError(f"override {key!r}: keys are dotted config keys or hyperparameter names")
+            pairs.append((key.strip().split("."), value))
+        return pairs
+    if isinstance(overrides, str):
+        raise UserError(f"overrides {overrides!r}: give a mapping of key to value, or a list of key=value strings")
+    return parse_set(overrides)
+
+
+def sets_to_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``--set`` strings as the API's overrides mapping (a later --set of the same key wins, as on the shell)."""
+    return {".".join(path): value for path, value in parse_set(items)}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[tuple[list[str], Any]]) -> dict[str, Any]:
@@ -329,7 +358,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[tuple[list[str], Any]])
     return raw
 
 
-def resolve_config_path(path: str | Path) -> Path | Traversable:
+def resolve_config_path(path: str | os.PathLike) -> Path | Traversable:
     """A file path, else a preset name (``digits-random``) shipped with the package.
 
     A file wins when both exist, so a local edit of a preset can be run under its own path; a name that is not a
@@ -364,13 +393,25 @@ def read_yaml(path: Path | Traversable) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path, sets: list[str] | None = None) -> Config:
-    raw = read_yaml(resolve_config_path(path))
-    overrides = parse_set(sets or [])
-    # A bare hyperparameter name in --set (``--set gamma=2``) is shorthand for every configured method's key;
-    # resolved by the caller that knows the method, so keep it out of the structural config here.
+def _raw_config(source: ConfigSource) -> dict[str, Any]:
+    if isinstance(source, Config):
+        return source.as_dict()
+    if isinstance(source, Mapping):
+        return copy.deepcopy(dict(source))
+    if isinstance(source, (str, os.PathLike)):
+        return read_yaml(resolve_config_path(source))
+    raise UserError(f"config: expected a Config, a mapping, a file path or a preset name, got {type(source).__name__}")
+
+
+def load_config(source: ConfigSource, overrides: Overrides = None) -> Config:
+    """A validated Config from a file path, a preset name, a mapping or a Config (copied, never changed), with
+    ``overrides`` applied. Bare hyperparameter names among the overrides are left out here: see
+    :func:`bare_overrides`."""
+    raw = _raw_config(source)
+    # A bare hyperparameter name (``gamma=2``) is shorthand for every configured method's key; resolved by the
+    # caller that knows the method, so keep it out of the structural config here.
     top = {f for f in Config.__dataclass_fields__}
-    structural = [(p, v) for p, v in overrides if p[0] in top or len(p) > 1]
+    structural = [(p, v) for p, v in override_pairs(overrides) if p[0] in top or len(p) > 1]
     config = from_dict(Config, apply_overrides(raw, structural))
     for key in config.methods:
         if not isinstance(config.methods[key], dict):
@@ -378,10 +419,10 @@ def load_config(path: str | Path, sets: list[str] | None = None) -> Config:
     return config
 
 
-def bare_overrides(sets: list[str] | None) -> dict[str, Any]:
-    """The ``--set name=value`` items whose name is not a config section: method hyperparameters."""
+def bare_overrides(overrides: Overrides) -> dict[str, Any]:
+    """The overrides whose name is not a config section: method hyperparameters."""
     top = {f for f in Config.__dataclass_fields__}
-    return {p[0]: v for p, v in parse_set(sets or []) if len(p) == 1 and p[0] not in top}
+    return {p[0]: v for p, v in override_pairs(overrides) if len(p) == 1 and p[0] not in top}
 
 
 def best_defaults(method: str, dataset: str) -> dict[str, Any]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
+import clutune
 from clutune.cli import main
 from clutune.errors import UserError
-from clutune.platform.compare import run_compare
 
 SCENARIO = """
 name: tiny-compare
@@ -55,16 +55,18 @@ def test_compare_runs_every_method_and_seed_on_shared_oracles(local_ray, scenari
 
 def test_compare_rejects_unknown_method_before_work(scenario, tmp_path):
     with pytest.raises(UserError, match="unknown method 'nope'"):
-        run_compare(str(scenario), ["ugclu", "nope"], [0], tmp_path / "out")
+        clutune.compare(str(scenario), methods=["ugclu", "nope"], seeds=[0], out=tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "oracles").exists()
 
 
 def test_compare_refuses_a_scenario_a_method_cannot_serve(scenario, tmp_path):
     with pytest.raises(UserError, match="request 2"):
-        run_compare(str(scenario), ["ugclu", "clpu"], [0], tmp_path / "out")
+        clutune.compare(str(scenario), methods=["ugclu", "clpu"], seeds=[0], out=tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "oracles").exists()
 
 
 def test_compare_refuses_a_bare_key_no_method_has(scenario, tmp_path):
     with pytest.raises(UserError, match="gama"):
-        run_compare(str(scenario), ["ugclu", "finetune"], [0], tmp_path / "out", sets=["gama=2"])
+        clutune.compare(
+            str(scenario), methods=["ugclu", "finetune"], seeds=[0], out=tmp_path / "out", overrides=["gama=2"]
+        )

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
+import clutune
 from clutune.errors import UserError
-from clutune.platform.sweep import run_sweep
 
 FAST = [
     "oracle.epochs=10",
@@ -40,7 +40,9 @@ def _runs(uri: str, experiment: str) -> tuple[list, list]:
 def test_sweep_records_trials_and_trains_each_oracle_once(local_ray, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    summary = run_sweep("digits-agnostic-class", "ugclu", 4, sets=_sets(tmp_path), tracking_uri=uri)
+    summary = clutune.sweep(
+        "digits-agnostic-class", method="ugclu", trials=4, overrides=_sets(tmp_path), tracking_uri=uri
+    )
 
     assert summary.oracles_total == 8  # every request changes the owned set
     assert summary.oracles_trained == 8
@@ -73,13 +75,13 @@ def test_sweep_records_trials_and_trains_each_oracle_once(local_ray, tmp_path, m
 
     # The same scenario again, in a new sweep folder: every oracle comes from the cache.
     again = [*_sets(tmp_path), f"sweep.storage_path={tmp_path / 'sweeps2'}"]
-    second = run_sweep("digits-agnostic-class", "ugclu", 1, sets=again, tracking_uri=uri)
+    second = clutune.sweep("digits-agnostic-class", method="ugclu", trials=1, overrides=again, tracking_uri=uri)
     assert second.oracles_trained == 0 and second.oracles_total == 8
 
 
 def test_sweep_refuses_unknown_bare_hyperparameter(tmp_path):
     with pytest.raises(UserError, match="gama"):
-        run_sweep("digits-agnostic-class", "ugclu", 2, sets=[*_sets(tmp_path), "gama=2"])
+        clutune.sweep("digits-agnostic-class", method="ugclu", trials=2, overrides=[*_sets(tmp_path), "gama=2"])
     assert not (tmp_path / "sweeps").exists()
 
 
@@ -87,10 +89,10 @@ def test_sweep_refuses_bad_space_before_starting(tmp_path):
     space = tmp_path / "bad.yaml"
     space.write_text("method: ugclu\nparams:\n  gamma: {type: float, low: 5, high: 1}\n")
     with pytest.raises(UserError, match="params.gamma: low"):
-        run_sweep("digits-agnostic-class", "ugclu", 2, sets=_sets(tmp_path), space_path=str(space))
+        clutune.sweep("digits-agnostic-class", method="ugclu", trials=2, overrides=_sets(tmp_path), space=str(space))
     space.write_text("method: ugclu\nparams:\n  gama: {type: float, low: 0.1, high: 1}\n")
     with pytest.raises(UserError, match="no hyperparameter 'gama'"):
-        run_sweep("digits-agnostic-class", "ugclu", 2, sets=_sets(tmp_path), space_path=str(space))
+        clutune.sweep("digits-agnostic-class", method="ugclu", trials=2, overrides=_sets(tmp_path), space=str(space))
     assert not (tmp_path / "sweeps").exists()
 
 
@@ -136,7 +138,9 @@ def test_a_diverging_trial_fails_alone(local_ray, tmp_path, monkeypatch):
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sets = [*_sets(tmp_path), "methods.ugclu.beta_R=0.5", "methods.ugclu.K_in=0"]
-    summary = run_sweep("digits-agnostic-class", "ugclu", 2, sets=sets, space_path=str(space), tracking_uri=uri)
+    summary = clutune.sweep(
+        "digits-agnostic-class", method="ugclu", trials=2, overrides=sets, space=str(space), tracking_uri=uri
+    )
     assert (summary.trials["status"] == "DIVERGED").all(), summary.trials
     assert summary.best == {}
     _, children = _runs(uri, "digits-agnostic-class")

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+import clutune
 from clutune.config import load_config
 from clutune.experiment import ExperimentRun, method_hparams, prepare
-from clutune.platform.sweep import run_sweep
 
 FAST = ["oracle.epochs=10", "epochs_per_learn=3", "methods.ugclu.iters_per_unlearn=20", "sweep.asha=false"]
 KAPPA = 1.5
@@ -35,7 +35,9 @@ def multi_seed(local_ray, tmp_path_factory):
         "sweep.checkpoint_every=3",
     )
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    summary = run_sweep("digits-agnostic-class", "ugclu", 2, sets=sets, tracking_uri=uri, log=lambda *_: None)
+    summary = clutune.sweep(
+        "digits-agnostic-class", method="ugclu", trials=2, overrides=sets, tracking_uri=uri, log=lambda *_: None
+    )
     return tmp, sets, uri, summary
 
 
@@ -107,11 +109,11 @@ def test_confirmation_uses_only_fresh_seeds_and_lands_on_the_parent(multi_seed):
 def test_compute_as_an_objective_gives_a_non_dominated_front(local_ray, tmp_path):
     objectives = ["kl_oracle_all", "avg_gap", "samples_processed"]
     sets = _sets(tmp_path, f"sweep.objectives={objectives}", "sweep.sampler=random")
-    summary = run_sweep(
+    summary = clutune.sweep(
         "digits-agnostic-class",
-        "ugclu",
-        5,
-        sets=sets,
+        method="ugclu",
+        trials=5,
+        overrides=sets,
         tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
         log=lambda *_: None,
     )

@@ -9,10 +9,11 @@ over seeds.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,14 @@ import pandas as pd
 from ray import tune
 
 from clutune.clu.methods import get_method
-from clutune.config import Config, bare_overrides, load_config
+from clutune.config import Config, ConfigSource, Overrides, bare_overrides, load_config
 from clutune.errors import UserError
-from clutune.experiment import build_method, method_hparams, prepare, validate_methods_section
-from clutune.platform.engine import Grid, absolutize, check_resumable, ensure_ray, execute, leased_oracles
+from clutune.experiment import build_method, method_hparams, validate_methods_section
+from clutune.platform.engine import Grid, check_resumable, execute
+from clutune.platform.launch import Cluster, prepare_command, session
+from clutune.platform.log import Log, print_line
 from clutune.platform.publish import publish_grid
-from clutune.platform.ray_address import check_ray_address
-from clutune.platform.tracking import SweepTracker, resolve_tracking_uri
+from clutune.platform.tracking import SweepTracker
 from clutune.results import check_out_dir
 
 TABLE_METRICS = (
@@ -46,13 +48,19 @@ TABLE_METRICS = (
     "seconds",
     "samples_processed",
 )
-_print = functools.partial(print, flush=True)
 
 
 @dataclass
-class Comparison:
+class CompareResult:
+    """What ``clutune.compare`` returns: every row, and the table of means over seeds (also comparison.md)."""
+
     rows: pd.DataFrame
     table: pd.DataFrame
+    out: Path
+    parent_run_id: str
+    tracking_uri: str
+    oracles_total: int
+    oracles_trained: int
     seconds: float
 
 
@@ -79,6 +87,18 @@ def format_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class GridOptions:
+    """A fixed (method, seed) grid and its folder: the options compare and study share, named like their flags."""
+
+    methods: list[str]
+    seeds: list[int]
+    out: Path
+    overwrite: bool = False
+    resume: bool = False
+    concurrency: int | None = None  # trials at once; None: the whole grid (Ray queues what does not fit)
+
+
 @dataclass
 class GridRun:
     """A finished (method, seed) grid: its rows, where they are, and the record it left."""
@@ -92,57 +112,48 @@ class GridRun:
     seconds: float
 
 
-def run_method_grid(
-    role: str,
-    config_path: str,
-    methods: list[str],
-    seeds: list[int],
-    out: Path,
-    sets: list[str] | None = None,
-    address: str | None = None,
-    num_cpus: int | None = None,
-    log: Any = _print,
-    overwrite: bool = False,
-    resume: bool = False,
-    tracking_uri: str | None = None,
-    concurrency: int | None = None,
-    tracking: bool = True,
-) -> GridRun:
-    """Every (method, seed) pair with each method's tuned defaults, validated whole before any work."""
-    t0 = time.perf_counter()
-    config = load_config(config_path, sets)
+def check_grid(config: Config, bare: dict[str, Any], options: GridOptions) -> None:
+    """The grid's own inputs, before anything else is looked at."""
     validate_methods_section(config)
-    if not methods or not seeds:
+    if not options.methods or not options.seeds:
         raise UserError("--methods and --seeds must each name at least one")
-    if len(set(methods)) != len(methods) or len(set(seeds)) != len(seeds):
+    if len(set(options.methods)) != len(options.methods) or len(set(options.seeds)) != len(options.seeds):
         raise UserError("--methods or --seeds lists one twice")
-    bare = bare_overrides(sets)
+    for m in options.methods:
+        get_method(m)
     for key in bare:
-        if not any(_has(m, key) for m in methods):
-            raise UserError(f"--set {key}: none of the methods {', '.join(methods)} has a hyperparameter {key!r}")
-    absolutize(config)
-    check_ray_address(address)
-    prep = prepare(config)
+        if not any(_has(m, key) for m in options.methods):
+            methods = ", ".join(options.methods)
+            raise UserError(f"--set {key}: none of the methods {methods} has a hyperparameter {key!r}")
+    if options.concurrency is not None and options.concurrency < 1:
+        raise UserError("--concurrency must be at least 1")
+
+
+@contextlib.contextmanager
+def method_grid(
+    role: str, config: Config, bare: dict[str, Any], options: GridOptions, cluster: Cluster, log: Log = print_line
+) -> Iterator[GridRun]:
+    """Every (method, seed) pair with each method's tuned defaults, validated whole before any work; the caller
+    summarises the finished grid inside the block, where a failure still marks the parent run FAILED."""
+    t0 = time.perf_counter()
+    check_grid(config, bare, options)
+    out = options.out.resolve()
+    if options.resume:
+        check_resumable(str(out / "tune" / role), f"--resume: nothing to resume in {out}")
+    else:
+        check_out_dir(out, options.overwrite)
+    prep = prepare_command(config, cluster)
     fixed = {}
-    for m in methods:
+    for m in options.methods:
         fixed[m] = {k: v for k, v in bare.items() if _has(m, k)}
         hp = method_hparams(config, m, config.dataset.name, fixed[m])
-        build_method(prep, m, hp, seeds[0])  # refuses a scenario the method cannot serve (clpu), before any work
-    out = out.resolve()
-    if resume:
-        check_resumable(str(out / "tune" / role), f"--resume: nothing to resume in {out}")
-    if not resume:
-        check_out_dir(out, overwrite)
+        build_method(prep, m, hp, options.seeds[0])  # refuses a scenario the method cannot serve (clpu)
+    if not options.resume:
         for stale in ("parts", "tune"):  # with --overwrite: an earlier grid's rows and state must not leak in
             shutil.rmtree(out / stale, ignore_errors=True)
-    uri = resolve_tracking_uri(tracking_uri)
-    tracker = SweepTracker(uri, config.sweep.experiment or config.name, out, enabled=tracking)
-
-    ensure_ray(address, num_cpus)
-    with leased_oracles(prep, log) as oracles:
-        tracker.start_parent(
-            f"{config.name}-{role}", config.as_dict(), {}, {"methods": methods, "seeds": seeds, "fixed": bare}, role
-        )
+    with session(prep, out, cluster, log) as run:
+        meta = {"methods": options.methods, "seeds": options.seeds, "fixed": bare}
+        run.tracker.start_parent(f"{config.name}-{role}", config.as_dict(), {}, meta, role)
         res = config.sweep.trial_resources
         grid = Grid(
             name=role,
@@ -150,60 +161,71 @@ def run_method_grid(
             out=out,
             context={
                 "config": config.as_dict(),
-                "method": methods[0],
-                "seeds": seeds,
-                "oracle_refs": oracles.per_request,
+                "method": options.methods[0],
+                "seeds": options.seeds,
+                "oracle_refs": run.oracles.per_request,
                 "objectives": list(config.sweep.objectives),
                 "robust": 0.0,
                 "fixed": fixed,
             },
             param_keys=["method", "seed"],
             role="run",
-            param_space={"method": tune.grid_search(methods), "seed": tune.grid_search(seeds)},
-            concurrency=concurrency or len(methods) * len(seeds),
+            param_space={"method": tune.grid_search(options.methods), "seed": tune.grid_search(options.seeds)},
+            concurrency=options.concurrency or len(options.methods) * len(options.seeds),
             resources={"cpu": res.cpu, "gpu": res.gpu},
             max_failures=config.sweep.max_failures,
         )
-        execute(grid, prep, tracker, resume, log)
-    frame = pd.read_parquet(out / "results.parquet")
-    return GridRun(
-        rows=frame,
-        config=config,
-        out=out,
-        tracker=tracker,
-        oracles_total=len(oracles.plan.owned),
-        oracles_trained=oracles.trained(),
-        seconds=time.perf_counter() - t0,
-    )
+        execute(grid, prep, run.tracker, options.resume, log)
+        yield GridRun(
+            rows=pd.read_parquet(out / "results.parquet"),
+            config=config,
+            out=out,
+            tracker=run.tracker,
+            oracles_total=len(run.oracles.plan.owned),
+            oracles_trained=run.oracles.trained(),
+            seconds=time.perf_counter() - t0,
+        )
 
 
 def run_compare(
-    config_path: str,
-    methods: list[str],
-    seeds: list[int],
-    out: Path,
-    sets: list[str] | None = None,
-    address: str | None = None,
-    num_cpus: int | None = None,
-    log: Any = _print,
-    overwrite: bool = False,
-    resume: bool = False,
-    tracking_uri: str | None = None,
-    tracking: bool = True,
-) -> Comparison:
-    args = (config_path, methods, seeds, out, sets, address, num_cpus, log, overwrite, resume, tracking_uri)
-    done = run_method_grid("compare", *args, tracking=tracking)
-    table = summary_table(done.rows)
-    text = format_table(table)
-    (done.out / "comparison.md").write_text(text + "\n")
-    done.tracker.log_text(done.tracker.parent_id, text, "comparison.md")
-    publish_grid(done.tracker, done.out, done.rows, f"{done.config.name} compare")  # figures: plots/, MLflow
-    done.tracker.finish({}, {"comparison.csv": table.reset_index()}, {})
-    return Comparison(done.rows, table, done.seconds)
+    config: ConfigSource,
+    options: GridOptions,
+    overrides: Overrides = None,
+    cluster: Cluster | None = None,
+    log: Log = print_line,
+) -> CompareResult:
+    """``clutune compare``: the grid, then its table (comparison.md, MLflow) and figures."""
+    loaded = load_config(config, overrides)
+    with method_grid("compare", loaded, bare_overrides(overrides), options, cluster or Cluster(), log) as done:
+        table = summary_table(done.rows)
+        text = format_table(table)
+        (done.out / "comparison.md").write_text(text + "\n")
+        done.tracker.log_text(done.tracker.parent_id, text, "comparison.md")
+        publish_grid(done.tracker, done.out, done.rows, f"{done.config.name} compare")  # figures: plots/, MLflow
+        done.tracker.finish({}, {"comparison.csv": table.reset_index()}, {})
+        return CompareResult(
+            rows=done.rows,
+            table=table,
+            out=done.out,
+            parent_run_id=done.tracker.parent_id,
+            tracking_uri=done.tracker.uri,
+            oracles_total=done.oracles_total,
+            oracles_trained=done.oracles_trained,
+            seconds=done.seconds,
+        )
 
 
 def _has(method: str, key: str) -> bool:
     return key in {f.name for f in fields(get_method(method).Hparams)}
 
 
-__all__ = ["Comparison", "GridRun", "run_compare", "run_method_grid", "summary_table", "format_table"]
+__all__ = [
+    "CompareResult",
+    "GridOptions",
+    "GridRun",
+    "check_grid",
+    "format_table",
+    "method_grid",
+    "run_compare",
+    "summary_table",
+]

@@ -35,6 +35,7 @@ from clutune.experiment import Prepared
 from clutune.platform.oracle_pool import OraclePlan, plan_oracles, submit_oracles
 from clutune.platform.publish import attach_runs, draw_runs, publish_runs
 from clutune.platform.ray_address import joins_cluster
+from clutune.platform.ray_internals import check_ray_version, reinstall_callbacks
 from clutune.platform.tracking import SweepTracker
 from clutune.platform.tune_storage import settle, tune_storage
 from clutune.results import ResultStream, compact, dedupe, read_parts
@@ -278,6 +279,7 @@ class EngineCallback(tune.Callback):
 
 def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log: Callable[[str], None]) -> Any:
     """Run (or resume) ``grid`` to completion; returns Tune's ResultGrid. Rows end in ``grid.out``."""
+    check_ray_version()  # tune_storage relies on the order Tune 2.60 saves and deletes in
     storage_path, storage_fs = tune_storage(grid.storage_path)
     folder = storage.join(storage_path, grid.name)  # a path on storage_fs
     trainable = tune.with_resources(tune.with_parameters(clu_trainable, context=grid.context), grid.resources)
@@ -292,7 +294,7 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
         tuner = tune.Tuner.restore(
             folder, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=storage_fs
         )
-        tuner._local_tuner._run_config.callbacks = callbacks  # callbacks are not part of the saved state
+        reinstall_callbacks(tuner, callbacks)
     else:
         tuner = tune.Tuner(
             trainable,

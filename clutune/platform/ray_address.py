@@ -46,12 +46,9 @@ def _resolve(address: str) -> str:
         return urlparse(address).netloc
     if address != "auto":
         return address
-    from ray._private.services import canonicalize_bootstrap_address
+    from clutune.platform.ray_internals import resolve_auto_address
 
-    try:
-        found = canonicalize_bootstrap_address("auto")
-    except ConnectionError:
-        found = None
+    found = resolve_auto_address()
     if not found:
         raise UserError("--address auto: no running Ray cluster found on this machine (start one: ray start --head)")
     return found

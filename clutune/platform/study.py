@@ -7,22 +7,23 @@ and reports curves per request and drift slopes instead of a table of means.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from clutune.platform.compare import run_method_grid
+from clutune.config import ConfigSource, Overrides, bare_overrides, load_config
+from clutune.platform.compare import GridOptions, method_grid
+from clutune.platform.launch import Cluster
+from clutune.platform.log import Log, print_line
 from clutune.platform.publish import publish_grid
 from clutune.platform.study_report import plot_curves, summary_markdown
 
-_print = functools.partial(print, flush=True)
-
 
 @dataclass
-class Study:
+class StudyResult:
+    """What ``clutune.study`` returns: every row (one per run and request) and where the study's files are."""
+
     rows: pd.DataFrame
     out: Path
     oracles_total: int
@@ -33,47 +34,43 @@ class Study:
 
 
 def run_study(
-    config_path: str,
-    methods: list[str],
-    seeds: list[int],
-    out: Path,
-    sets: list[str] | None = None,
-    address: str | None = None,
-    num_cpus: int | None = None,
-    log: Any = _print,
-    overwrite: bool = False,
-    resume: bool = False,
-    tracking_uri: str | None = None,
-    tracking: bool = True,
-) -> Study:
-    args = (config_path, methods, seeds, out, sets, address, num_cpus, log, overwrite, resume, tracking_uri)
-    done = run_method_grid("study", *args, tracking=tracking)
-    rows = done.rows
-    n_requests = int(rows["request"].max()) + 1 if len(rows) else 0
-    evaluated = int(rows.loc[rows["seed"] == rows["seed"].iloc[0]].groupby("method")["oracle_evaluated"].sum().max())
-    header = (
-        f"# Study {done.config.name}: {', '.join(methods)} over {n_requests} requests, seeds {seeds}\n\n"
-        f"Oracle policy `{done.config.oracle.policy}`: {evaluated} of {n_requests} requests scored against an exact "
-        f"oracle; {done.oracles_total} distinct oracles, {done.oracles_trained} trained by this study, "
-        f"{done.oracles_total - done.oracles_trained} found cached.\n\n"
-    )
-    plot_curves(rows, done.out / "curves.png")
-    (done.out / "summary.md").write_text(header + summary_markdown(rows))
-    tracker = done.tracker
-    tracker.client.log_artifact(tracker.parent_id, str(done.out / "curves.png"))
-    tracker.client.log_artifact(tracker.parent_id, str(done.out / "summary.md"))
-    publish_grid(tracker, done.out, rows, f"{done.config.name} study")  # figures: plots/, MLflow
-    oracle_counts = {"oracles_total": done.oracles_total, "oracles_trained": done.oracles_trained}
-    tracker.finish({"metrics": oracle_counts}, {}, {})
-    return Study(
-        rows=rows,
-        out=done.out,
-        oracles_total=done.oracles_total,
-        oracles_trained=done.oracles_trained,
-        parent_run_id=tracker.parent_id,
-        tracking_uri=tracker.uri,
-        seconds=done.seconds,
-    )
+    config: ConfigSource,
+    options: GridOptions,
+    overrides: Overrides = None,
+    cluster: Cluster | None = None,
+    log: Log = print_line,
+) -> StudyResult:
+    """``clutune study``: the grid, then its curves, summary.md and figures."""
+    loaded = load_config(config, overrides)
+    with method_grid("study", loaded, bare_overrides(overrides), options, cluster or Cluster(), log) as done:
+        rows = done.rows
+        n_requests = int(rows["request"].max()) + 1 if len(rows) else 0
+        first_seed = rows["seed"] == rows["seed"].iloc[0]
+        evaluated = int(rows.loc[first_seed].groupby("method")["oracle_evaluated"].sum().max())
+        header = (
+            f"# Study {done.config.name}: {', '.join(options.methods)} over {n_requests} requests, "
+            f"seeds {options.seeds}\n\n"
+            f"Oracle policy `{done.config.oracle.policy}`: {evaluated} of {n_requests} requests scored against an "
+            f"exact oracle; {done.oracles_total} distinct oracles, {done.oracles_trained} trained by this study, "
+            f"{done.oracles_total - done.oracles_trained} found cached.\n\n"
+        )
+        plot_curves(rows, done.out / "curves.png")
+        (done.out / "summary.md").write_text(header + summary_markdown(rows))
+        tracker = done.tracker
+        tracker.client.log_artifact(tracker.parent_id, str(done.out / "curves.png"))
+        tracker.client.log_artifact(tracker.parent_id, str(done.out / "summary.md"))
+        publish_grid(tracker, done.out, rows, f"{done.config.name} study")  # figures: plots/, MLflow
+        oracle_counts = {"oracles_total": done.oracles_total, "oracles_trained": done.oracles_trained}
+        tracker.finish({"metrics": oracle_counts}, {}, {})
+        return StudyResult(
+            rows=rows,
+            out=done.out,
+            oracles_total=done.oracles_total,
+            oracles_trained=done.oracles_trained,
+            parent_run_id=tracker.parent_id,
+            tracking_uri=tracker.uri,
+            seconds=done.seconds,
+        )
 
 
-__all__ = ["Study", "run_study"]
+__all__ = ["StudyResult", "run_study"]

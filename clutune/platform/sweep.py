@@ -7,11 +7,10 @@ sweep folder ``<storage_path>/<config>-<method>`` holds Tune's experiment state 
 
 from __future__ import annotations
 
-import functools
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +21,24 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from clutune import storage
-from clutune.config import Config, bare_overrides, load_config
+from clutune.config import Config, ConfigSource, Overrides, bare_overrides, load_config
 from clutune.errors import UserError
-from clutune.experiment import method_hparams, prepare, validate_methods_section
-from clutune.platform.engine import Grid, absolutize, check_resumable, ensure_ray, execute, leased_oracles
+from clutune.experiment import method_hparams, validate_methods_section
+from clutune.platform.engine import Grid, absolutize, check_resumable, execute
+from clutune.platform.launch import Cluster, prepare_command, session
+from clutune.platform.log import Log, print_line
 from clutune.platform.publish import publish_sweep
-from clutune.platform.ray_address import check_ray_address
 from clutune.platform.search_space import SearchSpace, default_space_path, load_space
-from clutune.platform.tracking import SweepTracker, resolve_tracking_uri
+from clutune.platform.tracking import SweepTracker
 from clutune.results import OBJECTIVE_METRICS
 from clutune.trainables import objective_name
 
-_print = functools.partial(print, flush=True)
-
 
 @dataclass
-class SweepSummary:
+class SweepResult:
+    """What ``clutune.sweep`` returns: the trials (one row each), the Pareto front (several objectives), the values
+    confirmed on fresh seeds, and the best trial."""
+
     sweep_dir: Path  # the driver's folder: the sweep folder itself, or its local working copy (see _driver_folder)
     location: str  # the sweep folder: a path or a URI
     parent_run_id: str
@@ -49,7 +50,6 @@ class SweepSummary:
     pareto: pd.DataFrame | None = None
     confirmed: pd.DataFrame | None = None
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
 
 def _searcher(
@@ -102,29 +102,36 @@ def pareto_front(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return done.loc[keep].sort_values(columns[0])
 
 
+@dataclass(frozen=True)
+class SweepOptions:
+    """What to tune and how long: the sweep's own options, named like its flags."""
+
+    method: str
+    trials: int
+    space: str | None = None  # search space YAML; None: the method's own
+    concurrency: int = 2
+    resume: bool = False
+    seed: int | None = None  # the run seed of every trial; None: the config's sweep.seeds
+
+
 def run_sweep(
-    config_path: str,
-    method: str,
-    trials: int,
-    sets: list[str] | None = None,
-    space_path: str | None = None,
-    concurrency: int = 2,
-    resume: bool = False,
-    tracking_uri: str | None = None,
-    seed: int | None = None,
-    address: str | None = None,
-    num_cpus: int | None = None,
-    log: Any = _print,
-    tracking: bool = True,
-) -> SweepSummary:
+    config: ConfigSource,
+    options: SweepOptions,
+    overrides: Overrides = None,
+    cluster: Cluster | None = None,
+    log: Log = print_line,
+) -> SweepResult:
+    """``clutune sweep``: every input checked, then the search, its front, its confirmation and its record."""
     t_start = time.perf_counter()
-    config = load_config(config_path, sets)
-    if seed is not None:
-        config.sweep.seeds = [seed]
+    cluster = cluster or Cluster()
+    method, trials, concurrency, resume = options.method, options.trials, options.concurrency, options.resume
+    config = load_config(config, overrides)
+    if options.seed is not None:
+        config.sweep.seeds = [options.seed]
     validate_methods_section(config)
-    fixed = bare_overrides(sets)  # bare --set hyperparameters hold for every trial; the space samples the rest
+    fixed = bare_overrides(overrides)  # bare hyperparameters hold for every trial; the space samples the rest
     defaults = asdict(method_hparams(config, method, config.dataset.name, fixed))
-    space = load_space(space_path or default_space_path(method), method)
+    space = load_space(options.space or default_space_path(method), method)
     space_keys = [k for k in space.distributions if k not in fixed]
     start = {k: defaults[k] for k in space_keys if defaults.get(k) is not None and space.contains(k, defaults[k])}
     unknown = [m for m in config.sweep.objectives if m not in OBJECTIVE_METRICS]
@@ -135,21 +142,17 @@ def run_sweep(
     if trials < 1 or concurrency < 1:
         raise UserError("--trials and --concurrency must be at least 1")
     absolutize(config)
-    check_ray_address(address)
     name = f"{config.name}-{method}"
     sweep_uri = storage.join(config.sweep.storage_path, name)
     if resume:
         check_resumable(sweep_uri, f"--resume: no sweep to resume at {sweep_uri}")
     if not resume and storage.exists(sweep_uri):
         raise UserError(f"sweep folder {sweep_uri} exists: pass --resume to continue it, or remove it")
+    prep = prepare_command(config, cluster)  # data and scenario checked here, before anything is created
     sweep_dir = _driver_folder(sweep_uri, resume)
-    prep = prepare(config)  # data and scenario checked here, before Ray starts
-    uri = resolve_tracking_uri(tracking_uri)
-    tracker = SweepTracker(uri, config.sweep.experiment or config.name, sweep_dir, enabled=tracking)
-
-    ensure_ray(address, num_cpus)
     try:
-        with leased_oracles(prep, log) as oracles:
+        with session(prep, sweep_dir, cluster, log) as run:
+            tracker, oracles = run.tracker, run.oracles
             sw = config.sweep
             context = {
                 "config": config.as_dict(),
@@ -196,24 +199,24 @@ def run_sweep(
             confirmed = None
             if sw.confirm_seeds and len(front):
                 confirmed = _confirm(config, prep, tracker, front, context, space_keys, concurrency, resume, log, grid)
-        objectives = [objective_name(m) for m in config.sweep.objectives]  # figures: plots/, MLflow (publish.py)
-        publish_sweep(tracker, sweep_dir, config.sweep.study_storage, name, trials_table, objectives)
-        summary = _summarize(config, prep, trials_table, front, confirmed, tracker, sweep_dir, space_keys)
-        return SweepSummary(
-            sweep_dir=sweep_dir,
-            location=sweep_uri,
-            parent_run_id=parent,
-            tracking_uri=uri,
-            oracles_total=len(oracles.plan.owned),
-            oracles_trained=oracles.trained(),
-            trials=trials_table,
-            best=summary,
-            pareto=front if len(sw.objectives) > 1 else None,
-            confirmed=confirmed,
-            seconds=time.perf_counter() - t_start,
-        )
+            objectives = [objective_name(m) for m in config.sweep.objectives]  # figures: plots/, MLflow
+            publish_sweep(tracker, sweep_dir, config.sweep.study_storage, name, trials_table, objectives)
+            summary = _summarize(config, prep, trials_table, front, confirmed, tracker, sweep_dir, space_keys)
+            return SweepResult(
+                sweep_dir=sweep_dir,
+                location=sweep_uri,
+                parent_run_id=parent,
+                tracking_uri=tracker.uri,
+                oracles_total=len(oracles.plan.owned),
+                oracles_trained=oracles.trained(),
+                trials=trials_table,
+                best=summary,
+                pareto=front if len(sw.objectives) > 1 else None,
+                confirmed=confirmed,
+                seconds=time.perf_counter() - t_start,
+            )
     finally:
-        if storage.is_remote(sweep_uri):  # whatever the driver recorded, even from a failed sweep
+        if storage.is_remote(sweep_uri) and sweep_dir.exists():  # whatever the driver recorded, even on failure
             storage.upload(sweep_dir, sweep_uri)
 
 

@@ -298,6 +298,11 @@ class SweepTracker:
             )
             self.client.set_terminated(self.parent_id, status="FINISHED")
 
+    def fail_parent(self) -> None:
+        """The command failed: its parent run says so (a ``--resume`` that finishes marks it FINISHED)."""
+        if self.parent_id:
+            self.client.set_terminated(self.parent_id, status="FAILED")
+
     def _load_record(self) -> dict[str, Any]:
         path = Path(self.sweep_dir) / RECORD_DIR / "record.json"
         try:
