@@ -29,8 +29,8 @@ def check_labels(where: str, y_train: np.ndarray, y_test: np.ndarray) -> int:
             raise UserError(f"{where}: {key} holds the negative label {int(y.min())}; labels must be 0..K-1")
     present = np.unique(y_train)
     k = int(present[-1]) + 1
-    if len(present) != k:
-        gap = int(np.setdiff1d(np.arange(k), present)[0])
+    if len(present) != k:  # present is sorted and distinct: the first label that differs from its index is a gap
+        gap = int(np.flatnonzero(present != np.arange(len(present)))[0])
         raise UserError(f"{where}: y_train has no sample of class {gap}; labels must be 0..K-1 with no gaps (K={k})")
     if k < 2:
         raise UserError(f"{where}: y_train holds one class; a classifier needs at least 2")
