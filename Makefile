@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 # 8 UG-CLU trials on digits-agnostic-class, optimising kl_oracle_all and avg_gap together, on local Ray, with
 # MLflow in ./mlflow.db. Each demo gets its own sweep folder so it can be run again.
 demo: $(STAMP)
-	$(BIN)/clutune sweep --config configs/digits-agnostic-class.yaml --method ugclu --trials 8 --concurrency 2 \
+	$(BIN)/clutune sweep --config digits-agnostic-class --method ugclu --trials 8 --concurrency 2 \
 		--set 'sweep.objectives=[kl_oracle_all, avg_gap]' --set sweep.storage_path=runs/demo/$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)

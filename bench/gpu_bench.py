@@ -2,7 +2,7 @@
 
 - ``throughput``: training steps of a model through the data door (fetch, crop+flip, forward, backward, SGD) at
   fp32 and at bf16 + channels-last, each eager and compiled: images/s, compile time apart, peak memory.
-- ``oracle``: one oracle retrain with the fast recipe (configs/cifar10-fast-oracle.yaml) on every training image.
+- ``oracle``: one oracle retrain with the fast recipe (preset cifar10-fast-oracle) on every training image.
 - ``packed``: the throughput step in 1 and in K processes at once on the same device (``sweep.trial_resources.gpu =
   1/K``): aggregate images/s and each trial's peak memory.
 - ``syncs``: UG-CLU and ER learn requests with ``torch.cuda.set_sync_debug_mode("error")``: any host-device

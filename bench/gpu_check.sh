@@ -8,7 +8,7 @@
 #                                                        and sample passes per request next to the oracle's
 #   gpu-throughput.json  ResNet-18 training steps: fp32 vs bf16 + channels-last, each eager and compiled
 #                        (images/s, compile seconds apart, peak memory)
-#   gpu-oracle.json      one oracle retrain with the fast recipe (configs/cifar10-fast-oracle.yaml), all FULL images
+#   gpu-oracle.json      one oracle retrain with the fast recipe (preset cifar10-fast-oracle), all FULL images
 #   gpu-packed.json      aggregate images/s of 1 and 4 trials packed on the GPU, peak memory per trial
 #   gpu-syncs.json       UG-CLU and ER learn requests under torch.cuda.set_sync_debug_mode("error")
 # Every gpu-*.json holds the machine's description (GPU name, driver, torch, CUDA).

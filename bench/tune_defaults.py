@@ -1,14 +1,14 @@
 """One tuning procedure for every method: the same `clutune sweep`, budget and pick rule, confirmed on fresh seeds.
 
 For each dataset and method, ugclu included:
-- a sweep on `<dataset>-agnostic-class` over `search_spaces/<method>.yaml` with the replay buffer fixed at the
-  dataset's first memory budget (memory is the budget of a comparison, not a knob);
+- a sweep on `<dataset>-agnostic-class` over `clutune/search_spaces/<method>.yaml` with the replay buffer fixed at
+  the dataset's first memory budget (memory is the budget of a comparison, not a knob);
 - multi-seed trials (`sweep.seeds`), each objective robust (`sweep.robust`: mean + kappa x std over seeds), the
   penalty-free objective pair [kl_oracle_all, avg_gap], ASHA at request boundaries on the first;
 - one point of the Pareto front picked by the sweep's documented rule (the smallest sum of value / best value on
   the front), then re-run on the confirmation seeds, never used for tuning.
 
-Winners go to configs/best/<method>-<dataset>.yaml; tuned and confirmed values to
+Winners go to clutune/presets/best/<method>-<dataset>.yaml; tuned and confirmed values to
 bench/results/tuning-<dataset>.md and .json. A method already in the .json is skipped, so an interrupted run
 continues where it stopped.
 
@@ -27,13 +27,14 @@ import yaml
 
 import clutune
 from clutune.clu.methods import get_method
-from clutune.config import BEST_DIR
 
 METHODS = "ugclu,finetune,er,derpp,ewc,lwf,ga,rl,salun,sfron,scrub"
 BUDGETS = {"digits": (200, 500), "mnist1d": (500, 1000)}  # replay buffer sizes compared; tuning uses the first
 OBJECTIVES = ["kl_oracle_all", "avg_gap"]
 CONFIRM_SEEDS = [100, 101, 102]
 KAPPA = 1.0
+# The tuned defaults in this source tree (never an installed copy of the package): winners are committed there.
+BEST_DIR = Path(__file__).resolve().parents[1] / "clutune" / "presets" / "best"
 
 
 def _has(method: str, key: str) -> bool:

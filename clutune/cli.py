@@ -10,7 +10,7 @@ from clutune.errors import RunFailed, UserError
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="a YAML file or a preset name from configs/")
+    p.add_argument("--config", required=True, help="a YAML file or a preset name (e.g. digits-agnostic-class)")
     p.add_argument(
         "--set",
         dest="sets",
@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="tune a method with Ray Tune + Optuna; every trial recorded in MLflow")
     _add_config_args(p)
     p.add_argument("--method", required=True)
-    p.add_argument("--space", default=None, help="search space YAML (default: search_spaces/<method>.yaml)")
+    p.add_argument("--space", default=None, help="search space YAML (default: the one shipped for the method)")
     p.add_argument("--trials", type=int, required=True, help="number of trials (Optuna samples)")
     p.add_argument("--concurrency", type=int, default=2, help="trials running at once")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep to --trials")

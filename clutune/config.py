@@ -1,7 +1,10 @@
 """Experiment configuration: one YAML file, validated whole before any work starts.
 
-Precedence for a method's hyperparameters, lowest first: the dataclass defaults, then
-``configs/best/<method>-<dataset>.yaml``, then the file's ``methods.<method>`` section, then ``--set``.
+Precedence for a method's hyperparameters, lowest first: the dataclass defaults, then the tuned defaults
+``clutune/presets/best/<method>-<dataset>.yaml``, then the file's ``methods.<method>`` section, then ``--set``.
+
+Presets and tuned defaults are package resources, read through :mod:`importlib.resources`, so an installed
+wheel finds them from any folder, exactly as a source checkout does.
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ import copy
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,9 +26,9 @@ import yaml
 from clutune.errors import UserError
 from clutune.typed import from_dict, to_dict
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "configs"
-BEST_DIR = CONFIG_DIR / "best"
+CONFIG_DIR: Traversable = files("clutune") / "presets"  # scenario and experiment presets, by file stem
+BEST_DIR: Traversable = CONFIG_DIR / "best"  # tuned defaults, <method>-<dataset>.yaml
+_PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 MNIST1D_MIN_SAMPLES = 100
 
 
@@ -36,12 +42,27 @@ class DatasetConfig:
 
     name: str = "digits"
     root: str | None = None  # a folder: cifar-10-batches-py or tiny-imagenet-200 inside it, or an image folder
-    path: str | None = None  # a file: the .npz a reader loads
+    path: str | None = None  # a file: the .npz a reader loads (x_train, y_train, x_test, y_test)
     # mnist1d only: total samples to generate (train + test, split 80/20); None = the package's 5,000.
     samples: int | None = None
+    image_size: int | None = None  # imagefolder only: resize every image to image_size x image_size
     options: dict[str, Any] = field(default_factory=dict)  # a plugin reader's own keys
 
+    # The built-in readers that read no file: a path given to one of them is a mistake.
+    NO_FILE: ClassVar[tuple[str, ...]] = ("digits", "mnist1d", "cifar10", "tinyimagenet", "imagefolder")
+
     def validate(self, prefix: str) -> None:
+        if self.name == "npz" and not self.path:
+            raise UserError(f"config key '{prefix}.path': npz needs the .npz file (x_train, y_train, x_test, y_test)")
+        if self.path is not None and self.name in self.NO_FILE:
+            raise UserError(f"config key '{prefix}.path': {self.name} reads no file (npz does)")
+        if self.name == "imagefolder" and not self.root:
+            raise UserError(f"config key '{prefix}.root': imagefolder needs the folder holding train/ and test/")
+        if self.image_size is not None:
+            if self.name != "imagefolder":
+                raise UserError(f"config key '{prefix}.image_size': only imagefolder resizes images, not {self.name}")
+            if self.image_size < 1:
+                raise UserError(f"config key '{prefix}.image_size': must be at least 1")
         if self.samples is None:
             return
         if self.name != "mnist1d":
@@ -66,9 +87,9 @@ class ModelConfig:
 
 
 def _without_unset_new_keys(section: dict[str, Any]) -> dict[str, Any]:
-    """A section without the keys added after configs were first hashed (``path``, ``options``) while they are
-    unset, so a config that does not use them keeps its hash, its oracle keys and its cached oracles."""
-    return {k: v for k, v in section.items() if not (k in ("options", "path") and not v)}
+    """A section without the keys added after configs were first hashed (``path``, ``image_size``, ``options``)
+    while they are unset, so a config that does not use them keeps its hash, its oracle keys and cached oracles."""
+    return {k: v for k, v in section.items() if not (k in ("options", "path", "image_size") and not v)}
 
 
 @dataclass
@@ -199,7 +220,7 @@ class Resources:
 
 @dataclass
 class SweepConfig:
-    """How ``clutune sweep`` searches; the search space itself lives in search_spaces/<method>.yaml."""
+    """How ``clutune sweep`` searches; the search space itself ships as clutune/search_spaces/<method>.yaml."""
 
     # Request-mean metrics to minimise; two or more make a multi-objective study with a Pareto front.
     objectives: list[str] = field(default_factory=lambda: ["kl_oracle_all"])
@@ -210,7 +231,9 @@ class SweepConfig:
     reduction_factor: int = 2
     trial_resources: Resources = field(default_factory=Resources)
     oracle_resources: Resources = field(default_factory=Resources)
-    storage_path: str = "runs/sweeps"  # Ray Tune experiment folders (local path or a URI workers can reach)
+    # Ray Tune experiment folders: a URI workers can reach, or a local path, relative to the folder the command
+    # runs in (like --out and ./mlflow.db), made absolute before any worker starts.
+    storage_path: str = "runs/sweeps"
     study_storage: str | None = None  # Optuna storage: None = a journal file in the sweep folder; or an RDB URL
     experiment: str | None = None  # MLflow experiment name; default: the config's name
     # Every trial runs its configuration on each of these run seeds and reports the mean over them.
@@ -355,18 +378,29 @@ def apply_overrides(raw: dict[str, Any], overrides: list[tuple[list[str], Any]])
     return raw
 
 
-def resolve_config_path(path: str | os.PathLike) -> Path:
-    """A preset name (``digits-random``) or a file path."""
+def resolve_config_path(path: str | os.PathLike) -> Path | Traversable:
+    """A file path, else a preset name (``digits-random``) shipped with the package.
+
+    A file wins when both exist, so a local edit of a preset can be run under its own path; a name that is not a
+    file is looked up among the presets whatever the current folder is.
+    """
     p = Path(path)
-    if p.exists():
+    if p.is_file():
         return p
-    preset = CONFIG_DIR / f"{path}.yaml"
-    if preset.exists():
-        return preset
-    raise UserError(f"config {str(path)!r} not found (neither a file nor a preset in {CONFIG_DIR})")
+    name = str(path)
+    if _PRESET_NAME.fullmatch(name):
+        preset = CONFIG_DIR / f"{name.removesuffix('.yaml')}.yaml"
+        if preset.is_file():
+            return preset
+    raise UserError(f"config {name!r} not found: neither a file nor a preset ({', '.join(preset_names())})")
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def preset_names() -> list[str]:
+    """The shipped presets, by the name ``--config`` takes."""
+    return sorted(p.name.removesuffix(".yaml") for p in CONFIG_DIR.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_yaml(path: Path | Traversable) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -417,4 +451,4 @@ def best_defaults(method: str, dataset: str) -> dict[str, Any]:
     from clutune.method_files import own_tuned_defaults  # imports the method library: only when asked
 
     path = own_tuned_defaults(method, dataset) or BEST_DIR / f"{method}-{dataset}.yaml"
-    return read_yaml(path) if path.exists() else {}
+    return read_yaml(path) if path.is_file() else {}

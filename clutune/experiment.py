@@ -41,6 +41,7 @@ from clutune.data import Dataset, read_dataset
 from clutune.errors import UserError
 from clutune.metrics import Split, forgetting, request_metrics, softmax64, test_accuracy_by_classes
 from clutune.models import build_model
+from clutune.models.fit import check_model_fits
 from clutune.oracle import OracleCache, OracleOutputs, OracleRecipe, get_oracle, oracle_requests
 from clutune.placement import placement
 from clutune.predictions import write_predictions
@@ -58,7 +59,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def method_hparams(config: Config, method: str, dataset: str, bare: dict[str, Any] | None = None) -> Any:
-    """Defaults < the oracle recipe (for methods that follow it) < configs/best/<method>-<dataset>.yaml
+    """Defaults < the oracle recipe (for methods that follow it) < presets/best/<method>-<dataset>.yaml
     < config methods.<method> < --set name=value."""
     cls = get_method(method)
     recipe = {k: getattr(config.oracle, k) for k in cls.follows_oracle}
@@ -91,6 +92,7 @@ def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     dataset = dataset or read_dataset(config.dataset)
+    check_model_fits(config.model.spec(), dataset.input_shape, dataset.num_classes)
     scenario = build_scenario(
         scenario_requests(config.scenario, dataset.y_train, dataset.num_classes),
         dataset.y_train,

@@ -59,7 +59,7 @@ def setup(tmp_path: Path, dataset: Dataset, oracles: Path, requests: list[dict[s
 
 
 def run(prep: Prepared, method: str, watch: Watch, **hp: Any) -> list[dict[str, Any]]:
-    """Run ``method`` (configs/best defaults < SMALL < ``hp``) and call ``watch`` after every request."""
+    """Run ``method`` (presets/best defaults < SMALL < ``hp``) and call ``watch`` after every request."""
     hparams = method_hparams(prep.config, method, "digits", {**SMALL, **hp})
     return run_experiment(
         prep, method, hparams, seed=0, on_row=lambda row, r: watch(prep.scenario.requests[row["request"]], r.method)

@@ -93,7 +93,7 @@ def test_key_changes_with_owned_set_seed_recipe_and_data(digits):
 
 def test_scenario_oracles_train_on_exactly_the_owned_ids(tmp_path):
     config = load_config(
-        REPO / "configs" / "digits-agnostic-class.yaml",
+        REPO / "clutune" / "presets" / "digits-agnostic-class.yaml",
         [f"oracle.cache_dir={tmp_path / 'oracles'}", "oracle.epochs=2", "model.hidden=[32]", "device=cpu"],
     )
     prep = prepare(config)

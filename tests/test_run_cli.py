@@ -25,7 +25,7 @@ from clutune.predictions import read_predictions
 from clutune.results import read_results
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "digits-agnostic-class.yaml"
+CONFIG = REPO / "clutune" / "presets" / "digits-agnostic-class.yaml"
 KINDS = ["learn", "learn", "unlearn", "learn", "unlearn", "learn", "learn", "unlearn"]
 SPLITS = ("remain", "learn", "unlearn", "test")
 SMALL = [

@@ -440,7 +440,7 @@ def test_buffer_never_holds_unlearned_ids_digits_run(tmp_path) -> None:
     )
     prep = prepare(config)
     hp = method_hparams(config, "ugclu", "digits", {"epochs_per_learn": 2, "iters_per_unlearn": 20})
-    assert hp.buffer_size == 200  # from configs/best/ugclu-digits.yaml (the first digits memory budget)
+    assert hp.buffer_size == 200  # from presets/best/ugclu-digits.yaml (the first digits memory budget)
     log: list[tuple[int, torch.Tensor, torch.Tensor]] = []
 
     def on_row(row, run) -> None:

@@ -15,7 +15,7 @@ import yaml
 from clutune.cli import main
 from clutune.data import load_dataset
 
-# The structure of configs/digits-agnostic-class.yaml, with a tiny oracle so nothing slow could ever start.
+# The structure of the preset digits-agnostic-class, with a tiny oracle so nothing slow could ever start.
 BASE: dict[str, Any] = {
     "name": "validation",
     "seed": 0,

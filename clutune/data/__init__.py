@@ -59,12 +59,28 @@ def _tinyimagenet(section: DatasetConfig) -> Dataset:
     return load_tinyimagenet(_root(section))
 
 
+def _npz(section: DatasetConfig) -> Dataset:
+    from clutune.data.npz import load_npz
+
+    return load_npz(Path(section.path).expanduser() if section.path else None)
+
+
+def _imagefolder(section: DatasetConfig) -> Dataset:
+    from clutune.data.imagefolder import load_imagefolder
+
+    return load_imagefolder(_root(section), section.image_size)
+
+
 BUILTIN_READERS: dict[str, Reader] = {
     "digits": _digits,
     "mnist1d": _mnist1d,
     "cifar10": _cifar10,
     "tinyimagenet": _tinyimagenet,
+    "npz": _npz,
+    "imagefolder": _imagefolder,
 }
+# A user's own data: npz reads dataset.path, imagefolder reads dataset.root (and dataset.image_size).
+OWN_DATA = ("npz", "imagefolder")
 
 
 def _check_reader(obj: Any, name: str) -> str | None:

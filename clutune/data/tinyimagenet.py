@@ -6,17 +6,13 @@ read-only), keyed by the file list so an edited or re-extracted copy is never se
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from clutune.data.cache import cache_dir, read_arrays, stat_key, write_arrays
 from clutune.data.dataset import Dataset, make_dataset
 from clutune.errors import UserError
 
@@ -25,7 +21,6 @@ URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 SIZE = 64
 PIXEL_MEAN = (0.4802, 0.4481, 0.3975)
 PIXEL_STD = (0.2302, 0.2265, 0.2262)
-CACHE_ENV = "CLUTUNE_DATA_CACHE"
 # Bump when decoding changes (resize rule, colour conversion) so old caches stop matching.
 _CACHE_VERSION = "1"
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -42,8 +37,8 @@ def load_tinyimagenet(root: Path | None) -> Dataset:
         counts = f"{len(train)} train and {len(test)} val JPEGs"
         raise UserError(f"Tiny ImageNet in {folder} has {counts}; {_HOWTO}")
     key_files = [folder / "wnids.txt", folder / "val" / "val_annotations.txt", *(p for p, _ in train + test)]
-    cache = cache_dir() / f"tinyimagenet-{_cache_key(folder, key_files)}.npz"
-    arrays = _read_cache(cache)
+    cache = cache_dir() / f"tinyimagenet-{stat_key(folder, key_files, _CACHE_VERSION)}.npz"
+    arrays = read_arrays(cache, _ARRAYS)
     if arrays is None:
         arrays = {
             "x_train": _decode([p for p, _ in train]),
@@ -51,7 +46,7 @@ def load_tinyimagenet(root: Path | None) -> Dataset:
             "x_test": _decode([p for p, _ in test]),
             "y_test": np.array([y for _, y in test], dtype=np.int64),
         }
-        _write_cache(cache, arrays)
+        write_arrays(cache, arrays, "Tiny ImageNet")
     return make_dataset(
         "tinyimagenet",
         *(torch.from_numpy(arrays[k]) for k in _ARRAYS),
@@ -59,12 +54,6 @@ def load_tinyimagenet(root: Path | None) -> Dataset:
         pixel_mean=PIXEL_MEAN,
         pixel_std=PIXEL_STD,
     )
-
-
-def cache_dir() -> Path:
-    """Where decoded arrays live; the env override keeps tests and shared clusters off the home folder."""
-    override = os.environ.get(CACHE_ENV)
-    return Path(override).expanduser() if override else Path.home() / ".cache" / "clutune" / "datasets"
 
 
 def _locate(root: Path | None) -> Path:
@@ -125,15 +114,6 @@ def _class_names(words: Path, wnids: list[str]) -> list[str]:
     return [names.get(w) or w for w in wnids]
 
 
-def _cache_key(folder: Path, files: list[Path]) -> str:
-    """Names, sizes and mtimes: cheap to stat, and any edit or re-extraction changes at least one."""
-    h = hashlib.sha256(_CACHE_VERSION.encode())
-    for p in files:
-        st = p.stat()
-        h.update(f"{p.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
 def _decode(paths: list[Path]) -> np.ndarray:
     out = np.empty((len(paths), 3, SIZE, SIZE), dtype=np.uint8)
     for i, p in enumerate(paths):
@@ -146,34 +126,3 @@ def _decode(paths: list[Path]) -> np.ndarray:
             rgb = rgb.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
         out[i] = np.asarray(rgb).transpose(2, 0, 1)
     return out
-
-
-def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
-    """A cache that cannot be read is treated as absent: it is rebuilt rather than trusted."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path) as npz:
-            return {k: npz[k] for k in _ARRAYS}
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
-
-
-def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Temp file plus os.replace, so a concurrent or interrupted run never sees half an archive.
-
-    An unwritable cache only costs the next run another decode, so it warns instead of failing the load.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
-    except OSError as e:
-        warnings.warn(f"Tiny ImageNet cache not written to {path}: {e}", stacklevel=3)
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

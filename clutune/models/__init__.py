@@ -41,7 +41,8 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Two conv blocks and a linear head: the cheap image model for CPU runs and tests."""
+    """Two conv blocks and a linear head: the cheap image model for CPU runs and tests; any image size of at
+    least 2x2 (the adaptive pool fixes the head's width)."""
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 32) -> None:
         super().__init__()
@@ -57,8 +58,6 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(width * 16, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3:  # 1-D signals (mnist1d) as one-row images
-            x = x.unsqueeze(1).unsqueeze(2) if x.shape[1] != 1 else x.unsqueeze(2)
         return self.head(self.features(x))
 
 
@@ -128,8 +127,9 @@ def build_mlp(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: i
 
 
 def build_cnn(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    in_channels = input_shape[0] if len(input_shape) == 3 else 1
-    return SmallCNN(in_channels, num_classes, int(spec.get("width", 32)))
+    if len(input_shape) != 3:
+        raise UserError(f"model.name cnn needs image inputs (channels, height, width), got {input_shape}; use mlp")
+    return SmallCNN(input_shape[0], num_classes, int(spec.get("width", 32)))
 
 
 def build_resnet18_cifar(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

@@ -46,8 +46,10 @@ from clutune.trainables.clu_trainable import seed_mean
 def absolutize(config: Config) -> None:
     """Trials run in other processes (and machines): every local path must be absolute (``file://`` becomes a
     plain path), and every URI one that :mod:`clutune.storage` can write, before any work starts."""
-    if config.dataset.root and "://" not in config.dataset.root:
-        config.dataset.root = str(Path(config.dataset.root).expanduser().resolve())
+    for key in ("root", "path"):  # a data folder, or the npz reader's file
+        value = getattr(config.dataset, key)
+        if value and "://" not in value:
+            setattr(config.dataset, key, str(Path(value).expanduser().resolve()))
     storage.check_location(config.oracle.cache_dir, "config key 'oracle.cache_dir'")
     storage.check_location(config.sweep.storage_path, "config key 'sweep.storage_path'")
     config.oracle.cache_dir = storage.local_path(config.oracle.cache_dir)

@@ -6,24 +6,27 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from clutune.clu.methods import get_method
-from clutune.config import REPO_ROOT, read_yaml
+from clutune.config import read_yaml
 from clutune.errors import UserError
 from clutune.method_files import own_search_space
 
-SPACE_DIR = REPO_ROOT / "search_spaces"
+# Shipped inside the package (importlib.resources), so an installed wheel finds them from any folder.
+SPACE_DIR: Traversable = files("clutune") / "search_spaces"
 _KINDS = {"float": {"low", "high", "log"}, "int": {"low", "high", "log"}, "categorical": {"choices"}}
 
 
 @dataclass
 class SearchSpace:
     method: str
-    path: Path
+    path: Path | Traversable
     raw: dict[str, Any]
     distributions: dict[str, optuna.distributions.BaseDistribution]
 
@@ -35,15 +38,16 @@ class SearchSpace:
         return not isinstance(value, bool) and dist.low <= value <= dist.high
 
 
-def default_space_path(method: str) -> Path:
+def default_space_path(method: str) -> Path | Traversable:
     """The search space ``method`` ships itself (a plugin's, clutune.method_files) first, else clutune's."""
     return own_search_space(method) or SPACE_DIR / f"{method}.yaml"
 
 
-def load_space(path: str | Path, method: str) -> SearchSpace:
+def load_space(path: str | Path | Traversable, method: str) -> SearchSpace:
     """Parse and validate; every problem is a one-line :class:`UserError` naming the key."""
-    path = Path(path)
-    if not path.exists():
+    if isinstance(path, str):
+        path = Path(path)
+    if not path.is_file():
         raise UserError(f"search space {path} not found")
     data = read_yaml(path)
     unknown = set(data) - {"method", "params"}

@@ -28,7 +28,7 @@ from clutune.clu.saliency import request_mask
 @dataclass
 class UGCLUHparams(BaseHparams):
     """Names match the search spaces. Defaults are the spec's CIFAR-10 ones; per-dataset values live in
-    configs/best/ugclu-<dataset>.yaml."""
+    clutune/presets/best/ugclu-<dataset>.yaml."""
 
     lr: float | None = None  # fast-step learning rate; None ties it to beta_R (the single-optimizer reading)
     gamma: float = 1.0  # saliency threshold on F_task / F_R
