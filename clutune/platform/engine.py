@@ -279,7 +279,7 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
     storage_path, storage_fs = tune_storage(grid.storage_path)
     folder = storage.join(storage_path, grid.name)  # a path on storage_fs
     trainable = tune.with_resources(tune.with_parameters(clu_trainable, context=grid.context), grid.resources)
-    total = grid_size(grid.param_space) if grid.param_space is not None else grid.num_samples
+    total = grid_size(grid.param_space) if grid.search_alg is None else grid.num_samples
     callback = EngineCallback(grid, tracker, len(prep.scenario), total, log)
     callbacks = [callback, CSVLoggerCallback()]
     # Tune would add its JSON and TensorBoard loggers too: per result, on the trial's critical path, files that
@@ -327,7 +327,7 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
                 callback.stream.close()
                 rows = compact(grid.out)
     callback.draw_remaining(rows)
-    if grid.param_space is not None:
+    if grid.search_alg is None:  # a fixed grid; a searcher's (or PBT population's) trials may fail alone
         require_complete(results, grid.out)
     return results
 

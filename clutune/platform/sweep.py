@@ -19,16 +19,19 @@ import optuna
 import pandas as pd
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from clutune import storage
 from clutune.config import Config, bare_overrides, load_config
 from clutune.errors import UserError
 from clutune.experiment import method_hparams, prepare, validate_methods_section
+from clutune.platform import convergence, pbt
 from clutune.platform.engine import Grid, absolutize, check_resumable, ensure_ray, execute, leased_oracles
 from clutune.platform.publish import publish_sweep
 from clutune.platform.ray_address import check_ray_address
-from clutune.platform.search_space import SearchSpace, default_space_path, load_space
+from clutune.platform.samplers import make_sampler
+from clutune.platform.search_space import SearchSpace, default_space_path, load_space, start_point
 from clutune.platform.tracking import SweepTracker, resolve_tracking_uri
 from clutune.results import OBJECTIVE_METRICS
 from clutune.trainables import objective_name
@@ -61,15 +64,12 @@ def _searcher(
     start: dict[str, Any],
     keys: list[str],
 ) -> OptunaSearch:
-    """TPE (several objectives too: MOTPE), its first trial at the method's current defaults, so a sweep starts
-    from the known-good point and a short sweep still leaves TPE room after its random start-up trials."""
+    """``sweep.sampler`` (clutune/platform/samplers.py), its first trial at the method's current defaults, so a
+    sweep starts from the known-good point and a short sweep still leaves the sampler room after its random
+    start-up trials."""
     sw = config.sweep
     metrics = [objective_name(m) for m in sw.objectives]
-    if sw.sampler == "tpe":
-        startup = max(2, min(10, trials // 3))
-        sampler = optuna.samplers.TPESampler(seed=sw.sampler_seed, n_startup_trials=startup)
-    else:
-        sampler = optuna.samplers.RandomSampler(seed=sw.sampler_seed)
+    sampler = make_sampler(sw.sampler, sw.sampler_seed, trials)
     if sw.study_storage:
         storage: Any = sw.study_storage
     else:
@@ -126,7 +126,7 @@ def run_sweep(
     defaults = asdict(method_hparams(config, method, config.dataset.name, fixed))
     space = load_space(space_path or default_space_path(method), method)
     space_keys = [k for k in space.distributions if k not in fixed]
-    start = {k: defaults[k] for k in space_keys if defaults.get(k) is not None and space.contains(k, defaults[k])}
+    start, start_line = start_point(space, space_keys, defaults)
     unknown = [m for m in config.sweep.objectives if m not in OBJECTIVE_METRICS]
     if unknown:
         raise UserError(
@@ -144,6 +144,11 @@ def run_sweep(
         raise UserError(f"sweep folder {sweep_uri} exists: pass --resume to continue it, or remove it")
     sweep_dir = _driver_folder(sweep_uri, resume)
     prep = prepare(config)  # data and scenario checked here, before Ray starts
+    population = config.sweep.scheduler == "pbt"
+    if population:
+        kinds = [r.kind for r in prep.scenario.requests]
+        pbt.check_pbt(config.sweep, space_keys, config.oracle.policy, config.oracle.every, kinds)
+    log(f"{start_line}; sampler {'random (pbt population)' if population else config.sweep.sampler}")
     uri = resolve_tracking_uri(tracking_uri)
     tracker = SweepTracker(uri, config.sweep.experiment or config.name, sweep_dir, enabled=tracking)
 
@@ -164,6 +169,8 @@ def run_sweep(
             parent = tracker.start_parent(name, config.as_dict(), space.raw, meta)
             first = objective_name(sw.objectives[0])
             n = len(prep.scenario)
+            if population:
+                context["pbt"] = {"interval": sw.pbt.interval, "keys": space_keys}
             scheduler = (
                 ASHAScheduler(
                     time_attr="requests_done",
@@ -176,13 +183,18 @@ def run_sweep(
                 if sw.asha
                 else None
             )
+            if population:  # the whole population at once: its trials wait for each other at each decision
+                scheduler, concurrency = pbt.scheduler(sw, space, space_keys), trials
             grid = Grid(
                 name=name,
                 storage_path=sw.storage_path,
                 out=sweep_dir,
                 context=context,
                 param_keys=space_keys,
-                search_alg=_searcher(config, space, sweep_dir / "optuna-journal.log", name, trials, start, space_keys),
+                search_alg=_searcher(config, space, sweep_dir / "optuna-journal.log", name, trials, start, space_keys)
+                if not population
+                else BasicVariantGenerator(points_to_evaluate=[start], random_state=sw.sampler_seed),
+                param_space=pbt.param_space(space, space_keys) if population else None,
                 scheduler=scheduler,
                 num_samples=trials,
                 concurrency=concurrency,
@@ -193,12 +205,17 @@ def run_sweep(
             results = execute(grid, prep, tracker, resume, log)
             trials_table = _trial_table(results, space_keys, sw.objectives)
             front = _front(trials_table, n, sw.objectives)
+            columns = [objective_name(m) for m in sw.objectives]
+            conv = convergence.analyse(trials_table, columns, n, sw.converged_tolerance, sw.reference_point)
+            log(conv.line)
             confirmed = None
             if sw.confirm_seeds and len(front):
                 confirmed = _confirm(config, prep, tracker, front, context, space_keys, concurrency, resume, log, grid)
         objectives = [objective_name(m) for m in config.sweep.objectives]  # figures: plots/, MLflow (publish.py)
-        publish_sweep(tracker, sweep_dir, config.sweep.study_storage, name, trials_table, objectives)
-        summary = _summarize(config, prep, trials_table, front, confirmed, tracker, sweep_dir, space_keys)
+        publish_sweep(tracker, sweep_dir, config.sweep.study_storage, name, trials_table, objectives, not population)
+        for path in convergence.write(conv, sweep_dir):
+            tracker.log_artifact(None, path)
+        summary = _summarize(config, prep, trials_table, front, confirmed, tracker, sweep_dir, space_keys, conv)
         return SweepSummary(
             sweep_dir=sweep_dir,
             location=sweep_uri,
@@ -238,7 +255,8 @@ def _trial_table(grid: Any, space_keys: list[str], objectives: list[str]) -> pd.
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or Path(result.path).name.split("_")[1]
         status = "ERROR" if result.error else ("DIVERGED" if metrics.get("diverged") else "OK")
-        row = {"trial_id": trial_id, "status": status, "requests_done": metrics.get("requests_done", 0)}
+        row = {"trial_id": trial_id, "number": convergence.trial_number(result.path, metrics.get("trial_id"))}
+        row.update(status=status, requests_done=metrics.get("requests_done", 0))
         for m in objectives:
             for prefix in ("objective", "mean", "std"):
                 row[f"{prefix}_{m}"] = metrics.get(f"{prefix}_{m}", math.nan)
@@ -356,6 +374,7 @@ def _summarize(
     tracker: SweepTracker,
     sweep_dir: Path,
     space_keys: list[str],
+    conv: convergence.Convergence,
 ) -> dict[str, Any]:
     """Best trial and confirmation on the parent run; tables and the per-request plot as artifacts."""
     columns = [objective_name(m) for m in config.sweep.objectives]
@@ -381,6 +400,7 @@ def _summarize(
     if results.exists():
         per_request = pd.read_parquet(results)
         plots["kl_oracle_all_per_request.png"] = _plot(per_request, "kl_oracle_all")
-    tracker.finish(best, tables, plots)
+    record = conv.parent_record()  # the reference point and the verdict, on the parent run
+    tracker.finish({**best, "metrics": {**best.get("metrics", {}), **record["metrics"]}, **record}, tables, plots)
     trials.to_csv(sweep_dir / "trials.csv", index=False)
     return best
