@@ -84,7 +84,8 @@ def clip_into(config: dict[str, Any], space: SearchSpace, keys: list[str]) -> di
 
 
 def scheduler(sweep: SweepConfig, space: SearchSpace, keys: list[str]) -> PopulationBasedTraining:
-    """Synchronous PBT on the windowed first objective, deciding every ``sweep.pbt.interval`` requests."""
+    """Synchronous PBT on the windowed first objective, deciding every ``sweep.pbt.interval`` requests. The
+    source's checkpoint at a decision is its latest (the population waits there), so keeping one is enough."""
     pbt = sweep.pbt
     mutable = mutable_keys(keys)
     mutations = {

@@ -32,8 +32,8 @@ from clutune.clu.runner import Diverged
 from clutune.experiment import ExperimentRun, method_hparams, prepare_in_worker
 
 STATE_FILE = "state.pt"
-# Population-based training (context["pbt"]): requests done, left out of a trial's last result so that no
-# decision comes at the end of the stream, and the windowed objective the decisions rank trials by.
+# Population-based training (context["pbt"]): its clock (requests done, one short on the last request so that
+# no decision comes at the end of the stream), and the windowed objective the decisions rank trials by.
 PBT_TIME_ATTR = "pbt_requests"
 
 
@@ -185,8 +185,8 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
                 first = metrics[0]
                 result[window_name(first)] = window.report(context["robust"])[objective_name(first)]
                 decision = done < total and done % pbt["interval"] == 0
-                if done < total:
-                    result[PBT_TIME_ATTR] = done
+                # The last result's clock stays short of the next decision: none comes at the end of the stream.
+                result[PBT_TIME_ATTR] = done if done < total else done - 1
                 if decision:
                     window = RunningMeans(metrics[:1], len(seeds))
             if not cadence.due(done == total or decision):
