@@ -234,6 +234,9 @@ class SweepConfig:
     converged_tolerance: float = 0.01
     # Hypervolume reference point, one value per objective; null: 10% beyond the worst complete trial.
     reference_point: list[float] | None = None
+    # Stop a sweep once converged (checked after each complete trial from min_trials on); --trials is the cap.
+    stop_converged: bool = False
+    min_trials: int = 20
     scheduler: str = "asha"  # asha (on when sweep.asha) or pbt: population-based training over the stream
     pbt: PBTConfig = field(default_factory=PBTConfig)
 
@@ -261,6 +264,8 @@ class SweepConfig:
             raise UserError(f"config key '{prefix}.converged_tolerance': must be >= 0")
         if self.reference_point is not None and len(self.reference_point) != len(self.objectives):
             raise UserError(f"config key '{prefix}.reference_point': give one value per objective")
+        if self.min_trials < 2:
+            raise UserError(f"config key '{prefix}.min_trials': must be at least 2")
         if self.scheduler not in ("asha", "pbt"):
             raise UserError(f"config key '{prefix}.scheduler': expected asha or pbt, got {self.scheduler!r}")
         if self.scheduler == "pbt" and self.confirm_seeds:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clutune.platform.convergence import analyse, curve, trial_number, verdict
+from clutune.platform.convergence import ConvergedStopper, analyse, curve, trial_number, verdict
 
 COLUMNS = ["objective_a", "objective_b"]
 
@@ -106,3 +106,17 @@ def test_trial_number_from_tune_folder_names():
     assert trial_number("/x/clu_trainable_1a2b3c4d_12_gamma=1.2,lr=0.01_2026", "1a2b3c4d") == 12
     assert trial_number("/x/clu_trainable_ab12c_00003_3_gamma=1.2", "ab12c_00003") == 3
     assert trial_number("/x/clu_trainable_1a2b3c4d_7_gamma=1", None) == 7
+
+
+def test_the_stopper_ends_a_sweep_once_converged():
+    stopper = ConvergedStopper(["objective_a"], 4, 0.01, min_trials=4)
+    history = [5.0, 3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # improving until the fourth, flat after it
+    verdicts = []
+    for i, value in enumerate(history):
+        assert stopper(f"t{i}", {"requests_done": 2, "objective_a": 0.1}) is False  # mid-stream: not counted
+        stopper(f"t{i}", {"requests_done": 4, "objective_a": value})
+        verdicts.append(stopper.stop_all())
+    # Four complete: the last one improved; five: the last two (2.0 -> 1.0) did; six on: the last quarter is flat.
+    assert verdicts == [False, False, False, False, False, True, True, True]
+    stopper(f"t{len(history)}", {"requests_done": 4, "objective_a": math.inf})  # a diverged trial does not count
+    assert len(stopper.complete) == len(history)

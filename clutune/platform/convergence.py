@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+from ray.tune import Stopper
 
 CSV = "convergence.csv"
 PLOT = "convergence.png"
@@ -160,6 +161,37 @@ def analyse(
     return Convergence(frame, kind, columns, ref, tolerance, converged, gain, line)
 
 
+class ConvergedStopper(Stopper):
+    """Ends a sweep early once it has converged (``sweep.stop_converged``): after each trial that completes
+    every request, from ``min_trials`` complete trials on, the verdict on the complete trials so far (in the order
+    they completed). ``--trials`` stays the cap. A Tune experiment stopper: never stops a single trial."""
+
+    def __init__(
+        self, columns: list[str], n_requests: int, tolerance: float, min_trials: int, reference: Any = None
+    ) -> None:
+        self.columns, self.n_requests, self.tolerance = columns, n_requests, tolerance
+        self.min_trials, self.reference = min_trials, reference
+        self.complete: dict[str, list[float]] = {}
+        self.converged = False
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        values = [float(result.get(c, math.nan)) for c in self.columns]
+        if result.get("requests_done") != self.n_requests or not np.isfinite(values).all():
+            return False
+        if trial_id not in self.complete:
+            self.complete[trial_id] = values
+            if len(self.complete) >= self.min_trials:
+                trials = pd.DataFrame(list(self.complete.values()), columns=self.columns)
+                trials = trials.assign(trial_id=list(self.complete), status="OK", requests_done=self.n_requests)
+                self.converged = analyse(
+                    trials, self.columns, self.n_requests, self.tolerance, self.reference
+                ).converged
+        return False
+
+    def stop_all(self) -> bool:
+        return self.converged
+
+
 def figure(conv: Convergence) -> Any:
     """The curve as a figure; one objective also shows every complete trial's value."""
     from matplotlib.figure import Figure  # a bare Figure: nothing for pyplot to keep open
@@ -207,4 +239,14 @@ def report_html(folder: Path, config: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-__all__ = ["Convergence", "analyse", "compute_hypervolume", "curve", "report_html", "trial_number", "verdict", "write"]
+__all__ = [
+    "ConvergedStopper",
+    "Convergence",
+    "analyse",
+    "compute_hypervolume",
+    "curve",
+    "report_html",
+    "trial_number",
+    "verdict",
+    "write",
+]

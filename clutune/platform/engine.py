@@ -118,6 +118,7 @@ class Grid:
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
     max_failures: int = 1
     reuse_actors: bool = True  # see SweepConfig.reuse_actors
+    stop: Any = None  # a Tune experiment stopper (a sweep that ends once converged)
 
 
 class Background:
@@ -311,6 +312,7 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
                 # trial never reports a request again that Optuna's journal already holds a verdict past.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=grid.max_failures),
+                stop=grid.stop,
                 verbose=0,
             ),
         )

@@ -201,6 +201,15 @@ def run_sweep(
                 resources={"cpu": sw.trial_resources.cpu, "gpu": sw.trial_resources.gpu},
                 max_failures=sw.max_failures,
                 reuse_actors=sw.reuse_actors,
+                stop=convergence.ConvergedStopper(
+                    [objective_name(m) for m in sw.objectives],
+                    n,
+                    sw.converged_tolerance,
+                    sw.min_trials,
+                    sw.reference_point,
+                )
+                if sw.stop_converged
+                else None,
             )
             results = execute(grid, prep, tracker, resume, log)
             trials_table = _trial_table(results, space_keys, sw.objectives)
