@@ -410,6 +410,7 @@ def _summarize(
         per_request = pd.read_parquet(results)
         plots["kl_oracle_all_per_request.png"] = _plot(per_request, "kl_oracle_all")
     record = conv.parent_record()  # the reference point and the verdict, on the parent run
-    tracker.finish({**best, "metrics": {**best.get("metrics", {}), **record["metrics"]}, **record}, tables, plots)
+    metrics = {**best.get("metrics", {}), **record["metrics"]}  # confirmed objectives and the verdict
+    tracker.finish({**best, "params": record["params"], "metrics": metrics}, tables, plots)
     trials.to_csv(sweep_dir / "trials.csv", index=False)
     return best
