@@ -192,6 +192,14 @@ class ConvergedStopper(Stopper):
         return self.converged
 
 
+def stopper(sweep: Any, n_requests: int) -> ConvergedStopper | None:
+    """The stopper a sweep's config asks for (``sweep.stop_converged``), or None."""
+    if not sweep.stop_converged:
+        return None
+    columns = [f"objective_{m}" for m in sweep.objectives]
+    return ConvergedStopper(columns, n_requests, sweep.converged_tolerance, sweep.min_trials, sweep.reference_point)
+
+
 def figure(conv: Convergence) -> Any:
     """The curve as a figure; one objective also shows every complete trial's value."""
     from matplotlib.figure import Figure  # a bare Figure: nothing for pyplot to keep open

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining
+from ray.tune.search import BasicVariantGenerator
 
 from clutune.config import SweepConfig
 from clutune.errors import UserError
@@ -106,6 +107,16 @@ def scheduler(sweep: SweepConfig, space: SearchSpace, keys: list[str]) -> Popula
     )
 
 
+def population(
+    sweep: SweepConfig, space: SearchSpace, keys: list[str], start: dict[str, Any], trials: int
+) -> tuple[BasicVariantGenerator, dict[str, Any], PopulationBasedTraining, int]:
+    """(search algorithm, param space, scheduler, concurrency) of a PBT sweep: ``trials`` members drawn by Tune's
+    seeded random search, the first at ``start``, all running at once (they wait for each other at each
+    decision, which frees their resources for the members still queued)."""
+    draw = BasicVariantGenerator(points_to_evaluate=[start], random_state=sweep.sampler_seed)
+    return draw, param_space(space, keys), scheduler(sweep, space, keys), trials
+
+
 def check_pbt(sweep: SweepConfig, keys: list[str], policy: str, every: int, kinds: list[str]) -> None:
     """Everything a PBT sweep needs, checked before any side effect."""
     if not mutable_keys(keys):
@@ -116,4 +127,4 @@ def check_pbt(sweep: SweepConfig, keys: list[str], policy: str, every: int, kind
     check_windows(sweep, policy, every, kinds)
 
 
-__all__ = ["check_pbt", "check_windows", "decision_points", "param_space", "scheduler"]
+__all__ = ["check_pbt", "check_windows", "decision_points", "param_space", "population", "scheduler"]

@@ -19,7 +19,6 @@ import optuna
 import pandas as pd
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from clutune import storage
@@ -183,33 +182,26 @@ def run_sweep(
                 if sw.asha
                 else None
             )
-            if population:  # the whole population at once: its trials wait for each other at each decision
-                scheduler, concurrency = pbt.scheduler(sw, space, space_keys), trials
+            if population:
+                search_alg, param_space, scheduler, concurrency = pbt.population(sw, space, space_keys, start, trials)
+            else:
+                journal = sweep_dir / "optuna-journal.log"
+                search_alg, param_space = _searcher(config, space, journal, name, trials, start, space_keys), None
             grid = Grid(
                 name=name,
                 storage_path=sw.storage_path,
                 out=sweep_dir,
                 context=context,
                 param_keys=space_keys,
-                search_alg=_searcher(config, space, sweep_dir / "optuna-journal.log", name, trials, start, space_keys)
-                if not population
-                else BasicVariantGenerator(points_to_evaluate=[start], random_state=sw.sampler_seed),
-                param_space=pbt.param_space(space, space_keys) if population else None,
+                search_alg=search_alg,
+                param_space=param_space,
                 scheduler=scheduler,
                 num_samples=trials,
                 concurrency=concurrency,
                 resources={"cpu": sw.trial_resources.cpu, "gpu": sw.trial_resources.gpu},
                 max_failures=sw.max_failures,
                 reuse_actors=sw.reuse_actors,
-                stop=convergence.ConvergedStopper(
-                    [objective_name(m) for m in sw.objectives],
-                    n,
-                    sw.converged_tolerance,
-                    sw.min_trials,
-                    sw.reference_point,
-                )
-                if sw.stop_converged
-                else None,
+                stop=convergence.stopper(sw, n),
             )
             results = execute(grid, prep, tracker, resume, log)
             trials_table = _trial_table(results, space_keys, sw.objectives)
