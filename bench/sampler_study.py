@@ -119,8 +119,9 @@ def plot(per_method: dict[str, dict[str, np.ndarray]], path: Path) -> None:
     for ax, (method, by_sampler) in zip(axes, per_method.items(), strict=False):
         for sampler, stack in by_sampler.items():
             x = np.arange(1, stack.shape[1] + 1)
-            line = ax.plot(x, np.median(stack, axis=0), lw=2, label=f"{sampler} (median of {len(stack)})")[0]
-            ax.fill_between(x, stack.min(axis=0), stack.max(axis=0), color=line.get_color(), alpha=0.2)
+            median = np.median(stack, axis=0)
+            line = ax.plot(x, median, lw=2, drawstyle="steps-post", label=f"{sampler} (median of {len(stack)})")[0]
+            ax.fill_between(x, stack.min(axis=0), stack.max(axis=0), step="post", color=line.get_color(), alpha=0.2)
         ax.set_title(f"{method}: hypervolume of the front so far (band: min-max over sampler seeds)", fontsize=9)
         ax.set_xlabel("trial number")
         ax.set_ylabel("hypervolume")
@@ -163,7 +164,8 @@ def main() -> None:
     table, per_method, references = summarize(state, methods, samplers, seeds, args.trials)
     plot(per_method, out / "sampler-study.png")
     finals = {(m, s): float(np.median(a[:, -1])) for m, by in per_method.items() for s, a in by.items()}
-    best = {m: max((s for mm, s in finals if mm == m), key=lambda s: finals[(m, s)]) for m in per_method}
+    top = {m: max(v for (mm, _), v in finals.items() if mm == m) for m in per_method}
+    best = {m: [s for (mm, s), v in finals.items() if mm == m and v == top[m]] for m in per_method}  # ties: all
     refs = "; ".join(f"{m}: {', '.join(f'{v:.4g}' for v in r)}" for m, r in references.items())
     text = [
         f"# Sampler study: {', '.join(samplers)} at equal budget on {args.preset}",
@@ -176,7 +178,7 @@ def main() -> None:
         *table,
         "",
         "Highest median final hypervolume: "
-        + "; ".join(f"{m}: {s} ({finals[(m, s)]:.4g})" for m, s in best.items())
+        + "; ".join(f"{m}: {' = '.join(s)} ({top[m]:.4g})" for m, s in best.items())
         + ".",
         "",
         "![hypervolume curves](sampler-study.png)",
