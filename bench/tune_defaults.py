@@ -6,13 +6,18 @@ For each dataset and method, ugclu included:
 - multi-seed trials (`sweep.seeds`), each objective robust (`sweep.robust`: mean + kappa x std over seeds), the
   penalty-free objective pair [kl_oracle_all, avg_gap], ASHA at request boundaries on the first;
 - one point of the Pareto front picked by the sweep's documented rule (the smallest sum of value / best value on
-  the front), then re-run on the confirmation seeds, never used for tuning.
+  the front), then re-run on the confirmation seeds, never used for tuning;
+- the convergence rule: each method's sweep runs until its convergence verdict says converged (the last quarter
+  of its complete trials improved the hypervolume by no more than `sweep.converged_tolerance`, checked from
+  `--min-trials` complete trials on) or until the cap `--trials`, the same cap for every method. The trials
+  spent and the verdict are the `trials` and `converged` columns of the table.
 
 Winners go to clutune/presets/best/<method>-<dataset>.yaml; tuned and confirmed values to
 bench/results/tuning-<dataset>.md and .json. A method already in the .json is skipped, so an interrupted run
 continues where it stopped.
 
-Usage: python bench/tune_defaults.py --dataset digits [--trials 10] [--seeds 0,1] [--methods ugclu,er,...]
+Usage: python bench/tune_defaults.py --dataset digits [--trials 60] [--min-trials 20] [--seeds 0,1]
+       [--methods ugclu,er,...] [--sampler tpe] [--out bench/results] [--no-write-best] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 import clutune
 from clutune.clu.methods import get_method
+from clutune.platform.convergence import CSV, verdict
 
 METHODS = "ugclu,finetune,er,derpp,ewc,lwf,ga,rl,salun,sfron,scrub"
 BUDGETS = {"digits": (200, 500), "mnist1d": (500, 1000)}  # replay buffer sizes compared; tuning uses the first
@@ -56,13 +63,14 @@ def write_best(method: str, dataset: str, params: dict, budget: int | None, note
 
 
 def table(records: dict[str, dict]) -> str:
-    head = "| method | tuned kl_oracle_all | tuned avg_gap | confirmed kl_oracle_all | confirmed avg_gap | flag |"
-    lines = [head + " picked |", "|---|---|---|---|---|---|---|"]
+    head = "| method | trials | converged | tuned kl_oracle_all | tuned avg_gap | confirmed kl_oracle_all |"
+    lines = [head + " confirmed avg_gap | flag | picked |", "|---|---|---|---|---|---|---|---|---|"]
     for method, r in records.items():
         flag = "worse than tuned" if r["worse_than_tuned"] else "ok"
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in r["params"].items())
+        converged = {True: "yes", False: "no"}.get(r.get("converged"), "not checked")
         lines.append(
-            f"| {method} | {r['tuned_kl_oracle_all']:.4g} | {r['tuned_avg_gap']:.4g} | "
+            f"| {method} | {r['trials']} | {converged} | {r['tuned_kl_oracle_all']:.4g} | {r['tuned_avg_gap']:.4g} | "
             f"{r['confirmed_mean_kl_oracle_all']:.4g} ± {r['confirmed_std_kl_oracle_all']:.2g} | "
             f"{r['confirmed_mean_avg_gap']:.4g} ± {r['confirmed_std_avg_gap']:.2g} | {flag} | {params} |"
         )
@@ -72,22 +80,30 @@ def table(records: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(BUDGETS), required=True)
-    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=60, help="the cap: at most this many trials per method")
+    parser.add_argument("--min-trials", type=int, default=20, help="complete trials before the verdict may stop")
+    parser.add_argument("--tolerance", type=float, default=0.01, help="sweep.converged_tolerance")
+    parser.add_argument("--sampler", default="tpe", help="sweep.sampler (the sampler study's choice)")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--out", default="bench/results", help="folder of tuning-<dataset>.md and .json")
+    parser.add_argument("--no-write-best", action="store_true", help="leave configs/best as it is (a smoke run)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="extra config overrides")
     args = parser.parse_args()
     preset = f"{args.dataset}-agnostic-class"
     budget = BUDGETS[args.dataset][0]
     seeds = [int(s) for s in args.seeds.split(",")]
-    state_path = Path(f"bench/results/tuning-{args.dataset}.json")
+    state_path = Path(args.out) / f"tuning-{args.dataset}.json"
     records = json.loads(state_path.read_text()) if state_path.exists() else {}
     for method in args.methods.split(","):
         if method in records:
             continue
         start = BEST_DIR / f"{method}-{args.dataset}.yaml"
         digits = BEST_DIR / f"{method}-digits.yaml"
-        if not start.exists() and digits.exists():  # start from the digits values rather than the CIFAR defaults
+        if (
+            not start.exists() and digits.exists() and not args.no_write_best
+        ):  # start from the digits values rather than the CIFAR defaults
             start.write_text("# Carried over from digits as the sweep's starting point.\n" + digits.read_text())
         sets = [
             f"sweep.seeds={seeds}",
@@ -95,7 +111,12 @@ def main() -> None:
             f"sweep.objectives={OBJECTIVES}",
             f"sweep.confirm_seeds={CONFIRM_SEEDS}",
             f"sweep.experiment=tuning-{args.dataset}",
+            f"sweep.sampler={args.sampler}",
+            "sweep.stop_converged=true",
+            f"sweep.min_trials={args.min_trials}",
+            f"sweep.converged_tolerance={args.tolerance}",
             "device=cpu",
+            *args.sets,
         ]
         if _has(method, "buffer_size"):
             sets.append(f"buffer_size={budget}")
@@ -109,6 +130,9 @@ def main() -> None:
                 tracking_uri=f"sqlite:///{Path('runs/tuning/mlflow.db').resolve()}",
                 log=lambda *a, **k: None,
             )
+            curve = pd.read_csv(summary.sweep_dir / CSV)
+            converged, _, line = verdict(curve["hypervolume"].to_numpy(dtype=float), "hypervolume", args.tolerance)
+        print(f"{method}: {len(summary.trials)} trials; {line}", flush=True)
         if summary.confirmed is None or summary.confirmed.empty:
             print(f"{method}: no trial completed every request", flush=True)
             continue
@@ -117,22 +141,29 @@ def main() -> None:
         records[method] = {
             **{k: (v.item() if hasattr(v, "item") else v) for k, v in confirmed.items()},
             "params": params,
-            "trials": args.trials,
+            "trials": len(summary.trials),
+            "cap": args.trials,
+            "converged": converged,
+            "sampler": args.sampler,
             "seeds": seeds,
         }
+        spent = f"{len(summary.trials)} {args.sampler} trials ({'converged' if converged else 'cap'} of {args.trials})"
         note = (
-            f"Tuned by bench/tune_defaults.py: {args.trials} TPE trials x seeds {seeds} on {preset}, objectives "
+            f"Tuned by bench/tune_defaults.py: {spent} x seeds {seeds} on {preset}, objectives "
             f"{OBJECTIVES} as mean + {KAPPA} x std, buffer {budget}; picked by the sweep's rule, confirmed on "
             f"seeds {CONFIRM_SEEDS}."
         )
-        write_best(method, args.dataset, params, budget if _has(method, "buffer_size") else None, note)
+        if not args.no_write_best:
+            write_best(method, args.dataset, params, budget if _has(method, "buffer_size") else None, note)
         print(f"{method}: {json.dumps(records[method])}", flush=True)
         state_path.parent.mkdir(parents=True, exist_ok=True)
         state_path.write_text(json.dumps(records, indent=1))
-        Path(f"bench/results/tuning-{args.dataset}.md").write_text(
-            f"Tuning on {preset}: {args.trials} trials x {len(seeds)} seeds per method, buffer {budget}, "
-            f"objectives {OBJECTIVES} (mean + {KAPPA} x std), confirmed on seeds {CONFIRM_SEEDS} "
-            f"(mean ± std).\n\n" + table(records)
+        (Path(args.out) / f"tuning-{args.dataset}.md").write_text(
+            f"Tuning on {preset}: each method until its sweep converged (hypervolume gain of the last quarter of "
+            f"trials <= {args.tolerance:g}, checked from {args.min_trials} complete trials on) or {args.trials} "
+            f"trials, x {len(seeds)} seeds per trial, {args.sampler} sampler, buffer {budget}, objectives "
+            f"{OBJECTIVES} (mean + {KAPPA} x std), confirmed on seeds {CONFIRM_SEEDS} (mean ± std). `trials`: "
+            "trials spent; `converged`: the verdict at the end.\n\n" + table(records)
         )
 
 

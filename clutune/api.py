@@ -120,6 +120,7 @@ def sweep(
     concurrency: int = 2,
     resume: bool = False,
     seed: int | None = None,
+    scheduler: str | None = None,
     overrides: Overrides = None,
     address: str | None = None,
     num_cpus: int | None = None,
@@ -127,10 +128,15 @@ def sweep(
     tracking: bool = True,
     log: Log = print_line,
 ) -> SweepResult:
-    """Tune a method with Ray Tune and Optuna, oracles trained once: ``clutune sweep``."""
+    """Tune a method with Ray Tune and Optuna, oracles trained once: ``clutune sweep``. ``scheduler`` is
+    ``"asha"`` or ``"pbt"`` (population-based training over the stream), the same as ``sweep.scheduler``."""
     set_ray_env(address)
+    from clutune.config import with_override
     from clutune.platform.launch import Cluster
     from clutune.platform.sweep import SweepOptions, run_sweep
+
+    if scheduler is not None:
+        overrides = with_override(overrides, "sweep.scheduler", scheduler)
 
     options = SweepOptions(method, trials, None if space is None else str(space), concurrency, resume, seed)
     return run_sweep(config, options, overrides, Cluster(address, num_cpus, tracking_uri, tracking), log)

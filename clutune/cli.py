@@ -63,6 +63,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         resume=args.resume,
         seed=args.seed,
+        scheduler=args.scheduler,
         overrides=_overrides(args),
         address=args.address,
         num_cpus=args.num_cpus,
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, required=True, help="number of trials (Optuna samples)")
     p.add_argument("--concurrency", type=int, default=2, help="trials running at once")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep to --trials")
+    p.add_argument("--scheduler", choices=["asha", "pbt"], default=None, help="asha (default) or pbt over the stream")
     p.add_argument("--seed", type=int, default=None, help="run seed for every trial; default: config seed")
     p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
     p.add_argument("--no-tracking", action="store_true", help="record nothing in MLflow (results.parquet only)")

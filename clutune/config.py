@@ -219,12 +219,34 @@ class Resources:
 
 
 @dataclass
+class PBTConfig:
+    """``sweep.scheduler: pbt``: every ``interval`` requests the worst ``quantile`` of the population copies the
+    complete state and hyperparameters of a trial in the best ``quantile``, then perturbs them (multiplies by a
+    factor, or resamples from the space with ``resample_probability``), clipped into the search space."""
+
+    interval: int = 10  # requests between decisions; the score is the objective's mean over the window
+    quantile: float = 0.25
+    resample_probability: float = 0.25
+    perturbation_factors: list[float] = field(default_factory=lambda: [1.2, 0.8])
+
+    def validate(self, prefix: str) -> None:
+        if self.interval < 1:
+            raise UserError(f"config key '{prefix}.interval': must be at least 1")
+        if not 0 < self.quantile <= 0.5:
+            raise UserError(f"config key '{prefix}.quantile': must be in (0, 0.5]")
+        if not 0 <= self.resample_probability <= 1:
+            raise UserError(f"config key '{prefix}.resample_probability': must be in [0, 1]")
+        if len(self.perturbation_factors) != 2 or any(not f > 0 for f in self.perturbation_factors):
+            raise UserError(f"config key '{prefix}.perturbation_factors': give two factors > 0")
+
+
+@dataclass
 class SweepConfig:
     """How ``clutune sweep`` searches; the search space itself ships as clutune/search_spaces/<method>.yaml."""
 
     # Request-mean metrics to minimise; two or more make a multi-objective study with a Pareto front.
     objectives: list[str] = field(default_factory=lambda: ["kl_oracle_all"])
-    sampler: str = "tpe"  # tpe or random
+    sampler: str = "tpe"  # tpe, gp or random (docs/search.md); tpe until the sampler study decides
     sampler_seed: int = 0
     asha: bool = True  # prune at request boundaries on the first objective
     grace_period: int = 3  # requests before a trial can be pruned
@@ -254,6 +276,16 @@ class SweepConfig:
     # A finished trial's worker runs the next trial (its data already loaded); false gives every trial a fresh
     # worker wherever resources free first, which spreads a sweep's trials over a cluster's nodes.
     reuse_actors: bool = True
+    # The closing line of a sweep calls it converged when its last quarter of trials improved the best value (one
+    # objective) or the dominated hypervolume (several) by no more than this share of the value before them.
+    converged_tolerance: float = 0.01
+    # Hypervolume reference point, one value per objective; null: 10% beyond the worst complete trial.
+    reference_point: list[float] | None = None
+    # Stop a sweep once converged (checked after each complete trial from min_trials on); --trials is the cap.
+    stop_converged: bool = False
+    min_trials: int = 20
+    scheduler: str = "asha"  # asha (on when sweep.asha) or pbt: population-based training over the stream
+    pbt: PBTConfig = field(default_factory=PBTConfig)
 
     def validate(self, prefix: str) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -273,8 +305,22 @@ class SweepConfig:
             raise UserError(f"config key '{prefix}.max_failures': must be >= 0")
         if not self.objectives:
             raise UserError(f"config key '{prefix}.objectives': give at least one metric")
-        if self.sampler not in ("tpe", "random"):
-            raise UserError(f"config key '{prefix}.sampler': expected tpe or random, got {self.sampler!r}")
+        if self.sampler not in ("tpe", "gp", "random"):
+            raise UserError(f"config key '{prefix}.sampler': expected tpe, gp or random, got {self.sampler!r}")
+        if not self.converged_tolerance >= 0:
+            raise UserError(f"config key '{prefix}.converged_tolerance': must be >= 0")
+        if self.reference_point is not None and len(self.reference_point) != len(self.objectives):
+            raise UserError(f"config key '{prefix}.reference_point': give one value per objective")
+        if self.min_trials < 2:
+            raise UserError(f"config key '{prefix}.min_trials': must be at least 2")
+        if self.scheduler not in ("asha", "pbt"):
+            raise UserError(f"config key '{prefix}.scheduler': expected asha or pbt, got {self.scheduler!r}")
+        if self.scheduler == "pbt" and self.confirm_seeds:
+            raise UserError(
+                f"config key '{prefix}.confirm_seeds': a pbt trial follows a schedule of hyperparameters, "
+                "not one point to confirm; leave confirm_seeds empty"
+            )
+        self.pbt.validate(f"{prefix}.pbt")
         if self.grace_period < 1 or self.reduction_factor < 2:
             raise UserError(f"config key '{prefix}': grace_period must be >= 1 and reduction_factor >= 2")
 
@@ -358,6 +404,12 @@ def override_pairs(overrides: Overrides) -> list[tuple[list[str], Any]]:
     if isinstance(overrides, str):
         raise UserError(f"overrides {overrides!r}: give a mapping of key to value, or a list of key=value strings")
     return parse_set(overrides)
+
+
+def with_override(overrides: Overrides, key: str, value: Any) -> dict[str, Any]:
+    """``overrides`` as a mapping, with ``key`` set last (a keyword option wins over the same key given as an
+    override)."""
+    return {**{".".join(path): v for path, v in override_pairs(overrides)}, key: value}
 
 
 def sets_to_overrides(items: Sequence[str]) -> dict[str, Any]:

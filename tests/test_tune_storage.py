@@ -101,7 +101,6 @@ def test_a_checkpoint_is_deleted_only_after_two_states_land(tmp_path):
         assert old.exists() == (landing == 1)
 
 
-
 CHECKPOINTS = 6
 KILL_AT_SAVE = 3
 

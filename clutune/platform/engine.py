@@ -121,6 +121,7 @@ class Grid:
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
     max_failures: int = 1
     reuse_actors: bool = True  # see SweepConfig.reuse_actors
+    stop: Any = None  # a Tune experiment stopper (a sweep that ends once converged)
 
 
 class Background:
@@ -283,7 +284,7 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
     storage_path, storage_fs = tune_storage(grid.storage_path)
     folder = storage.join(storage_path, grid.name)  # a path on storage_fs
     trainable = tune.with_resources(tune.with_parameters(clu_trainable, context=grid.context), grid.resources)
-    total = grid_size(grid.param_space) if grid.param_space is not None else grid.num_samples
+    total = grid_size(grid.param_space) if grid.search_alg is None else grid.num_samples
     callback = EngineCallback(grid, tracker, len(prep.scenario), total, log)
     callbacks = [callback, CSVLoggerCallback()]
     # Tune would add its JSON and TensorBoard loggers too: per result, on the trial's critical path, files that
@@ -315,6 +316,7 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
                 # trial never reports a request again that Optuna's journal already holds a verdict past.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=grid.max_failures),
+                stop=grid.stop,
                 verbose=0,
             ),
         )
@@ -331,7 +333,7 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
                 callback.stream.close()
                 rows = compact(grid.out)
     callback.draw_remaining(rows)
-    if grid.param_space is not None:
+    if grid.search_alg is None:  # a fixed grid; a searcher's (or PBT population's) trials may fail alone
         require_complete(results, grid.out)
     return results
 

@@ -90,13 +90,20 @@ def best_trials_markdown(trials: pd.DataFrame, columns: list[str], top: int = 10
 
 
 def publish_sweep(
-    tracker: SweepTracker, sweep_dir: Path, storage: Any, study_name: str, trials: pd.DataFrame, columns: list[str]
+    tracker: SweepTracker,
+    sweep_dir: Path,
+    storage: Any,
+    study_name: str,
+    trials: pd.DataFrame,
+    columns: list[str],
+    with_study: bool = True,
 ) -> list[Path]:
-    """sweep: Optuna's HTML views and the best-trials table on the parent (the engine drew the per-run figures
-    as trials ended)."""
+    """sweep: Optuna's HTML views (``with_study``: a PBT population has no Optuna study) and the best-trials
+    table on the parent (the engine drew the per-run figures as trials ended)."""
     sweep_dir = Path(sweep_dir)
     written = []
-    for path in optuna_html(study_storage(sweep_dir, storage), study_name, sweep_dir / "plots"):
+    views = optuna_html(study_storage(sweep_dir, storage), study_name, sweep_dir / "plots") if with_study else []
+    for path in views:
         tracker.log_artifact(None, path, "plots")
         written.append(path)
     best = sweep_dir / "best_trials.md"

@@ -21,6 +21,7 @@ import pandas as pd
 
 from clutune.errors import UserError
 from clutune.platform.compare import TABLE_METRICS
+from clutune.platform.convergence import report_html
 from clutune.platform.stats import caption, cell, is_paired, method_table
 from clutune.platform.tracking import RECORD_DIR
 
@@ -144,6 +145,7 @@ def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Pat
         rdb = (config.get("sweep") or {}).get("study_storage") and (folder / "trials.csv").exists()
         is_sweep = folder.is_dir() and ((folder / "optuna-journal.log").exists() or rdb)
         optuna = _optuna_html(folder, config) if is_sweep else ""
+        converged = report_html(folder, config) if folder.is_dir() else ""  # a sweep's convergence.csv
         table = summary(rows, key)
         runs, stamp = rows["run_id"].nunique(), time.strftime("%Y-%m-%d %H:%M")
         page = f"""<!doctype html><html><head><meta charset="utf-8"><title>clutune report: {html.escape(what)}</title>
@@ -152,6 +154,7 @@ def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Pat
 <h2>Comparison</h2><p>Per run the mean over its requests, then over the runs (seeds) of each {key}.
 {html.escape(caption(table, "runs (seeds)")).replace("**Bold**", "<b>Bold</b>")}</p>
 {_table_html(table, key)}
+{converged}
 <h2>Plots</h2>{_plots_html(plots)}
 {optuna}
 <h2>Config</h2><pre>{html.escape(json.dumps(config, indent=1, default=str), quote=False)}</pre>

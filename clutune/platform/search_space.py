@@ -37,6 +37,32 @@ class SearchSpace:
             return value in dist.choices
         return not isinstance(value, bool) and dist.low <= value <= dist.high
 
+    def project(self, name: str, value: Any) -> Any:
+        """The point of the space nearest to ``value``: a number clipped into the range (rounded for an int
+        range), a categorical's nearest numeric choice (its first choice when ``value`` is not a number)."""
+        dist = self.distributions[name]
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if (numeric or isinstance(dist, optuna.distributions.CategoricalDistribution)) and self.contains(name, value):
+            return value
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            choices = [c for c in dist.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+            return min(choices, key=lambda c: abs(c - value)) if numeric and choices else dist.choices[0]
+        if not numeric:
+            return dist.low
+        clipped = min(max(value, dist.low), dist.high)
+        return int(round(clipped)) if isinstance(dist, optuna.distributions.IntDistribution) else float(clipped)
+
+
+def start_point(space: SearchSpace, keys: list[str], defaults: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The first trial's point: the method's tuned defaults, each projected into the space when the space
+    excludes it (a narrowed range, a one-value categorical), so the sampler always gets a complete point; and
+    the line that says which."""
+    start = {k: space.project(k, defaults.get(k)) for k in keys}
+    moved = [f"{k} {defaults.get(k)!r} -> {start[k]!r}" for k in keys if start[k] != defaults.get(k)]
+    if not moved:
+        return start, "first trial: the method's tuned defaults"
+    return start, f"first trial: the method's tuned defaults, projected into the space ({', '.join(moved)})"
+
 
 def default_space_path(method: str) -> Path | Traversable:
     """The search space ``method`` ships itself (a plugin's, clutune.method_files) first, else clutune's."""

@@ -24,12 +24,14 @@ from clutune import storage
 from clutune.config import Config, ConfigSource, Overrides, bare_overrides, load_config
 from clutune.errors import UserError
 from clutune.experiment import method_hparams, validate_methods_section
+from clutune.platform import convergence, pbt
 from clutune.platform.engine import Grid, absolutize, check_resumable, execute
 from clutune.platform.launch import Cluster, prepare_command, session
 from clutune.platform.log import Log, print_line
 from clutune.platform.objective_check import check_objectives
 from clutune.platform.publish import publish_sweep
-from clutune.platform.search_space import SearchSpace, default_space_path, load_space
+from clutune.platform.samplers import make_sampler
+from clutune.platform.search_space import SearchSpace, default_space_path, load_space, start_point
 from clutune.platform.tracking import SweepTracker
 from clutune.results import OBJECTIVE_METRICS
 from clutune.trainables import objective_name
@@ -38,7 +40,7 @@ from clutune.trainables import objective_name
 @dataclass
 class SweepResult:
     """What ``clutune.sweep`` returns: the trials (one row each), the Pareto front (several objectives), the values
-    confirmed on fresh seeds, and the best trial."""
+    confirmed on fresh seeds, the convergence curve with its verdict, and the best trial."""
 
     sweep_dir: Path  # the driver's folder: the sweep folder itself, or its local working copy (see _driver_folder)
     location: str  # the sweep folder: a path or a URI
@@ -50,6 +52,8 @@ class SweepResult:
     best: dict[str, Any]
     pareto: pd.DataFrame | None = None
     confirmed: pd.DataFrame | None = None
+    convergence: pd.DataFrame | None = None  # best-so-far or hypervolume per finished trial (convergence.csv)
+    converged: bool = False  # the last quarter of trials improved by no more than sweep.converged_tolerance
     seconds: float = 0.0
 
 
@@ -62,15 +66,12 @@ def _searcher(
     start: dict[str, Any],
     keys: list[str],
 ) -> OptunaSearch:
-    """TPE (several objectives too: MOTPE), its first trial at the method's current defaults, so a sweep starts
-    from the known-good point and a short sweep still leaves TPE room after its random start-up trials."""
+    """``sweep.sampler`` (clutune/platform/samplers.py), its first trial at the method's current defaults, so a
+    sweep starts from the known-good point and a short sweep still leaves the sampler room after its random
+    start-up trials."""
     sw = config.sweep
     metrics = [objective_name(m) for m in sw.objectives]
-    if sw.sampler == "tpe":
-        startup = max(2, min(10, trials // 3))
-        sampler = optuna.samplers.TPESampler(seed=sw.sampler_seed, n_startup_trials=startup)
-    else:
-        sampler = optuna.samplers.RandomSampler(seed=sw.sampler_seed)
+    sampler = make_sampler(sw.sampler, sw.sampler_seed, trials)
     if sw.study_storage:
         storage: Any = sw.study_storage
     else:
@@ -134,7 +135,7 @@ def run_sweep(
     defaults = asdict(method_hparams(config, method, config.dataset.name, fixed))
     space = load_space(options.space or default_space_path(method), method)
     space_keys = [k for k in space.distributions if k not in fixed]
-    start = {k: defaults[k] for k in space_keys if defaults.get(k) is not None and space.contains(k, defaults[k])}
+    start, start_line = start_point(space, space_keys, defaults)
     unknown = [m for m in config.sweep.objectives if m not in OBJECTIVE_METRICS]
     if unknown:
         raise UserError(
@@ -150,13 +151,18 @@ def run_sweep(
     if not resume and storage.exists(sweep_uri):
         raise UserError(f"sweep folder {sweep_uri} exists: pass --resume to continue it, or remove it")
     prep = prepare_command(config, cluster)  # data and scenario checked here, before anything is created
+    sw = config.sweep
     kinds = [r.kind for r in prep.scenario.requests]
-    check_objectives(config.sweep.objectives, config.oracle.policy, config.oracle.every, kinds, config.sweep.asha, log)
+    population = sw.scheduler == "pbt"
+    if population:
+        pbt.check_pbt(sw, space_keys, config.oracle.policy, config.oracle.every, kinds)
+    else:
+        check_objectives(sw.objectives, config.oracle.policy, config.oracle.every, kinds, sw.asha, log)
+    log(f"{start_line}; sampler {'random (pbt population)' if population else sw.sampler}")
     sweep_dir = _driver_folder(sweep_uri, resume)
     try:
         with session(prep, sweep_dir, cluster, log) as run:
             tracker, oracles = run.tracker, run.oracles
-            sw = config.sweep
             context = {
                 "config": config.as_dict(),
                 "method": method,
@@ -170,6 +176,8 @@ def run_sweep(
             parent = tracker.start_parent(name, config.as_dict(), space.raw, meta)
             first = objective_name(sw.objectives[0])
             n = len(prep.scenario)
+            if population:
+                context["pbt"] = {"interval": sw.pbt.interval, "keys": space_keys}
             scheduler = (
                 ASHAScheduler(
                     time_attr="requests_done",
@@ -182,29 +190,41 @@ def run_sweep(
                 if sw.asha
                 else None
             )
+            if population:
+                search_alg, param_space, scheduler, concurrency = pbt.population(sw, space, space_keys, start, trials)
+            else:
+                journal = sweep_dir / "optuna-journal.log"
+                search_alg, param_space = _searcher(config, space, journal, name, trials, start, space_keys), None
             grid = Grid(
                 name=name,
                 storage_path=sw.storage_path,
                 out=sweep_dir,
                 context=context,
                 param_keys=space_keys,
-                search_alg=_searcher(config, space, sweep_dir / "optuna-journal.log", name, trials, start, space_keys),
+                search_alg=search_alg,
+                param_space=param_space,
                 scheduler=scheduler,
                 num_samples=trials,
                 concurrency=concurrency,
                 resources={"cpu": sw.trial_resources.cpu, "gpu": sw.trial_resources.gpu},
                 max_failures=sw.max_failures,
                 reuse_actors=sw.reuse_actors,
+                stop=convergence.stopper(sw, n),
             )
             results = execute(grid, prep, tracker, resume, log)
             trials_table = _trial_table(results, space_keys, sw.objectives)
             front = _front(trials_table, n, sw.objectives)
+            columns = [objective_name(m) for m in sw.objectives]
+            conv = convergence.analyse(trials_table, columns, n, sw.converged_tolerance, sw.reference_point)
+            log(conv.line)
             confirmed = None
             if sw.confirm_seeds and len(front):
                 confirmed = _confirm(config, prep, tracker, front, context, space_keys, concurrency, resume, log, grid)
-            objectives = [objective_name(m) for m in config.sweep.objectives]  # figures: plots/, MLflow
-            publish_sweep(tracker, sweep_dir, config.sweep.study_storage, name, trials_table, objectives)
-            summary = _summarize(config, prep, trials_table, front, confirmed, tracker, sweep_dir, space_keys)
+            objectives = [objective_name(m) for m in sw.objectives]  # figures: plots/, MLflow
+            publish_sweep(tracker, sweep_dir, sw.study_storage, name, trials_table, objectives, not population)
+            for path in convergence.write(conv, sweep_dir):
+                tracker.log_artifact(None, path)
+            summary = _summarize(config, prep, trials_table, front, confirmed, tracker, sweep_dir, space_keys, conv)
             return SweepResult(
                 sweep_dir=sweep_dir,
                 location=sweep_uri,
@@ -216,6 +236,8 @@ def run_sweep(
                 best=summary,
                 pareto=front if len(sw.objectives) > 1 else None,
                 confirmed=confirmed,
+                convergence=conv.curve,
+                converged=conv.converged,
                 seconds=time.perf_counter() - t_start,
             )
     finally:
@@ -244,7 +266,8 @@ def _trial_table(grid: Any, space_keys: list[str], objectives: list[str]) -> pd.
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or Path(result.path).name.split("_")[1]
         status = "ERROR" if result.error else ("DIVERGED" if metrics.get("diverged") else "OK")
-        row = {"trial_id": trial_id, "status": status, "requests_done": metrics.get("requests_done", 0)}
+        row = {"trial_id": trial_id, "number": convergence.trial_number(result.path, metrics.get("trial_id"))}
+        row.update(status=status, requests_done=metrics.get("requests_done", 0))
         for m in objectives:
             for prefix in ("objective", "mean", "std"):
                 row[f"{prefix}_{m}"] = metrics.get(f"{prefix}_{m}", math.nan)
@@ -362,6 +385,7 @@ def _summarize(
     tracker: SweepTracker,
     sweep_dir: Path,
     space_keys: list[str],
+    conv: convergence.Convergence,
 ) -> dict[str, Any]:
     """Best trial and confirmation on the parent run; tables and the per-request plot as artifacts."""
     columns = [objective_name(m) for m in config.sweep.objectives]
@@ -387,6 +411,8 @@ def _summarize(
     if results.exists():
         per_request = pd.read_parquet(results)
         plots["kl_oracle_all_per_request.png"] = _plot(per_request, "kl_oracle_all")
-    tracker.finish(best, tables, plots)
+    record = conv.parent_record()  # the reference point and the verdict, on the parent run
+    metrics = {**best.get("metrics", {}), **record["metrics"]}  # confirmed objectives and the verdict
+    tracker.finish({**best, "params": record["params"], "metrics": metrics}, tables, plots)
     trials.to_csv(sweep_dir / "trials.csv", index=False)
     return best

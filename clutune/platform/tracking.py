@@ -277,6 +277,7 @@ class SweepTracker:
         metrics = {f"best_{k}": float(v) for k, v in summary.get("best_metrics", {}).items()}
         metrics.update({k: float(v) for k, v in summary.get("metrics", {}).items() if math.isfinite(v)})
         params = {f"best.{k}": str(v) for k, v in summary.get("best_params", {}).items()}
+        params.update(summary.get("params", {}))
         tags = {"clutune.best_trial": str(summary.get("best_trial", ""))}
         self.record["finish"] = {"metrics": metrics, "params": params, "tags": tags}
         folder = Path(self.sweep_dir) / RECORD_DIR

@@ -32,11 +32,19 @@ from clutune.clu.runner import Diverged
 from clutune.experiment import ExperimentRun, method_hparams, prepare_in_worker
 
 STATE_FILE = "state.pt"
+# Population-based training (context["pbt"]): its clock (requests done, one short on the last request so that
+# no decision comes at the end of the stream), and the windowed objective the decisions rank trials by.
+PBT_TIME_ATTR = "pbt_requests"
 
 
 def objective_name(metric: str) -> str:
     """The reported value a sweep minimises for ``metric``: request mean, mean over seeds + kappa x std."""
     return f"objective_{metric}"
+
+
+def window_name(metric: str) -> str:
+    """The first objective over the requests since the last PBT decision: ``window_objective_<metric>``."""
+    return f"window_{objective_name(metric)}"
 
 
 class RunningMeans:
@@ -135,13 +143,22 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
             run.head["candidate"] = params["candidate"]
     metrics = list(context["objectives"])
     means = RunningMeans(metrics, len(seeds))
+    pbt = context.get("pbt")
+    window = RunningMeans(metrics[:1], len(seeds))  # PBT's score: the first objective since the last decision
+    exploited_from = ""
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / STATE_FILE, weights_only=True)
-        for run, run_state in zip(runs, state["runs"], strict=True):
+        heads = [dict(run.head) for run in runs]
+        for run, run_state, head in zip(runs, state["runs"], heads, strict=True):
             run.restore(run_state)
+            run.head.update(run_id=head["run_id"], trial_id=trial_id)  # a copied state continues as this trial
         means.restore(state["means"])
+        if "window" in state:
+            window.restore(state["window"])
+        if state.get("trial_id", trial_id) != trial_id:
+            exploited_from = state["trial_id"]  # PBT: this trial continues from another trial's state
     cadence = CheckpointCadence(config.sweep.checkpoint_every, config.sweep.checkpoint_seconds)
     total = len(prep.scenario)
     streams = [run.steps() for run in runs]
@@ -150,6 +167,7 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
             rows = [next(stream) for stream in streams]
             for i, row in enumerate(rows):
                 means.add(i, row)
+                window.add(i, row)
             done = runs[0].done
             # Only what Tune, its searcher and scheduler read: Tune keeps statistics of every number a result
             # carries and writes them all into each experiment-state snapshot. The metrics ride in ``rows``,
@@ -157,11 +175,27 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
             result = {"request": rows[0]["request"], "kind": rows[0]["kind"]}
             result.update(means.report(context["robust"]))
             result.update(requests_done=done, method=method, rows=rows)
-            if not cadence.due(done == total):
+            decision = False
+            if pbt is not None:
+                # Lineage and the hyperparameters of this request, per row: a trial's settings change over its
+                # stream. The decision (when one is due) ranks the window, which starts over after it.
+                for row in rows:
+                    row.update({f"hp_{k}": params[k] for k in pbt["keys"]}, exploited_from=exploited_from)
+                exploited_from = ""
+                first = metrics[0]
+                result[window_name(first)] = window.report(context["robust"])[objective_name(first)]
+                decision = done < total and done % pbt["interval"] == 0
+                # The last result's clock stays short of the next decision: none comes at the end of the stream.
+                result[PBT_TIME_ATTR] = done if done < total else done - 1
+                if decision:
+                    window = RunningMeans(metrics[:1], len(seeds))
+            if not cadence.due(done == total or decision):
                 tune.report(result)
                 continue
             with tempfile.TemporaryDirectory() as folder:
-                torch.save({"runs": [r.state() for r in runs], "means": means.state()}, Path(folder) / STATE_FILE)
+                state = {"runs": [r.state() for r in runs], "means": means.state(), "trial_id": trial_id}
+                state["window"] = window.state()
+                torch.save(state, Path(folder) / STATE_FILE)
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
     except Diverged as e:
         # A diverged trial ends as the worst possible result instead of an error: Tune would retry it (it is

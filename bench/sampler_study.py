@@ -1,0 +1,208 @@
+"""Which sampler should a sweep use? TPE, GP and random search at equal budget, measured, not assumed.
+
+For each method and sampler, ``--sampler-seeds`` sweeps of ``--trials`` trials on ``--preset`` with the tuning
+procedure's settings (bench/tune_defaults.py: the replay buffer fixed at ``--buffer``, multi-seed trials, the two
+robust objectives [kl_oracle_all, avg_gap] as mean + 1 x std, ASHA at request boundaries). Every sweep's
+``convergence.csv`` holds its trials' objectives in trial order; the hypervolume curves are recomputed here
+against ONE reference point per method (10% beyond the worst complete trial of any sampler and seed), so the
+curves of different samplers and seeds compare. The report gives, per method and sampler, the median and the
+min-max spread over sampler seeds of the hypervolume after 1/4, 1/2 and all of the budget, and plots the median
+curves with their spread.
+
+Each finished sweep's curve is kept in ``<out>/sampler-study.json``, so an interrupted study continues where it
+stopped.
+
+Usage (the full study, hours on a CPU machine):
+    python bench/sampler_study.py
+    python bench/sampler_study.py --methods ugclu,sfron --samplers tpe,gp,random --trials 40 --sampler-seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clutune.clu.methods import get_method
+from clutune.platform.convergence import CSV, curve, default_reference
+from clutune.runtime import set_ray_env
+
+OBJECTIVES = ["kl_oracle_all", "avg_gap"]
+COLUMNS = [f"objective_{m}" for m in OBJECTIVES]
+KAPPA = 1.0
+
+
+def run_one(args: argparse.Namespace, method: str, sampler: str, seed: int) -> list[dict]:
+    """One sweep; its trials in order: objective values and whether each completed every request."""
+    import clutune
+
+    sets = [
+        f"sweep.seeds=[{args.seeds}]",
+        f"sweep.robust={KAPPA}",
+        f"sweep.objectives={OBJECTIVES}",
+        f"sweep.sampler={sampler}",
+        f"sweep.sampler_seed={seed}",
+        "sweep.experiment=sampler-study",
+        "device=cpu",
+        *args.sets,
+    ]
+    if "buffer_size" in {f.name for f in fields(get_method(method).Hparams)}:
+        sets.append(f"buffer_size={args.buffer}")  # memory is the budget of a comparison, not a knob
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = clutune.sweep(
+            args.preset,
+            method=method,
+            trials=args.trials,
+            overrides=[*sets, f"sweep.storage_path={tmp}/sweeps"],
+            concurrency=args.concurrency,
+            tracking_uri=f"sqlite:///{Path(args.tracking_db).resolve()}",
+            log=lambda *a, **k: None,
+        )
+        frame = pd.read_csv(summary.sweep_dir / CSV)
+    return frame[["trial", "complete", *COLUMNS]].to_dict("records")
+
+
+def curves(records: dict[str, list[dict]], trials: int) -> tuple[dict[str, np.ndarray], list[float]]:
+    """Per run key, its hypervolume curve (padded to ``trials`` with its last value) against one reference
+    point for all runs of a method; and that point."""
+    frames = {key: pd.DataFrame(rows) for key, rows in records.items()}
+    done = pd.concat([f[f["complete"]] for f in frames.values()])
+    reference = [float(v) for v in default_reference(done[COLUMNS].to_numpy(dtype=float))]
+    out = {}
+    for key, frame in frames.items():
+        status = np.where(frame["complete"], "OK", "INCOMPLETE")  # only complete trials count
+        table = frame[COLUMNS].assign(trial_id=frame["trial"].astype(str), number=frame["trial"], status=status)
+        hv = curve(table.assign(requests_done=1), COLUMNS, 1, reference)[0]
+        values = hv["hypervolume"].to_numpy(dtype=float)
+        padded = np.full(trials, values[-1] if len(values) else 0.0)
+        padded[: len(values)] = values[:trials]
+        out[key] = padded
+    return out, reference
+
+
+def summarize(state: dict, methods: list[str], samplers: list[str], seeds: list[int], trials: int) -> tuple:
+    """(markdown table rows, per method {sampler: array seeds x trials}, reference points)."""
+    lines, per_method, references = [], {}, {}
+    marks = sorted({max(1, trials // 4), max(1, trials // 2), trials})
+    for method in methods:
+        records = {k: v for k, v in state.items() if k.split("/")[0] == method}
+        if not records:
+            continue
+        hv, references[method] = curves(records, trials)
+        per_method[method] = {}
+        for sampler in samplers:
+            runs = [hv[f"{method}/{sampler}/{s}"] for s in seeds if f"{method}/{sampler}/{s}" in hv]
+            if not runs:
+                continue
+            stack = np.stack(runs)
+            per_method[method][sampler] = stack
+            cells = [
+                f"{np.median(stack[:, m - 1]):.4g} [{stack[:, m - 1].min():.4g}, {stack[:, m - 1].max():.4g}]"
+                for m in marks
+            ]
+            lines.append(f"| {method} | {sampler} | {len(runs)} | " + " | ".join(cells) + " |")
+    header = " | ".join(f"hypervolume after {m} trials" for m in marks)
+    table = [f"| method | sampler | sampler seeds | {header} |", "|---|---|---|" + "---|" * len(marks), *lines]
+    return table, per_method, references
+
+
+def plot(per_method: dict[str, dict[str, np.ndarray]], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6 * max(1, len(per_method)), 4))
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(per_method))))
+    for ax, (method, by_sampler) in zip(axes, per_method.items(), strict=False):
+        for sampler, stack in by_sampler.items():
+            x = np.arange(1, stack.shape[1] + 1)
+            median = np.median(stack, axis=0)
+            line = ax.plot(x, median, lw=2, drawstyle="steps-post", label=f"{sampler} (median of {len(stack)})")[0]
+            ax.fill_between(x, stack.min(axis=0), stack.max(axis=0), step="post", color=line.get_color(), alpha=0.2)
+        ax.set_title(f"{method}: hypervolume of the front so far (band: min-max over sampler seeds)", fontsize=9)
+        ax.set_xlabel("trial number")
+        ax.set_ylabel("hypervolume")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="mnist1d-agnostic-class")
+    parser.add_argument("--methods", default="ugclu,sfron")
+    parser.add_argument("--samplers", default="tpe,gp,random")
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--sampler-seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1", help="run seeds of every trial (the robust objectives)")
+    parser.add_argument("--buffer", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--tracking-db", default="runs/sampler-study/mlflow.db")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="extra config overrides")
+    args = parser.parse_args()
+    set_ray_env()
+    methods, samplers = args.methods.split(","), args.samplers.split(",")
+    seeds = [int(s) for s in args.sampler_seeds.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    Path(args.tracking_db).parent.mkdir(parents=True, exist_ok=True)
+    state_path = out / "sampler-study.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    for method in methods:
+        for sampler in samplers:
+            for seed in seeds:
+                key = f"{method}/{sampler}/{seed}"
+                if key in state:
+                    continue
+                state[key] = run_one(args, method, sampler, seed)
+                state_path.write_text(json.dumps(state, indent=1))
+                print(f"{key}: {sum(r['complete'] for r in state[key])} of {args.trials} trials complete", flush=True)
+    table, per_method, references = summarize(state, methods, samplers, seeds, args.trials)
+    plot(per_method, out / "sampler-study.png")
+    finals = {(m, s): float(np.median(a[:, -1])) for m, by in per_method.items() for s, a in by.items()}
+    top = {m: max(v for (mm, _), v in finals.items() if mm == m) for m in per_method}
+    best = {m: [s for (mm, s), v in finals.items() if mm == m and v == top[m]] for m in per_method}  # ties: all
+    refs = "; ".join(f"{m}: {', '.join(f'{v:.4g}' for v in r)}" for m, r in references.items())
+    text = [
+        f"# Sampler study: {', '.join(samplers)} at equal budget on {args.preset}",
+        "",
+        f"{args.trials} trials per sweep, sampler seeds {seeds}, run seeds [{args.seeds}] per trial, buffer "
+        f"{args.buffer}, objectives {OBJECTIVES} (mean + {KAPPA} x std over run seeds), ASHA on the first. "
+        f"Hypervolume of the front found so far against one reference point per method ({refs}), median "
+        "[min, max] over sampler seeds.",
+        "",
+        *table,
+        "",
+        "Highest median final hypervolume: "
+        + "; ".join(f"{m}: {' = '.join(s)} ({top[m]:.4g})" for m, s in best.items())
+        + ".",
+        "",
+        "![hypervolume curves](sampler-study.png)",
+        "",
+        "Command: `python bench/sampler_study.py " + " ".join(_argv(args)) + "`",
+        "",
+    ]
+    (out / "sampler-study.md").write_text("\n".join(text))
+    print("\n".join(text), flush=True)
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    """The options this study ran with, as a command line to repeat it."""
+    items = [
+        f"--preset {args.preset}",
+        f"--methods {args.methods}",
+        f"--samplers {args.samplers}",
+        f"--trials {args.trials}",
+        f"--sampler-seeds {args.sampler_seeds}",
+        f"--seeds {args.seeds}",
+        f"--buffer {args.buffer}",
+    ]
+    return items + [f"--set '{s}'" for s in args.sets]
+
+
+if __name__ == "__main__":
+    main()
