@@ -14,8 +14,10 @@ import functools
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pyarrow.fs as pafs
 
@@ -37,6 +39,8 @@ def check_location(location: str, what: str) -> None:
         raise UserError(f"{what} {location!r}: unsupported URI scheme {found}://; use a path, file://, s3:// or gs://")
     if found in REMOTE_SCHEMES and not urlparse(location).netloc:
         raise UserError(f"{what} {location!r}: the URI names no bucket")
+    if found == "file":
+        file_path(location, what)
 
 
 def is_remote(location: str) -> bool:
@@ -48,8 +52,21 @@ def local_path(location: str) -> str:
     if is_remote(location):
         return location
     if scheme(location) == "file":
-        return urlparse(location).path
+        return file_path(location, "location")
     return str(Path(location).expanduser().resolve())
+
+
+def file_path(location: str, what: str) -> str:
+    """The absolute path a ``file://`` URI names, by the standard rules (RFC 8089, as urllib reads it):
+    ``file:///abs/path`` or ``file://localhost/abs/path``. ``file://runs`` names a host ``runs`` and no path,
+    so it is refused with the form to use rather than taken as the root folder."""
+    url = urlparse(location)
+    if url.netloc not in ("", "localhost") or not url.path.startswith("/"):
+        raise UserError(
+            f"{what} {location!r}: a file URI names an absolute path, file:///absolute/path (three slashes); "
+            "for a folder relative to here give a plain path"
+        )
+    return url2pathname(url.path)
 
 
 def join(location: str, *parts: str) -> str:
@@ -89,7 +106,12 @@ def read_bytes(location: str) -> bytes:
 
 def write_bytes(location: str, data: bytes) -> None:
     """Written under a temporary sibling name, then moved into place: never seen half-written."""
-    fs, path = resolve(location)
+    write_bytes_to(*resolve(location), data)
+
+
+def write_bytes_to(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """:func:`write_bytes` on a given filesystem: a write that fails (a full disk, a dropped connection)
+    deletes its temporary object and leaves whatever was at ``path`` whole."""
     parent, name = path.rsplit("/", 1)
     fs.create_dir(parent, recursive=True)
     tmp = temporary_sibling(parent, name)
@@ -99,6 +121,19 @@ def write_bytes(location: str, data: bytes) -> None:
         fs.move(tmp, path)
     except BaseException:
         _delete_quietly(fs, tmp)
+        raise
+
+
+def write_local_atomic(path: Path, writer: Callable[[Path], None]) -> None:
+    """A local file written whole or not at all: ``writer`` fills a temporary sibling, which is moved over
+    ``path`` only when it returned; when it raises, the sibling goes and the previous file stays whole."""
+    path = Path(path)
+    tmp = Path(temporary_sibling(str(path.parent), path.name))
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

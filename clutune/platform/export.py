@@ -14,6 +14,7 @@ import pandas as pd
 
 from clutune.errors import UserError
 from clutune.platform.tracking import KIND_METRIC, PARENT_TAG, ROLE_TAG, TRIAL_TAG, resolve_tracking_uri
+from clutune.storage import write_local_atomic
 
 _BOOLS = ("oracle_evaluated", "oracle_cached")
 _PARENT_ROLES = {"sweep", "compare", "study"}
@@ -82,9 +83,7 @@ def export_experiment(experiment: str, tracking_uri: str | None, out: Path) -> p
     if out.parent and not out.parent.exists():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
     frame = experiment_rows(experiment, tracking_uri)
-    tmp = out.with_name(out.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    write_local_atomic(out, lambda tmp: frame.to_parquet(tmp, index=False))
     return frame
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 from clutune.errors import UserError
 from clutune.platform.compare import TABLE_METRICS
 from clutune.platform.tracking import RECORD_DIR
+from clutune.storage import write_local_atomic
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1300px}
@@ -152,9 +153,7 @@ def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Pat
 {optuna}
 <h2>Config</h2><pre>{html.escape(json.dumps(config, indent=1, default=str), quote=False)}</pre>
 </body></html>"""
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
+    write_local_atomic(out, lambda tmp: tmp.write_text(page))
     return out
 
 
