@@ -14,7 +14,9 @@ from typing import Any
 MASK = "***"
 # scheme://user:password@ : the password is everything between the first ':' after the user and the last '@'
 # before the host part (a password may itself hold '@' or ':' when not percent-encoded).
-_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)(?P<password>[^\s/]*)@(?=[^@\s/]*(?:[/\s?#]|$))")
+_USERINFO = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)(?P<password>[^\s/]*)@(?=[^@\s/]*(?:[/\s?#]|$))"
+)
 
 
 def mask(value: Any) -> Any:
