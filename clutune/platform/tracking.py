@@ -21,6 +21,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 
 from clutune.masking import mask
+from clutune.platform.mlflow_filter import runs_with_tags
 from clutune.storage import write_local_atomic
 from clutune.uris import check_tracking_uri
 
@@ -152,10 +153,10 @@ class SweepTracker:
         text = json.dumps(mask(self.record), indent=1, default=str)
         write_local_atomic(folder / "record.json", lambda tmp: tmp.write_text(text))
 
-    def _find(self, filter_string: str) -> list[Any]:
+    def _find(self, tags: dict[str, str]) -> list[Any]:
         if self.experiment_id is None:
             return []
-        return self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000) or []
+        return runs_with_tags(self.client, self.experiment_id, tags, max_results=1000)
 
     # ------------------------------------------------------------------ runs
     def start_parent(
@@ -184,11 +185,11 @@ class SweepTracker:
         self._save_record()
         if not self.enabled:
             return ""
-        existing = self._find(f"tags.`{SWEEP_TAG}` = '{self.sweep_dir}' and tags.`{ROLE_TAG}` = '{role}'")
+        existing = self._find({SWEEP_TAG: self.sweep_dir, ROLE_TAG: role})
         if existing:
             self.parent_id = existing[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
-            for run in self._find(f"tags.`{PARENT_TAG}` = '{self.parent_id}'"):
+            for run in self._find({PARENT_TAG: self.parent_id}):
                 trial_id = run.data.tags[TRIAL_TAG]
                 self.children[trial_id] = run.info.run_id
                 history = self.client.get_metric_history(run.info.run_id, "samples_processed") or []
