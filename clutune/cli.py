@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 from clutune.errors import RunFailed, UserError
+from clutune.masking import mask
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -118,7 +119,7 @@ def _finish_run(tracker, out: Path, rows: list[dict]) -> None:  # tracker: Sweep
         publish_runs(tracker, out, pd.DataFrame(rows))
     tracker.finish({}, {}, {})
     if tracker.parent_id:
-        print(f"MLflow run {tracker.parent_id} in {tracker.uri}")
+        print(f"MLflow run {tracker.parent_id} in {mask(tracker.uri)}")
 
 
 # A local Ray on loopback only, no token file in the home folder, no usage reporting, trials keep the driver's cwd.
@@ -179,8 +180,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if summary.confirmed is not None:
         print("confirmed on fresh seeds (tuned -> confirmed; worse_than_tuned beyond sweep.confirm_tolerance):")
         print(summary.confirmed.to_string(index=False))
-    print(f"MLflow parent run {summary.parent_run_id} in {summary.tracking_uri}")
-    print(f"browse it with: clutune ui --tracking-uri {summary.tracking_uri}")
+    print(f"MLflow parent run {summary.parent_run_id} in {mask(summary.tracking_uri)}")
+    print(f"browse it with: clutune ui --tracking-uri {mask(summary.tracking_uri)}")
     return 0
 
 
@@ -250,7 +251,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     print(f"study finished in {study.seconds / 60:.1f} min: {len(study.rows)} rows")
     print(f"oracles: {study.oracles_trained} trained, {study.oracles_total - study.oracles_trained} from cache")
     print(f"wrote {study.out / 'results.parquet'}, {study.out / 'curves.png'} and {study.out / 'summary.md'}")
-    print(f"MLflow parent run {study.parent_run_id} in {study.tracking_uri}")
+    print(f"MLflow parent run {study.parent_run_id} in {mask(study.tracking_uri)}")
     return 0
 
 

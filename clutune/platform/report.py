@@ -12,6 +12,7 @@ import base64
 import html
 import json
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -109,6 +110,8 @@ def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.Da
         if not plots.exists() or not any(plots.glob("**/*.png")):
             plots = _draw(rows, scratch)
         return rows, plots, config, f"folder {folder.resolve()}"
+    if _names_a_path(source):
+        raise UserError(f"{source}: is not a folder (a report's source is a results or sweep folder, or an experiment)")
     from clutune.platform.export import experiment_rows
 
     rows = experiment_rows(source, tracking_uri)
@@ -118,6 +121,12 @@ def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.Da
     config = {c[len("params.") :]: rows[c].iloc[0] for c in params if rows[c].nunique() == 1}
     rows = rows.rename(columns={"run_id": "mlflow_run_id"}).assign(run_id=lambda f: f["mlflow_run_id"])
     return rows, _draw(rows, scratch), config, f"MLflow experiment {source!r}"
+
+
+def _names_a_path(source: str) -> bool:
+    """A source written as a path (``/x``, ``./x``, ``~/x``, ``runs/x``) is a folder the user meant, never an
+    MLflow experiment name to look up (which would open, and create, a store first)."""
+    return source.startswith((".", "~")) or "/" in source or os.sep in source or Path(source).exists()
 
 
 def _draw(rows: pd.DataFrame, scratch: Path) -> Path:
