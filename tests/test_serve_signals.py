@@ -100,10 +100,12 @@ def test_a_signal_stops_the_server_and_its_whole_group(tmp_path, command, sig):
         assert _group_members(server) == []  # nothing of the server is left
         with pytest.raises(OSError):
             urllib.request.urlopen(health, timeout=2)
-    finally:
-        for pgid in {os.getpgid(proc.pid) if proc.poll() is None else None, *_children(proc.pid)}:
-            if pgid:
+    finally:  # whatever failed: clutune's group (proc leads it) and any server group it started
+        for pgid in {proc.pid, *_children(proc.pid)}:
+            try:
                 os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         proc.wait(timeout=30)
 
 
