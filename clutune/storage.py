@@ -22,6 +22,7 @@ from urllib.request import url2pathname
 import pyarrow.fs as pafs
 
 from clutune.errors import UserError
+from clutune.masking import mask
 
 SCHEMES = ("file", "s3", "gs")
 REMOTE_SCHEMES = ("s3", "gs")
@@ -36,9 +37,11 @@ def check_location(location: str, what: str) -> None:
     """A one-line error, before any work, for a place clutune cannot write to."""
     found = scheme(location)
     if found and found not in SCHEMES:
-        raise UserError(f"{what} {location!r}: unsupported URI scheme {found}://; use a path, file://, s3:// or gs://")
+        raise UserError(
+            f"{what} {mask(location)!r}: unsupported URI scheme {found}://; use a path, file://, s3:// or gs://"
+        )
     if found in REMOTE_SCHEMES and not urlparse(location).netloc:
-        raise UserError(f"{what} {location!r}: the URI names no bucket")
+        raise UserError(f"{what} {mask(location)!r}: the URI names no bucket")
     if found == "file":
         file_path(location, what)
 
@@ -63,7 +66,7 @@ def file_path(location: str, what: str) -> str:
     url = urlparse(location)
     if url.netloc not in ("", "localhost") or not url.path.startswith("/"):
         raise UserError(
-            f"{what} {location!r}: a file URI names an absolute path, file:///absolute/path (three slashes); "
+            f"{what} {mask(location)!r}: a file URI names an absolute path, file:///absolute/path (three slashes); "
             "for a folder relative to here give a plain path"
         )
     return url2pathname(url.path)
@@ -82,7 +85,7 @@ def resolve(location: str) -> tuple[pafs.FileSystem, str]:
     try:
         fs = _remote_filesystem(root)
     except (OSError, ValueError) as e:  # pyarrow raises ArrowInvalid (a ValueError) for a URI it cannot parse
-        raise UserError(f"{location!r}: {str(e).splitlines()[0]}") from None
+        raise UserError(mask(f"{location!r}: {str(e).splitlines()[0]}")) from None
     return fs, f"{url.netloc}{url.path}".rstrip("/")
 
 
