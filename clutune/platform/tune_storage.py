@@ -140,7 +140,8 @@ class _Sink:
         finally:
             if self._failed:
                 self._abort()
-        self._commit()
+        if not self._failed:
+            self._commit()
 
 
 class _HeldBytes(io.BytesIO):
@@ -214,8 +215,9 @@ class TuneStorageHandler(pafs.FileSystemHandler):
 
     def open_output_stream(self, path: str, metadata: Any) -> Any:
         """On a disk: a temporary sibling, moved into place on close. On an object store: the bytes are kept
-        until close and only then written as one object, so an upload that fails midway leaves no partial
-        object in place of the previous one (closing a store's stream would commit what it holds)."""
+        until close and only then uploaded, under a temporary name moved into place, so an upload that fails
+        midway leaves no partial object in place of the previous one (closing a store's stream would commit
+        what it holds)."""
         is_state = fnmatch.fnmatch(posixpath.basename(path), STATE_PATTERN)
 
         def landed() -> None:
@@ -238,8 +240,7 @@ class TuneStorageHandler(pafs.FileSystemHandler):
             stream = _HeldBytes()
 
             def commit() -> None:
-                with self.fs.open_output_stream(path, metadata=metadata) as out:
-                    out.write(stream.value)
+                storage.write_bytes_to(self.fs, path, stream.value)  # a failed upload leaves no partial object
                 landed()
 
             def abort() -> None:
