@@ -9,7 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from clutune.telemetry import telemetry_off_by_default
+
 __version__ = "0.1.0"
+
+telemetry_off_by_default()  # before anything imports MLflow (docs/reliability.md, Telemetry)
 
 # public name -> the module that defines it
 _EXPORTS = {

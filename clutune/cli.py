@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from clutune.errors import RunFailed, UserError
+from clutune.masking import mask
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -43,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         tracking=not args.no_tracking,
     )
     if result.mlflow_run_id:
-        print(f"MLflow run {result.mlflow_run_id} in {result.tracking_uri}")
+        print(f"MLflow run {result.mlflow_run_id} in {mask(result.tracking_uri)}")
     print(f"wrote {storage.join(result.out, 'results.parquet')} ({len(result.rows)} rows)")
     return 0
 
@@ -84,8 +85,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if summary.confirmed is not None:
         print("confirmed on fresh seeds (tuned -> confirmed; worse_than_tuned beyond sweep.confirm_tolerance):")
         print(summary.confirmed.to_string(index=False))
-    print(f"MLflow parent run {summary.parent_run_id} in {summary.tracking_uri}")
-    print(f"browse it with: clutune ui --tracking-uri {summary.tracking_uri}")
+    print(f"MLflow parent run {summary.parent_run_id} in {mask(summary.tracking_uri)}")
+    print(f"browse it with: clutune ui --tracking-uri {mask(summary.tracking_uri)}")
     return 0
 
 
@@ -131,7 +132,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     print(f"study finished in {study.seconds / 60:.1f} min: {len(study.rows)} rows")
     print(f"oracles: {study.oracles_trained} trained, {study.oracles_total - study.oracles_trained} from cache")
     print(f"wrote {study.out / 'results.parquet'}, {study.out / 'curves.png'} and {study.out / 'summary.md'}")
-    print(f"MLflow parent run {study.parent_run_id} in {study.tracking_uri}")
+    print(f"MLflow parent run {study.parent_run_id} in {mask(study.tracking_uri)}")
     return 0
 
 
@@ -286,7 +287,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     done = sync_folder(Path(args.source), args.tracking_uri)
     print(
-        f"synced {args.source} to {done.uri}: parent {done.parent_id}, {done.runs_created} runs created, "
+        f"synced {args.source} to {mask(done.uri)}: parent {done.parent_id}, {done.runs_created} runs created, "
         f"{done.steps_logged} request steps and {done.artifacts_logged} artifacts written"
     )
     return 0

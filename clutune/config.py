@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -24,12 +25,39 @@ from typing import Any, ClassVar
 import yaml
 
 from clutune.errors import UserError
+from clutune.memory_check import check_fits
+from clutune.safe_names import check_name
 from clutune.typed import from_dict, to_dict
 
 CONFIG_DIR: Traversable = files("clutune") / "presets"  # scenario and experiment presets, by file stem
 BEST_DIR: Traversable = CONFIG_DIR / "best"  # tuned defaults, <method>-<dataset>.yaml
 _PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 MNIST1D_MIN_SAMPLES = 100
+MAX_SEED = 2**32 - 1  # numpy's seeds are unsigned 32-bit words; torch's and Optuna's take these too
+MAX_DIM = 1 << 16  # a layer width or channel count; beyond it a model does not fit in any machine's memory
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+# A generated request's share of memory besides its ids: its record, its draws, its row in every result
+REQUEST_OVERHEAD_BYTES = 2048
+MNIST1D_SAMPLE_BYTES = 40 * 4 * 4  # 40 float32 features, with the generator's intermediate copies
+
+
+def check_seed(value: int, key: str) -> None:
+    if not 0 <= value <= MAX_SEED:
+        raise UserError(f"config key {key!r}: a seed must be in 0..{MAX_SEED}, got {value}")
+
+
+def check_number(
+    value: float, key: str, low: float, high: float, low_open: bool = False, high_open: bool = False
+) -> None:
+    """``value`` finite and in the interval (``low_open``/``high_open``: that end excluded)."""
+    ok = (
+        math.isfinite(value)
+        and (value > low if low_open else value >= low)
+        and (value < high if high_open else value <= high)
+    )
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise UserError(f"config key {key!r}: must be a finite number in {interval}, got {value!r}")
 
 
 @dataclass
@@ -69,6 +97,7 @@ class DatasetConfig:
             raise UserError(f"config key '{prefix}.samples': only mnist1d can generate samples, not {self.name}")
         if self.samples < MNIST1D_MIN_SAMPLES:
             raise UserError(f"config key '{prefix}.samples': must be at least {MNIST1D_MIN_SAMPLES}")
+        check_fits(self.samples * MNIST1D_SAMPLE_BYTES, f"{prefix}.samples", f"{self.samples} mnist1d samples")
 
 
 @dataclass
@@ -91,6 +120,15 @@ def _without_unset_new_keys(section: dict[str, Any]) -> dict[str, Any]:
     while they are unset, so a config that does not use them keeps its hash, its oracle keys and cached oracles."""
     return {k: v for k, v in section.items() if not (k in ("options", "path", "image_size") and not v)}
 
+    def validate(self, prefix: str) -> None:
+        for i, size in enumerate(self.hidden):
+            if not 1 <= size <= MAX_DIM:
+                raise UserError(f"config key '{prefix}.hidden[{i}]': a layer width must be in 1..{MAX_DIM}, got {size}")
+        if not 1 <= self.width <= MAX_DIM:
+            raise UserError(f"config key '{prefix}.width': must be in 1..{MAX_DIM}, got {self.width}")
+        widest = max([0, *(a * b for a, b in zip(self.hidden, self.hidden[1:], strict=False))])
+        check_fits(widest * 4 * 4, f"{prefix}.hidden", "the widest pair of hidden layers (weights, grads, momentum)")
+
 
 @dataclass
 class ComputeConfig:
@@ -109,8 +147,8 @@ class ComputeConfig:
     def validate(self, prefix: str) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise UserError(f"config key '{prefix}.precision': expected fp32 or bf16, got {self.precision!r}")
-        if self.eval_batch_size < 1:
-            raise UserError(f"config key '{prefix}.eval_batch_size': must be at least 1")
+        if not 1 <= self.eval_batch_size <= 1 << 24:
+            raise UserError(f"config key '{prefix}.eval_batch_size': must be in 1..{1 << 24}")
 
 
 @dataclass
@@ -137,8 +175,15 @@ class OracleConfig:
         if self.schedule not in ("cosine", "constant"):
             raise UserError(f"config key '{prefix}.schedule': expected cosine or constant, got {self.schedule!r}")
         for name in ("epochs", "batch_size", "every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"config key '{prefix}.{name}': must be at least 1")
+            if not 1 <= getattr(self, name) <= 1 << 31:
+                raise UserError(f"config key '{prefix}.{name}': must be in 1..{1 << 31}")
+        # The recipe defines the right answer: a NaN or negative rate would train an all-NaN oracle and cache it.
+        check_number(self.lr, f"{prefix}.lr", 0, 1e3, low_open=True)
+        check_number(self.momentum, f"{prefix}.momentum", 0, 1, high_open=True)
+        check_number(self.weight_decay, f"{prefix}.weight_decay", 0, 1e3)
+        check_seed(self.seed, f"{prefix}.seed")
+        if not self.cache_dir.strip():
+            raise UserError(f"config key '{prefix}.cache_dir': must name a folder")
         if self.policy not in self.POLICIES:
             known = ", ".join(self.POLICIES)
             raise UserError(f"config key '{prefix}.policy': expected one of {known}, got {self.policy!r}")
@@ -169,6 +214,9 @@ class GenerateConfig:
         for name in ("n_requests", "learn_chunk"):
             if getattr(self, name) < 1:
                 raise UserError(f"config key '{prefix}.{name}': must be at least 1")
+        per_request = REQUEST_OVERHEAD_BYTES + 8 * self.learn_chunk
+        estimate = self.n_requests * per_request + 8 * self.first_learn
+        check_fits(estimate, f"{prefix}.n_requests", f"a stream of {self.n_requests} generated requests")
         if self.first_learn < 0:
             raise UserError(f"config key '{prefix}.first_learn': must be >= 0 (0: an ordinary first learn)")
         if self.learn_classes not in self.LEARN_CLASSES:
@@ -177,14 +225,13 @@ class GenerateConfig:
             raise UserError(f"config key '{prefix}.unlearn_ratio': must be in [0, 1), got {self.unlearn_ratio}")
         if not 0 < self.random_fraction <= 1:
             raise UserError(f"config key '{prefix}.random_fraction': must be in (0, 1], got {self.random_fraction}")
-        if self.seed < 0:
-            raise UserError(f"config key '{prefix}.seed': must be >= 0, got {self.seed}")
+        check_seed(self.seed, f"{prefix}.seed")
         mix = self.unlearn_mix
         for kind, weight in mix.items():
             if kind not in self.UNLEARN_KINDS:
                 known = ", ".join(self.UNLEARN_KINDS)
                 raise UserError(f"config key '{prefix}.unlearn_mix': unknown kind {kind!r}; known: {known}")
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
                 raise UserError(f"config key '{prefix}.unlearn_mix.{kind}': expected a weight >= 0, got {weight!r}")
         if self.unlearn_ratio > 0 and not any(w > 0 for w in mix.values()):
             raise UserError(f"config key '{prefix}.unlearn_mix': give at least one kind a weight > 0")
@@ -201,11 +248,20 @@ class ScenarioConfig:
     generate: GenerateConfig | None = None  # a generated stream instead of requests (docs/configuration.md)
 
     def validate(self, prefix: str) -> None:
+        from clutune.scenarios import check_request_specs
+
         if self.generate is not None and self.requests:
             raise UserError(
                 f"config key '{prefix}.requests': must be empty when {prefix}.generate is set "
                 "(the generator writes the request list); remove one of the two"
             )
+        if not 1 <= self.classes_per_task <= MAX_DIM:
+            raise UserError(f"config key '{prefix}.classes_per_task': must be in 1..{MAX_DIM}")
+        for t, classes in enumerate(self.tasks or []):
+            if not classes or any(not 0 <= c < MAX_DIM for c in classes):
+                raise UserError(f"config key '{prefix}.tasks[{t}]': a non-empty list of class indices 0..{MAX_DIM - 1}")
+        check_seed(self.seed, f"{prefix}.seed")
+        check_request_specs(self.requests)
 
 
 @dataclass
@@ -214,7 +270,8 @@ class Resources:
     gpu: float = 0.0  # fractions pack several trials on one GPU
 
     def validate(self, prefix: str) -> None:
-        if self.cpu < 0 or self.gpu < 0 or self.cpu + self.gpu == 0:
+        finite = math.isfinite(self.cpu) and math.isfinite(self.gpu)
+        if not finite or self.cpu < 0 or self.gpu < 0 or self.cpu + self.gpu == 0:
             raise UserError(f"config key '{prefix}': cpu and gpu must be >= 0 and not both 0")
 
 
@@ -288,6 +345,13 @@ class SweepConfig:
     pbt: PBTConfig = field(default_factory=PBTConfig)
 
     def validate(self, prefix: str) -> None:
+        from clutune import storage
+
+        storage.check_location(self.storage_path, f"config key '{prefix}.storage_path'")
+        if self.experiment is not None and not self.experiment.strip():
+            raise UserError(f"config key '{prefix}.experiment': must not be empty (null: the config's name)")
+        for i, seed in enumerate([self.sampler_seed, *self.seeds, *self.confirm_seeds]):
+            check_seed(seed, f"{prefix}.{'sampler_seed' if i == 0 else 'seeds'}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise UserError(f"config key '{prefix}.seeds': give at least one seed, each once")
         if set(self.confirm_seeds) & set(self.seeds):
@@ -345,6 +409,16 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     methods: dict[str, Any] = field(default_factory=dict)  # methods.<name>.<hyperparameter>
 
+    def validate(self, prefix: str) -> None:
+        """The top-level keys; each section checked its own (``validate`` of each, when built)."""
+        check_name(self.name, "config key 'name'")
+        check_seed(self.seed, "seed")
+        check_device(self.device)
+        if not 0 <= self.threads <= 4096:
+            raise UserError(f"config key 'threads': must be in 0..4096 (0: torch's default), got {self.threads}")
+        if not 0 <= self.probe_size <= 1 << 24:
+            raise UserError(f"config key 'probe_size': must be in 0..{1 << 24} (0: no diagnostics)")
+
     def as_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
@@ -369,6 +443,21 @@ class Config:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def check_device(device: str) -> None:
+    """``auto`` or a device torch's own grammar accepts (``cpu``, ``cuda``, ``cuda:1``, ``mps``), parsed without
+    initialising CUDA; whether that device exists here is asked when the run starts."""
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.type not in DEVICE_TYPES:
+        raise UserError(f"config key 'device': {device!r} is not a device; expected auto, cpu, cuda, cuda:N or mps")
+
+
 ConfigSource = Config | Mapping[str, Any] | str | os.PathLike
 # Overrides as the API takes them ({"oracle.epochs": 30, "gamma": 2}) or as --set gives them (["oracle.epochs=30"]).
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -384,8 +473,7 @@ def parse_set(items: Sequence[str]) -> list[tuple[list[str], Any]]:
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            first = str(e).splitlines()[0] if str(e) else "invalid YAML"
-            raise UserError(f"--set {key}: cannot parse value {raw!r}: {first}") from None
+            raise UserError(f"--set {key}: cannot parse value {raw!r}: {yaml_problem(e)}") from None
         out.append((key.strip().split("."), value))
     return out
 
@@ -430,13 +518,26 @@ def apply_overrides(raw: dict[str, Any], overrides: list[tuple[list[str], Any]])
     return raw
 
 
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own message spans several, with a caret)."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        what = error.problem or error.context or "invalid YAML"
+        return f"{what} (line {mark.line + 1}, column {mark.column + 1})" if mark else what
+    lines = str(error).splitlines()
+    return lines[0] if lines else "invalid YAML"
+
+
 def resolve_config_path(path: str | os.PathLike) -> Path | Traversable:
-    """A file path, else a preset name (``digits-random``) shipped with the package.
+    """A file path, else a preset name (``digits-random``) shipped with the package; a folder is refused here,
+    before it is read.
 
     A file wins when both exist, so a local edit of a preset can be run under its own path; a name that is not a
     file is looked up among the presets whatever the current folder is.
     """
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"--config {str(path)!r} is a folder; give a YAML file or a preset name")
     if p.is_file():
         return p
     name = str(path)
@@ -454,10 +555,13 @@ def preset_names() -> list[str]:
 
 def read_yaml(path: Path | Traversable) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a UTF-8 text file (byte {e.start} cannot be decoded)") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
     except yaml.YAMLError as e:
-        first = str(e).splitlines()[0] if str(e) else "invalid YAML"
-        raise UserError(f"{path}: malformed YAML: {first}") from None
+        raise UserError(f"{path}: malformed YAML: {yaml_problem(e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -19,6 +19,7 @@ import os
 import socket
 import time
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -38,6 +39,7 @@ from clutune.clu.compute import (
     input_layout,
     prepare_model,
 )
+from clutune.clu.runner import Diverged
 from clutune.clu.training import predict_logits, sgd_epochs, steps_per_epoch
 from clutune.config import ComputeConfig, OracleConfig
 from clutune.data import Dataset
@@ -208,6 +210,14 @@ def _train_oracle(
     return model, outputs
 
 
+class DamagedEntry(Exception):
+    """A committed cache entry (``meta.json`` present) whose files are missing or unreadable."""
+
+
+class OracleDiverged(Diverged):
+    """An oracle trained to non-finite outputs: never cached, and the run fails with one line (exit 1)."""
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     key: str
@@ -239,14 +249,40 @@ class OracleCache:
     def has(self, key: str) -> bool:
         return storage.exists(storage.join(self.path(key), "meta.json"))
 
-    def load(self, key: str) -> OracleOutputs | None:
-        """None when absent, or when a concurrent prune removed it mid-read: the caller then retrains it."""
+    def _read(self, key: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+        """(meta, outputs) of a whole, readable entry; None when there is no entry (no ``meta.json``). An entry
+        whose ``outputs.pt`` is missing, truncated or unreadable, or whose ``meta.json`` is, raises
+        :class:`DamagedEntry`."""
         folder = self.path(key)
         try:
-            meta = json.loads(storage.read_bytes(storage.join(folder, "meta.json")))
-            blob = torch.load(io.BytesIO(storage.read_bytes(storage.join(folder, "outputs.pt"))), weights_only=True)
+            meta_bytes = storage.read_bytes(storage.join(folder, "meta.json"))
         except FileNotFoundError:
             return None
+        try:
+            meta = json.loads(meta_bytes)
+            blob = torch.load(io.BytesIO(storage.read_bytes(storage.join(folder, "outputs.pt"))), weights_only=True)
+            if not isinstance(meta, dict) or not all(k in blob for k in ("logits_train", "logits_test", "trained_ids")):
+                raise ValueError("fields missing")
+        except FileNotFoundError:
+            if not storage.exists(storage.join(folder, "meta.json")):
+                return None  # a concurrent prune removed the whole entry meanwhile
+            raise DamagedEntry(f"oracle cache entry {folder} has meta.json but no outputs.pt") from None
+        except Exception as e:  # noqa: BLE001 (torch.load of a torn file raises any of several types)
+            raise DamagedEntry(f"oracle cache entry {folder} is unreadable ({type(e).__name__})") from None
+        return meta, blob
+
+    def load(self, key: str) -> OracleOutputs | None:
+        """None when absent, when a concurrent prune removed it mid-read, or when the entry is damaged (a
+        warning names it): the caller then retrains it, and :meth:`store` rewrites it."""
+        folder = self.path(key)
+        try:
+            found = self._read(key)
+        except DamagedEntry as e:
+            warnings.warn(f"{e}: treated as absent, retrained once and rewritten", stacklevel=2)
+            return None
+        if found is None:
+            return None
+        meta, blob = found
         storage.touch_local(folder)
         return OracleOutputs(
             key=key,
@@ -273,8 +309,16 @@ class OracleCache:
     def store(self, outputs: OracleOutputs, meta: dict[str, Any], weights: dict[str, torch.Tensor] | None) -> None:
         """Data files first, ``meta.json`` last (the commit); a concurrent writer of the same key writes the same
         content, so whichever move lands last changes nothing."""
-        if self.has(outputs.key):
-            return
+        if not all(bool(torch.isfinite(t).all()) for t in (outputs.logits_train, outputs.logits_test)):
+            raise OracleDiverged(
+                f"oracle {outputs.key}: its outputs are not finite (NaN or infinite); not cached. The oracle "
+                "recipe diverged on this data: lower oracle.lr, or check the data"
+            )
+        try:
+            if self._read(outputs.key) is not None:
+                return
+        except DamagedEntry:
+            storage.delete_file(storage.join(self.path(outputs.key), "meta.json"))  # uncommit, then rewrite
         folder = self.path(outputs.key)
         if weights is not None:
             storage.write_bytes(storage.join(folder, "weights.pt"), _tensors({k: v.cpu() for k, v in weights.items()}))
@@ -361,6 +405,18 @@ class OracleCache:
         return keys
 
 
+def _well_formed(record: Any) -> bool:
+    """What :meth:`OracleCache.lease` writes: host, pid, creation time and a list of key strings."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("host"), str)
+        and isinstance(record.get("pid"), int)
+        and isinstance(record.get("created"), (int, float))
+        and isinstance(record.get("keys"), list)
+        and all(isinstance(k, str) for k in record["keys"])
+    )
+
+
 def _tensors(value: dict[str, torch.Tensor]) -> bytes:
     buffer = io.BytesIO()
     torch.save(value, buffer)
@@ -379,10 +435,18 @@ def _entry(folder: str, info: pafs.FileInfo) -> CacheEntry | None:
 
 
 def _read_lease(path: str) -> dict[str, Any] | None:
+    """The lease at ``path``; None when it was released meanwhile, or when it is malformed (a warning names it:
+    it protects nothing, and a prune goes on)."""
     try:
-        return json.loads(storage.read_bytes(path))
-    except (FileNotFoundError, ValueError):  # released meanwhile, or not a lease
+        record = json.loads(storage.read_bytes(path))
+    except FileNotFoundError:
         return None
+    except ValueError:
+        record = None
+    if not _well_formed(record):
+        warnings.warn(f"ignoring malformed oracle cache lease {path}", stacklevel=3)
+        return None
+    return record
 
 
 def _lease_live(record: dict[str, Any]) -> bool:

@@ -15,6 +15,7 @@ import torch
 from clutune.errors import UserError
 
 LEARN, UNLEARN = "learn", "unlearn"
+MAX_INDEX = 2**62  # ids, tasks and classes: far past any dataset, and safe as an int64
 _SPEC_KEYS = {LEARN: {"task", "tasks", "ids"}, UNLEARN: {"task", "tasks", "classes", "fraction", "ids"}}
 
 
@@ -152,7 +153,25 @@ def _int_list(where: str, key: str, value: Any) -> list[int]:
     values = value if isinstance(value, list) else [value]
     if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise UserError(f"{where}: {key} must be a non-empty integer or list of integers, got {value!r}")
+    for v in values:
+        if not 0 <= v <= MAX_INDEX:  # a torch index is an int64; beyond it is no sample, task or class of any data
+            raise UserError(f"{where}: {key} {v} is out of range (0..{MAX_INDEX})")
     return values
+
+
+def check_request_specs(cfg_requests: list[Any]) -> None:
+    """What can be checked of explicit requests without the dataset: their shape, and every id, task and class
+    a non-negative int64, every fraction a number in (0, 1). Runs with the config's validation, before any
+    work; :func:`build_scenario` checks the rest against the data."""
+    for index, raw in enumerate(cfg_requests):
+        kind, spec = _parse(index, raw)
+        ((key, value),) = spec.items()
+        where = f"request {index} ({kind})"
+        if key == "fraction":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise UserError(f"{where}: fraction must be a number in (0, 1), got {value!r}")
+        else:
+            _int_list(where, key, value)
 
 
 def build_scenario(

@@ -14,12 +14,15 @@ import functools
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pyarrow.fs as pafs
 
 from clutune.errors import UserError
+from clutune.masking import mask
 
 SCHEMES = ("file", "s3", "gs")
 REMOTE_SCHEMES = ("s3", "gs")
@@ -34,9 +37,13 @@ def check_location(location: str, what: str) -> None:
     """A one-line error, before any work, for a place clutune cannot write to."""
     found = scheme(location)
     if found and found not in SCHEMES:
-        raise UserError(f"{what} {location!r}: unsupported URI scheme {found}://; use a path, file://, s3:// or gs://")
+        raise UserError(
+            f"{what} {mask(location)!r}: unsupported URI scheme {found}://; use a path, file://, s3:// or gs://"
+        )
     if found in REMOTE_SCHEMES and not urlparse(location).netloc:
-        raise UserError(f"{what} {location!r}: the URI names no bucket")
+        raise UserError(f"{what} {mask(location)!r}: the URI names no bucket")
+    if found == "file":
+        file_path(location, what)
 
 
 def is_remote(location: str) -> bool:
@@ -48,8 +55,21 @@ def local_path(location: str) -> str:
     if is_remote(location):
         return location
     if scheme(location) == "file":
-        return urlparse(location).path
+        return file_path(location, "location")
     return str(Path(location).expanduser().resolve())
+
+
+def file_path(location: str, what: str) -> str:
+    """The absolute path a ``file://`` URI names, by the standard rules (RFC 8089, as urllib reads it):
+    ``file:///abs/path`` or ``file://localhost/abs/path``. ``file://runs`` names a host ``runs`` and no path,
+    so it is refused with the form to use rather than taken as the root folder."""
+    url = urlparse(location)
+    if url.netloc not in ("", "localhost") or not url.path.startswith("/"):
+        raise UserError(
+            f"{what} {mask(location)!r}: a file URI names an absolute path, file:///absolute/path (three slashes); "
+            "for a folder relative to here give a plain path"
+        )
+    return url2pathname(url.path)
 
 
 def join(location: str, *parts: str) -> str:
@@ -65,7 +85,7 @@ def resolve(location: str) -> tuple[pafs.FileSystem, str]:
     try:
         fs = _remote_filesystem(root)
     except (OSError, ValueError) as e:  # pyarrow raises ArrowInvalid (a ValueError) for a URI it cannot parse
-        raise UserError(f"{location!r}: {str(e).splitlines()[0]}") from None
+        raise UserError(mask(f"{location!r}: {str(e).splitlines()[0]}")) from None
     return fs, f"{url.netloc}{url.path}".rstrip("/")
 
 
@@ -89,7 +109,12 @@ def read_bytes(location: str) -> bytes:
 
 def write_bytes(location: str, data: bytes) -> None:
     """Written under a temporary sibling name, then moved into place: never seen half-written."""
-    fs, path = resolve(location)
+    write_bytes_to(*resolve(location), data)
+
+
+def write_bytes_to(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """:func:`write_bytes` on a given filesystem: a write that fails (a full disk, a dropped connection)
+    deletes its temporary object and leaves whatever was at ``path`` whole."""
     parent, name = path.rsplit("/", 1)
     fs.create_dir(parent, recursive=True)
     tmp = temporary_sibling(parent, name)
@@ -99,6 +124,19 @@ def write_bytes(location: str, data: bytes) -> None:
         fs.move(tmp, path)
     except BaseException:
         _delete_quietly(fs, tmp)
+        raise
+
+
+def write_local_atomic(path: Path, writer: Callable[[Path], None]) -> None:
+    """A local file written whole or not at all: ``writer`` fills a temporary sibling, which is moved over
+    ``path`` only when it returned; when it raises, the sibling goes and the previous file stays whole."""
+    path = Path(path)
+    tmp = Path(temporary_sibling(str(path.parent), path.name))
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 import types
 import typing
 from typing import Any, TypeVar
@@ -10,6 +12,8 @@ from typing import Any, TypeVar
 from clutune.errors import UserError
 
 T = TypeVar("T")
+MAX_INT = 2**63 - 1  # what an int setting may hold: torch and numpy take it as an int64
+MAX_FLOAT = sys.float_info.max
 
 
 def _type_name(tp: Any) -> str:
@@ -55,15 +59,22 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -MAX_INT <= value <= MAX_INT:
+                raise UserError(f"config key {key!r}: {value} is out of range (an int64)")
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; accept what float() accepts
+            number = float(value) if abs(value) <= MAX_FLOAT else math.inf
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; accept what float() accepts
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # NaN and infinities mean nothing in any setting, and poison results
+                raise UserError(f"config key {key!r}: expected a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value

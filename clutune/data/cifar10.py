@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from clutune.data.dataset import Dataset, make_dataset
+from clutune.data.safe_pickle import ForbiddenGlobal, load_plain
 from clutune.errors import UserError
 
 FOLDER = "cifar-10-batches-py"
@@ -56,10 +57,12 @@ def _unpickle(path: Path) -> dict[Any, Any]:
         raise UserError(f"CIFAR-10 file missing: {path}; {_HOWTO}")
     try:
         with path.open("rb") as f:
-            obj = pickle.load(f, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError) as e:
+            obj = load_plain(f, encoding="latin1")  # admits only what the batches hold: a crafted file runs nothing
+    except ForbiddenGlobal as e:
+        raise UserError(f"CIFAR-10 file {path} refused: {e}; a CIFAR-10 batch holds only arrays and lists") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, TypeError) as e:
         kind = type(e).__name__
-        raise UserError(f"CIFAR-10 file {path} is not a python-pickle batch ({kind}); {_HOWTO}") from e
+        raise UserError(f"CIFAR-10 file {path} is not a python-pickle batch ({kind}); {_HOWTO}") from None
     if not isinstance(obj, dict):
         raise UserError(f"CIFAR-10 file {path} holds a {type(obj).__name__}, not a dict; {_HOWTO}")
     return obj

@@ -34,7 +34,7 @@ from clutune.errors import RunFailed, UserError
 from clutune.experiment import Prepared
 from clutune.platform.oracle_pool import OraclePlan, plan_oracles, submit_oracles
 from clutune.platform.publish import attach_runs, draw_runs, publish_runs
-from clutune.platform.ray_address import joins_cluster
+from clutune.platform.ray_address import joins_cluster, local_head
 from clutune.platform.ray_internals import check_ray_version, reinstall_callbacks
 from clutune.platform.tracking import SweepTracker
 from clutune.platform.tune_storage import settle, tune_storage
@@ -70,8 +70,13 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         return
-    system = None if joins_cluster(None) else LOCAL_RAY_SYSTEM_CONFIG
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _system_config=system)
+    if joins_cluster(None):  # as ray.init() decides: it joins, and Ray refuses system settings and CPU counts then
+        if not os.environ.get("RAY_ADDRESS"):
+            ignored = f"; --num-cpus {num_cpus} does not apply to it" if num_cpus else ""
+            print(f"joining the Ray cluster already running on this machine at {local_head()}{ignored}", flush=True)
+        ray.init(include_dashboard=False, log_to_driver=False)
+        return
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _system_config=LOCAL_RAY_SYSTEM_CONFIG)
 
 
 @dataclass

@@ -13,7 +13,10 @@ from typing import Any
 import pandas as pd
 
 from clutune.errors import UserError
+from clutune.masking import mask
 from clutune.platform.tracking import KIND_METRIC, PARENT_TAG, ROLE_TAG, TRIAL_TAG, resolve_tracking_uri
+from clutune.storage import write_local_atomic
+from clutune.uris import require_existing_store
 
 _BOOLS = ("oracle_evaluated", "oracle_cached")
 _PARENT_ROLES = {"sweep", "compare", "study"}
@@ -33,14 +36,14 @@ def _history(client: Any, run: Any) -> pd.DataFrame:
 def experiment_rows(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     from mlflow.tracking import MlflowClient
 
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = require_existing_store(resolve_tracking_uri(tracking_uri))  # reading must not create a store
     client = MlflowClient(tracking_uri=uri)
     try:
         found = client.get_experiment_by_name(experiment)
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"cannot read MLflow at {uri}: {str(e).splitlines()[0]}") from None
+        raise UserError(mask(f"cannot read MLflow at {uri}: {str(e).splitlines()[0]}")) from None
     if found is None:
-        raise UserError(f"no MLflow experiment {experiment!r} in {uri}")
+        raise UserError(f"no MLflow experiment {experiment!r} in {mask(uri)}")
     runs = client.search_runs([found.experiment_id], max_results=50000)
     by_id = {r.info.run_id: r for r in runs}
     frames = []
@@ -82,9 +85,7 @@ def export_experiment(experiment: str, tracking_uri: str | None, out: Path) -> p
     if out.parent and not out.parent.exists():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
     frame = experiment_rows(experiment, tracking_uri)
-    tmp = out.with_name(out.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    write_local_atomic(out, lambda tmp: frame.to_parquet(tmp, index=False))
     return frame
 
 

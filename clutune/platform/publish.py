@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from clutune.masking import drop_masked_password
 from clutune.platform.plots import method_plots, optuna_html, run_plots
 from clutune.platform.tracking import SweepTracker
 
@@ -68,8 +69,8 @@ def publish_grid(tracker: SweepTracker, folder: Path, rows: pd.DataFrame, title:
 
 def study_storage(sweep_dir: Path, configured: str | None) -> Any:
     """The sweep's Optuna storage: the configured RDB URL, else the journal file in the sweep folder."""
-    if configured:
-        return configured
+    if configured:  # recorded masked: the database client takes the password from its environment instead
+        return drop_masked_password(configured)
     import optuna
 
     journal = Path(sweep_dir) / "optuna-journal.log"

@@ -17,9 +17,18 @@ CONNECT_TIMEOUT_S = 5.0
 
 
 def joins_cluster(address: str | None) -> bool:
-    """Whether ``ray.init`` will join a running cluster (``--address``, or ``RAY_ADDRESS`` as in a Ray job)
-    rather than start a local Ray."""
-    return bool(address or os.environ.get("RAY_ADDRESS"))
+    """Whether ``ray.init`` will join a running cluster (``--address``, ``RAY_ADDRESS`` as in a Ray job, or a
+    head ``ray start --head`` started on this machine) rather than start a local Ray."""
+    return bool(address or os.environ.get("RAY_ADDRESS") or local_head())
+
+
+def local_head() -> str | None:
+    """The address of the cluster ``ray start`` last started on this machine, found as ``ray.init()`` finds it
+    (the ``ray_current_cluster`` file in Ray's temp folder, under ``RAY_TMPDIR`` when set); None when there is
+    none, so a plain ``ray.init()`` would start a Ray of its own."""
+    from clutune.platform.ray_internals import find_local_head
+
+    return find_local_head()
 
 
 def check_ray_address(address: str | None) -> None:

@@ -1,8 +1,8 @@
 """The Ray internals clutune depends on, behind one door with a version check.
 
-clutune leans on three things Ray does not promise to keep: Tune's restored tuner holds its run config (with the
-callbacks, which Tune does not save) in a private attribute; ``auto`` is resolved to a head's address by a
-private helper; and the order in which Tune deletes a superseded checkpoint and uploads the experiment state that
+clutune leans on things Ray does not promise to keep: Tune's restored tuner holds its run config (with the
+callbacks, which Tune does not save) in a private attribute; ``auto`` and a head already running on this machine
+are found by private helpers; and the order in which Tune deletes a superseded checkpoint and uploads the experiment state that
 no longer names it (:mod:`clutune.platform.tune_storage` closes the gap that order leaves). Each was read in the
 Ray release below. On any other release the first use fails in one line naming this module, instead of a resume
 that silently loses its callbacks or a study that loses checkpoints.
@@ -47,4 +47,16 @@ def resolve_auto_address() -> str | None:
         return None
 
 
-__all__ = ["TESTED_RAY", "check_ray_version", "reinstall_callbacks", "resolve_auto_address"]
+def find_local_head() -> str | None:
+    """The head ``ray start --head`` started on this machine, found as a plain ``ray.init()`` finds it (the
+    ``ray_current_cluster`` file in Ray's temp folder, under ``RAY_TMPDIR`` when set), or None."""
+    check_ray_version()
+    from ray._private.services import find_bootstrap_address
+
+    try:
+        return find_bootstrap_address(None) or None
+    except OSError:
+        return None
+
+
+__all__ = ["TESTED_RAY", "check_ray_version", "find_local_head", "reinstall_callbacks", "resolve_auto_address"]

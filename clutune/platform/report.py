@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from clutune.platform.compare import TABLE_METRICS
 from clutune.platform.convergence import report_html
 from clutune.platform.stats import caption, cell, is_paired, method_table
 from clutune.platform.tracking import RECORD_DIR
+from clutune.storage import write_local_atomic
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1300px}
@@ -112,6 +114,8 @@ def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.Da
         if not plots.exists() or not any(plots.glob("**/*.png")):
             plots = _draw(rows, scratch)
         return rows, plots, config, f"folder {folder.resolve()}"
+    if _names_a_path(source):
+        raise UserError(f"{source}: is not a folder (a report's source is a results or sweep folder, or an experiment)")
     from clutune.platform.export import experiment_rows
 
     rows = experiment_rows(source, tracking_uri)
@@ -121,6 +125,12 @@ def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.Da
     config = {c[len("params.") :]: rows[c].iloc[0] for c in params if rows[c].nunique() == 1}
     rows = rows.rename(columns={"run_id": "mlflow_run_id"}).assign(run_id=lambda f: f["mlflow_run_id"])
     return rows, _draw(rows, scratch), config, f"MLflow experiment {source!r}"
+
+
+def _names_a_path(source: str) -> bool:
+    """A source written as a path (``/x``, ``./x``, ``~/x``, ``runs/x``) is a folder the user meant, never an
+    MLflow experiment name to look up (which would open, and create, a store first)."""
+    return source.startswith((".", "~")) or "/" in source or os.sep in source or Path(source).exists()
 
 
 def _draw(rows: pd.DataFrame, scratch: Path) -> Path:
@@ -159,9 +169,7 @@ def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Pat
 {optuna}
 <h2>Config</h2><pre>{html.escape(json.dumps(config, indent=1, default=str), quote=False)}</pre>
 </body></html>"""
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
+    write_local_atomic(out, lambda tmp: tmp.write_text(page))
     return out
 
 

@@ -9,6 +9,7 @@ name. Run it twice and the second run writes nothing.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 
 from clutune.errors import UserError
+from clutune.masking import mask
+from clutune.platform.mlflow_filter import runs_with_tags
 from clutune.platform.tracking import (
     PARENT_TAG,
     ROLE_TAG,
@@ -90,8 +93,8 @@ def sync_folder(folder: Path, tracking_uri: str | None) -> Synced:
     try:
         experiment_id = ensure_experiment(client, record["experiment"], uri)
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"MLflow at {uri} did not answer: {str(e).splitlines()[0]}") from None
-    return _Sync(client, experiment_id, folder, record, Synced(uri, "")).run()
+        raise UserError(mask(f"MLflow at {uri} did not answer: {str(e).splitlines()[0]}")) from None
+    return _Sync(client, experiment_id, folder, record, Synced(mask(uri), "")).run()
 
 
 class _Sync:
@@ -106,8 +109,8 @@ class _Sync:
         self.role = record["role"]
         self.single = bool(record.get("single"))
 
-    def _find(self, filter_string: str) -> list[Any]:
-        return self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=5000)
+    def _find(self, tags: dict[str, str]) -> list[Any]:
+        return runs_with_tags(self.client, self.experiment_id, tags)
 
     def _create(self, name: str, tags: dict[str, str], params: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
@@ -119,8 +122,7 @@ class _Sync:
 
     def run(self) -> Synced:
         rec, sweep_dir = self.record, str(self.folder)
-        query = f"tags.`{SWEEP_TAG}` = '{sweep_dir}' and tags.`{ROLE_TAG}` = '{self.role}'"
-        found = self._find(query)
+        found = self._find({SWEEP_TAG: sweep_dir, ROLE_TAG: self.role})
         tags = {SWEEP_TAG: sweep_dir, ROLE_TAG: self.role}
         if self.single:
             tags[TRIAL_TAG] = next(iter(rec["children"]))
@@ -136,17 +138,35 @@ class _Sync:
             if children[trial] != parent and self.client.get_run(children[trial]).info.status != "FINISHED":
                 self.client.set_terminated(children[trial], status="FINISHED")
         for entry in rec.get("artifacts", []):
-            run = parent if entry["trial"] is None else children.get(entry["trial"])
-            if run and Path(entry["path"]).exists():
-                self._artifact(run, Path(entry["path"]), entry.get("artifact_path"))
+            run = parent if entry.get("trial") is None else children.get(entry["trial"])
+            path = self._inside(entry.get("path"))
+            if run and path is not None and path.is_file():
+                self._artifact(run, path, entry.get("artifact_path"))
         for extra in ("curves.png", "summary.md"):  # study's own files, logged outside the tracker
             if self.role == "study" and (self.folder / extra).exists():
                 self._artifact(parent, self.folder / extra, None)
         self._finish(parent)
         return self.done
 
+    def _inside(self, named: Any) -> Path | None:
+        """The artifact path a record names, resolved (links followed), when it lies inside the folder being
+        synced; None, with a warning naming it, for anything outside: a record received from someone else must
+        not make sync upload ``~/.aws/credentials`` to a tracking server."""
+        if not isinstance(named, str):
+            warnings.warn(
+                f"{self.folder}: record.json names an artifact that is not a path: {named!r}; skipped", stacklevel=2
+            )
+            return None
+        path = Path(named).resolve()
+        if not path.is_relative_to(self.folder):
+            warnings.warn(
+                f"not uploading {named}: it lies outside {self.folder}, the folder being synced", stacklevel=2
+            )
+            return None
+        return path
+
     def _child(self, parent: str, trial: str, info: dict[str, Any]) -> str:
-        found = self._find(f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{TRIAL_TAG}` = '{trial}'")
+        found = self._find({PARENT_TAG: parent, TRIAL_TAG: trial})
         if found:
             return found[0].info.run_id
         tags = {PARENT_TAG: parent, TRIAL_TAG: trial, SWEEP_TAG: str(self.folder), ROLE_TAG: info.get("role", "trial")}

@@ -20,6 +20,11 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 
+from clutune.masking import mask
+from clutune.platform.mlflow_filter import runs_with_tags
+from clutune.storage import write_local_atomic
+from clutune.uris import check_tracking_uri
+
 SWEEP_TAG = "clutune.sweep_dir"
 TRIAL_TAG = "clutune.trial_id"
 ROLE_TAG = "clutune.role"
@@ -42,11 +47,12 @@ _FAILED: list[SweepTracker] = []
 
 
 def resolve_tracking_uri(cli_value: str | None) -> str:
-    """``--tracking-uri``, then MLFLOW_TRACKING_URI, then ./mlflow.db next to where the command runs."""
+    """``--tracking-uri``, then MLFLOW_TRACKING_URI, then ./mlflow.db next to where the command runs; a scheme
+    MLflow has no store for is refused here, before anything is opened or created."""
     if cli_value:
-        return cli_value
+        return check_tracking_uri(cli_value)
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+        return check_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     return f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
@@ -117,7 +123,7 @@ class SweepTracker:
         self.parent_id = ""
         self.children: dict[str, str] = {}
         self.logged: dict[str, set[int]] = {}  # steps already in MLflow per trial: a replay after resume skips them
-        self.record: dict[str, Any] = {"experiment": experiment, "uri": uri, "children": {}, "artifacts": []}
+        self.record: dict[str, Any] = {"experiment": experiment, "uri": mask(uri), "children": {}, "artifacts": []}
         raw = None
         if enabled:
             if uri.startswith("http"):  # a dead server must cost seconds, not MLflow's minutes of retries
@@ -136,7 +142,7 @@ class SweepTracker:
             _FAILED.append(self)
 
     def failure_line(self) -> str:
-        return (
+        return mask(
             f"MLflow at {self.uri} failed ({self.error}); {self.skipped} writes skipped. Every result is in "
             f"{self.sweep_dir}: run `clutune sync {self.sweep_dir} --tracking-uri {self.uri}` to complete the record"
         )
@@ -144,19 +150,19 @@ class SweepTracker:
     def _save_record(self) -> None:
         folder = Path(self.sweep_dir) / RECORD_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "record.json.tmp"
-        tmp.write_text(json.dumps(self.record, indent=1, default=str))
-        os.replace(tmp, folder / "record.json")
+        text = json.dumps(mask(self.record), indent=1, default=str)
+        write_local_atomic(folder / "record.json", lambda tmp: tmp.write_text(text))
 
-    def _find(self, filter_string: str) -> list[Any]:
+    def _find(self, tags: dict[str, str]) -> list[Any]:
         if self.experiment_id is None:
             return []
-        return self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000) or []
+        return runs_with_tags(self.client, self.experiment_id, tags, max_results=1000)
 
     # ------------------------------------------------------------------ runs
     def start_parent(
         self, name: str, config: dict[str, Any], space: dict[str, Any], meta: dict[str, Any], role: str = "sweep"
     ) -> str:
+        config, space, meta = mask(config), mask(space), mask(meta)  # no password reaches MLflow or a file
         params: dict[str, str] = {}
         flatten("", {k: v for k, v in config.items() if k != "scenario"}, params)
         flatten("", meta, params)
@@ -179,11 +185,11 @@ class SweepTracker:
         self._save_record()
         if not self.enabled:
             return ""
-        existing = self._find(f"tags.`{SWEEP_TAG}` = '{self.sweep_dir}' and tags.`{ROLE_TAG}` = '{role}'")
+        existing = self._find({SWEEP_TAG: self.sweep_dir, ROLE_TAG: role})
         if existing:
             self.parent_id = existing[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
-            for run in self._find(f"tags.`{PARENT_TAG}` = '{self.parent_id}'"):
+            for run in self._find({PARENT_TAG: self.parent_id}):
                 trial_id = run.data.tags[TRIAL_TAG]
                 self.children[trial_id] = run.info.run_id
                 history = self.client.get_metric_history(run.info.run_id, "samples_processed") or []
@@ -202,6 +208,7 @@ class SweepTracker:
 
     def start_run(self, name: str, run_key: str, config: dict[str, Any], params: dict[str, Any]) -> str:
         """``clutune run``: one run, no parent; it is its own only "trial" (keyed by the results run_id)."""
+        config, params = mask(config), mask(params)  # no password reaches MLflow or a file
         flat: dict[str, str] = {}
         flatten("", {k: v for k, v in config.items() if k != "scenario"}, flat)
         flat.update({k: str(v) for k, v in params.items()})
@@ -237,6 +244,7 @@ class SweepTracker:
             self.client.log_artifact(run_id, str(path), artifact_path)
 
     def child(self, trial_id: str, name: str, params: dict[str, Any], role: str = "trial") -> str:
+        params = mask(params)
         if trial_id not in self.record["children"]:
             self.record["children"][trial_id] = {"name": name, "params": {k: str(v) for k, v in params.items()}}
             self.record["children"][trial_id]["role"] = role

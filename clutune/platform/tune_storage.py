@@ -19,8 +19,9 @@ filesystem that wraps the real one (the local disk, or an object store's):
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-import os
+import io
 import posixpath
 import threading
 from collections.abc import Callable, Iterable
@@ -99,28 +100,59 @@ def _delete_dir_quietly(fs: pafs.FileSystem, path: str) -> None:
 
 
 class _Sink:
-    """A file being written; ``commit`` runs once it is closed (a move into place, a landed state)."""
+    """A file being written: ``commit`` runs once it is closed (a move into place, a landed state), ``abort``
+    instead when a write failed (a full disk, a broken connection), so a failed write never replaces the file
+    it was meant to replace: the previous one stays whole."""
 
-    def __init__(self, stream: Any, commit: Callable[[], None]) -> None:
-        self._stream, self._commit = stream, commit
+    def __init__(self, stream: Any, commit: Callable[[], None], abort: Callable[[], None]) -> None:
+        self._stream, self._commit, self._abort = stream, commit, abort
+        self._failed = False
 
     @property
     def closed(self) -> bool:
         return self._stream.closed
 
     def write(self, data: bytes) -> int:
-        return self._stream.write(data)
+        try:
+            return self._stream.write(data)
+        except BaseException:
+            self._failed = True
+            raise
 
     def flush(self) -> None:
-        self._stream.flush()
+        try:
+            self._stream.flush()
+        except BaseException:
+            self._failed = True
+            raise
 
     def tell(self) -> int:
         return self._stream.tell()
 
     def close(self) -> None:
-        if not self._stream.closed:
+        if self._stream.closed:
+            return
+        try:
             self._stream.close()
+        except BaseException:
+            self._failed = True
+            raise
+        finally:
+            if self._failed:
+                self._abort()
+        if not self._failed:
             self._commit()
+
+
+class _HeldBytes(io.BytesIO):
+    """An object's bytes kept in memory until its sink commits them as one write."""
+
+    value = b""
+
+    def close(self) -> None:
+        if not self.closed:
+            self.value = self.getvalue()
+        super().close()
 
 
 class TuneStorageHandler(pafs.FileSystemHandler):
@@ -182,23 +214,39 @@ class TuneStorageHandler(pafs.FileSystemHandler):
         return self.fs.open_input_file(path)
 
     def open_output_stream(self, path: str, metadata: Any) -> Any:
+        """On a disk: a temporary sibling, moved into place on close. On an object store: the bytes are kept
+        until close and only then uploaded, under a temporary name moved into place, so an upload that fails
+        midway leaves no partial object in place of the previous one (closing a store's stream would commit
+        what it holds)."""
         is_state = fnmatch.fnmatch(posixpath.basename(path), STATE_PATTERN)
+
+        def landed() -> None:
+            if is_state:
+                _state_landed(path)
+
         if self.atomic:
             tmp = storage.temporary_sibling(*posixpath.split(path))
-            stream = open(tmp, "wb")  # noqa: SIM115 (closed, and committed, by _Sink.close)
+            stream: Any = self.fs.open_output_stream(tmp, metadata=metadata)
 
             def commit() -> None:
-                os.replace(tmp, path)
-                if is_state:
-                    _state_landed(path)
+                self.fs.move(tmp, path)
+                landed()
+
+            def abort() -> None:
+                with contextlib.suppress(OSError):
+                    self.fs.delete_file(tmp)
+
         else:
-            stream = self.fs.open_output_stream(path, metadata=metadata)
+            stream = _HeldBytes()
 
             def commit() -> None:
-                if is_state:
-                    _state_landed(path)
+                storage.write_bytes_to(self.fs, path, stream.value)  # a failed upload leaves no partial object
+                landed()
 
-        return pa.PythonFile(_Sink(stream, commit), mode="w")
+            def abort() -> None:
+                stream.value = b""
+
+        return pa.PythonFile(_Sink(stream, commit, abort), mode="w")
 
     def open_append_stream(self, path: str, metadata: Any) -> Any:
         raise OSError(f"{path}: appending would expose a partly written file; write it whole instead")

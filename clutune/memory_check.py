@@ -1,0 +1,37 @@
+"""A rough estimate of what a config will allocate, held against the machine's memory before anything starts:
+a typo of a few zeros (``n_requests: 1000000000000``) is one line, not a numpy allocation error of terabytes
+after the output folder exists."""
+
+from __future__ import annotations
+
+import os
+
+from clutune.errors import UserError
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory of this machine (POSIX); a large figure where the platform cannot say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 50
+
+
+def _fmt(n: float) -> str:
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def check_fits(estimate_bytes: float, key: str, what: str) -> None:
+    """Refuse ``estimate_bytes`` (``what`` it is) when it exceeds this machine's memory."""
+    total = machine_memory_bytes()
+    if estimate_bytes > total:
+        raise UserError(
+            f"config key {key!r}: {what} needs about {_fmt(estimate_bytes)}, more than this machine's "
+            f"{_fmt(total)} of memory"
+        )
+
+
+__all__ = ["check_fits", "machine_memory_bytes"]
