@@ -229,9 +229,8 @@ SET_UP_ORDER = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="checked after the output folder is created; needs the single set-up path")
 @pytest.mark.parametrize("flags", SET_UP_ORDER, ids=["ftp-tracking", "hostless-tracking", "unknown-model"])
-def test_checks_the_set_up_path_owns_write_nothing_first(tmp_path, monkeypatch, capsys, flags):
+def test_the_set_up_path_checks_before_writing_anything(tmp_path, monkeypatch, capsys, flags):
     (tmp_path / "config.yaml").write_text(BASE)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
