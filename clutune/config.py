@@ -109,6 +109,15 @@ class ModelConfig:
     width: int = 32  # cnn
     options: dict[str, Any] = field(default_factory=dict)  # a plugin model's own keys; torchvision: arch
 
+    def validate(self, prefix: str) -> None:
+        for i, size in enumerate(self.hidden):
+            if not 1 <= size <= MAX_DIM:
+                raise UserError(f"config key '{prefix}.hidden[{i}]': a layer width must be in 1..{MAX_DIM}, got {size}")
+        if not 1 <= self.width <= MAX_DIM:
+            raise UserError(f"config key '{prefix}.width': must be in 1..{MAX_DIM}, got {self.width}")
+        widest = max([0, *(a * b for a, b in zip(self.hidden, self.hidden[1:], strict=False))])
+        check_fits(widest * 4 * 4, f"{prefix}.hidden", "the widest pair of hidden layers (weights, grads, momentum)")
+
     def spec(self) -> dict[str, Any]:
         """The section as a plain dict (what a builder receives and an oracle key hashes), without empty options
         so that the oracle keys of configs written before ``options`` existed stay the same."""
@@ -119,15 +128,6 @@ def _without_unset_new_keys(section: dict[str, Any]) -> dict[str, Any]:
     """A section without the keys added after configs were first hashed (``path``, ``image_size``, ``options``)
     while they are unset, so a config that does not use them keeps its hash, its oracle keys and cached oracles."""
     return {k: v for k, v in section.items() if not (k in ("options", "path", "image_size") and not v)}
-
-    def validate(self, prefix: str) -> None:
-        for i, size in enumerate(self.hidden):
-            if not 1 <= size <= MAX_DIM:
-                raise UserError(f"config key '{prefix}.hidden[{i}]': a layer width must be in 1..{MAX_DIM}, got {size}")
-        if not 1 <= self.width <= MAX_DIM:
-            raise UserError(f"config key '{prefix}.width': must be in 1..{MAX_DIM}, got {self.width}")
-        widest = max([0, *(a * b for a, b in zip(self.hidden, self.hidden[1:], strict=False))])
-        check_fits(widest * 4 * 4, f"{prefix}.hidden", "the widest pair of hidden layers (weights, grads, momentum)")
 
 
 @dataclass
@@ -175,8 +175,10 @@ class OracleConfig:
         if self.schedule not in ("cosine", "constant"):
             raise UserError(f"config key '{prefix}.schedule': expected cosine or constant, got {self.schedule!r}")
         for name in ("epochs", "batch_size", "every"):
-            if not 1 <= getattr(self, name) <= 1 << 31:
-                raise UserError(f"config key '{prefix}.{name}': must be in 1..{1 << 31}")
+            if getattr(self, name) < 1:
+                raise UserError(f"config key '{prefix}.{name}': must be at least 1, got {getattr(self, name)}")
+            if getattr(self, name) > 1 << 31:
+                raise UserError(f"config key '{prefix}.{name}': must be at most {1 << 31}, got {getattr(self, name)}")
         # The recipe defines the right answer: a NaN or negative rate would train an all-NaN oracle and cache it.
         check_number(self.lr, f"{prefix}.lr", 0, 1e3, low_open=True)
         check_number(self.momentum, f"{prefix}.momentum", 0, 1, high_open=True)

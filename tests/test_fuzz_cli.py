@@ -199,10 +199,14 @@ def test_the_cli_ends_in_exit_0_or_2_and_exit_2_writes_nothing(workspace, config
         else ["--tracking-uri", f"sqlite:///{store}" if tracking == "sqlite" else tracking]
     )
     argv += [a for s in [*sets, f"oracle.cache_dir={cache}"] for a in ("--set", s)]
-    os.chdir(cwd)
     stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-        code = main(argv)  # an exception here is a traceback: Hypothesis reports the example and its seed
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)  # an exception here is a traceback: Hypothesis reports the example and its seed
+    finally:
+        os.chdir(before)  # the case folder goes below; no later test may start in a deleted folder
     lines = stderr.getvalue().strip().splitlines()
     event(f"exit {code}")  # pytest --hypothesis-show-statistics: how many drawn commands ran, how many were refused
     assert code in (0, 2), (code, lines)
@@ -218,10 +222,8 @@ def test_the_cli_ends_in_exit_0_or_2_and_exit_2_writes_nothing(workspace, config
     shutil.rmtree(case, ignore_errors=True)
 
 
-# Found by this fuzzer, refused in one line with exit 2, but only after ``clutune run`` created its output folder:
-# the order of checks inside the command (one set-up path shared by run, compare, study and sweep) is being
-# rebuilt, and these pass once every check runs before the first write. Strict: an unexpected pass fails, so the
-# mark is removed as soon as the order is fixed.
+# Found by this fuzzer: refused in one line with exit 2, but once only after ``clutune run`` had created its output
+# folder. The set-up path now checks the tracking URI and builds the model before the first write.
 SET_UP_ORDER = [
     ["--tracking-uri", "ftp://h/x"],
     ["--tracking-uri", "http://"],

@@ -2,10 +2,10 @@
 
 clutune leans on things Ray does not promise to keep: Tune's restored tuner holds its run config (with the
 callbacks, which Tune does not save) in a private attribute; ``auto`` and a head already running on this machine
-are found by private helpers; and the order in which Tune deletes a superseded checkpoint and uploads the experiment state that
-no longer names it (:mod:`clutune.platform.tune_storage` closes the gap that order leaves). Each was read in the
-Ray release below. On any other release the first use fails in one line naming this module, instead of a resume
-that silently loses its callbacks or a study that loses checkpoints.
+are found by private helpers; and the order in which Tune deletes a superseded checkpoint and uploads the
+experiment state that no longer names it (:mod:`clutune.platform.tune_storage` closes the gap that order leaves).
+Each was read in the Ray release below. On any other release the first use fails in one line naming this module,
+instead of a resume that silently loses its callbacks or a study that loses checkpoints.
 """
 
 from __future__ import annotations
