@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
+import clutune
 from clutune.cli import main
 from clutune.clu.diagnostics import dead_units, penultimate, plasticity_diagnostics
 from clutune.errors import UserError
 from clutune.platform.objective_check import check_objectives, valued_requests
 from clutune.platform.study_report import summary_markdown
-from clutune.platform.sweep import run_sweep
 
 
 def _mlp_with_dead_units() -> nn.Module:
@@ -139,5 +139,11 @@ def test_a_sweep_refuses_an_empty_objective_before_any_work(tmp_path):
     sets = ["oracle.policy=unlearn", "sweep.objectives=[kl_oracle_all,gap_learn]"]
     sets += [f"sweep.storage_path={sweeps}", f"oracle.cache_dir={cache}"]
     with pytest.raises(UserError, match="gap_learn has no value"):
-        run_sweep("digits-agnostic-class", "ugclu", 2, sets=sets, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+        clutune.sweep(
+            "digits-agnostic-class",
+            method="ugclu",
+            trials=2,
+            overrides=sets,
+            tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+        )
     assert not sweeps.exists() and not cache.exists() and not (tmp_path / "m.db").exists()

@@ -104,5 +104,6 @@ def read_dataset(section: DatasetConfig) -> Dataset:
 
 def load_dataset(name: str, root: str | Path | None = None, samples: int | None = None, **keys: Any) -> Dataset:
     """Shorthand for :func:`read_dataset` with a section built from keywords (``path=``, ``options=``)."""
-    raw = {"name": name, "root": None if root is None else str(root), "samples": samples, **keys}
+    paths = {k: str(v) if isinstance(v, Path) else v for k, v in keys.items()}  # a Path is as good as its string
+    raw = {"name": name, "root": None if root is None else str(root), "samples": samples, **paths}
     return read_dataset(from_dict(DatasetConfig, raw, prefix="dataset"))
