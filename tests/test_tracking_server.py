@@ -73,7 +73,7 @@ def test_sweep_records_runs_and_artifacts_on_a_tracking_server(local_ray, tmp_pa
         artifacts = {a.path for a in client.list_artifacts(parent)}
         assert {"config.json", "search_space.json", "trials.csv"} <= artifacts, artifacts
         text = Path(client.download_artifacts(parent, "trials.csv", str(tmp_path / "got"))).read_text()
-        assert text.startswith("trial_id,status")
+        assert text.startswith("trial_id,number,status")  # the trials table, one row per trial in search order
         # the artifacts went through the server into its own artifact root, not to a path of the driver's
         stored = {p.name for p in (tmp_path / "server" / "artifacts").rglob("*") if p.is_file()}
         assert {"config.json", "trials.csv"} <= stored

@@ -436,7 +436,7 @@ def test_lam_zero_is_uniform_and_lam_changes_the_step() -> None:
 def test_buffer_never_holds_unlearned_ids_digits_run(tmp_path) -> None:
     config = load_config(
         CONFIG_DIR / "digits-agnostic-class.yaml",
-        sets=["oracle.epochs=5", f"oracle.cache_dir={tmp_path}", "device=cpu", "threads=1"],
+        ["oracle.epochs=5", f"oracle.cache_dir={tmp_path}", "device=cpu", "threads=1"],
     )
     prep = prepare(config)
     hp = method_hparams(config, "ugclu", "digits", {"epochs_per_learn": 2, "iters_per_unlearn": 20})
