@@ -30,7 +30,6 @@ import pandas as pd
 
 from clutune.clu.methods import get_method
 from clutune.platform.convergence import CSV, curve, default_reference
-from clutune.runtime import set_ray_env
 
 OBJECTIVES = ["kl_oracle_all", "avg_gap"]
 COLUMNS = [f"objective_{m}" for m in OBJECTIVES]
@@ -144,7 +143,6 @@ def main() -> None:
     parser.add_argument("--tracking-db", default="runs/sampler-study/mlflow.db")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra config overrides")
     args = parser.parse_args()
-    set_ray_env()
     methods, samplers = args.methods.split(","), args.samplers.split(",")
     seeds = [int(s) for s in args.sampler_seeds.split(",")]
     out = Path(args.out)

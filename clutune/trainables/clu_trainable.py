@@ -144,7 +144,8 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
     metrics = list(context["objectives"])
     means = RunningMeans(metrics, len(seeds))
     pbt = context.get("pbt")
-    window = RunningMeans(metrics[:1], len(seeds))  # PBT's score: the first objective since the last decision
+    # PBT's score, the first objective since the last decision: kept only in a population-based sweep
+    window = RunningMeans(metrics[:1], len(seeds)) if pbt is not None else None
     exploited_from = ""
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -155,7 +156,7 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
             run.restore(run_state)
             run.head.update(run_id=head["run_id"], trial_id=trial_id)  # a copied state continues as this trial
         means.restore(state["means"])
-        if "window" in state:
+        if window is not None and "window" in state:
             window.restore(state["window"])
         if state.get("trial_id", trial_id) != trial_id:
             exploited_from = state["trial_id"]  # PBT: this trial continues from another trial's state
@@ -167,7 +168,8 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
             rows = [next(stream) for stream in streams]
             for i, row in enumerate(rows):
                 means.add(i, row)
-                window.add(i, row)
+                if window is not None:
+                    window.add(i, row)
             done = runs[0].done
             # Only what Tune, its searcher and scheduler read: Tune keeps statistics of every number a result
             # carries and writes them all into each experiment-state snapshot. The metrics ride in ``rows``,
@@ -194,7 +196,8 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
                 continue
             with tempfile.TemporaryDirectory() as folder:
                 state = {"runs": [r.state() for r in runs], "means": means.state(), "trial_id": trial_id}
-                state["window"] = window.state()
+                if window is not None:
+                    state["window"] = window.state()
                 torch.save(state, Path(folder) / STATE_FILE)
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
     except Diverged as e:
