@@ -21,6 +21,7 @@ _EXPORTS = {
     "compare": "clutune.api",
     "study": "clutune.api",
     "sweep": "clutune.api",
+    "aggregate": "clutune.api",
     "Config": "clutune.config",
     "load_config": "clutune.config",
     "Method": "clutune.clu.methods",

@@ -35,6 +35,7 @@ from clutune.platform.log import Log, print_line
 from clutune.runtime import set_ray_env
 
 if TYPE_CHECKING:  # the platform modules import Ray and MLflow: only when a command runs
+    from clutune.platform.aggregate import Aggregate
     from clutune.platform.compare import CompareResult, GridOptions
     from clutune.platform.single_run import RunResult
     from clutune.platform.study import StudyResult
@@ -142,6 +143,17 @@ def sweep(
     return run_sweep(config, options, overrides, Cluster(address, num_cpus, tracking_uri, tracking), log)
 
 
+def aggregate(folders: Sequence[str | Path], *, out: str | Path | None = None) -> Aggregate:
+    """The interquartile mean of each method's KL to the oracle over the retrain noise floor, across the (scenario,
+    seed) runs of several compare or study folders, with stratified bootstrap intervals: ``clutune aggregate``.
+    With ``out`` the table, the scores and the performance profile are also written there."""
+    from clutune.platform.aggregate import aggregate as compute
+    from clutune.platform.aggregate import write_aggregate
+
+    paths = [Path(f) for f in folders]
+    return compute(paths) if out is None else write_aggregate(paths, Path(out))
+
+
 def _grid_options(
     methods: Sequence[str],
     seeds: Sequence[int],
@@ -167,4 +179,4 @@ def _grid_options(
     return GridOptions(list(methods), list(seeds), folder, overwrite, resume, concurrency)
 
 
-__all__ = ["compare", "run", "study", "sweep"]
+__all__ = ["aggregate", "compare", "run", "study", "sweep"]

@@ -266,9 +266,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from clutune.platform.aggregate import markdown, write_aggregate
+    import clutune
+    from clutune.platform.aggregate import markdown
 
-    result = write_aggregate([Path(d) for d in args.folders], Path(args.out))
+    result = clutune.aggregate(args.folders, out=args.out)
     print(markdown(result), end="")
     print(f"wrote {args.out}/aggregate.md, aggregate.csv, scores.csv and performance_profile.png")
     return 0

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
+import clutune
 from clutune.cli import main
 from clutune.errors import UserError
 from clutune.platform.aggregate import aggregate
@@ -59,6 +60,9 @@ def test_aggregate_gives_the_known_iqm_interval_and_profile(folders, tmp_path):
     with Image.open(out / "performance_profile.png") as img:
         assert img.format == "PNG"
     assert "| a | 2 | [2, 2] |" in (out / "aggregate.md").read_text()
+    # the same from Python, without writing anything: the table equals the file the command wrote
+    again = clutune.aggregate(folders)
+    pd.testing.assert_frame_equal(again.table.set_index("method"), table, check_dtype=False)
 
 
 def test_the_profile_is_the_share_of_runs_at_or_below_tau(folders):
