@@ -10,7 +10,8 @@ min-max spread over sampler seeds of the hypervolume after 1/4, 1/2 and all of t
 curves with their spread.
 
 Each finished sweep's curve is kept in ``<out>/sampler-study.json``, so an interrupted study continues where it
-stopped.
+stopped, and ``--report-only`` rebuilds the report from the sweeps finished so far (a row per method and
+sampler says over how many sampler seeds).
 
 Usage (the full study, hours on a CPU machine):
     python bench/sampler_study.py
@@ -142,6 +143,9 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--tracking-db", default="runs/sampler-study/mlflow.db")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra config overrides")
+    parser.add_argument(
+        "--report-only", action="store_true", help="only rebuild the report from the sweeps already finished"
+    )
     args = parser.parse_args()
     methods, samplers = args.methods.split(","), args.samplers.split(",")
     seeds = [int(s) for s in args.sampler_seeds.split(",")]
@@ -154,7 +158,7 @@ def main() -> None:
         for sampler in samplers:
             for seed in seeds:
                 key = f"{method}/{sampler}/{seed}"
-                if key in state:
+                if key in state or args.report_only:
                     continue
                 state[key] = run_one(args, method, sampler, seed)
                 state_path.write_text(json.dumps(state, indent=1))
