@@ -3,7 +3,9 @@
 For each preset of a dataset (agnostic-class and random) and each of the dataset's two memory budgets, runs
 `clutune compare` over all methods (exact retrain included, as the noise floor) on the confirmation seeds
 100, 101, 102 (never used for tuning), with `--set buffer_size=B` so every replaying method keeps the same
-number of samples. Writes bench/results/compare-<preset>-b<B>.md and prints the exact commands.
+number of samples. Writes bench/results/compare-<preset>-b<B>.md, prints the exact commands, and keeps every run's
+rows in bench/results/compare-runs/<preset>-b<B>/results.parquet (all batches together), the folders that
+`clutune aggregate bench/results/compare-runs/*` summarises across scenarios.
 
 Methods can be run in batches (`--batch NAME --methods ...`, each its own `clutune compare` folder on the same
 cached oracles); every run of the script rebuilds the tables from all batches found.
@@ -49,6 +51,8 @@ def main() -> None:
                 subprocess.run([clutune, *cmd], check=True, stdout=subprocess.DEVNULL)
             batches = sorted(Path(args.out).glob(f"{base}-*/results.parquet"))
             rows = pd.concat([pd.read_parquet(p) for p in batches], ignore_index=True)
+            (results / "compare-runs" / base).mkdir(parents=True, exist_ok=True)
+            rows.to_parquet(results / "compare-runs" / base / "results.parquet", index=False)
             table = format_table(summary_table(rows))
             commands = "\n".join(f"`clutune {_command(preset, p.parent, budget)}`" for p in batches)
             header = (

@@ -89,3 +89,15 @@ def test_a_method_missing_from_a_scenario_is_left_out_and_said(folders, tmp_path
     partial = _folder(tmp_path / "partial", 0.3, [1.0, 1.0], methods=("retrain", "a"))
     result = aggregate([*folders, partial], reps=200)
     assert set(result.table["method"]) == {"retrain", "a"} and result.skipped == ["b"]
+
+
+def test_the_committed_baseline_aggregate_is_what_its_committed_runs_give():
+    """README's baseline aggregate is recomputed from the committed runs of the eight comparison tables."""
+    from pathlib import Path
+
+    from clutune.platform.aggregate import markdown
+
+    results = Path(__file__).resolve().parents[1] / "bench" / "results"
+    folders = sorted((results / "compare-runs").iterdir())
+    assert len(folders) == 8
+    assert markdown(aggregate(folders)) == (results / "aggregate" / "aggregate.md").read_text()
