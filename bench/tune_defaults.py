@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--out", default="bench/results", help="folder of tuning-<dataset>.md and .json")
-    parser.add_argument("--no-write-best", action="store_true", help="leave clutune/presets/best as it is (a smoke run)")
+    parser.add_argument("--no-write-best", action="store_true", help="keep the tuned defaults (a smoke run)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra config overrides")
     args = parser.parse_args()
     preset = f"{args.dataset}-agnostic-class"
