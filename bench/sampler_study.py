@@ -168,6 +168,7 @@ def main() -> None:
     finals = {(m, s): float(np.median(a[:, -1])) for m, by in per_method.items() for s, a in by.items()}
     top = {m: max(v for (mm, _), v in finals.items() if mm == m) for m in per_method}
     best = {m: [s for (mm, s), v in finals.items() if mm == m and v == top[m]] for m in per_method}  # ties: all
+    choice, shares = choose(finals, top, samplers)
     refs = "; ".join(f"{m}: {', '.join(f'{v:.4g}' for v in r)}" for m, r in references.items())
     text = [
         f"# Sampler study: {', '.join(samplers)} at equal budget on {args.preset}",
@@ -183,6 +184,10 @@ def main() -> None:
         + "; ".join(f"{m}: {' = '.join(s)} ({top[m]:.4g})" for m, s in best.items())
         + ".",
         "",
+        "Share of each method's highest median final hypervolume, averaged over methods: "
+        + ", ".join(f"{s} {v:.3f}" for s, v in sorted(shares.items(), key=lambda kv: -kv[1]))
+        + f". The default the study supports: **{choice}**.",
+        "",
         "![hypervolume curves](sampler-study.png)",
         "",
         "Command: `python bench/sampler_study.py " + " ".join(_argv(args)) + "`",
@@ -190,6 +195,16 @@ def main() -> None:
     ]
     (out / "sampler-study.md").write_text("\n".join(text))
     print("\n".join(text), flush=True)
+
+
+def choose(finals: dict, top: dict, samplers: list[str]) -> tuple[str, dict[str, float]]:
+    """The sampler with the highest mean, over methods, of its median final hypervolume as a share of the
+    method's best sampler's: one rule that weighs each method the same whatever its hypervolume's scale. Only
+    samplers run on every method compete."""
+    methods = list(top)
+    complete = [s for s in samplers if all((m, s) in finals for m in methods)]
+    shares = {s: float(np.mean([finals[(m, s)] / top[m] for m in methods])) for s in complete}
+    return max(shares, key=shares.get), shares
 
 
 def _argv(args: argparse.Namespace) -> list[str]:
