@@ -78,9 +78,7 @@ def test_compare_and_sweep_from_a_dict_return_what_they_wrote(tmp_path):
 
 
 def test_run_returns_its_rows(tmp_path):
-    result = clutune.run(
-        _config(tmp_path), method="er", out=tmp_path / "r", overrides=FAST, tracking=False, log=_quiet
-    )
+    result = clutune.run(_config(tmp_path), method="er", out=tmp_path / "r", overrides=FAST, tracking=False, log=_quiet)
     pd.testing.assert_frame_equal(result.rows, pd.read_parquet(tmp_path / "r" / "results.parquet"))
     assert list(result.rows["request"]) == [0, 1, 2]
 

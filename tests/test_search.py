@@ -202,6 +202,38 @@ def test_pbt_records_lineage_and_copies_state_exactly(local_ray, tmp_path, monke
     assert (by[source]["exploited_from"] == "").all()
 
 
+def test_a_population_larger_than_the_cpus_copies_from_checkpoints_still_kept(local_ray, tmp_path, monkeypatch):
+    """Six members on two CPUs: half of them copy a source that may run on (and checkpoint again) before the copy
+    gets a CPU to restore on. Every member still runs the whole stream, none errors."""
+    monkeypatch.chdir(tmp_path)
+    stream = (
+        "scenario.requests=[{learn: {task: 0}}, {learn: {task: 1}}, {unlearn: {classes: [1]}}, {learn: {task: 2}}, "
+        "{learn: {task: 3}}, {unlearn: {classes: [5]}}]"
+    )
+    # checkpoint_seconds=0 would checkpoint every request; a population checkpoints at its decisions regardless.
+    sets = [*PBT_SETS, stream, "sweep.pbt.quantile=0.5", "sweep.max_failures=0", "sweep.checkpoint_seconds=0"]
+    summary = clutune.sweep(
+        "digits-agnostic-class",
+        method="ugclu",
+        trials=6,
+        overrides=_sets(tmp_path, *sets),
+        space=_space(tmp_path, SPACE),
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        log=lambda *a, **k: None,
+    )
+    assert (summary.trials["status"] == "OK").all() and (summary.trials["requests_done"] == 6).all(), summary.trials
+    rows = pd.read_parquet(summary.sweep_dir / "results.parquet")
+    copies = rows[rows["exploited_from"] != ""]
+    assert sorted(copies["request"]) == [2, 2, 2, 4, 4, 4]  # at each decision the worst half copied the best half
+
+
+def test_pbt_refuses_a_checkpoint_cadence_of_its_own(tmp_path):
+    sets = _sets(tmp_path, *PBT_SETS, "sweep.checkpoint_every=1")
+    with pytest.raises(UserError, match=r"sweep.checkpoint_every does not apply with --scheduler pbt"):
+        clutune.sweep("digits-agnostic-class", method="ugclu", trials=2, overrides=sets, space=_space(tmp_path, SPACE))
+    assert not (tmp_path / "sweeps").exists()
+
+
 def test_pbt_refuses_a_policy_without_an_oracle_in_a_window(tmp_path):
     sets = _sets(tmp_path, *PBT_SETS, "oracle.policy=unlearn")
     with pytest.raises(UserError, match=r"sweep.pbt.interval 2 with oracle.policy unlearn: requests 0-1 get no"):

@@ -127,6 +127,9 @@ class Grid:
     max_failures: int = 1
     reuse_actors: bool = True  # see SweepConfig.reuse_actors
     stop: Any = None  # a Tune experiment stopper (a sweep that ends once converged)
+    # Checkpoints Tune keeps per trial. A population keeps two: a member that copies another's state restores the
+    # source's checkpoint of the last decision after the source may already have written the next one.
+    checkpoints_kept: int = 1
 
 
 class Background:
@@ -317,9 +320,9 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
                 storage_path=storage_path,
                 storage_filesystem=storage_fs,
                 callbacks=callbacks,
-                # One kept: Tune then snapshots its experiment state at every trial checkpoint, so a resumed
-                # trial never reports a request again that Optuna's journal already holds a verdict past.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # One kept outside PBT: Tune then snapshots its experiment state at every trial checkpoint, so a
+                # resumed trial never reports a request again that Optuna's journal already holds a verdict past.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=grid.checkpoints_kept),
                 failure_config=tune.FailureConfig(max_failures=grid.max_failures),
                 stop=grid.stop,
                 verbose=0,

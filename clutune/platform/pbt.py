@@ -86,7 +86,9 @@ def clip_into(config: dict[str, Any], space: SearchSpace, keys: list[str]) -> di
 
 def scheduler(sweep: SweepConfig, space: SearchSpace, keys: list[str]) -> PopulationBasedTraining:
     """Synchronous PBT on the windowed first objective, deciding every ``sweep.pbt.interval`` requests. The
-    source's checkpoint at a decision is its latest (the population waits there), so keeping one is enough."""
+    source's checkpoint at a decision may already be its second latest when a copy restores it (the copy may wait
+    for a CPU while the source runs on to the next decision), so a population keeps two (``Grid.checkpoints_kept``)
+    and checkpoints only at decisions."""
     pbt = sweep.pbt
     mutable = mutable_keys(keys)
     mutations = {
@@ -123,6 +125,11 @@ def check_pbt(sweep: SweepConfig, keys: list[str], policy: str, every: int, kind
         raise UserError(
             f"--scheduler pbt: the search space leaves nothing to perturb ({', '.join(FIXED_KEYS)} stays fixed "
             "within a stream); add another hyperparameter"
+        )
+    if sweep.checkpoint_every is not None:
+        raise UserError(
+            "sweep.checkpoint_every does not apply with --scheduler pbt: a population member checkpoints at every "
+            "decision (sweep.pbt.interval) and at the end of the stream; remove it"
         )
     check_windows(sweep, policy, every, kinds)
 

@@ -191,7 +191,11 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
                 result[PBT_TIME_ATTR] = done if done < total else done - 1
                 if decision:
                     window = RunningMeans(metrics[:1], len(seeds))
-            if not cadence.due(done == total or decision):
+            # A population member checkpoints at decisions and at the end only: a copy restores its source's
+            # checkpoint of the last decision, which must still be one of the two Tune keeps (the source writes
+            # no other before the whole population has passed the next decision).
+            due = (done == total or decision) if pbt is not None else cadence.due(done == total)
+            if not due:
                 tune.report(result)
                 continue
             with tempfile.TemporaryDirectory() as folder:
