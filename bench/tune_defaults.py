@@ -17,7 +17,7 @@ bench/results/tuning-<dataset>.md and .json. A method already in the .json is sk
 continues where it stopped.
 
 Usage: python bench/tune_defaults.py --dataset digits [--trials 60] [--min-trials 20] [--seeds 0,1]
-       [--methods ugclu,er,...] [--sampler tpe] [--out bench/results] [--no-write-best] [--set key=value ...]
+       [--methods ugclu,er,...] [--sampler gp] [--out bench/results] [--no-write-best] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=60, help="the cap: at most this many trials per method")
     parser.add_argument("--min-trials", type=int, default=20, help="complete trials before the verdict may stop")
     parser.add_argument("--tolerance", type=float, default=0.01, help="sweep.converged_tolerance")
-    parser.add_argument("--sampler", default="tpe", help="sweep.sampler (the sampler study's choice)")
+    parser.add_argument("--sampler", default="gp", help="sweep.sampler (the sampler study's choice)")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--methods", default=METHODS)
