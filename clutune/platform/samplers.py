@@ -1,9 +1,10 @@
 """The Optuna samplers a sweep can use (``sweep.sampler``), each seeded by ``sweep.sampler_seed``.
 
 - ``tpe``: Tree-structured Parzen estimator (multivariate TPE for several objectives).
-- ``gp``: the default, chosen by the sampler study (bench/sampler_study.py). Optuna's Gaussian-process sampler: log expected improvement for one objective, log expected
-  hypervolume improvement for several, and it conditions on the trials still running (the concurrent trials of a
-  Ray sweep), so parallel suggestions do not pile up on one point.
+- ``gp``: the default, chosen by the sampler study (bench/sampler_study.py). Optuna's Gaussian-process
+  sampler: log expected improvement for one objective, log expected hypervolume improvement for several, and it
+  conditions on the trials still running (the concurrent trials of a Ray sweep), so parallel suggestions do not
+  pile up on one point.
 - ``random``: independent uniform draws, the baseline every model-based sampler must beat.
 
 All three start with the same number of random start-up trials (a third of the budget, 2 to 10), so a sampler
