@@ -42,6 +42,7 @@ def run_arm(args: argparse.Namespace, arm: str, storage: str) -> dict:
     sets = [
         f"sweep.seeds=[{args.seeds}]",
         f"sweep.objectives=['{METRIC}']",
+        f"sweep.sampler={args.sampler}",
         f"sweep.sampler_seed={args.sampler_seed}",
         f"sweep.experiment=pbt-study-{arm}",
         f"sweep.storage_path={storage}/{arm}",
@@ -122,8 +123,8 @@ def report(args: argparse.Namespace, state: dict, out: Path) -> str:
     lines = [
         f"# Population-based training against the best fixed setting: ugclu on {args.preset}",
         "",
-        f"{args.trials} trials per arm, every trial the whole stream on run seed(s) [{args.seeds}], sampler seed "
-        f"{args.sampler_seed}; the preset's own oracle policy; PBT decides every {args.interval} requests. "
+        f"{args.trials} trials per arm, every trial the whole stream on run seed(s) [{args.seeds}], the fixed arm's "
+        f"sampler {args.sampler} with seed {args.sampler_seed}; the preset's own oracle policy; PBT decides every {args.interval} requests. "
         f"Objective: {METRIC}, its mean over the requests the oracle scored (lower is better).",
         "",
         "| arm | best trial | median of the population | first trial (starts at the tuned defaults) | "
@@ -152,8 +153,8 @@ def report(args: argparse.Namespace, state: dict, out: Path) -> str:
         "![best trials per request](pbt-study.png)",
         "",
         f"Command: `python bench/pbt_study.py --preset {args.preset} --trials {args.trials} --interval "
-        f"{args.interval} --seeds {args.seeds} --sampler-seed {args.sampler_seed} --confirm-seeds "
-        f"{args.confirm_seeds}" + "".join(f" --set '{s}'" for s in args.sets) + "`",
+        f"{args.interval} --seeds {args.seeds} --sampler {args.sampler} --sampler-seed {args.sampler_seed} "
+        f"--confirm-seeds {args.confirm_seeds}" + "".join(f" --set '{s}'" for s in args.sets) + "`",
         "",
     ]
     text = "\n".join(lines)
@@ -167,6 +168,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--interval", type=int, default=20)
     parser.add_argument("--seeds", default="0", help="run seeds of every trial")
+    parser.add_argument("--sampler", default="gp", help="the fixed arm's sampler (sweep.sampler)")
     parser.add_argument("--sampler-seed", type=int, default=0)
     parser.add_argument("--confirm-seeds", default="100,101,102")
     parser.add_argument("--concurrency", type=int, default=2)
