@@ -124,8 +124,9 @@ def report(args: argparse.Namespace, state: dict, out: Path) -> str:
         f"# Population-based training against the best fixed setting: ugclu on {args.preset}",
         "",
         f"{args.trials} trials per arm, every trial the whole stream on run seed(s) [{args.seeds}], the fixed arm's "
-        f"sampler {args.sampler} with seed {args.sampler_seed}; the preset's own oracle policy; PBT decides every {args.interval} requests. "
-        f"Objective: {METRIC}, its mean over the requests the oracle scored (lower is better).",
+        f"sampler {args.sampler} with seed {args.sampler_seed}; the preset's own oracle policy; PBT decides every "
+        f"{args.interval} requests. Objective: {METRIC}, its mean over the requests the oracle scored (lower is "
+        "better).",
         "",
         "| arm | best trial | median of the population | first trial (starts at the tuned defaults) | "
         "copies of state | best re-run on fresh seeds | wall minutes |",
