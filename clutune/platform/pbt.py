@@ -84,10 +84,15 @@ def clip_into(config: dict[str, Any], space: SearchSpace, keys: list[str]) -> di
     return {**config, **{k: space.project(k, config[k]) for k in keys if k in config}}
 
 
+# A population member's checkpoints Tune keeps: a copy restores its source's checkpoint of the last decision, which
+# may already be the source's second latest (see ``scheduler``).
+CHECKPOINTS_KEPT = 2
+
+
 def scheduler(sweep: SweepConfig, space: SearchSpace, keys: list[str]) -> PopulationBasedTraining:
     """Synchronous PBT on the windowed first objective, deciding every ``sweep.pbt.interval`` requests. The
     source's checkpoint at a decision may already be its second latest when a copy restores it (the copy may wait
-    for a CPU while the source runs on to the next decision), so a population keeps two (``Grid.checkpoints_kept``)
+    for a CPU while the source runs on to the next decision), so a population keeps two (``CHECKPOINTS_KEPT``)
     and checkpoints only at decisions."""
     pbt = sweep.pbt
     mutable = mutable_keys(keys)
@@ -134,4 +139,12 @@ def check_pbt(sweep: SweepConfig, keys: list[str], policy: str, every: int, kind
     check_windows(sweep, policy, every, kinds)
 
 
-__all__ = ["check_pbt", "check_windows", "decision_points", "param_space", "population", "scheduler"]
+__all__ = [
+    "CHECKPOINTS_KEPT",
+    "check_pbt",
+    "check_windows",
+    "decision_points",
+    "param_space",
+    "population",
+    "scheduler",
+]

@@ -210,7 +210,7 @@ def run_sweep(
                 max_failures=sw.max_failures,
                 reuse_actors=sw.reuse_actors,
                 stop=convergence.stopper(sw, n),
-                checkpoints_kept=2 if population else 1,
+                checkpoints_kept=pbt.CHECKPOINTS_KEPT if population else 1,
             )
             results = execute(grid, prep, tracker, resume, log)
             trials_table = _trial_table(results, space_keys, sw.objectives)
