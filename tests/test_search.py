@@ -133,7 +133,7 @@ def test_a_narrowed_space_starts_from_the_defaults_projected_into_it(local_ray, 
     )
     assert lines[0] == (
         "first trial: the method's tuned defaults, projected into the space "
-        "(lr 0.1695 -> 0.05, K_in 6 -> 2, decay True -> False); sampler tpe"
+        "(lr 0.1695 -> 0.05, K_in 6 -> 2, decay True -> False); sampler gp"
     )
     first = summary.trials.sort_values("number").iloc[0]
     assert (first["lr"], first["K_in"], first["decay"], first["gamma"]) == (0.05, 2, False, 0.5651)

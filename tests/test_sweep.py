@@ -1,4 +1,4 @@
-"""A real sweep: local Ray, Optuna TPE, MLflow on sqlite; oracles trained once; resume after a killed driver."""
+"""A real sweep: local Ray, Optuna, MLflow on sqlite; oracles trained once; resume after a killed driver."""
 
 from __future__ import annotations
 
@@ -96,6 +96,14 @@ def test_sweep_refuses_bad_space_before_starting(tmp_path):
     assert not (tmp_path / "sweeps").exists()
 
 
+def _driver_stacks(pid: int) -> str:
+    spy = Path(sys.executable).parent / "py-spy"  # installed with ray[default]
+    if not spy.exists():
+        return "(py-spy not installed)"
+    dump = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60)
+    return dump.stdout + dump.stderr
+
+
 def test_resume_after_killed_driver(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = [str(Path(sys.executable).parent / "clutune"), "sweep", "--config", "digits-agnostic-class"]
@@ -116,8 +124,17 @@ def test_resume_after_killed_driver(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
 
-    resumed = subprocess.run(cmd + ["--resume"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    resumed = subprocess.Popen(
+        cmd + ["--resume"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    try:
+        out, _ = resumed.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        stacks = _driver_stacks(resumed.pid)  # a hang is only diagnosable from where the driver waits
+        resumed.kill()
+        out, _ = resumed.communicate()
+        pytest.fail(f"the resumed sweep did not finish in 600 s; its driver's stacks:\n{stacks}\n{out[-3000:]}")
+    assert resumed.returncode == 0, out[-6000:]
     parents, children = _runs(uri, "digits-agnostic-class")
     assert len(parents) == 1
     trial_ids = [c.data.tags["clutune.trial_id"] for c in children]

@@ -1,7 +1,7 @@
 """The Optuna samplers a sweep can use (``sweep.sampler``), each seeded by ``sweep.sampler_seed``.
 
-- ``tpe``: Tree-structured Parzen estimator (multivariate TPE for several objectives); the default.
-- ``gp``: the sampler study's choice (bench/sampler_study.py), not yet the default. Optuna's Gaussian-process
+- ``tpe``: Tree-structured Parzen estimator (multivariate TPE for several objectives).
+- ``gp``: the default, chosen by the sampler study (bench/sampler_study.py). Optuna's Gaussian-process
   sampler: log expected improvement for one objective, log expected hypervolume improvement for several, and it
   conditions on the trials still running (the concurrent trials of a Ray sweep), so parallel suggestions do not
   pile up on one point.
