@@ -18,6 +18,7 @@ continues where it stopped.
 
 Usage: python bench/tune_defaults.py --dataset digits [--trials 60] [--min-trials 20] [--seeds 0,1]
        [--methods ugclu,er,...] [--sampler gp] [--out bench/results] [--no-write-best] [--set key=value ...]
+       [--space bench/spaces/ugclu-wide.yaml]  (one method: a space other than its shipped one)
 """
 
 from __future__ import annotations
@@ -90,7 +91,10 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results", help="folder of tuning-<dataset>.md and .json")
     parser.add_argument("--no-write-best", action="store_true", help="keep the tuned defaults (a smoke run)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra config overrides")
+    parser.add_argument("--space", help="a search space file instead of the method's shipped one (one method)")
     args = parser.parse_args()
+    if args.space and "," in args.methods:
+        parser.error("--space is one method's space: give --methods with one method")
     preset = f"{args.dataset}-agnostic-class"
     budget = BUDGETS[args.dataset][0]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -125,6 +129,7 @@ def main() -> None:
                 preset,
                 method=method,
                 trials=args.trials,
+                space=args.space,
                 overrides=[*sets, f"sweep.storage_path={tmp}/sweeps"],
                 concurrency=args.concurrency,
                 tracking_uri=f"sqlite:///{Path('runs/tuning/mlflow.db').resolve()}",
