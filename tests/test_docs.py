@@ -92,3 +92,44 @@ def test_readme_is_a_front_page() -> None:
     for target in linked:
         path = REPO / "docs" / target.split("#")[0]
         assert path.exists(), f"README links to docs/{target}, which does not exist"
+
+
+DATASETS_TUNED = ("digits", "mnist1d", "cifar10")  # the columns of each method's table, in this order
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def methods_page_table(method: str) -> str:
+    """A method's table on the Methods page, as its hyperparameter dataclass and tuned-defaults files give it
+    (`·`: the file leaves the key at its default)."""
+    from dataclasses import MISSING, fields
+
+    from clutune.clu.methods import get_method
+
+    best = REPO / "clutune" / "presets" / "best"
+    files = {d: best / f"{method}-{d}.yaml" for d in DATASETS_TUNED}
+    tuned = {d: yaml.safe_load(path.read_text()) or {} for d, path in files.items() if path.exists()}
+    head = ["key", "default", *(f"tuned, {d}" for d in tuned)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for f in fields(get_method(method).Hparams):
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        cells = [f"`{f.name}`", _cell(default), *(_cell(v[f.name]) if f.name in v else "·" for v in tuned.values())]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def test_the_methods_page_shows_every_tuned_default() -> None:
+    """Each method's table on the Methods page equals what its files hold, so a retuning cannot leave it stale."""
+    from clutune.clu.methods import BUILTIN_METHODS
+
+    page = (REPO / "docs" / "methods.md").read_text()
+    for method in BUILTIN_METHODS:
+        table = methods_page_table(method)
+        assert f"### `{method}`" in page, f"docs/methods.md has no section for {method}"
+        assert table in page, f"docs/methods.md's table for {method} is stale; it should read:\n{table}"
