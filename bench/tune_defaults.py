@@ -163,9 +163,10 @@ def main() -> None:
         print(f"{method}: {json.dumps(records[method])}", flush=True)
         state_path.parent.mkdir(parents=True, exist_ok=True)
         state_path.write_text(json.dumps(records, indent=1))
+        where = f" in the search space {args.space}" if args.space else ""
         (Path(args.out) / f"tuning-{args.dataset}.md").write_text(
-            f"Tuning on {preset}: each method until its sweep converged (hypervolume gain of the last quarter of "
-            f"trials <= {args.tolerance:g}, checked from {args.min_trials} complete trials on) or {args.trials} "
+            f"Tuning on {preset}{where}: each method until its sweep converged (hypervolume gain of the last quarter "
+            f"of trials <= {args.tolerance:g}, checked from {args.min_trials} complete trials on) or {args.trials} "
             f"trials, x {len(seeds)} seeds per trial, {args.sampler} sampler, buffer {budget}, objectives "
             f"{OBJECTIVES} (mean + {KAPPA} x std), confirmed on seeds {CONFIRM_SEEDS} (mean ± std). `trials`: "
             "trials spent; `converged`: the verdict at the end.\n\n" + table(records)
