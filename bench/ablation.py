@@ -22,26 +22,24 @@ from clutune.experiment import method_hparams, prepare, run_experiment
 
 # Components switched off; a switch the tuned defaults already have off is switched on instead (its row then says
 # what the tuning gave up), so no row repeats the defaults.
-OFF = {
-    "no ascent": {"alpha0_unlearn": 0.0},
-    "mask": {"use_mask": False},
-    "no slow steps": {"K_in": 0},
-    "uniform coefficients": {"lam": 0.0},
-    "decay": {"decay": False},
-}
+OFF = [
+    ("no ascent", "alpha0_unlearn", 0.0),
+    ("mask", "use_mask", False),
+    ("no slow steps", "K_in", 0),
+    ("uniform coefficients", "lam", 0.0),
+    ("decay", "decay", False),
+]
 
 
 def variants(defaults: dict) -> dict[str, dict]:
     """The tuned defaults first, then one row per component with that one value changed."""
     rows: dict[str, dict] = {"UG-CLU (tuned defaults)": {}}
-    for name, over in OFF.items():
-        ((key, value),) = over.items()
-        if isinstance(value, bool) and defaults[key] is value:
-            value = not value
-        switch = {True: "on", False: "off"}.get(value) if isinstance(value, bool) else None
-        label = f"{name} {switch}" if switch else name
-        shown = str(value).lower() if isinstance(value, bool) else f"{value:g}"
-        rows[f"{label} ({key}={shown})"] = {key: value}
+    for name, key, value in OFF:
+        if isinstance(value, bool):
+            value = not value if defaults[key] is value else value
+            rows[f"{name} {'on' if value else 'off'} ({key}={str(value).lower()})"] = {key: value}
+        else:
+            rows[f"{name} ({key}={value:g})"] = {key: value}
     return rows
 
 

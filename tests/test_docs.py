@@ -108,7 +108,7 @@ def _cell(value: object) -> str:
 def methods_page_table(method: str) -> str:
     """A method's table on the Methods page, as its hyperparameter dataclass and tuned-defaults files give it
     (`·`: the file leaves the key at its default)."""
-    from dataclasses import MISSING, fields
+    from dataclasses import fields
 
     from clutune.clu.methods import get_method
 
@@ -117,9 +117,10 @@ def methods_page_table(method: str) -> str:
     tuned = {d: yaml.safe_load(path.read_text()) or {} for d, path in files.items() if path.exists()}
     head = ["key", "default", *(f"tuned, {d}" for d in tuned)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for f in fields(get_method(method).Hparams):
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        cells = [f"`{f.name}`", _cell(default), *(_cell(v[f.name]) if f.name in v else "·" for v in tuned.values())]
+    defaults = get_method(method).Hparams()
+    for f in fields(defaults):
+        cells = [f"`{f.name}`", _cell(getattr(defaults, f.name))]
+        cells += [_cell(v[f.name]) if f.name in v else "·" for v in tuned.values()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
