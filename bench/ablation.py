@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from table import write_table
 
-from clutune.config import load_config
-from clutune.experiment import method_hparams, prepare, run_experiment
+from clutune.core.config import load_config
+from clutune.core.experiment import method_hparams, prepare, run_experiment
 
 # Components switched off; a switch the tuned defaults already have off is switched on instead (its row then says
 # what the tuning gave up), so no row repeats the defaults.

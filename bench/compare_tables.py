@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clutune.platform.compare import format_table, summary_table
+from clutune.platform.run.compare import format_table, summary_table
 
 BUDGETS = {"digits": (200, 500), "mnist1d": (500, 1000)}
 METHODS = "retrain,ugclu,finetune,er,derpp,ewc,lwf,ga,rl,salun,sfron,scrub"

@@ -29,10 +29,10 @@ import torch
 from table import write_table
 
 from clutune.clu.buffer import ReservoirBuffer
-from clutune.config import Config, load_config
-from clutune.experiment import method_hparams, prepare, run_experiment
-from clutune.scenario_generator import scenario_requests
-from clutune.scenarios import Scenario, build_scenario
+from clutune.core.config import Config, load_config
+from clutune.core.experiment import method_hparams, prepare, run_experiment
+from clutune.core.scenario_generator import scenario_requests
+from clutune.core.scenarios import Scenario, build_scenario
 
 METHODS = ("ugclu", "sfron", "er", "finetune")
 PRESETS = ("cifar10-agnostic-class", "cifar10-random")

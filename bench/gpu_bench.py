@@ -34,11 +34,11 @@ import torch.nn.functional as F
 from clutune.clu.access import TrainAccess, crop_flip
 from clutune.clu.batches import cycle_batches
 from clutune.clu.compute import autocast, compile_seconds, input_layout, prepare_model
-from clutune.config import load_config
+from clutune.core.config import load_config
+from clutune.core.experiment import build_method, method_hparams, prepare
+from clutune.core.oracle import train_oracle
 from clutune.data import Dataset, load_dataset
-from clutune.experiment import build_method, method_hparams, prepare
 from clutune.models import build_model
-from clutune.oracle import train_oracle
 
 SETTINGS = [("fp32", False), ("bf16", True)]  # (precision, channels_last)
 

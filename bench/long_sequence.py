@@ -38,11 +38,11 @@ from pathlib import Path
 import pandas as pd
 
 from clutune.clu.diagnostics import drift_slope
-from clutune.platform.plots import method_plots
-from clutune.platform.publish import draw_runs
-from clutune.platform.stats import t_interval
-from clutune.platform.study_report import plot_curves, summary_markdown
-from clutune.platform.tracking import RECORD_DIR
+from clutune.platform.record.publish import draw_runs
+from clutune.platform.record.tracking import RECORD_DIR
+from clutune.platform.reports.plots import method_plots
+from clutune.platform.reports.stats import t_interval
+from clutune.platform.reports.study_report import plot_curves, summary_markdown
 
 # preset, default methods, default seeds; each preset keeps its own oracle policy (every_k) unless --every is given
 PRESETS = {

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from clutune.clu.methods import get_method
-from clutune.platform.convergence import CSV, curve, default_reference
+from clutune.platform.search.convergence import CSV, curve, default_reference
 
 OBJECTIVES = ["kl_oracle_all", "avg_gap"]
 COLUMNS = [f"objective_{m}" for m in OBJECTIVES]

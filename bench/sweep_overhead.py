@@ -45,9 +45,9 @@ import numpy as np
 import pandas as pd
 from table import write_table
 
-from clutune.config import Config, bare_overrides, load_config, resolve_config_path
-from clutune.experiment import ExperimentRun, method_hparams, oracle_for, prepare
-from clutune.runtime import set_ray_env
+from clutune.core.config import Config, bare_overrides, load_config, resolve_config_path
+from clutune.core.experiment import ExperimentRun, method_hparams, oracle_for, prepare
+from clutune.platform.run.runtime import set_ray_env
 
 METHOD = "ugclu"
 OBJECTIVE = "kl_oracle_all"
@@ -64,7 +64,7 @@ def _pool_init(config: dict[str, Any]) -> None:
     """A pool worker loads the data and builds the scenario once, as a sweep's trial actor does, and runs at the
     niceness Ray gives its workers (15 unless ``RAY_worker_niceness`` says otherwise): on a machine with other
     load, trials at different priorities would not be doing the same work in the same conditions."""
-    from clutune.typed import from_dict
+    from clutune.guards.typed import from_dict
 
     os.nice(int(os.environ.get("RAY_worker_niceness", "15")))
     _WORKER["prep"] = prepare(from_dict(Config, config))
@@ -233,8 +233,8 @@ def _wrap(owner: Any, name: str, label: str, record: Record) -> Callable[[], Non
 
 
 WORKER_SPANS = {  # (module, attribute path) -> label; timed inside every Ray worker of the profile pass
-    ("clutune.trainables.clu_trainable", "clu_trainable"): "trial",
-    ("clutune.experiment", "prepare"): "prepare: dataset load, scenario build",
+    ("clutune.platform.run.trainable", "clu_trainable"): "trial",
+    ("clutune.core.experiment", "prepare"): "prepare: dataset load, scenario build",
     ("ray", "get"): "ray.get: trial context, oracle outputs",
     ("torch", "save"): "checkpoint: torch.save",
     ("ray.train._internal.storage", "StorageContext.persist_current_checkpoint"): "checkpoint: Tune's copy",
@@ -243,7 +243,7 @@ WORKER_SPANS = {  # (module, attribute path) -> label; timed inside every Ray wo
 
 
 def _owner(module: str, path: str) -> tuple[Any, str]:
-    owner = importlib.import_module(module)  # not getattr: clutune.trainables.clu_trainable is also a function
+    owner = importlib.import_module(module)  # not getattr: clutune.platform.run.trainable is also a function
     *parents, name = path.split(".")
     for parent in parents:
         owner = getattr(owner, parent)
@@ -272,18 +272,18 @@ def read_worker_spans(folder: Path) -> pd.DataFrame:
 
 
 DRIVER_SPANS = {
-    ("clutune.platform.sweep", "prepare"): "driver: prepare (validation before Ray starts)",
-    ("clutune.platform.tracking", "SweepTracker.__init__"): "MLflow: experiment look-up",
-    ("clutune.platform.tracking", "SweepTracker.start_parent"): "MLflow: parent run, config artifacts",
-    ("clutune.platform.engine", "submit_oracles"): "oracles: cached outputs into the object store",
+    ("clutune.platform.search.sweep", "prepare"): "driver: prepare (validation before Ray starts)",
+    ("clutune.platform.record.tracking", "SweepTracker.__init__"): "MLflow: experiment look-up",
+    ("clutune.platform.record.tracking", "SweepTracker.start_parent"): "MLflow: parent run, config artifacts",
+    ("clutune.platform.run.engine", "submit_oracles"): "oracles: cached outputs into the object store",
     ("ray.tune", "Tuner.fit"): "Tuner.fit",
-    ("clutune.platform.tracking", "SweepTracker.child"): "MLflow: child run (per trial)",
-    ("clutune.platform.tracking", "SweepTracker.log_request"): "MLflow: log_batch (per request)",
-    ("clutune.platform.tracking", "SweepTracker.end_child"): "MLflow: end child run",
-    ("clutune.results", "ResultStream.append"): "results stream: Arrow append + fsync",
-    ("clutune.platform.engine", "EngineCallback.on_checkpoint"): "records drained at a trial checkpoint",
-    ("clutune.platform.publish", "attach_runs"): "MLflow: figure attachments (per trial)",
-    ("clutune.platform.engine", "EngineCallback.on_trial_result"): "engine callback, per result (all of it)",
+    ("clutune.platform.record.tracking", "SweepTracker.child"): "MLflow: child run (per trial)",
+    ("clutune.platform.record.tracking", "SweepTracker.log_request"): "MLflow: log_batch (per request)",
+    ("clutune.platform.record.tracking", "SweepTracker.end_child"): "MLflow: end child run",
+    ("clutune.core.results", "ResultStream.append"): "results stream: Arrow append + fsync",
+    ("clutune.platform.run.engine", "EngineCallback.on_checkpoint"): "records drained at a trial checkpoint",
+    ("clutune.platform.record.publish", "attach_runs"): "MLflow: figure attachments (per trial)",
+    ("clutune.platform.run.engine", "EngineCallback.on_trial_result"): "engine callback, per result (all of it)",
     ("ray.tune.callback", "CallbackList.on_trial_result"): "all result callbacks (engine + Tune's loggers)",
     ("ray.tune.search.optuna", "OptunaSearch.on_trial_result"): "Optuna: intermediate value (journal file)",
     ("ray.tune.logger", "CSVLoggerCallback.log_trial_result"): "Tune's CSV logger (progress.csv)",
@@ -291,11 +291,11 @@ DRIVER_SPANS = {
     ("ray.tune.logger", "TBXLoggerCallback.log_trial_result"): "Tune's TensorBoard logger (event files)",
     ("ray.tune.execution.tune_controller", "TuneController.save_to_dir"): "Tune experiment-state snapshot",
     ("ray.tune.search.optuna", "OptunaSearch.save"): "snapshot part: pickling the Optuna searcher",
-    ("clutune.platform.engine", "compact"): "results.parquet compaction",
-    ("clutune.platform.sweep", "publish_sweep"): "figures: publish_sweep (all of it)",
-    ("clutune.platform.publish", "run_plots"): "figures: per-run plots (matplotlib)",
-    ("clutune.platform.publish", "optuna_html"): "figures: Optuna HTML views",
-    ("clutune.platform.sweep", "_summarize"): "summary: tables, plot, MLflow artifacts",
+    ("clutune.platform.run.engine", "compact"): "results.parquet compaction",
+    ("clutune.platform.search.sweep", "publish_sweep"): "figures: publish_sweep (all of it)",
+    ("clutune.platform.record.publish", "run_plots"): "figures: per-run plots (matplotlib)",
+    ("clutune.platform.record.publish", "optuna_html"): "figures: Optuna HTML views",
+    ("clutune.platform.search.sweep", "_summarize"): "summary: tables, plot, MLflow artifacts",
     ("ray", "shutdown"): "Ray shutdown",
 }
 
@@ -320,7 +320,7 @@ def profile(config_path: str, sets: list[str], trials: int, uri: str, folder: Pa
         spans.append((label, start, seconds))
 
     def ray_init() -> None:
-        from clutune.platform.engine import LOCAL_RAY_SYSTEM_CONFIG
+        from clutune.platform.run.engine import LOCAL_RAY_SYSTEM_CONFIG
 
         def hook() -> None:  # a plain function: Ray names the hook it exports
             install_worker_spans(str(folder))
@@ -483,8 +483,8 @@ def sweep_import_seconds() -> float:
         subprocess.run([sys.executable, "-c", statement], check=True)
         return time.perf_counter() - t0
 
-    base = min(seconds("import clutune.experiment") for _ in range(3))
-    return min(seconds("import clutune.experiment, clutune.platform.sweep") for _ in range(3)) - base
+    base = min(seconds("import clutune.core.experiment") for _ in range(3))
+    return min(seconds("import clutune.core.experiment, clutune.platform.search.sweep") for _ in range(3)) - base
 
 
 def warm_oracles(config: Config) -> None:
@@ -553,7 +553,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         base = [f"oracle.cache_dir={tmp}/oracles", "sweep.asha=false", "sweep.sampler=random", "device=cpu", *args.sets]
         warm_oracles(load_config(config_path, base))
-        importlib.import_module("clutune.platform.sweep")  # here, not at the top: the pool's workers import this file
+        # here, not at the top: the pool's workers import this file
+        importlib.import_module("clutune.platform.search.sweep")
         rows = measure(args, config_path, base, tmp)
         prof = None
         if not args.no_profile:

@@ -34,7 +34,7 @@ import yaml
 
 import clutune
 from clutune.clu.methods import get_method
-from clutune.platform.convergence import CSV, verdict
+from clutune.platform.search.convergence import CSV, verdict
 
 METHODS = "ugclu,finetune,er,derpp,ewc,lwf,ga,rl,salun,sfron,scrub"
 BUDGETS = {"digits": (200, 500), "mnist1d": (500, 1000)}  # replay buffer sizes compared; tuning uses the first

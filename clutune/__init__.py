@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from clutune.telemetry import telemetry_off_by_default
+from clutune.platform.run.telemetry import telemetry_off_by_default
 
 __version__ = "0.1.0"
 
@@ -22,8 +22,8 @@ _EXPORTS = {
     "study": "clutune.api",
     "sweep": "clutune.api",
     "aggregate": "clutune.api",
-    "Config": "clutune.config",
-    "load_config": "clutune.config",
+    "Config": "clutune.core.config",
+    "load_config": "clutune.core.config",
     "Method": "clutune.clu.methods",
     "BaseHparams": "clutune.clu.methods",
     "UserError": "clutune.errors",

@@ -4,7 +4,7 @@ Every ``clutune`` command is a thin layer over these functions, so a notebook ge
 gets: the same validation (one :class:`~clutune.errors.UserError` before anything is created), the same
 folders and MLflow record, the same resume.
 
-``config`` is a :class:`~clutune.config.Config`, a mapping shaped like a config file, a YAML file path or a
+``config`` is a :class:`~clutune.core.config.Config`, a mapping shaped like a config file, a YAML file path or a
 preset name. ``overrides`` maps dotted config keys (``"oracle.epochs"``) or bare hyperparameter names
 (``"buffer_size"``) to values, as ``--set`` does on the command line. Options are keywords named like the
 commands' flags::
@@ -30,16 +30,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clutune.config import ConfigSource, Overrides
-from clutune.platform.log import Log, print_line
-from clutune.runtime import set_ray_env
+from clutune.core.config import ConfigSource, Overrides
+from clutune.platform.run.log import Log, print_line
+from clutune.platform.run.runtime import set_ray_env
 
 if TYPE_CHECKING:  # the platform modules import Ray and MLflow: only when a command runs
-    from clutune.platform.aggregate import Aggregate
-    from clutune.platform.compare import CompareResult, GridOptions
-    from clutune.platform.single_run import RunResult
-    from clutune.platform.study import StudyResult
-    from clutune.platform.sweep import SweepResult
+    from clutune.platform.reports.aggregate import Aggregate
+    from clutune.platform.run.compare import CompareResult, GridOptions
+    from clutune.platform.run.single_run import RunResult
+    from clutune.platform.run.study import StudyResult
+    from clutune.platform.search.sweep import SweepResult
 
 
 def run(
@@ -56,7 +56,7 @@ def run(
     log: Log = print_line,
 ) -> RunResult:
     """One method through the scenario in this process (no Ray): ``clutune run``."""
-    from clutune.platform.single_run import RunOptions, run_single
+    from clutune.platform.run.single_run import RunOptions, run_single
 
     options = RunOptions(method, str(out), seed, save_predictions, overwrite, tracking_uri, tracking)
     return run_single(config, options, overrides, log)
@@ -80,8 +80,8 @@ def compare(
 ) -> CompareResult:
     """Several methods on the same scenario, seeds and oracles, in parallel on Ray: ``clutune compare``."""
     set_ray_env(address)
-    from clutune.platform.compare import run_compare
-    from clutune.platform.launch import Cluster
+    from clutune.platform.run.compare import run_compare
+    from clutune.platform.run.launch import Cluster
 
     options = _grid_options(methods, seeds, out, overwrite, resume, concurrency)
     return run_compare(config, options, overrides, Cluster(address, num_cpus, tracking_uri, tracking), log)
@@ -105,8 +105,8 @@ def study(
 ) -> StudyResult:
     """A long-stream stability study (curves per request, drift slopes): ``clutune study``."""
     set_ray_env(address)
-    from clutune.platform.launch import Cluster
-    from clutune.platform.study import run_study
+    from clutune.platform.run.launch import Cluster
+    from clutune.platform.run.study import run_study
 
     options = _grid_options(methods, seeds, out, overwrite, resume, concurrency)
     return run_study(config, options, overrides, Cluster(address, num_cpus, tracking_uri, tracking), log)
@@ -132,9 +132,9 @@ def sweep(
     """Tune a method with Ray Tune and Optuna, oracles trained once: ``clutune sweep``. ``scheduler`` is
     ``"asha"`` or ``"pbt"`` (population-based training over the stream), the same as ``sweep.scheduler``."""
     set_ray_env(address)
-    from clutune.config import with_override
-    from clutune.platform.launch import Cluster
-    from clutune.platform.sweep import SweepOptions, run_sweep
+    from clutune.core.config import with_override
+    from clutune.platform.run.launch import Cluster
+    from clutune.platform.search.sweep import SweepOptions, run_sweep
 
     if scheduler is not None:
         overrides = with_override(overrides, "sweep.scheduler", scheduler)
@@ -147,8 +147,8 @@ def aggregate(folders: Sequence[str | Path], *, out: str | Path | None = None) -
     """The interquartile mean of each method's KL to the oracle over the retrain noise floor, across the (scenario,
     seed) runs of several compare or study folders, with stratified bootstrap intervals: ``clutune aggregate``.
     With ``out`` the table, the scores and the performance profile are also written there."""
-    from clutune.platform.aggregate import aggregate as compute
-    from clutune.platform.aggregate import write_aggregate
+    from clutune.platform.reports.aggregate import aggregate as compute
+    from clutune.platform.reports.aggregate import write_aggregate
 
     paths = [Path(f) for f in folders]
     return compute(paths) if out is None else write_aggregate(paths, Path(out))
@@ -163,9 +163,9 @@ def _grid_options(
     concurrency: int | None,
 ) -> GridOptions:
     """compare and study write to a folder (a shared mount on a cluster) that every node writes checkpoints to."""
-    from clutune import storage
+    from clutune.core import storage
     from clutune.errors import UserError
-    from clutune.platform.compare import GridOptions
+    from clutune.platform.run.compare import GridOptions
 
     if isinstance(methods, str) or isinstance(seeds, (str, int)):
         raise UserError("methods and seeds are lists, e.g. methods=['er', 'ugclu'], seeds=[0, 1]")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from clutune.errors import RunFailed, UserError
-from clutune.masking import mask
+from clutune.guards.masking import mask
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -23,14 +23,14 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    from clutune.config import sets_to_overrides
+    from clutune.core.config import sets_to_overrides
 
     return sets_to_overrides(args.sets)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import clutune
-    from clutune import storage
+    from clutune.core import storage
 
     result = clutune.run(
         args.config,
@@ -92,7 +92,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     import clutune
-    from clutune.platform.compare import format_table
+    from clutune.platform.run.compare import format_table
 
     methods, seeds = _methods_and_seeds(args)
     result = clutune.compare(args.config, methods=methods, seeds=seeds, out=args.out, **_grid_flags(args))
@@ -138,8 +138,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_oracles(args: argparse.Namespace) -> int:
     """Train a scenario's oracles (--config), prune the cache (--prune), or report its size (--cache-dir)."""
-    from clutune.config import OracleConfig, load_config
-    from clutune.oracle import OracleCache
+    from clutune.core.config import OracleConfig, load_config
+    from clutune.core.oracle import OracleCache
 
     max_age_s, max_bytes = _check_oracles_args(args)
     config = load_config(args.config, args.sets) if args.config else None
@@ -208,12 +208,12 @@ def _prune_oracles(cache, max_age_s: float | None, max_bytes: int | None) -> Non
 
 def _train_oracles(config, address: str | None, num_cpus: int | None) -> None:  # config: Config
     """Only the oracles ``oracle.policy`` needs; the missing ones train in parallel on Ray."""
-    from clutune.runtime import set_ray_env
+    from clutune.platform.run.runtime import set_ray_env
 
     set_ray_env(address)
-    from clutune.platform.engine import ensure_ray
-    from clutune.platform.launch import Cluster, prepare_command
-    from clutune.platform.oracle_pool import plan_oracles, submit_oracles
+    from clutune.platform.cluster.oracle_pool import plan_oracles, submit_oracles
+    from clutune.platform.run.engine import ensure_ray
+    from clutune.platform.run.launch import Cluster, prepare_command
 
     prep = prepare_command(config, Cluster(address, num_cpus))
     plan = plan_oracles(prep)
@@ -246,19 +246,19 @@ def _add_tracking_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from clutune.platform.serve import serve_mlflow
+    from clutune.platform.reports.serve import serve_mlflow
 
     return serve_mlflow(args.tracking_uri, args.host, args.port, open_browser=not args.no_browser)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from clutune.platform.serve import serve_dashboard
+    from clutune.platform.reports.serve import serve_dashboard
 
     return serve_dashboard(Path(args.sweep_dir), args.host, args.port)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from clutune.platform.report import write_report
+    from clutune.platform.reports.report import write_report
 
     path = write_report(args.source, Path(args.out), args.tracking_uri)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, self-contained: open it in any browser, offline)")
@@ -267,7 +267,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
     import clutune
-    from clutune.platform.aggregate import markdown
+    from clutune.platform.reports.aggregate import markdown
 
     result = clutune.aggregate(args.folders, out=args.out)
     print(markdown(result), end="")
@@ -276,7 +276,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from clutune.platform.export import export_experiment
+    from clutune.platform.record.export import export_experiment
 
     frame = export_experiment(args.experiment, args.tracking_uri, Path(args.out))
     print(f"wrote {args.out}: {len(frame)} rows, {frame['run_id'].nunique() if len(frame) else 0} runs")
@@ -284,7 +284,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from clutune.platform.sync import sync_folder
+    from clutune.platform.record.sync import sync_folder
 
     done = sync_folder(Path(args.source), args.tracking_uri)
     print(
@@ -295,7 +295,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_check_method(args: argparse.Namespace) -> int:
-    from clutune.testing import check_method
+    from clutune.plugins.check_method import check_method
 
     report = check_method(args.name, seed=args.seed)
     print(report.table())
@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-        tracking = sys.modules.get("clutune.platform.tracking")  # MLflow writes fail soft: report them last
+        tracking = sys.modules.get("clutune.platform.record.tracking")  # MLflow writes fail soft: report them last
         failures = tracking.tracking_failures() if tracking is not None else []
         for line in failures:
             print(f"clutune: error: {line}", file=sys.stderr)

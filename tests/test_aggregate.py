@@ -11,7 +11,7 @@ from scipy import stats
 import clutune
 from clutune.cli import main
 from clutune.errors import UserError
-from clutune.platform.aggregate import aggregate
+from clutune.platform.reports.aggregate import aggregate
 
 FLOORS = (0.01, 0.1, 1.0, 0.5)  # per scenario: four orders of magnitude apart, so only a normalised score compares
 SEEDS = (0, 1)
@@ -95,7 +95,7 @@ def test_the_committed_baseline_aggregate_is_what_its_committed_runs_give():
     """README's baseline aggregate is recomputed from the committed runs of the eight comparison tables."""
     from pathlib import Path
 
-    from clutune.platform.aggregate import markdown
+    from clutune.platform.reports.aggregate import markdown
 
     results = Path(__file__).resolve().parents[1] / "bench" / "results"
     folders = sorted((results / "compare-runs").iterdir())

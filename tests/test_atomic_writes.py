@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from clutune import storage
-from clutune.platform import tune_storage as ts
+from clutune.core import storage
+from clutune.platform.cluster import tune_storage as ts
 
 
 class _FillingStream:

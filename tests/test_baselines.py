@@ -19,11 +19,11 @@ import yaml
 
 from clutune.clu.methods.base import Method
 from clutune.clu.training import predict_logits
-from clutune.config import load_config
+from clutune.core.config import load_config
+from clutune.core.experiment import Prepared, build_method, method_hparams, prepare, run_experiment
+from clutune.core.scenarios import Request
 from clutune.data import Dataset, load_dataset
 from clutune.errors import UserError
-from clutune.experiment import Prepared, build_method, method_hparams, prepare, run_experiment
-from clutune.scenarios import Request
 
 torch.set_num_threads(1)
 

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from clutune.cli import main
-from clutune.platform.plots import METHOD_PLOTS, PLOT_PX, RUN_PLOTS
+from clutune.platform.reports.plots import METHOD_PLOTS, PLOT_PX, RUN_PLOTS
 
 SCENARIO = """
 name: tiny-browse

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from clutune.cli import main
+from clutune.core.oracle import OracleCache, OracleDiverged, OracleOutputs, OracleRecipe, get_oracle
 from clutune.data import load_dataset
-from clutune.oracle import OracleCache, OracleDiverged, OracleOutputs, OracleRecipe, get_oracle
 
 RECIPE = OracleRecipe(
     model={"name": "mlp", "hidden": [16]},

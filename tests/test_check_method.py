@@ -1,5 +1,5 @@
-"""`clutune check-method` / clutune.testing: every built-in method passes; a method built to break one guarantee
-fails that check, by name; the data door hands a method no tensor of all samples."""
+"""`clutune check-method` / clutune.plugins.check_method: every built-in method passes; a method built to break one
+guarantee fails that check, by name; the data door hands a method no tensor of all samples."""
 
 from __future__ import annotations
 
@@ -19,7 +19,15 @@ from clutune.clu.methods import BUILTIN_METHODS, get_method
 from clutune.clu.methods.er import ER
 from clutune.clu.methods.replay import ReplayHparams, supervised_epochs
 from clutune.errors import UserError
-from clutune.testing import CHECKS, _Harness, _requests, check_method, mixed_stream, tiny_dataset, tiny_hparams
+from clutune.plugins.check_method import (
+    CHECKS,
+    _Harness,
+    _requests,
+    check_method,
+    mixed_stream,
+    tiny_dataset,
+    tiny_hparams,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

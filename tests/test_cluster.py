@@ -20,7 +20,7 @@ import torch
 from local_cluster import CLUSTER_ENV, LocalCluster, local_cluster
 from mlflow.tracking import MlflowClient
 
-from clutune.results import read_parts
+from clutune.core.results import read_parts
 
 CLUTUNE = str(Path(sys.executable).parent / "clutune")
 TINY = """

@@ -18,10 +18,10 @@ import torch
 from clutune.clu import compute
 from clutune.clu.access import TrainAccess, UnlearnedAccessError, crop_flip
 from clutune.clu.methods.finetune import Finetune
-from clutune.config import load_config
-from clutune.experiment import method_hparams, prepare, run_experiment
+from clutune.core.config import load_config
+from clutune.core.experiment import method_hparams, prepare, run_experiment
+from clutune.core.oracle import OracleRecipe, oracle_key, train_oracle
 from clutune.models import build_model
-from clutune.oracle import OracleRecipe, oracle_key, train_oracle
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 FAST = {"epochs_per_learn": 1, "iters_per_unlearn": 4, "batch_size": 32}

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clutune.platform.convergence import ConvergedStopper, analyse, curve, trial_number, verdict
+from clutune.platform.search.convergence import ConvergedStopper, analyse, curve, trial_number, verdict
 
 COLUMNS = ["objective_a", "objective_b"]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from clutune import storage
 from clutune.cli import build_parser
-from clutune.config import load_config
+from clutune.core import storage
+from clutune.core.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 JOB = yaml.safe_load((REPO / "deploy" / "rayjob.yaml").read_text())

@@ -41,7 +41,7 @@ def test_site_builds_strict_with_api_reference(tmp_path: Path) -> None:
         assert (tmp_path / "site" / "commands" / command / "index.html").exists(), command
     # mkdocstrings rendered the reference from the docstrings, not an empty page
     reference = (tmp_path / "site" / "reference" / "index.html").read_text()
-    assert 'id="clutune.config.Config"' in reference
+    assert 'id="clutune.core.config.Config"' in reference
     assert 'id="clutune.clu.methods.base.Method"' in reference
     assert "The budget every method shares" in reference  # BaseHparams' docstring
 
@@ -54,13 +54,13 @@ def test_strict_build_refuses_a_broken_link_and_a_broken_reference(tmp_path: Pat
     plugin["mkdocstrings"]["handlers"]["python"]["paths"] = [str(REPO)]  # the code stays where it is
     (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config))
     page = tmp_path / "docs" / "concepts.md"
-    broken = "See [a page that is not there](no-such-page.md) and [Config][clutune.config.NoSuchThing]."
+    broken = "See [a page that is not there](no-such-page.md) and [Config][clutune.core.config.NoSuchThing]."
     page.write_text(page.read_text() + "\n" + broken + "\n")
     done = _mkdocs_build(tmp_path / "mkdocs.yml", tmp_path / "site")
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
     assert "no-such-page.md" in output
-    assert "clutune.config.NoSuchThing" in output
+    assert "clutune.core.config.NoSuchThing" in output
 
 
 def test_every_command_has_a_page_in_the_nav() -> None:

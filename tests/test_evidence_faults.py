@@ -16,8 +16,8 @@ import clutune
 from clutune.cli import main
 from clutune.clu.diagnostics import dead_units, penultimate, plasticity_diagnostics
 from clutune.errors import UserError
-from clutune.platform.objective_check import check_objectives, valued_requests
-from clutune.platform.study_report import summary_markdown
+from clutune.platform.reports.study_report import summary_markdown
+from clutune.platform.search.objective_check import check_objectives, valued_requests
 
 
 def _mlp_with_dead_units() -> nn.Module:

@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from clutune.platform.plots import method_figures, run_figures
-from clutune.platform.study_report import plot_curves
+from clutune.platform.reports.plots import method_figures, run_figures
+from clutune.platform.reports.study_report import plot_curves
 
 N = 200
 EVERY = 10
@@ -125,7 +125,7 @@ def test_study_curves_draw_every_oracle_point(tmp_path):
 def test_a_dense_series_with_gaps_keeps_its_isolated_points():
     from matplotlib.figure import Figure
 
-    from clutune.platform.plots import sparse_line
+    from clutune.platform.reports.plots import sparse_line
 
     y = np.linspace(0.0, 1.0, 100)
     y[[0, 2, 50, 52]] = np.nan  # points 1 and 51 have no finite neighbour

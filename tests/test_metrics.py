@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from clutune.metrics import (
+from clutune.core.metrics import (
     SPLITS,
     SVC_MAX_TARGETS,
     Split,

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from clutune.clu.training import predict_logits
-from clutune.config import load_config
+from clutune.core.config import load_config
+from clutune.core.experiment import oracle_for, prepare
+from clutune.core.oracle import OracleCache, OracleRecipe, get_oracle, oracle_key, train_oracle
 from clutune.data import load_dataset
-from clutune.experiment import oracle_for, prepare
 from clutune.models import build_model
-from clutune.oracle import OracleCache, OracleRecipe, get_oracle, oracle_key, train_oracle
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = OracleRecipe(

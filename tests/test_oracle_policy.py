@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from clutune.cli import main
-from clutune.config import load_config
+from clutune.core.config import load_config
+from clutune.core.experiment import oracle_for, prepare
+from clutune.core.oracle import LEASE_MAX_AGE_S, OracleCache, OracleRecipe, get_oracle, oracle_requests
 from clutune.data import load_dataset
 from clutune.errors import UserError
-from clutune.experiment import oracle_for, prepare
 from clutune.models import build_model
-from clutune.oracle import LEASE_MAX_AGE_S, OracleCache, OracleRecipe, get_oracle, oracle_requests
-from clutune.platform.oracle_pool import plan_oracles
+from clutune.platform.cluster.oracle_pool import plan_oracles
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = OracleRecipe(
@@ -204,7 +204,7 @@ def test_a_stale_lease_does_not_protect(tmp_path, digits):
     (a,) = fill(cache, digits, 1)
     # a process that dies inside its lease leaves the file behind, with a pid that is no longer running
     crash = (
-        "import os, sys; from clutune.oracle import OracleCache; "
+        "import os, sys; from clutune.core.oracle import OracleCache; "
         "lease = OracleCache(sys.argv[1]).lease([sys.argv[2]]); lease.__enter__(); os._exit(0)"
     )
     subprocess.run([sys.executable, "-c", crash, str(cache.root), a], check=True, cwd=REPO)

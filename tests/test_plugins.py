@@ -144,7 +144,8 @@ def test_compare_and_sweep_use_the_plugin_on_ray_workers(sites):
 
 def test_plugin_tuned_defaults_and_search_space_are_read_first(sites):
     code = (
-        "from clutune.config import best_defaults; from clutune.platform.search_space import default_space_path;"
+        "from clutune.core.config import best_defaults;"
+        "from clutune.platform.search.search_space import default_space_path;"
         "print(best_defaults('example_er', 'example_blobs')['repair_iters']);"
         "print(default_space_path('example_er'));"
         "print(best_defaults('example_er', 'digits'))"

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clutune.clu.access import UnlearnedAccessError
-from clutune.config import load_config
-from clutune.experiment import ExperimentRun, method_hparams, oracle_for, prepare
-from clutune.scenarios import build_scenario
+from clutune.core.config import load_config
+from clutune.core.experiment import ExperimentRun, method_hparams, oracle_for, prepare
+from clutune.core.scenarios import build_scenario
 
 FAST = {"epochs_per_learn": 1, "iters_per_unlearn": 4, "batch_size": 32}
 

@@ -3,7 +3,7 @@
 import pytest
 
 from clutune.errors import UserError
-from clutune.platform.ray_internals import TESTED_RAY, check_ray_version
+from clutune.platform.cluster.ray_internals import TESTED_RAY, check_ray_version
 
 
 def test_the_installed_ray_is_the_one_read():

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from clutune import storage
 from clutune.cli import main
+from clutune.core import storage
 from clutune.errors import UserError
-from clutune.platform.tracking import resolve_tracking_uri
+from clutune.platform.record.tracking import resolve_tracking_uri
 
 RUN = ["run", "--config", "digits-random", "--method", "finetune", "--no-tracking"]
 

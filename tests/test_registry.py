@@ -9,12 +9,12 @@ import sys
 import pytest
 
 from clutune.clu.methods import METHODS, get_method
-from clutune.config import Config, DatasetConfig, ModelConfig
+from clutune.core.config import Config, DatasetConfig, ModelConfig
 from clutune.data import DATASETS, load_dataset
 from clutune.errors import UserError
+from clutune.guards.typed import from_dict
 from clutune.models import MODELS
-from clutune.registry import BUILT_IN, Registry
-from clutune.typed import from_dict
+from clutune.plugins.registry import BUILT_IN, Registry
 
 
 def test_a_built_in_name_reads_no_entry_points():

@@ -18,7 +18,7 @@ import pytest
 from local_cluster import free_port
 
 from clutune.cli import main
-from clutune.oracle import OracleCache
+from clutune.core.oracle import OracleCache
 
 CLUTUNE = str(Path(sys.executable).parent / "clutune")
 SCENARIO = """

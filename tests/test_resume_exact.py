@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from clutune.config import load_config
-from clutune.experiment import ExperimentRun, method_hparams, prepare
-from clutune.trainables.clu_trainable import CheckpointCadence
+from clutune.core.config import load_config
+from clutune.core.experiment import ExperimentRun, method_hparams, prepare
+from clutune.platform.run.trainable import CheckpointCadence
 
 FAST = {"epochs_per_learn": 2, "iters_per_unlearn": 10}
 VARYING = {"run_id", "seconds", "step_seconds", "rss_mb", "oracle_seconds", "oracle_cached"}

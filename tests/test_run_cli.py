@@ -18,11 +18,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC
 
 from clutune.cli import main
-from clutune.config import load_config
-from clutune.experiment import prepare
-from clutune.metrics import request_metrics
-from clutune.predictions import read_predictions
-from clutune.results import read_results
+from clutune.core.config import load_config
+from clutune.core.experiment import prepare
+from clutune.core.metrics import request_metrics
+from clutune.core.predictions import read_predictions
+from clutune.core.results import read_results
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "clutune" / "presets" / "digits-agnostic-class.yaml"

@@ -17,12 +17,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clutune.config import CONFIG_DIR, GenerateConfig, load_config
+from clutune.core.config import CONFIG_DIR, GenerateConfig, load_config
+from clutune.core.experiment import prepare
+from clutune.core.scenario_generator import generate_requests, scenario_requests
+from clutune.core.scenarios import Scenario, build_scenario, resolve_task_classes
 from clutune.data import load_dataset, make_dataset
 from clutune.errors import UserError
-from clutune.experiment import prepare
-from clutune.scenario_generator import generate_requests, scenario_requests
-from clutune.scenarios import Scenario, build_scenario, resolve_task_classes
 
 TASKS = resolve_task_classes(None, 2, 10)
 

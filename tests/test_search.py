@@ -16,8 +16,8 @@ from mlflow.tracking import MlflowClient
 
 import clutune
 from clutune.errors import UserError
-from clutune.platform.report import write_report
-from clutune.platform.samplers import SAMPLERS, make_sampler
+from clutune.platform.reports.report import write_report
+from clutune.platform.search.samplers import SAMPLERS, make_sampler
 
 TINY = [
     "oracle.epochs=5",

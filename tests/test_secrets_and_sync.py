@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from clutune.masking import drop_masked_password, mask
-from clutune.platform.sync import sync_folder
-from clutune.platform.tracking import RECORD_DIR, SweepTracker
+from clutune.guards.masking import drop_masked_password, mask
+from clutune.platform.record.sync import sync_folder
+from clutune.platform.record.tracking import RECORD_DIR, SweepTracker
 
 SECRET = "s3cret-Pw"
 TRACKING = f"http://alice:{SECRET}@127.0.0.1:9/"  # nothing listens on port 9: the tracker fails soft

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from clutune.cli import main
-from clutune.platform.serve import run_server
+from clutune.platform.reports.serve import run_server
 
 
 def _free_port() -> int:

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from clutune.platform.compare import TABLE_METRICS, format_table, summary_table
-from clutune.platform.report import write_report
-from clutune.platform.stats import holm, method_table
+from clutune.platform.reports.report import write_report
+from clutune.platform.reports.stats import holm, method_table
+from clutune.platform.run.compare import TABLE_METRICS, format_table, summary_table
 
 SEEDS = (0, 1, 2, 3, 4)
 

@@ -16,9 +16,9 @@ from mlflow.tracking import MlflowClient
 
 from clutune.cli import main
 from clutune.clu.methods.finetune import Finetune
-from clutune.config import load_config
-from clutune.experiment import ExperimentRun, method_hparams, prepare
-from clutune.results import read_parts
+from clutune.core.config import load_config
+from clutune.core.experiment import ExperimentRun, method_hparams, prepare
+from clutune.core.results import read_parts
 
 FAST = ["oracle.epochs=3", "epochs_per_learn=1", "iters_per_unlearn=5"]
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from clutune.platform.study_report import DPI, FIG_INCHES, plot_curves, summary_frame, summary_markdown
+from clutune.platform.reports.study_report import DPI, FIG_INCHES, plot_curves, summary_frame, summary_markdown
 
 N_REQUESTS = 40
 

@@ -12,8 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import clutune
-from clutune.config import load_config
-from clutune.experiment import ExperimentRun, method_hparams, prepare
+from clutune.core.config import load_config
+from clutune.core.experiment import ExperimentRun, method_hparams, prepare
 
 FAST = ["oracle.epochs=10", "epochs_per_learn=3", "methods.ugclu.iters_per_unlearn=20", "sweep.asha=false"]
 KAPPA = 1.5

@@ -16,8 +16,8 @@ import pytest
 from ray import cloudpickle, tune
 
 from clutune.errors import RunFailed, UserError
-from clutune.platform import tune_storage as ts
-from clutune.platform.engine import check_resumable, require_complete
+from clutune.platform.cluster import tune_storage as ts
+from clutune.platform.run.engine import check_resumable, require_complete
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import a test module
 

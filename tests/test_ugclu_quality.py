@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clutune.config import load_config
-from clutune.experiment import method_hparams, prepare, run_experiment
+from clutune.core.config import load_config
+from clutune.core.experiment import method_hparams, prepare, run_experiment
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from clutune.clu.coefficients import cosine_decay, sample_weights
 from clutune.clu.fastslow import fast_slow_iteration
 from clutune.clu.methods.ugclu import UGCLU, UGCLUHparams
 from clutune.clu.saliency import balanced_mask, fisher_diagonal
-from clutune.config import CONFIG_DIR, load_config
-from clutune.experiment import method_hparams, prepare, run_experiment
+from clutune.core.config import CONFIG_DIR, load_config
+from clutune.core.experiment import method_hparams, prepare, run_experiment
 
 torch.set_num_threads(1)
 

@@ -292,7 +292,7 @@ def test_existing_results_are_not_overwritten(capsys, tmp_path):
 
 
 def test_unlearning_a_partly_learned_task_takes_what_is_owned(labels):
-    from clutune.scenarios import build_scenario
+    from clutune.core.scenarios import build_scenario
 
     y = torch.tensor(labels)
     task0 = (y < 2).nonzero().flatten().tolist()

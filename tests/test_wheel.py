@@ -105,8 +105,8 @@ def test_the_wheel_carries_presets_tuned_defaults_and_search_spaces(installed: I
 
 def test_the_installed_clutune_is_the_wheel_not_the_repository(installed: Installed) -> None:
     code = (
-        "import clutune; from clutune.config import CONFIG_DIR, BEST_DIR;"
-        "from clutune.platform.search_space import default_space_path;"
+        "import clutune; from clutune.core.config import CONFIG_DIR, BEST_DIR;"
+        "from clutune.platform.search.search_space import default_space_path;"
         "print(clutune.__file__, CONFIG_DIR, BEST_DIR, default_space_path('ugclu'), sep='\\n')"
     )
     lines = installed.run(installed.python, "-c", code).stdout.split()

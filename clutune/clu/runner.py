@@ -1,7 +1,7 @@
 """Drive a method through a request stream: act, enforce the privacy invariant, evaluate, hand back a row.
 
 The runner owns the loop, the clock and the sample count (``TrainAccess.samples``). Evaluation is injected
-(``evaluate``) so this module stays pure PyTorch; :mod:`clutune.experiment` supplies the evaluator that
+(``evaluate``) so this module stays pure PyTorch; :mod:`clutune.core.experiment` supplies the evaluator that
 compares against each request's oracle.
 """
 

@@ -2,7 +2,7 @@
 returns a :class:`Dataset` in a fixed sample order.
 
 Built-in readers are the table below; an installed package adds its own under the entry point group
-``clutune.datasets`` (``name = "module:reader"``), found the same way in every process (clutune.registry).
+``clutune.datasets`` (``name = "module:reader"``), found the same way in every process (clutune.plugins.registry).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clutune.config import DatasetConfig
+from clutune.core.config import DatasetConfig
 from clutune.data.dataset import Dataset, fingerprint, make_dataset
 from clutune.errors import UserError
-from clutune.registry import Registry
-from clutune.typed import from_dict
+from clutune.guards.typed import from_dict
+from clutune.plugins.registry import Registry
 
 __all__ = [
     "DATASETS",

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from clutune.errors import UserError
-from clutune.registry import Registry
+from clutune.plugins.registry import Registry
 
 Builder = Callable[[dict[str, Any], tuple[int, ...], int], nn.Module]
 

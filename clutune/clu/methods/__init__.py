@@ -1,5 +1,5 @@
 """Methods by name: clutune's own in the table below, then any installed package's under the entry point group
-``clutune.methods`` (``name = "module:Class"``), resolved the same way in every process (clutune.registry).
+``clutune.methods`` (``name = "module:Class"``), resolved the same way in every process (clutune.plugins.registry).
 
 A method class subclasses :class:`Method`, its ``Hparams`` subclasses :class:`BaseHparams`, and its ``name``
 is the name it is registered under. Modules are imported on first lookup, so naming one method imports one file.
@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from clutune.clu.methods.base import BaseHparams, Method
-from clutune.registry import Registry
+from clutune.plugins.registry import Registry
 
 BUILTIN_METHODS: dict[str, str] = {
     "clpu": "clutune.clu.methods.clpu:CLPU",

@@ -2,7 +2,7 @@
 
 It is exact by construction, so its distance to the oracle is the noise floor of the metrics: how far two
 exact retrains with different seeds land from each other. A method that gets below it is not unlearning
-better, it is within noise. The defaults are clutune.config.OracleConfig's recipe.
+better, it is within noise. The defaults are clutune.core.config.OracleConfig's recipe.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from clutune.config import DatasetConfig
+from clutune.core.config import DatasetConfig
 from clutune.data import Dataset, make_dataset
 from clutune.errors import UserError
 

@@ -1,0 +1,407 @@
+"""One method through one scenario: build everything from a config, run it, score each request.
+
+This is the glue between the pure-PyTorch library (:mod:`clutune.clu`) and the rest: datasets, oracles,
+metrics and result rows. The CLI, ``clutune compare`` and the Tune trainable all go through
+:func:`prepare` and :func:`run_experiment`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clutune.clu.access import TrainAccess, crop_flip
+from clutune.clu.compute import (
+    autocast,
+    compile_seconds,
+    effective_precision,
+    flush_denormals,
+    input_layout,
+    prepare_model,
+)
+from clutune.clu.diagnostics import owned_probe_ids, plasticity_diagnostics, probe_ids
+from clutune.clu.methods import get_method
+from clutune.clu.methods.base import Method
+from clutune.clu.runner import Diverged, iter_run
+from clutune.clu.training import predict_logits
+from clutune.core.config import Config, best_defaults
+from clutune.core.metrics import Split, forgetting, request_metrics, softmax64, test_accuracy_by_classes
+from clutune.core.oracle import OracleCache, OracleOutputs, OracleRecipe, get_oracle, oracle_requests
+from clutune.core.placement import placement
+from clutune.core.predictions import write_predictions
+from clutune.core.scenario_generator import scenario_requests
+from clutune.core.scenarios import Request, Scenario, build_scenario
+from clutune.data import Dataset, read_dataset
+from clutune.errors import UserError
+from clutune.guards.typed import from_dict
+from clutune.models import build_model
+from clutune.models.fit import check_model_fits
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def method_hparams(config: Config, method: str, dataset: str, bare: dict[str, Any] | None = None) -> Any:
+    """Defaults < the oracle recipe (for methods that follow it) < presets/best/<method>-<dataset>.yaml
+    < config methods.<method> < --set name=value."""
+    cls = get_method(method)
+    recipe = {k: getattr(config.oracle, k) for k in cls.follows_oracle}
+    raw = {**recipe, **best_defaults(method, dataset), **config.methods.get(method, {}), **(bare or {})}
+    return from_dict(cls.Hparams, raw, prefix=f"methods.{method}")
+
+
+def validate_methods_section(config: Config) -> None:
+    for name in config.methods:
+        method_hparams(config, name, config.dataset.name)
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, built and validated before any training starts."""
+
+    config: Config
+    dataset: Dataset
+    scenario: Scenario
+    recipe: OracleRecipe
+    cache: OracleCache
+    device: torch.device
+
+    def owned_ids(self, k: int) -> torch.Tensor:
+        return self.scenario.owned(k).nonzero().flatten()
+
+
+def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
+    device = resolve_device(config.device)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    dataset = dataset or read_dataset(config.dataset)
+    check_model_fits(config.model.spec(), dataset.input_shape, dataset.num_classes)
+    scenario = build_scenario(
+        scenario_requests(config.scenario, dataset.y_train, dataset.num_classes),
+        dataset.y_train,
+        dataset.num_classes,
+        classes_per_task=config.scenario.classes_per_task,
+        tasks=config.scenario.tasks,
+        seed=config.scenario.seed,
+    )
+    effective_precision(config.compute.precision, device)  # warns now, before any work, if bf16 cannot apply
+    recipe = OracleRecipe.from_config(config.oracle, config.model.spec(), config.compute)
+    return Prepared(config, dataset.to(device), scenario, recipe, OracleCache(config.oracle.cache_dir), device)
+
+
+def prepare_in_worker(config: dict[str, Any]) -> Prepared:
+    """``prepare`` once per worker process and config. Ray reuses a worker for the next trial (Tune's
+    ``reuse_actors``) or the next oracle task of the same command, and loading the data and building the
+    scenario again would cost each of them. The result is shared: callers must not change it."""
+    return _prepare_json(json.dumps(config, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=1)  # one entry: a worker serves one command at a time, and a dataset can be large
+def _prepare_json(config_json: str) -> Prepared:
+    return prepare(from_dict(Config, json.loads(config_json)))
+
+
+def oracle_for(prep: Prepared, k: int) -> OracleOutputs | None:
+    """None where ``oracle.policy`` gives request k no oracle (its oracle metrics are then NaN)."""
+    cfg = prep.config.oracle
+    if not oracle_requests(cfg.policy, cfg.every, [r.kind for r in prep.scenario.requests])[k]:
+        return None
+    return get_oracle(prep.dataset, prep.owned_ids(k), prep.recipe, cfg.seed, prep.cache, cfg.keep_weights)
+
+
+@dataclass
+class Evaluator:
+    """Scores a model after request k against oracle k; keeps the per-class test accuracy history."""
+
+    prep: Prepared
+    oracle: Callable[[int], OracleOutputs | None]  # None: the oracle policy gives this request no oracle
+    predictions_dir: Path | None = None
+    class_acc: list[np.ndarray] = field(default_factory=list)  # per request: test accuracy per class
+    learned_at: dict[int, int] = field(default_factory=dict)  # task -> request that first learned it
+    probe: tuple[torch.Tensor, torch.Tensor] | None = None  # (train ids, test ids), drawn once per stream
+
+    def __post_init__(self) -> None:
+        cfg, ds = self.prep.config, self.prep.dataset
+        if cfg.probe_size > 0:
+            self.probe = probe_ids(ds.n_train, ds.n_test, cfg.probe_size, cfg.scenario.seed)
+
+    def diagnostics(self, k: int, model: torch.nn.Module) -> dict[str, float]:
+        """Plasticity diagnostics on the probe set's owned training samples plus its test samples."""
+        if self.probe is None:
+            return {}
+        ds = self.prep.dataset
+        train = owned_probe_ids(self.probe[0], self.prep.scenario.owned(k).nonzero().flatten())
+        dev = ds.x_train.device
+        x = torch.cat([ds.inputs(ds.x_train[train.to(dev)]), ds.inputs(ds.x_test[self.probe[1].to(dev)])])
+        return plasticity_diagnostics(model, x)
+
+    def splits(
+        self, request: Request, model_logits: tuple[torch.Tensor, torch.Tensor], oracle: OracleOutputs | None
+    ) -> dict[str, Split]:
+        """Without an oracle its outputs are NaN: nothing can be scored against a model that was not trained."""
+        sc, ds, k = self.prep.scenario, self.prep.dataset, request.index
+        learn = torch.zeros(ds.n_train, dtype=torch.bool)
+        if request.kind == "learn":
+            learn[request.ids] = True
+        masks = {"remain": sc.owned(k) & ~learn, "learn": learn, "unlearn": sc.unlearned(k)}
+        y_train, y_test = ds.y_train.cpu().numpy(), ds.y_test.cpu().numpy()
+        pm_train, pm_test = softmax64(model_logits[0].numpy()), softmax64(model_logits[1].numpy())
+        if oracle is None:
+            po_train, po_test = np.full_like(pm_train, np.nan), np.full_like(pm_test, np.nan)
+        else:
+            po_train, po_test = softmax64(oracle.logits_train.numpy()), softmax64(oracle.logits_test.numpy())
+        out = {}
+        for name, mask in masks.items():
+            idx = mask.nonzero().flatten().numpy()
+            out[name] = Split(idx, y_train[idx], pm_train[idx], po_train[idx])
+        out["test"] = Split(np.arange(ds.n_test), y_test, pm_test, po_test)
+        return out
+
+    def logits(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's logits on every train and test sample, in the run's precision and evaluation batch size."""
+        ds, compute, device = self.prep.dataset, self.prep.config.compute, self.prep.device
+        to_inputs = input_layout(ds.inputs, device, compute.channels_last)
+        with autocast(compute.precision, device):
+            return tuple(predict_logits(model, x, to_inputs, compute.eval_batch_size) for x in (ds.x_train, ds.x_test))
+
+    def __call__(self, request: Request, model: torch.nn.Module) -> dict[str, Any]:
+        with flush_denormals(self.prep.config.compute.flush_denormal):
+            return self._score(request, model)
+
+    def _score(self, request: Request, model: torch.nn.Module) -> dict[str, Any]:
+        ds, sc, k = self.prep.dataset, self.prep.scenario, request.index
+        logits = self.logits(model)
+        if not (torch.isfinite(logits[0]).all() and torch.isfinite(logits[1]).all()):
+            raise Diverged(f"request {k} ({request.kind}): the model's outputs are not finite; lower its step sizes")
+        oracle = self.oracle(k)
+        splits = self.splits(request, logits, oracle)
+        row: dict[str, Any] = {"request": k, "kind": request.kind}
+        row.update(request_metrics(splits, request.kind == "learn", with_oracle=oracle is not None))
+        row.update(self.class_metrics(request, splits["test"], with_oracle=oracle is not None))
+        row.update(self.diagnostics(k, model))
+        row.update(
+            n_learn=len(splits["learn"]),
+            n_unlearn=len(request.ids) if request.kind == "unlearn" else 0,
+            n_owned=int(sc.owned(k).sum()),
+            n_unlearned_total=len(splits["unlearn"]),
+            oracle_evaluated=oracle is not None,
+            oracle_seconds=oracle.seconds if oracle else math.nan,
+            oracle_samples_processed=oracle.samples_processed if oracle else 0,
+            oracle_cached=oracle.cached if oracle else False,
+            oracle_key=oracle.key if oracle else "",
+            oracle_node_id=oracle.node_id if oracle else "",
+            oracle_hostname=oracle.hostname if oracle else "",
+        )
+        if self.predictions_dir is not None:
+            task_of = sc.sample_task.numpy()
+            test_task = sc.class_task(ds.num_classes).numpy()
+            write_predictions(self.predictions_dir / f"request-{k}.parquet", splits, task_of, test_task)
+        return row
+
+    def class_metrics(self, request: Request, test: Split, with_oracle: bool = True) -> dict[str, float]:
+        """acc_test_owned / acc_test_unlearned and forgetting, from the per-class test accuracy history."""
+        sc, ds, k = self.prep.scenario, self.prep.dataset, request.index
+        y_owned = ds.y_train.cpu()[sc.owned(k)]
+        y_unl = ds.y_train.cpu()[sc.unlearned(k)]
+        owned_classes = sorted(set(torch.unique(y_owned).tolist()))
+        gone = sorted(set(torch.unique(y_unl).tolist()) - set(owned_classes))
+        hits = test.p_model.argmax(1) == test.labels
+        per_class = np.array(
+            [hits[test.labels == c].mean() if (test.labels == c).any() else np.nan for c in range(ds.num_classes)]
+        )
+        self.class_acc.append(per_class)
+        if request.kind == "learn":
+            for t in request.tasks:
+                self.learned_at.setdefault(t, k)
+        history = np.stack(self.class_acc)  # (requests so far, classes): vectorised, so no per-request creep
+        histories = []
+        for t, first in self.learned_at.items():
+            classes = [c for c in sc.task_classes[t] if c in owned_classes and (test.labels == c).any()]
+            if first == k or not classes:
+                continue
+            counts = np.array([(test.labels == c).sum() for c in classes], dtype=np.float64)
+            histories.append(list(history[first : k + 1][:, classes] @ counts / counts.sum()))
+        return {
+            "acc_test_owned": test_accuracy_by_classes(test.p_model, test.labels, owned_classes),
+            "oracle_acc_test_owned": (
+                test_accuracy_by_classes(test.p_oracle, test.labels, owned_classes) if with_oracle else math.nan
+            ),
+            "acc_test_unlearned": test_accuracy_by_classes(test.p_model, test.labels, gone),
+            "oracle_acc_test_unlearned": (
+                test_accuracy_by_classes(test.p_oracle, test.labels, gone) if with_oracle else math.nan
+            ),
+            "forgetting": forgetting(histories),
+            **self.task_accuracies(test, with_oracle),
+        }
+
+    def task_accuracies(self, test: Split, with_oracle: bool) -> dict[str, float]:
+        """``acc_task_<t>`` / ``oracle_acc_task_<t>``: test accuracy on each task's classes, the cells of the
+        accuracy matrix (task x request) that no request mean can rebuild."""
+        out = {}
+        for t, classes in enumerate(self.prep.scenario.task_classes):
+            mask = np.isin(test.labels, classes)
+            hit, oracle_hit = (p[mask].argmax(1) == test.labels[mask] for p in (test.p_model, test.p_oracle))
+            out[f"acc_task_{t}"] = float(hit.mean()) if mask.any() else math.nan
+            out[f"oracle_acc_task_{t}"] = float(oracle_hit.mean()) if with_oracle and mask.any() else math.nan
+        return out
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (not its peak, which ``getrusage`` gives), in MiB; NaN where the
+    kernel does not expose /proc (it is a diagnostic column, never an input)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE / 2**20
+    except OSError:
+        return math.nan
+
+
+def build_method(prep: Prepared, method: str, hparams: Any, seed: int) -> Method:
+    cls = get_method(method)
+    torch.manual_seed(seed)
+    ds = prep.dataset
+    compute = prep.config.compute
+    model = build_model(prep.config.model.spec(), ds.input_shape, ds.num_classes).to(prep.device)
+    prepare_model(model, prep.device, compute.channels_last, compute.compile)
+    to_inputs = input_layout(ds.inputs, prep.device, compute.channels_last)
+    access = TrainAccess(ds.x_train, ds.y_train, to_inputs, crop_flip if prep.config.augment else None)
+    instance = cls(model, hparams, access, seed)
+    for request in prep.scenario.requests:
+        instance.check_request(request)
+    return instance
+
+
+class ExperimentRun:
+    """A method on its way through the stream, with everything a checkpoint must hold to continue it exactly."""
+
+    def __init__(
+        self,
+        prep: Prepared,
+        method: str,
+        hparams: Any,
+        seed: int,
+        run_id: str | None = None,
+        oracle: Callable[[int], OracleOutputs] | None = None,
+        predictions_dir: Path | None = None,
+    ) -> None:
+        self.prep = prep
+        self.method = build_method(prep, method, hparams, seed)
+        self.evaluator = Evaluator(prep, oracle or (lambda k: oracle_for(prep, k)), predictions_dir)
+        self.head = {
+            "run_id": run_id or uuid.uuid4().hex[:12],
+            "method": method,
+            "config_hash": prep.config.hash(),
+            "seed": seed,
+        }
+        self.done = 0  # requests finished, including those before a restored checkpoint
+        self.rows: list[dict[str, Any]] = []  # rows produced by this process; never checkpointed (grows with n)
+        self.train_compile = 0.0  # compile seconds inside the last request's training (compute.compile)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "method": self.method.state_dict(),
+            "class_acc": torch.from_numpy(np.stack(self.evaluator.class_acc)) if self.evaluator.class_acc else None,
+            "learned_at": dict(self.evaluator.learned_at),
+            "done": self.done,
+            "head": dict(self.head),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state["method"])
+        saved = state["class_acc"]
+        self.evaluator.class_acc = [] if saved is None else list(saved.numpy().copy())
+        self.evaluator.learned_at = dict(state["learned_at"])
+        self.done = int(state["done"])
+        self.head = dict(state["head"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def steps(self) -> Iterator[dict[str, Any]]:
+        """Continue from request ``self.done``, yielding each row (results schema) once it is in ``self.rows``.
+
+        With ``compute.compile`` the request's ``seconds`` exclude the compile time spent in its training, and
+        ``compile_seconds`` holds the compile time of the request's training and evaluation (0 without compile),
+        so request times compare across requests and with eager runs.
+        """
+        requests = self.prep.scenario.requests
+        t0, c0 = time.perf_counter(), self._compile_seconds()
+        for row in iter_run(self.method, requests, self.evaluator, start=self.done, train_context=self._training):
+            row["seconds"] -= self.train_compile
+            # step_seconds (method + evaluation) and rss_mb are what a long stream must keep flat
+            ordered = {
+                **self.head,
+                **placement(),  # measured where it ran: after a restart on another node, that node
+                **row,
+                "compile_seconds": self._compile_seconds() - c0,
+                "step_seconds": time.perf_counter() - t0,
+                "rss_mb": resident_mb(),
+            }
+            self.rows.append(ordered)
+            self.done += 1
+            yield ordered
+            t0, c0 = time.perf_counter(), self._compile_seconds()
+
+    def _compile_seconds(self) -> float:
+        return compile_seconds() if self.prep.config.compute.compile else 0.0
+
+    @contextmanager
+    def _training(self) -> Iterator[None]:
+        """One request's training: in the run's precision, its compile time kept in ``train_compile``."""
+        c0 = self._compile_seconds()
+        compute = self.prep.config.compute
+        with flush_denormals(compute.flush_denormal), autocast(compute.precision, self.prep.device):
+            yield
+        self.train_compile = self._compile_seconds() - c0
+
+    def run(self, on_row: Callable[[dict[str, Any], ExperimentRun], None] | None = None) -> list[dict[str, Any]]:
+        for row in self.steps():
+            if on_row is not None:
+                on_row(row, self)
+        return self.rows
+
+
+def run_experiment(
+    prep: Prepared,
+    method: str,
+    hparams: Any,
+    seed: int,
+    on_row: Callable[[dict[str, Any], ExperimentRun], None] | None = None,
+    predictions_dir: Path | None = None,
+    run_id: str | None = None,
+) -> list[dict[str, Any]]:
+    return ExperimentRun(prep, method, hparams, seed, run_id, predictions_dir=predictions_dir).run(on_row)
+
+
+__all__ = [
+    "ExperimentRun",
+    "Prepared",
+    "prepare",
+    "prepare_in_worker",
+    "run_experiment",
+    "method_hparams",
+    "oracle_for",
+    "resolve_device",
+]

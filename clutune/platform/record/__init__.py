@@ -1,0 +1,1 @@
+"""Records: MLflow tracking and filters, publishing, sync and export."""

@@ -1,0 +1,1 @@
+"""Reports: statistics, plots, the HTML report, aggregates and the UI servers."""

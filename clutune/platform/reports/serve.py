@@ -1,0 +1,182 @@
+"""``clutune ui`` and ``clutune dashboard``: the two browsers of a record, bound to loopback unless asked.
+
+``ui`` prints the runs table of the most recent experiment, not the experiment's landing page: MLflow 3.17
+opens an experiment on its GenAI overview, which is empty for training runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import webbrowser
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from clutune.errors import UserError
+from clutune.guards.masking import drop_masked_password, mask
+
+
+def latest_experiment(uri: str) -> str | None:
+    """The id of the experiment holding the most recently started run (None: no run anywhere yet)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return None
+    runs = client.search_runs(ids, order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.experiment_id if runs else None
+
+
+def runs_address(host: str, port: int, experiment_id: str | None) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    base = f"http://{shown}:{port}/"
+    return f"{base}#/experiments/{experiment_id}/runs" if experiment_id else base
+
+
+def check_port(host: str, port: int, flag: str = "--port") -> None:
+    """A port a server can bind, checked before anything starts: out of range, taken, or an unknown host is one
+    line, not a server's traceback (which MLflow's exits 0 after)."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"{flag} {port}: a port is in 1..65535")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, port))
+    except OSError as e:
+        raise UserError(f"{flag} {port}: cannot listen on {host}:{port} ({e.strerror or type(e).__name__})") from None
+
+
+class _Stop(Exception):
+    """SIGTERM arrived: stop the server's process group, as Ctrl-C (SIGINT) does."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's whole process group (its workers too), SIGKILL to what is left after 10 s."""
+    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait_s)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # workers left by a server that exited on its own
+    proc.wait()
+
+
+def run_server(cmd: list[str], env: dict[str, str], health: str, what: str, on_ready: Callable[[], None]) -> int:
+    """Run a server in a process group of its own until it exits or this process gets SIGINT or SIGTERM, then
+    stop the group: nothing keeps listening after clutune is gone. Returns 0 when stopped by a signal, 1 when
+    the server exited before it answered at ``health``, else the server's own exit status."""
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may take signals
+    previous = signal.signal(signal.SIGTERM, _raise_stop) if main_thread else None
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    ready = False
+    try:
+        while proc.poll() is None and not ready:
+            ready = _answers(health)
+            if not ready:
+                time.sleep(0.2)
+        if not ready:
+            print(f"clutune: error: {what} exited before it answered (exit {proc.returncode})", file=sys.stderr)
+            return 1
+        on_ready()
+        return proc.wait()
+    except (KeyboardInterrupt, _Stop):
+        return 0
+    finally:
+        _stop_group(proc)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _open_browser(address: str, open_browser: bool) -> None:
+    """Open the address where a graphical browser exists; never fail."""
+    print(f"MLflow UI ready: {address}", flush=True)
+    graphical = sys.platform in ("darwin", "win32") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if open_browser and graphical:
+        try:
+            webbrowser.open(address)
+        except Exception:  # noqa: BLE001 (no browser is not an error: the address is printed)
+            pass
+
+
+def serve_mlflow(tracking_uri: str | None, host: str, port: int, open_browser: bool = True) -> int:
+    from clutune.platform.record.tracking import resolve_tracking_uri
+
+    check_port(host, port)
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        experiment = latest_experiment(uri)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(mask(f"cannot read the MLflow store {uri}: {str(e).splitlines()[0]}")) from None
+    address = runs_address(host, port, experiment)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
+    cmd += ["--host", host, "--port", str(port), "--workers", "1"]
+    print(f"MLflow UI for {mask(uri)}: runs table at {address} (Ctrl-C stops it)", flush=True)
+    health = runs_address(host, port, None) + "health"
+    return run_server(cmd, env, health, "the MLflow server", lambda: _open_browser(address, open_browser))
+
+
+def sweep_storage(sweep_dir: Path) -> tuple[Any, str]:
+    """(Optuna storage, study name) of a sweep folder: its RDB URL when the sweep named one, else its journal."""
+    from clutune.platform.record.tracking import RECORD_DIR, read_record
+
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise UserError(f"{sweep_dir} is not a folder")
+    journal = sweep_dir / "optuna-journal.log"
+    configured = None
+    if (sweep_dir / RECORD_DIR / "record.json").exists():
+        configured = (read_record(sweep_dir).get("config", {}).get("sweep") or {}).get("study_storage")
+    if configured:  # recorded masked: the database client takes the password from its environment instead
+        return drop_masked_password(configured), sweep_dir.name
+    if not journal.exists():
+        raise UserError(f"{sweep_dir} holds no optuna-journal.log (and names no sweep.study_storage): not a sweep")
+    import optuna
+
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))), sweep_dir.name
+
+
+def serve_dashboard(sweep_dir: Path, host: str, port: int) -> int:
+    """optuna-dashboard in a process group of its own (``clutune.platform.reports.dashboard_server``); the storage URL
+    travels in the environment, not on a command line every user of the machine can list."""
+    check_port(host, port)
+    storage, name = sweep_storage(sweep_dir)
+    journal = Path(sweep_dir) / "optuna-journal.log"
+    source = (
+        {"CLUTUNE_DASHBOARD_URL": storage} if isinstance(storage, str) else {"CLUTUNE_DASHBOARD_JOURNAL": str(journal)}
+    )
+    env = {**os.environ, **source}
+    cmd = [sys.executable, "-m", "clutune.platform.reports.dashboard_server", host, str(port)]
+    print(f"optuna-dashboard for {sweep_dir} (study {name}): http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    health = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api/studies"
+    return run_server(cmd, env, health, "optuna-dashboard", lambda: None)
+
+
+__all__ = ["latest_experiment", "runs_address", "serve_dashboard", "serve_mlflow", "sweep_storage"]

@@ -1,0 +1,76 @@
+"""The one set-up path of every grid command (sweep, compare, study): inputs checked whole, then the record.
+
+Two phases, so that nothing exists until everything is known good:
+
+1. :func:`prepare_command`: the Ray address answers, every path is absolute, the data loads and the scenario
+   builds. No folder, MLflow store, run, cache entry or Ray instance exists yet; the command adds its own checks
+   (methods, search space, output folder) around it, all before phase 2.
+2. :func:`session`: the MLflow tracker, Ray (started here only when no Ray is running in the process, and shut
+   down again when the command ends, so that a second call in the same process starts clean), and the leased
+   oracles. When the command fails inside it, its MLflow parent run is marked FAILED, from Python as from the
+   shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+
+from clutune.core.config import Config
+from clutune.core.experiment import Prepared, prepare
+from clutune.platform.cluster.ray_address import check_ray_address
+from clutune.platform.record.tracking import SweepTracker, resolve_tracking_uri
+from clutune.platform.run.engine import Oracles, absolutize, ensure_ray, leased_oracles
+from clutune.platform.run.log import Log, print_line
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where a command's trials and oracle tasks run, and where its record goes: the options every grid command
+    shares, named like their command-line flags."""
+
+    address: str | None = None  # a running cluster (host:port, auto, ray://...); None: start a local Ray
+    num_cpus: int | None = None  # CPUs of a local Ray; None: all of the machine's
+    tracking_uri: str | None = None  # MLflow; None: $MLFLOW_TRACKING_URI, then ./mlflow.db
+    tracking: bool = True  # False: nothing goes to MLflow (results.parquet only)
+
+
+def prepare_command(config: Config, cluster: Cluster) -> Prepared:
+    """Phase 1: everything that can be checked without a side effect."""
+    check_ray_address(cluster.address)
+    absolutize(config)
+    return prepare(config)
+
+
+@dataclass
+class Session:
+    """What a running grid command holds: its prepared inputs, its MLflow record and its oracles."""
+
+    prep: Prepared
+    tracker: SweepTracker
+    oracles: Oracles
+
+
+@contextlib.contextmanager
+def session(prep: Prepared, folder: Path, cluster: Cluster, log: Log = print_line) -> Iterator[Session]:
+    """Phase 2: the record, Ray and the oracles, for a command whose inputs :func:`prepare_command` passed."""
+    uri = resolve_tracking_uri(cluster.tracking_uri)
+    tracker = SweepTracker(uri, prep.config.sweep.experiment or prep.config.name, folder, enabled=cluster.tracking)
+    started = not ray.is_initialized()
+    try:
+        ensure_ray(cluster.address, cluster.num_cpus)
+        with leased_oracles(prep, log) as oracles:
+            yield Session(prep, tracker, oracles)
+    except BaseException:
+        tracker.fail_parent()
+        raise
+    finally:
+        if started and ray.is_initialized():
+            ray.shutdown()
+
+
+__all__ = ["Cluster", "Session", "prepare_command", "session"]

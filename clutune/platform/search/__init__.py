@@ -1,0 +1,1 @@
+"""Searching: the sweep, PBT, samplers, search spaces, objectives and convergence."""

@@ -1,0 +1,260 @@
+"""Convergence diagnostics of a sweep: did the search stop improving, or had it hardly begun?
+
+One objective: the best value found so far against the trial number. Several: the dominated hypervolume of the
+Pareto front found so far, against a reference point fixed for the whole curve (``sweep.reference_point``, or
+10% beyond the worst complete trial on each objective) and recorded in the parent run. Only complete trials
+(every request done, not diverged) count: a trial pruned early reports a mean over fewer requests, which does
+not compare with the others. Trials are in order of their number (the order the sampler suggested them).
+
+The closing verdict compares the value at the end with the value before the last quarter of trials: a relative
+improvement above ``sweep.converged_tolerance`` means the search was still improving, and more trials would
+likely pay.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from ray.tune import Stopper
+
+CSV = "convergence.csv"
+PLOT = "convergence.png"
+_HYPERVOLUME_VERSIONS = ("5.",)  # optuna releases whose private hypervolume module this adapter was checked on
+
+
+def compute_hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
+    """Optuna's exact hypervolume (WFG) of minimised ``points`` against ``reference``. It is private in Optuna
+    (``optuna._hypervolume``), so this one adapter checks the version it was written against: an upgrade fails
+    here, loudly, rather than somewhere in a sweep's last lines."""
+    if not optuna.__version__.startswith(_HYPERVOLUME_VERSIONS):
+        raise RuntimeError(
+            f"optuna {optuna.__version__}: clutune.platform.search.convergence uses optuna._hypervolume, checked on "
+            f"optuna {', '.join(v + 'x' for v in _HYPERVOLUME_VERSIONS)}; check its signature and extend the list"
+        )
+    from optuna._hypervolume import compute_hypervolume as wfg
+
+    inside = points[(points <= reference).all(axis=1)] if len(points) else points
+    if len(inside) == 0:
+        return 0.0
+    return float(wfg(inside, reference))
+
+
+def default_reference(values: np.ndarray) -> np.ndarray:
+    """10% beyond the worst complete value of each objective (10% of its size, so a zero stays usable)."""
+    worst = values.max(axis=0)
+    return worst + 0.1 * np.maximum(np.abs(worst), 1e-12)
+
+
+def trial_number(path: str, trial_id: str | None) -> int | None:
+    """The trial's number in its sweep (Tune's experiment tag, the order trials were suggested), read from the
+    trial folder's name ``<trainable>_<trial_id>_<number>_<params>``."""
+    name = Path(path).name
+    if trial_id and f"_{trial_id}_" in name:
+        head = name.split(f"_{trial_id}_", 1)[1].split("_", 1)[0]
+        return int(head) if head.isdigit() else None
+    found = re.search(r"_(?:[0-9a-f]{8}|[0-9a-f]{5}_\d{5})_(\d+)", name)
+    return int(found.group(1)) if found else None
+
+
+@dataclass
+class Convergence:
+    """The curve (one row per finished trial, in order), its kind, reference point and closing verdict."""
+
+    curve: pd.DataFrame
+    kind: str  # "best" (one objective) or "hypervolume" (several)
+    columns: list[str]
+    reference: list[float] | None
+    tolerance: float
+    converged: bool
+    improvement: float  # relative improvement over the last quarter of trials (nan: no complete trial)
+    line: str
+
+    def parent_record(self) -> dict[str, dict[str, Any]]:
+        """What the parent run gets: the reference point and tolerance as params, the verdict as metrics."""
+        params = {"convergence.tolerance": str(self.tolerance)}
+        if self.reference is not None:
+            params["convergence.reference_point"] = str([float(v) for v in self.reference])
+        metrics = {"converged": float(self.converged)}
+        if math.isfinite(self.improvement):
+            metrics["last_quarter_improvement"] = self.improvement
+        return {"params": params, "metrics": metrics}
+
+
+def curve(
+    trials: pd.DataFrame, columns: list[str], n_requests: int, reference: Sequence[float] | None = None
+) -> tuple[pd.DataFrame, list[float] | None]:
+    """One row per finished trial in trial order: ``trial`` (1..n), ``trial_id``, ``complete``, the objective
+    columns, and ``best`` (one objective) or ``hypervolume`` (several); and the reference point used."""
+    order = trials.sort_values("number", kind="stable") if "number" in trials else trials
+    frame = order[["trial_id", *columns]].reset_index(drop=True).copy()
+    ok = order["status"].eq("OK").to_numpy() & order["requests_done"].eq(n_requests).to_numpy()
+    values = frame[columns].to_numpy(dtype=float)
+    complete = ok & np.isfinite(values).all(axis=1)
+    frame.insert(0, "trial", np.arange(1, len(frame) + 1))
+    frame.insert(2, "complete", complete)
+    if len(columns) == 1:
+        seen = np.where(complete, values[:, 0], np.inf)
+        best = np.minimum.accumulate(seen) if len(seen) else seen
+        frame["best"] = np.where(np.isfinite(best), best, np.nan)
+        return frame, None
+    if reference is not None:
+        ref = np.asarray(reference, dtype=float)
+    elif complete.any():
+        ref = default_reference(values[complete])
+    else:
+        frame["hypervolume"] = np.nan
+        return frame, None
+    frame["hypervolume"] = [compute_hypervolume(values[: k + 1][complete[: k + 1]], ref) for k in range(len(frame))]
+    return frame, [float(v) for v in ref]
+
+
+def verdict(values: Sequence[float], kind: str, tolerance: float) -> tuple[bool, float, str]:
+    """(converged, relative improvement, one line) for a curve: did the last quarter of trials improve the best
+    value (``kind`` "best", minimised) or the hypervolume (maximised) by more than ``tolerance`` of the value
+    before it?"""
+    series = np.asarray(values, dtype=float)
+    n = len(series)
+    what = "the best value" if kind == "best" else "the hypervolume"
+    if n == 0 or not np.isfinite(series[-1]):
+        return False, math.nan, "not converged: no trial completed every request; run more trials"
+    quarter = max(1, math.ceil(n / 4))
+    before = series[n - quarter - 1] if n - quarter - 1 >= 0 else math.nan
+    end = float(series[-1])
+    if not np.isfinite(before):
+        gain = math.inf  # nothing complete before the last quarter: everything found came late
+    elif kind == "best":
+        gain = (before - end) / abs(before) if before != 0 else (math.inf if end < before else 0.0)
+    else:
+        gain = (end - before) / abs(before) if before != 0 else (math.inf if end > before else 0.0)
+    share = "all" if math.isinf(gain) else f"{100 * gain:.3g}%"
+    head = f"the last quarter of trials ({quarter} of {n}) improved {what} by {share}"
+    if gain > tolerance:
+        return (
+            False,
+            gain,
+            (f"not converged: {head} (> {100 * tolerance:g}%): more trials would likely help, e.g. {2 * n} in all"),
+        )
+    return True, gain, f"converged: {head} (<= {100 * tolerance:g}%)"
+
+
+def analyse(
+    trials: pd.DataFrame,
+    columns: list[str],
+    n_requests: int,
+    tolerance: float,
+    reference: Sequence[float] | None = None,
+) -> Convergence:
+    """The sweep's convergence curve and verdict from its trial table."""
+    frame, ref = curve(trials, columns, n_requests, reference)
+    kind = "best" if len(columns) == 1 else "hypervolume"
+    converged, gain, line = verdict(frame[kind].to_numpy(dtype=float), kind, tolerance)
+    return Convergence(frame, kind, columns, ref, tolerance, converged, gain, line)
+
+
+class ConvergedStopper(Stopper):
+    """Ends a sweep early once it has converged (``sweep.stop_converged``): after each trial that completes
+    every request, from ``min_trials`` complete trials on, the verdict on the complete trials so far (in the order
+    they completed). ``--trials`` stays the cap. A Tune experiment stopper: never stops a single trial."""
+
+    def __init__(
+        self, columns: list[str], n_requests: int, tolerance: float, min_trials: int, reference: Any = None
+    ) -> None:
+        self.columns, self.n_requests, self.tolerance = columns, n_requests, tolerance
+        self.min_trials, self.reference = min_trials, reference
+        self.complete: dict[str, list[float]] = {}
+        self.converged = False
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        values = [float(result.get(c, math.nan)) for c in self.columns]
+        if result.get("requests_done") != self.n_requests or not np.isfinite(values).all():
+            return False
+        if trial_id not in self.complete:
+            self.complete[trial_id] = values
+            if len(self.complete) >= self.min_trials:
+                trials = pd.DataFrame(list(self.complete.values()), columns=self.columns)
+                trials = trials.assign(trial_id=list(self.complete), status="OK", requests_done=self.n_requests)
+                self.converged = analyse(
+                    trials, self.columns, self.n_requests, self.tolerance, self.reference
+                ).converged
+        return False
+
+    def stop_all(self) -> bool:
+        return self.converged
+
+
+def stopper(sweep: Any, n_requests: int) -> ConvergedStopper | None:
+    """The stopper a sweep's config asks for (``sweep.stop_converged``), or None."""
+    if not sweep.stop_converged:
+        return None
+    columns = [f"objective_{m}" for m in sweep.objectives]
+    return ConvergedStopper(columns, n_requests, sweep.converged_tolerance, sweep.min_trials, sweep.reference_point)
+
+
+def figure(conv: Convergence) -> Any:
+    """The curve as a figure; one objective also shows every complete trial's value."""
+    from matplotlib.figure import Figure  # a bare Figure: nothing for pyplot to keep open
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    frame = conv.curve
+    if conv.kind == "best":
+        done = frame[frame["complete"]]
+        ax.scatter(done["trial"], done[conv.columns[0]], s=12, color="0.6", label="complete trial")
+        ax.step(frame["trial"], frame["best"], where="post", lw=2, label="best so far")
+        ax.set_ylabel(conv.columns[0])
+    else:
+        ax.step(frame["trial"], frame["hypervolume"], where="post", lw=2, label="hypervolume of the front so far")
+        ax.set_ylabel(f"hypervolume (reference {', '.join(f'{v:.3g}' for v in conv.reference or [])})")
+    ax.set_xlabel("trial number")
+    ax.set_title(conv.line if len(conv.line) < 90 else conv.line.split(":")[0], fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write(conv: Convergence, folder: Path) -> list[Path]:
+    """``convergence.csv`` and ``convergence.png`` in the sweep folder; the paths written."""
+    folder = Path(folder)
+    conv.curve.to_csv(folder / CSV, index=False)
+    figure(conv).savefig(folder / PLOT, dpi=100)
+    return [folder / CSV, folder / PLOT]
+
+
+def report_html(folder: Path, config: dict[str, Any]) -> str:
+    """The report's convergence section for a sweep folder that has a ``convergence.csv`` (else empty)."""
+    path = Path(folder) / CSV
+    if not path.exists():
+        return ""
+    frame = pd.read_csv(path)
+    kind = "best" if "best" in frame else "hypervolume"
+    tolerance = float((config.get("sweep") or {}).get("converged_tolerance", 0.01))
+    _, _, line = verdict(frame[kind].to_numpy(dtype=float), kind, tolerance)
+    parts = [f'<h2>Convergence</h2><p id="converged">{html.escape(line)}</p>']
+    plot = Path(folder) / PLOT
+    if plot.exists():
+        data = base64.b64encode(plot.read_bytes()).decode()
+        parts.append(f'<figure><img alt="{PLOT}" src="data:image/png;base64,{data}"></figure>')
+    return "".join(parts)
+
+
+__all__ = [
+    "ConvergedStopper",
+    "Convergence",
+    "analyse",
+    "compute_hypervolume",
+    "curve",
+    "report_html",
+    "trial_number",
+    "verdict",
+    "write",
+]
