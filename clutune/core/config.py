@@ -168,13 +168,14 @@ class OracleConfig:
     policy: str = "every"
     every: int = 1  # the period of policy every_k
     keep_weights: bool = False  # cache each oracle's weights too, not only its outputs
+    ensemble: int = 1  # oracles per scored request, seeds seed .. seed+ensemble-1 (clutune.core.members)
 
     POLICIES: ClassVar[tuple[str, ...]] = ("every", "every_k", "unlearn", "final")
 
     def validate(self, prefix: str) -> None:
         if self.schedule not in ("cosine", "constant"):
             raise UserError(f"config key '{prefix}.schedule': expected cosine or constant, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "every"):
+        for name in ("epochs", "batch_size", "every", "ensemble"):
             if getattr(self, name) < 1:
                 raise UserError(f"config key '{prefix}.{name}': must be at least 1, got {getattr(self, name)}")
             if getattr(self, name) > 1 << 31:
@@ -184,6 +185,7 @@ class OracleConfig:
         check_number(self.momentum, f"{prefix}.momentum", 0, 1, high_open=True)
         check_number(self.weight_decay, f"{prefix}.weight_decay", 0, 1e3)
         check_seed(self.seed, f"{prefix}.seed")
+        check_seed(self.seed + self.ensemble - 1, f"{prefix}.seed + {prefix}.ensemble - 1 (the last member's seed)")
         if not self.cache_dir.strip():
             raise UserError(f"config key '{prefix}.cache_dir': must name a folder")
         if self.policy not in self.POLICIES:
@@ -442,6 +444,8 @@ class Config:
         payload.pop("threads")
         payload["oracle"].pop("cache_dir")
         payload["oracle"].pop("keep_weights")
+        if payload["oracle"]["ensemble"] == 1:  # configs written before ensembles keep their hash
+            del payload["oracle"]["ensemble"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -37,7 +37,10 @@ from clutune.clu.methods.base import Method
 from clutune.clu.runner import Diverged, iter_run
 from clutune.clu.training import predict_logits
 from clutune.core.config import Config, best_defaults
-from clutune.core.metrics import Split, forgetting, request_metrics, softmax64, test_accuracy_by_classes
+from clutune.core.ensemble_metrics import ensemble_metrics, no_ensemble_metrics
+from clutune.core.margins import correct_class_margin, member_margins_path, run_margins_path, write_margins
+from clutune.core.members import get_members
+from clutune.core.metrics import SPLITS, Split, forgetting, request_metrics, softmax64, test_accuracy_by_classes
 from clutune.core.oracle import OracleCache, OracleOutputs, OracleRecipe, get_oracle, oracle_requests
 from clutune.core.placement import placement
 from clutune.core.predictions import write_predictions
@@ -126,13 +129,30 @@ def oracle_for(prep: Prepared, k: int) -> OracleOutputs | None:
     return get_oracle(prep.dataset, prep.owned_ids(k), prep.recipe, cfg.seed, prep.cache, cfg.keep_weights)
 
 
+def members_for(prep: Prepared, k: int) -> list[OracleOutputs]:
+    """The oracle members 1..M-1 of request k (``oracle.ensemble``); empty for M = 1 or without an oracle."""
+    cfg = prep.config.oracle
+    if cfg.ensemble == 1 or not oracle_requests(cfg.policy, cfg.every, [r.kind for r in prep.scenario.requests])[k]:
+        return []
+    ids = prep.owned_ids(k)
+    return get_members(prep.dataset, ids, prep.recipe, cfg.seed, cfg.ensemble, prep.cache, cfg.keep_weights)
+
+
+def no_members(k: int) -> list[OracleOutputs]:
+    return []
+
+
 @dataclass
 class Evaluator:
-    """Scores a model after request k against oracle k; keeps the per-class test accuracy history."""
+    """Scores a model after request k against oracle k (and, with ``oracle.ensemble`` ≥ 2, against all its
+    members); keeps the per-class test accuracy history."""
 
     prep: Prepared
     oracle: Callable[[int], OracleOutputs | None]  # None: the oracle policy gives this request no oracle
     predictions_dir: Path | None = None
+    members: Callable[[int], list[OracleOutputs]] = no_members  # members 1..M-1 of request k
+    margins_out: str | None = None  # the results folder whose margins/ receives the margins (clutune.core.margins)
+    run_id: str = ""
     class_acc: list[np.ndarray] = field(default_factory=list)  # per request: test accuracy per class
     learned_at: dict[int, int] = field(default_factory=dict)  # task -> request that first learned it
     probe: tuple[torch.Tensor, torch.Tensor] | None = None  # (train ids, test ids), drawn once per stream
@@ -194,6 +214,8 @@ class Evaluator:
         splits = self.splits(request, logits, oracle)
         row: dict[str, Any] = {"request": k, "kind": request.kind}
         row.update(request_metrics(splits, request.kind == "learn", with_oracle=oracle is not None))
+        if self.prep.config.oracle.ensemble > 1:
+            row.update(self.ensemble(k, splits, logits, oracle))
         row.update(self.class_metrics(request, splits["test"], with_oracle=oracle is not None))
         row.update(self.diagnostics(k, model))
         row.update(
@@ -214,6 +236,32 @@ class Evaluator:
             test_task = sc.class_task(ds.num_classes).numpy()
             write_predictions(self.predictions_dir / f"request-{k}.parquet", splits, task_of, test_task)
         return row
+
+    def ensemble(
+        self, k: int, splits: dict[str, Split], logits: tuple[torch.Tensor, torch.Tensor], oracle: OracleOutputs | None
+    ) -> dict[str, float]:
+        """The columns against the members (:mod:`clutune.core.ensemble_metrics`), and the margins of the model and
+        of each member written for statistics across runs (:mod:`clutune.core.margins`)."""
+        if oracle is None:
+            return no_ensemble_metrics()
+        members = [oracle, *self.members(k)]
+        ids = {name: splits[name].ids for name in SPLITS}
+        labels = {name: splits[name].labels for name in SPLITS}
+
+        def per_split(train: torch.Tensor, test: torch.Tensor) -> dict[str, np.ndarray]:
+            return {name: (test if name == "test" else train)[torch.from_numpy(ids[name])].numpy() for name in SPLITS}
+
+        model = per_split(*logits)
+        member_logits = [per_split(m.logits_train, m.logits_test) for m in members]
+        p_model = np.concatenate([splits[name].p_model for name in SPLITS])
+        p_members = np.stack([softmax64(np.concatenate([m[name] for name in SPLITS])) for m in member_logits])
+        if self.margins_out is not None:
+            stacked = {name: np.stack([m[name] for m in member_logits]) for name in SPLITS}
+            margins = {name: correct_class_margin(stacked[name], labels[name]) for name in SPLITS}
+            write_margins(member_margins_path(self.margins_out, k), ids, margins)
+            own = {name: correct_class_margin(model[name], labels[name]) for name in SPLITS}
+            write_margins(run_margins_path(self.margins_out, self.run_id, k), ids, own)
+        return ensemble_metrics(p_model, p_members)
 
     def class_metrics(self, request: Request, test: Split, with_oracle: bool = True) -> dict[str, float]:
         """acc_test_owned / acc_test_unlearned and forgetting, from the per-class test accuracy history."""
@@ -303,16 +351,27 @@ class ExperimentRun:
         run_id: str | None = None,
         oracle: Callable[[int], OracleOutputs] | None = None,
         predictions_dir: Path | None = None,
+        members: Callable[[int], list[OracleOutputs]] | None = None,
+        margins_out: str | Path | None = None,
     ) -> None:
+        """``oracle`` and ``members``: request k's member 0 and members 1..M-1 (default: from the cache, trained
+        here when absent). ``margins_out``: the results folder that receives the margins when
+        ``oracle.ensemble`` ≥ 2 (:mod:`clutune.core.margins`); None writes none."""
         self.prep = prep
         self.method = build_method(prep, method, hparams, seed)
-        self.evaluator = Evaluator(prep, oracle or (lambda k: oracle_for(prep, k)), predictions_dir)
         self.head = {
             "run_id": run_id or uuid.uuid4().hex[:12],
             "method": method,
             "config_hash": prep.config.hash(),
             "seed": seed,
         }
+        self.evaluator = Evaluator(
+            prep,
+            oracle or (lambda k: oracle_for(prep, k)),
+            predictions_dir,
+            members or (lambda k: members_for(prep, k)),
+            None if margins_out is None else str(margins_out),
+        )
         self.done = 0  # requests finished, including those before a restored checkpoint
         self.rows: list[dict[str, Any]] = []  # rows produced by this process; never checkpointed (grows with n)
         self.train_compile = 0.0  # compile seconds inside the last request's training (compute.compile)
@@ -347,6 +406,7 @@ class ExperimentRun:
         so request times compare across requests and with eager runs.
         """
         requests = self.prep.scenario.requests
+        self.evaluator.run_id = self.head["run_id"]  # a restored run's margins go where its rows say they are
         t0, c0 = time.perf_counter(), self._compile_seconds()
         for row in iter_run(self.method, requests, self.evaluator, start=self.done, train_context=self._training):
             row["seconds"] -= self.train_compile
@@ -402,6 +462,7 @@ __all__ = [
     "prepare_in_worker",
     "run_experiment",
     "method_hparams",
+    "members_for",
     "oracle_for",
     "resolve_device",
 ]

@@ -4,6 +4,10 @@ An oracle depends on the scenario and the recipe, never on a trial's hyperparame
 the distinct keys up front, trains the missing ones as Ray tasks (each with its own resources) and hands
 trials object refs to the outputs. Each task also writes the cache, so the next sweep trains none. Only the
 requests that ``oracle.policy`` gives an oracle are planned; the others get None.
+
+With ``oracle.ensemble`` ≥ 2 a request's members 1..M-1 (:mod:`clutune.core.members`) go through the same plan,
+lease and pool: each is a key of its own, and the missing members of one owned set train in one task (a pack,
+:func:`clutune.core.members.train_members`), one ref per member.
 """
 
 from __future__ import annotations
@@ -15,17 +19,21 @@ import ray
 import torch
 
 from clutune.core.experiment import Prepared, prepare_in_worker
+from clutune.core.members import ensure_members, member_key, member_seeds
 from clutune.core.oracle import OracleOutputs, get_oracle, oracle_key, oracle_requests
 
 
 @dataclass
 class OraclePlan:
     """Request index -> oracle key (None: the policy gives it no oracle), and the distinct keys with the owned ids
-    that define them."""
+    that define them. With an ensemble, ``owned`` holds every member's key too, and ``members_of_request`` the
+    keys of members 1..M-1 (empty where there is no oracle, and for M = 1), ``seed_of`` their oracle seeds."""
 
     key_of_request: list[str | None]
     owned: dict[str, torch.Tensor]
     cached: set[str]
+    members_of_request: list[list[str]]
+    seed_of: dict[str, int]
 
     @property
     def missing(self) -> list[str]:
@@ -35,21 +43,45 @@ class OraclePlan:
         """Per request, the ref of its oracle's outputs, or None where it has no oracle."""
         return [None if key is None else refs[key] for key in self.key_of_request]
 
+    def member_refs(self, refs: dict[str, ray.ObjectRef]) -> list[list[ray.ObjectRef] | None]:
+        """Per request, the refs of all its members' outputs (member 0 first), or None where it has no oracle."""
+        return [
+            None if key is None else [refs[key], *(refs[m] for m in others)]
+            for key, others in zip(self.key_of_request, self.members_of_request, strict=True)
+        ]
+
+    def packs(self) -> list[list[str]]:
+        """The missing members 1..M-1, grouped by owned set: each group trains in one task."""
+        groups: dict[str, list[str]] = {}
+        for key, others in zip(self.key_of_request, self.members_of_request, strict=True):
+            if key is not None:
+                groups.setdefault(key, [m for m in others if m not in self.cached])
+        return [group for group in groups.values() if group]
+
 
 def plan_oracles(prep: Prepared) -> OraclePlan:
     cfg = prep.config.oracle
     wanted = oracle_requests(cfg.policy, cfg.every, [r.kind for r in prep.scenario.requests])
     keys: list[str | None] = []
+    members: list[list[str]] = []
     owned: dict[str, torch.Tensor] = {}
+    seed_of: dict[str, int] = {}
     for k, want in enumerate(wanted):
         if not want:
             keys.append(None)
+            members.append([])
             continue
         ids = prep.owned_ids(k)
         key = oracle_key(prep.dataset.fingerprint, ids, prep.recipe, cfg.seed)
         keys.append(key)
         owned.setdefault(key, ids)
-    return OraclePlan(keys, owned, {k for k in owned if prep.cache.has(k)})
+        members.append([])
+        for seed in member_seeds(cfg.seed, cfg.ensemble)[1:]:
+            member = member_key(prep.dataset.fingerprint, ids, prep.recipe, seed)
+            members[-1].append(member)
+            owned.setdefault(member, ids)
+            seed_of[member] = seed
+    return OraclePlan(keys, owned, {k for k in owned if prep.cache.has(k)}, members, seed_of)
 
 
 @ray.remote(max_retries=2)
@@ -60,15 +92,30 @@ def _oracle_task(config: dict[str, Any], owned_ids: torch.Tensor) -> OracleOutpu
     return get_oracle(prep.dataset, owned_ids, prep.recipe, oracle.seed, prep.cache, oracle.keep_weights)
 
 
+@ray.remote(max_retries=2)
+def _members_task(config: dict[str, Any], owned_ids: torch.Tensor, seeds: list[int]) -> Any:
+    """Members of one owned set as one pack: each trained (or found), stored, and returned as its own object."""
+    prep = prepare_in_worker(config)
+    oracle = prep.config.oracle
+    outputs = ensure_members(prep.dataset, owned_ids, prep.recipe, seeds, prep.cache, oracle.keep_weights)
+    return outputs if len(outputs) > 1 else outputs[0]  # Ray splits a list into num_returns objects
+
+
 def submit_oracles(prep: Prepared, plan: OraclePlan) -> dict[str, ray.ObjectRef]:
     """One ref per distinct key: missing oracles train in parallel; cached ones go to the object store from here,
-    so trials on other nodes read them without a shared cache folder."""
+    so trials on other nodes read them without a shared cache folder. The missing members of one owned set train
+    in one task."""
     res = prep.config.sweep.oracle_resources
     config = prep.config.as_dict()
     refs = {}
     for key, ids in plan.owned.items():
         if key in plan.cached:
             refs[key] = ray.put(prep.cache.load(key))
-        else:
+        elif key not in plan.seed_of:
             refs[key] = _oracle_task.options(num_cpus=res.cpu, num_gpus=res.gpu).remote(config, ids)
+    for pack in plan.packs():
+        seeds = [plan.seed_of[m] for m in pack]
+        task = _members_task.options(num_cpus=res.cpu, num_gpus=res.gpu, num_returns=len(pack))
+        out = task.remote(config, plan.owned[pack[0]], seeds)
+        refs.update(zip(pack, out if len(pack) > 1 else [out], strict=True))
     return refs

@@ -86,8 +86,9 @@ class Oracles:
     refs: dict[str, ray.ObjectRef]
 
     @property
-    def per_request(self) -> list[ray.ObjectRef | None]:
-        return self.plan.request_refs(self.refs)
+    def per_request(self) -> list[list[ray.ObjectRef] | None]:
+        """Per request, the refs of its oracle members (member 0 first; one for ``oracle.ensemble`` 1), or None."""
+        return self.plan.member_refs(self.refs)
 
     def trained(self) -> int:
         return sum(1 for k in self.plan.missing if not ray.get(self.refs[k]).cached)
@@ -290,7 +291,8 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
     check_ray_version()  # tune_storage relies on the order Tune 2.60 saves and deletes in
     storage_path, storage_fs = tune_storage(grid.storage_path)
     folder = storage.join(storage_path, grid.name)  # a path on storage_fs
-    trainable = tune.with_resources(tune.with_parameters(clu_trainable, context=grid.context), grid.resources)
+    context = {**grid.context, "margins_out": str(grid.out)}  # where trials write margins (clutune.core.margins)
+    trainable = tune.with_resources(tune.with_parameters(clu_trainable, context=context), grid.resources)
     total = grid_size(grid.param_space) if grid.search_alg is None else grid.num_samples
     callback = EngineCallback(grid, tracker, len(prep.scenario), total, log)
     callbacks = [callback, CSVLoggerCallback()]

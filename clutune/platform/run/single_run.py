@@ -18,6 +18,7 @@ import pandas as pd
 from clutune.core import storage
 from clutune.core.config import ConfigSource, Overrides, bare_overrides, load_config
 from clutune.core.experiment import ExperimentRun, method_hparams, oracle_for, prepare, validate_methods_section
+from clutune.core.margins import MARGINS_DIR
 from clutune.core.oracle import oracle_key, oracle_requests
 from clutune.core.results import ResultStream, check_out_dir, compact, format_row
 from clutune.errors import UserError
@@ -74,11 +75,14 @@ def run_single(
         return oracle_for(prep, k)
 
     predictions = out / "predictions" if options.save_predictions else None
-    run = ExperimentRun(prep, options.method, hparams, loaded.seed, run_key, oracle=oracle, predictions_dir=predictions)
+    run = ExperimentRun(
+        prep, options.method, hparams, loaded.seed, run_key, oracle=oracle, predictions_dir=predictions, margins_out=out
+    )
     # Every input is known good from here on: the folder, the stream and the MLflow run may now exist.
     if options.overwrite:  # a shorter stream must not leave an earlier run's later requests behind
         for stale in [*(out / "predictions").glob("request-*.parquet"), *(out / "parts").glob("*.arrows")]:
             stale.unlink()
+        shutil.rmtree(out / MARGINS_DIR, ignore_errors=True)
     stream = ResultStream(out)
     tracker = SweepTracker(uri, loaded.sweep.experiment or loaded.name, out.resolve(), enabled=options.tracking)
     params = {"method": options.method, "seed": loaded.seed, **asdict(hparams)}

@@ -123,20 +123,36 @@ def _trial_setup(params: dict[str, Any], context: dict[str, Any]) -> tuple[str, 
 
 def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
     """``params``: the trial's hyperparameters (sweep) or its method and seed (grid). ``context``: config dict,
-    default method and seeds, per-request oracle refs (None: no oracle), objectives, robust kappa, fixed
+    default method and seeds, per-request oracle member refs (None: no oracle), the results folder that receives
+    margins (``margins_out``), objectives, robust kappa, fixed
     hyperparameters per method. The checkpoint cadence is the config's (``sweep.checkpoint_*``)."""
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     prep = prepare_in_worker({**context["config"], "threads": max(1, int(cpus))})
     config = prep.config
     method, seeds, overrides = _trial_setup(params, context)
     hparams = method_hparams(config, method, config.dataset.name, overrides)
-    refs: list[ray.ObjectRef | None] = context["oracle_refs"]
+    refs: list[list[ray.ObjectRef] | None] = context["oracle_refs"]  # per request: its members, member 0 first
 
     def oracle(k: int) -> Any:
-        return None if refs[k] is None else ray.get(refs[k])
+        return None if refs[k] is None else ray.get(refs[k][0])
+
+    def members(k: int) -> list[Any]:
+        return [] if refs[k] is None else ray.get(refs[k][1:])
 
     trial_id = tune.get_context().get_trial_id()
-    runs = [ExperimentRun(prep, method, hparams, s, run_id=f"{trial_id}-s{s}", oracle=oracle) for s in seeds]
+    runs = [
+        ExperimentRun(
+            prep,
+            method,
+            hparams,
+            s,
+            run_id=f"{trial_id}-s{s}",
+            oracle=oracle,
+            members=members,
+            margins_out=context.get("margins_out"),
+        )
+        for s in seeds
+    ]
     for run in runs:
         run.head["trial_id"] = trial_id
         if "candidate" in params:
