@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray
 import torch
 
 import clutune
@@ -19,6 +20,7 @@ from clutune.core.margins import member_margins_path, read_margins, run_margins_
 from clutune.core.members import member_key, train_members
 from clutune.core.oracle import OracleCache, oracle_key, train_oracle
 from clutune.errors import UserError
+from clutune.platform.cluster.oracle_pool import plan_oracles, submit_oracles
 
 # Two requests, and only the last one scored (oracle.policy final): one owned set, so one member per seed.
 STREAM = """
@@ -61,8 +63,15 @@ def test_members_of_a_grid_are_planned_cached_and_scored(local_ray, stream, tmp_
             log=lambda line: None,
         )
 
-    two = compare(2, "m2")
-    assert two.oracles_trained == 2 and len(cache_keys(tmp_path)) == 2
+    # M = 2 through the oracle pool: member 0 in its own task, member 1 in a pack of one
+    prep = prepare(load_config(stream, ["oracle.ensemble=2"]))
+    plan = plan_oracles(prep)
+    assert len(plan.missing) == 2 and plan.packs() == [plan.members_of_request[1]]
+    refs = submit_oracles(prep, plan)
+    assert not any(out.cached for out in ray.get([refs[k] for k in plan.missing]))
+    assert cache_keys(tmp_path) == set(plan.owned)
+    # M = 4 on the same cache, through a whole grid: only members 2 and 3 train
+    assert len(plan_oracles(prepare(load_config(stream, ["oracle.ensemble=4"]))).missing) == 2
     four = compare(4, "m4")
     assert four.oracles_trained == 2  # members 2 and 3 only: member 0 and member 1 came from the cache
     assert len(cache_keys(tmp_path)) == 4

@@ -359,12 +359,6 @@ class ExperimentRun:
         ``oracle.ensemble`` ≥ 2 (:mod:`clutune.core.margins`); None writes none."""
         self.prep = prep
         self.method = build_method(prep, method, hparams, seed)
-        self.head = {
-            "run_id": run_id or uuid.uuid4().hex[:12],
-            "method": method,
-            "config_hash": prep.config.hash(),
-            "seed": seed,
-        }
         self.evaluator = Evaluator(
             prep,
             oracle or (lambda k: oracle_for(prep, k)),
@@ -372,6 +366,12 @@ class ExperimentRun:
             members or (lambda k: members_for(prep, k)),
             None if margins_out is None else str(margins_out),
         )
+        self.head = {
+            "run_id": run_id or uuid.uuid4().hex[:12],
+            "method": method,
+            "config_hash": prep.config.hash(),
+            "seed": seed,
+        }
         self.done = 0  # requests finished, including those before a restored checkpoint
         self.rows: list[dict[str, Any]] = []  # rows produced by this process; never checkpointed (grows with n)
         self.train_compile = 0.0  # compile seconds inside the last request's training (compute.compile)
