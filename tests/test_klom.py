@@ -166,3 +166,19 @@ def test_the_floor_is_refused_at_other_counts_or_with_a_members_seed():
         per_sample(rng.normal(size=(1, 30)), oracle)
     with pytest.raises(UserError, match="30 samples, oracle margins 29"):
         per_sample(rng.normal(size=(3, 30)), oracle[:, :29])
+
+
+def test_the_estimator_key_is_checked_and_stays_out_of_the_config_hash():
+    from pathlib import Path
+
+    import pandas as pd
+
+    from clutune.core.config import load_config
+
+    base = load_config("digits-random")
+    assert base.evaluation.klom.estimator == "auto"
+    committed = Path(__file__).resolve().parents[1] / "bench/results/compare-runs/digits-random-b200/results.parquet"
+    (before,) = pd.read_parquet(committed, columns=["config_hash"])["config_hash"].unique()
+    assert load_config("digits-random", {"evaluation.klom.estimator": "binned"}).hash() == base.hash() == before
+    with pytest.raises(UserError, match="'evaluation.klom.estimator': expected one of binned, normal, auto"):
+        load_config("digits-random", {"evaluation.klom.estimator": "kde"})

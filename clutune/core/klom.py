@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
+from clutune.core.config import KlomConfig
 from clutune.errors import UserError
 
-ESTIMATORS = ("binned", "normal", "auto")
+ESTIMATORS = KlomConfig.ESTIMATORS
 AUTO_BINNED_MIN = 64  # models per side from which ``auto`` picks ``binned``
 CLIP = 100.0  # margins are clipped to [-CLIP, CLIP] (EasyDUB's clip_min / clip_max)
 BINS = 20
