@@ -182,3 +182,33 @@ def test_the_estimator_key_is_checked_and_stays_out_of_the_config_hash():
     assert load_config("digits-random", {"evaluation.klom.estimator": "binned"}).hash() == base.hash() == before
     with pytest.raises(UserError, match="'evaluation.klom.estimator': expected one of binned, normal, auto"):
         load_config("digits-random", {"evaluation.klom.estimator": "kde"})
+
+
+def test_exact_retrains_land_inside_the_floor_and_finetune_above_it_on_digits():
+    """Real digits models by the oracle recipe (shortened to 15 epochs): on digits-random's forget split, three
+    more exact retrains are not marked against the floor of three retrains, while three models that never unlearned
+    (owned ids plus the forget set) are."""
+    import torch
+
+    from clutune.core.config import load_config
+    from clutune.core.experiment import prepare
+    from clutune.core.oracle import train_oracle
+
+    torch.set_num_threads(1)
+    prep = prepare(load_config("digits-random", {"oracle.epochs": 15}))
+    owned = prep.scenario.owned(-1).nonzero().flatten()
+    forget = prep.scenario.unlearned(-1).nonzero().flatten()
+    labels = prep.dataset.y_train[forget].numpy()
+
+    def pool(ids, seeds):
+        logits = [train_oracle(prep.dataset, ids, prep.recipe, s)[1].logits_train[forget].numpy() for s in seeds]
+        return margins(np.stack(logits), labels)
+
+    members = pool(owned, range(8))
+    retrain_floor, retrain_more = pool(owned, (100, 101, 102)), pool(owned, (103, 104, 105))
+    finetune = pool(torch.cat([owned, forget]), (100, 101, 102))
+    grid = klom_grid({"retrain": retrain_more, "finetune": finetune}, members, retrain_floor, reps=300)
+    row = grid.set_index("method")
+    assert not row.loc["retrain", "above_floor"] and row.loc["finetune", "above_floor"]
+    assert row.loc["finetune", "klom_mean"] > 3 * row.loc["finetune", "floor_mean"]
+    assert set(grid["estimator"]) == {"normal"}
