@@ -11,7 +11,7 @@ Two parts, each for both estimators (clutune.core.klom):
   - oracle members: seeds 0..31 on the owned ids after the last request (member 0 is today's oracle);
   - retrain runs: seeds 100..115 on the same ids (the floor's pool: seeds other than the members');
   - finetune: seeds 100..115 on the owned ids plus the forget set, a model that never unlearned.
-  Per count pair: the members' halves against each other, finetune's KLoM against its floor with 95% bootstrap
+  Per count pair: the members' halves against each other, finetune's KLoM against its floor with 95% jackknife
   intervals (separated: finetune's interval wholly above the floor's), and over random subsets of the pools the
   share of subsets that separate finetune (power) and that separate a retrain subset from a disjoint one (false
   alarms). Margins are rounded to float16, as the runs keep them.
@@ -41,7 +41,7 @@ from table import write_table
 
 from clutune.core.config import load_config
 from clutune.core.experiment import prepare
-from clutune.core.klom import klom_with_floor, margins, per_sample, summarise
+from clutune.core.klom import klom_with_floor, margins, per_sample, resolve_estimator, summarise
 from clutune.core.oracle import train_oracle
 
 SYNTHETIC_COUNTS = ((5, 8), (8, 32), (8, 64), (16, 64), (64, 64))
@@ -61,15 +61,16 @@ PRESET = "digits-random"
 MEMBER_SEEDS = tuple(range(32))
 RETRAIN_SEEDS = tuple(range(100, 116))
 FINETUNE_SEEDS = tuple(range(100, 116))
-REAL_COUNTS = ((2, 4), (3, 8), (5, 8), (8, 16), (8, 32))  # (method seeds, oracle members)
+REAL_COUNTS = ((3, 4), (3, 8), (5, 8), (8, 16), (8, 32))  # (method seeds, oracle members)
 HALVES = (8, 16, 32)  # members split into two halves of M / 2 against each other
-SUBSETS = 10  # random draws from the pools per count pair
-SUBSET_REPS = 100  # bootstrap replicates per subset's intervals (the full pools get klom's default)
+SUBSETS = 20  # random draws from the pools per count pair
 SEED = 0
 
 
 def auc(shifted: np.ndarray, identical: np.ndarray) -> float:
-    """The chance that a shifted sample scores above an identical one, ties counting half."""
+    """The chance that a shifted sample scores above an identical one, ties counting half; a NaN value (binned,
+    every method model at the joint maximum) left out."""
+    shifted, identical = shifted[np.isfinite(shifted)], identical[np.isfinite(identical)]
     return float(stats.mannwhitneyu(shifted, identical).statistic / (len(shifted) * len(identical)))
 
 
@@ -142,9 +143,9 @@ def real(pools: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
                 who = rng.permutation(len(retrain))
                 oracle = members[rng.choice(len(members), m, replace=False)]
                 method = finetune[rng.choice(len(finetune), n, replace=False)]
-                k, f = klom_with_floor(method, oracle, retrain[who[:n]], estimator, SUBSET_REPS)
+                k, f = klom_with_floor(method, oracle, retrain[who[:n]], estimator)
                 separated += k.mean_lo > f.mean_hi
-                r, f2 = klom_with_floor(retrain[who[n : 2 * n]], oracle, retrain[who[:n]], estimator, SUBSET_REPS)
+                r, f2 = klom_with_floor(retrain[who[n : 2 * n]], oracle, retrain[who[:n]], estimator)
                 alarms += r.mean_lo > f2.mean_hi
             counts.append(
                 {
@@ -169,17 +170,21 @@ def real(pools: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
 
 
 def chosen(counts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The cheapest count pair (method seeds first: each runs the whole stream) at which finetune separates from
-    the floor with both estimators, on the full pools and in every random subset."""
-    frame = pd.DataFrame(counts)
-    ok = frame.groupby(["n_method", "n_oracle"]).apply(
-        lambda g: bool(g["separated"].all() and (g["power"] == 1.0).all()), include_groups=False
+    """The cheapest count pair (method seeds first: each runs the whole stream, then members) at which the estimator
+    ``auto`` uses there separates finetune from its floor on the full pools and in every random subset, with no
+    false alarm."""
+    passing = sorted(
+        (c["n_method"], c["n_oracle"])
+        for c in counts
+        if c["estimator"] == resolve_estimator("auto", c["n_method"], c["n_oracle"])
+        and c["separated"]
+        and c["power"] == 1.0
+        and c["false_alarms"] == 0.0
     )
-    passing = sorted(pair for pair, good in ok.items() if good)
     if not passing:
         return {}
     n, m = passing[0]
-    return {"n_method": int(n), "n_oracle": int(m)}
+    return {"n_method": int(n), "n_oracle": int(m), "estimator": resolve_estimator("auto", n, m)}
 
 
 def costs(seconds: np.ndarray, pick: dict[str, Any]) -> dict[str, Any]:
@@ -266,7 +271,10 @@ def table(syn: list[dict[str, Any]], res: dict[str, Any], pick: dict[str, Any], 
         "(median) on this machine, shared with other jobs. Margins kept as float16.",
         "",
         "Oracle members split into two halves against each other (a KLoM between identical distributions, at "
-        "M/2 × M/2):",
+        "M/2 × M/2). Intervals here and below are ± 1.96 jackknife standard errors over models; an earlier run of "
+        "this bench with percentile-bootstrap intervals over models (models redrawn with replacement) put the "
+        "point below its own interval (at M = 8: binned 8.8 [9.09, 10.7], normal 1.15 [1.29, 1.22e+03]), because "
+        "a repeated model shrinks a side's spread, so clutune.core.klom uses the jackknife.",
         "",
         "| members M | estimator | KLoM of one half against the other [95% CI] |",
         "|---|---|---|",
@@ -277,9 +285,9 @@ def table(syn: list[dict[str, Any]], res: dict[str, Any], pick: dict[str, Any], 
         "",
         "finetune (never unlearned: trained on the owned ids plus the forget set) against the members, beside "
         "klom_floor (retrain runs at the same counts against the same members); mean over the forget samples with "
-        "its 95% bootstrap interval over models. Separated: finetune's interval wholly above the floor's. "
-        f"Power and false alarms over {SUBSETS} random subsets of the pools ({SUBSET_REPS} bootstrap replicates "
-        "each): the share that separate finetune from the floor, and the share that separate a retrain subset "
+        "its 95% jackknife interval over models. Separated: finetune's interval wholly above the floor's. "
+        f"Power and false alarms over {SUBSETS} random subsets of the pools: the share that separate finetune "
+        "from the floor, and the share that separate a retrain subset "
         "from a disjoint one. Per-sample AUC: the chance a forget sample's finetune value exceeds its floor value.",
         "",
         "| seeds × members | estimator | finetune KLoM [95% CI] | klom_floor [95% CI] | separated | power "
@@ -299,8 +307,8 @@ def table(syn: list[dict[str, Any]], res: dict[str, Any], pick: dict[str, Any], 
         run_s = cost["method_run_seconds"]
         lines += [
             f"**{n} method seeds against M = {m} oracle members**: the fewest method seeds, then the fewest members, "
-            "at which finetune separates from retrain with non-overlapping intervals under both estimators, on the "
-            f"full pools and in all {SUBSETS} random subsets (`auto` uses the normal fit at these counts).",
+            f"at which the estimator `auto` uses there ({pick['estimator']}) separates finetune from retrain with "
+            f"non-overlapping intervals, on the full pools and in all {SUBSETS} random subsets, with no false alarm.",
             "",
             f"Cost on {PRESET} ({cost['scored_requests']} scored requests): the members are {m} oracles per scored "
             f"request, {m * cost['scored_requests']} trainings, {cost['members_seconds_solo']:.0f} s one at a time "

@@ -141,7 +141,7 @@ def test_a_shifted_method_is_marked_above_its_floor_and_a_retrain_like_one_is_no
         return centre + shift + rng.normal(size=(k, samples))
 
     oracle, retrain = models(members), models(seeds)
-    grid = klom_grid({"shifted": models(seeds, 1.0), "retrain-like": models(seeds)}, oracle, retrain, reps=200)
+    grid = klom_grid({"shifted": models(seeds, 1.0), "retrain-like": models(seeds)}, oracle, retrain)
     row = grid.set_index("method")
     assert row.loc["shifted", "above_floor"] and not row.loc["retrain-like", "above_floor"]
     assert set(grid["estimator"]) == {"normal"} and set(grid["n_method"]) == {seeds}
@@ -207,7 +207,7 @@ def test_exact_retrains_land_inside_the_floor_and_finetune_above_it_on_digits():
     members = pool(owned, range(8))
     retrain_floor, retrain_more = pool(owned, (100, 101, 102)), pool(owned, (103, 104, 105))
     finetune = pool(torch.cat([owned, forget]), (100, 101, 102))
-    grid = klom_grid({"retrain": retrain_more, "finetune": finetune}, members, retrain_floor, reps=300)
+    grid = klom_grid({"retrain": retrain_more, "finetune": finetune}, members, retrain_floor)
     row = grid.set_index("method")
     assert not row.loc["retrain", "above_floor"] and row.loc["finetune", "above_floor"]
     assert row.loc["finetune", "klom_mean"] > 3 * row.loc["finetune", "floor_mean"]

@@ -17,10 +17,12 @@ Two estimators of the per-sample KL, chosen by ``evaluation.klom.estimator``:
 
 A value estimated from a few models only means something beside its reference at the same counts, so every KLoM
 comes with ``klom_floor``: the same statistic for ``retrain`` runs (seeds other than the members') against the same
-members. Intervals are percentile bootstraps over models (each replicate redraws the method's seeds and the oracle
-members with replacement): the samples of a split are the fixed set a request scored, and the uncertainty that
-matters is which few models were trained. A replicate repeats models, so it reads somewhat higher than the point
-value; a method and its floor are resampled alike, at the same counts, so comparing their intervals is fair.
+members. The samples of a split are the fixed set a request scored; the uncertainty that matters is which few
+models were trained. So each summary's 95% interval is the value ± 1.96 jackknife standard errors over models:
+delete one of the method's seeds at a time, then one of the members, and add the two sides' jackknife variances
+(an interval needs at least 3 models a side; its lower end is cut at 0). A bootstrap over models does worse here:
+a resample repeats models, a repeat shrinks a side's spread, and at 8 models the resampled KL ran so far above the
+point value that the point fell below its own percentile interval (bench/results/klom_power.md).
 """
 
 from __future__ import annotations
@@ -45,8 +47,7 @@ EPS = 1e-5  # EasyDUB's floor of an oracle bin's probability where the method's 
 SD_FLOOR = 1e-3
 PERCENTILE = 95.0
 CONFIDENCE = 0.95
-REPS = 1000  # bootstrap replicates of an interval
-SEED = 0
+Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
 MIN_MODELS = 2  # per side: one model has no spread to fit or to bin
 
 
@@ -162,22 +163,16 @@ def _stats(values: np.ndarray) -> np.ndarray:
     return np.stack([np.nanmean(values, axis=-1), np.nanpercentile(values, PERCENTILE, axis=-1)], axis=-1)
 
 
-def summarise(
-    method: np.ndarray, oracle: np.ndarray, estimator: str = "auto", reps: int = REPS, seed: int = SEED
-) -> Summary:
-    """The split's KLoM with percentile-bootstrap intervals over models (see the module's docstring)."""
+def summarise(method: np.ndarray, oracle: np.ndarray, estimator: str = "auto") -> Summary:
+    """The split's KLoM with 95% jackknife intervals over models (see the module's docstring)."""
     method, oracle = _checked(method, "method"), _checked(oracle, "oracle")
     used = resolve_estimator(estimator, len(method), len(oracle))
-    point = _stats(per_sample(method, oracle, used))
-    rng = np.random.default_rng(seed)
     kl = PER_SAMPLE[used]
-    replicates = np.empty((reps, 2))
-    for r in range(reps):
-        m = method[rng.integers(0, len(method), len(method))]
-        o = oracle[rng.integers(0, len(oracle), len(oracle))]
-        replicates[r] = _stats(kl(m, o))
-    tail = (1 - CONFIDENCE) / 2 * 100
-    lo, hi = np.nanpercentile(replicates, [tail, 100 - tail], axis=0)
+    point = _stats(kl(method, oracle))
+    variance = _jackknife_variance([_stats(kl(np.delete(method, i, axis=0), oracle)) for i in range(len(method))])
+    variance += _jackknife_variance([_stats(kl(method, np.delete(oracle, i, axis=0))) for i in range(len(oracle))])
+    half = Z95 * np.sqrt(variance)
+    lo, hi = np.maximum(point - half, 0.0), point + half  # a KL is never negative
     return Summary(
         float(point[0]),
         float(lo[0]),
@@ -191,13 +186,21 @@ def summarise(
     )
 
 
+def _jackknife_variance(leave_one_out: list[np.ndarray]) -> np.ndarray:
+    """(k - 1) / k times the sum of squared deviations of the k leave-one-out values from their mean; NaN when a
+    side has fewer than 3 models (a leave-one-out set of one model has no spread)."""
+    values = np.asarray(leave_one_out)
+    k = len(values)
+    if k < 3:
+        return np.full(values.shape[1:], np.nan)
+    return (k - 1) / k * ((values - values.mean(axis=0)) ** 2).sum(axis=0)
+
+
 def klom_with_floor(
     method: np.ndarray,
     oracle: np.ndarray,
     retrain: np.ndarray,
     estimator: str = "auto",
-    reps: int = REPS,
-    seed: int = SEED,
 ) -> tuple[Summary, Summary]:
     """The method's KLoM and ``klom_floor``: the first as many ``retrain`` runs as the method has seeds against the
     same members, with the same estimator. Refuses (one line) fewer retrain runs than method seeds, and a retrain
@@ -213,8 +216,8 @@ def klom_with_floor(
             raise UserError(f"KLoM floor: retrain run {i} equals an oracle member; run retrain with other seeds")
     used = resolve_estimator(estimator, len(method), len(oracle))
     return (
-        summarise(method, oracle, used, reps, seed),
-        summarise(retrain[: len(method)], oracle, used, reps, seed),
+        summarise(method, oracle, used),
+        summarise(retrain[: len(method)], oracle, used),
     )
 
 
@@ -223,7 +226,6 @@ def klom_grid(
     oracle: np.ndarray,
     retrain: np.ndarray,
     estimator: str = "auto",
-    reps: int = REPS,
 ) -> pd.DataFrame:
     """One row per method of a scored request's split: its KLoM, its floor and the mark.
 
@@ -234,7 +236,7 @@ def klom_grid(
     """
     rows = []
     for name, values in methods.items():
-        klom, floor = klom_with_floor(values, oracle, retrain, estimator, reps)
+        klom, floor = klom_with_floor(values, oracle, retrain, estimator)
         rows.append(
             {
                 "method": name,
@@ -253,7 +255,7 @@ def markdown(grid: pd.DataFrame) -> str:
     """The grid as the table comparison.md and the study summary show: KLoM beside its floor, always."""
     lines = [
         "KLoM: per-sample KL between the margin distribution over the method's seeds and over the oracle members, "
-        "the mean over the split's samples [95% bootstrap interval over models], and the 95th percentile. "
+        "the mean over the split's samples [95% jackknife interval over models], and the 95th percentile. "
         "klom_floor: the same for retrain runs (seeds other than the members') at the same counts. "
         "▲: the method's interval lies wholly above the floor's.",
         "",
