@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from clutune.core.klom import binned_kl, klom_grid, klom_with_floor, margins, markdown, normal_kl, per_sample
+from clutune.core.klom import (
+    binned_kl,
+    klom_grid,
+    klom_with_floor,
+    margins,
+    markdown,
+    normal_kl,
+    per_sample,
+    summarise,
+)
 from clutune.errors import UserError
 
 # Issue #32's measurements on synthetic normal margins (2,000 draws a cell): (method models, oracle models) ->
@@ -212,3 +221,32 @@ def test_exact_retrains_land_inside_the_floor_and_finetune_above_it_on_digits():
     assert not row.loc["retrain", "above_floor"] and row.loc["finetune", "above_floor"]
     assert row.loc["finetune", "klom_mean"] > 3 * row.loc["finetune", "floor_mean"]
     assert set(grid["estimator"]) == {"normal"}
+
+
+@pytest.mark.parametrize(("estimator", "n", "m"), [("normal", 5, 8), ("binned", 8, 16)])
+def test_the_jackknife_interval_covers_the_expected_value_and_is_not_narrower_than_the_spread(estimator, n, m):
+    """Over 100 synthetic replications (a 0.5-sd shift, 200 samples, each with its own centre): the intervals cover
+    the mean of the replications' values at least 95% of the time, and their implied standard error is no smaller
+    than the values' spread across replications, nor more than 2.5 times it."""
+    rng = np.random.default_rng(5)
+    centre = rng.normal(0.0, 3.0, size=200)
+    runs = [
+        summarise(centre + 0.5 + rng.normal(size=(n, 200)), centre + rng.normal(size=(m, 200)), estimator)
+        for _ in range(100)
+    ]
+    values = np.array([r.mean for r in runs])
+    expected = values.mean()
+    covered = np.mean([r.mean_lo <= expected <= r.mean_hi for r in runs])
+    implied = np.mean([(r.mean_hi - r.mean_lo) / (2 * 1.96) for r in runs])
+    assert covered >= 0.95
+    assert values.std(ddof=1) <= implied <= 2.5 * values.std(ddof=1)
+    assert {r.estimator for r in runs} == {estimator}
+
+
+def test_two_seeds_give_a_value_without_an_interval_and_no_mark():
+    rng = np.random.default_rng(2)
+    oracle = rng.normal(size=(8, 30))
+    grid = klom_grid({"two": rng.normal(size=(2, 30)) + 3.0}, oracle, rng.normal(size=(2, 30)))
+    assert np.isnan(grid.loc[0, "klom_mean_lo"]) and np.isnan(grid.loc[0, "floor_mean_hi"])
+    assert not grid.loc[0, "above_floor"] and grid.loc[0, "klom_mean"] > 1.0
+    assert f"| two | {grid.loc[0, 'klom_mean']:.3g} | " in markdown(grid)
