@@ -237,8 +237,15 @@ def _f(x: float) -> str:
     return f"{x:.3g}"
 
 
-def table(syn: list[dict[str, Any]], res: dict[str, Any], pick: dict[str, Any], cost: dict[str, Any]) -> list[str]:
+def table(
+    syn: list[dict[str, Any]],
+    res: dict[str, Any],
+    pick: dict[str, Any],
+    cost: dict[str, Any],
+    seconds: dict[str, float],
+) -> list[str]:
     frame = pd.DataFrame(syn)
+    models = sum(res[k]["models"] for k in ("members", "retrain", "finetune"))
     lines = [
         "# KLoM: value on identical distributions and power, by estimator and model counts",
         "",
@@ -268,7 +275,8 @@ def table(syn: list[dict[str, Any]], res: dict[str, Any], pick: dict[str, Any], 
         f"## Real retrain ensembles: {PRESET}, forget split ({len(res['forget_ids'])} samples)",
         "",
         f"Every model trained by the oracle recipe, one thread; {cost['oracle_seconds_per_model']:.2f} s per model "
-        "(median) on this machine, shared with other jobs. Margins kept as float16.",
+        f"(median) on this machine, shared with other jobs; {seconds['training']:.0f} s training the {models} models, "
+        f"{seconds['real_statistics']:.0f} s of statistics. Margins kept as float16.",
         "",
         "Oracle members split into two halves against each other (a KLoM between identical distributions, at "
         "M/2 × M/2). Intervals here and below are ± 1.96 jackknife standard errors over models; an earlier run of "
@@ -342,6 +350,8 @@ def main() -> None:
     t1 = time.perf_counter()
     res = real(pools)
     res["forget_ids"] = pools["forget_ids"].tolist()
+    for pool in ("members", "retrain", "finetune"):
+        res[pool] = {"models": int(len(pools[pool]))}
     pick = chosen(res["counts"])
     cost = costs(pools["seconds_per_model"], pick)
     payload = {
@@ -359,7 +369,7 @@ def main() -> None:
     }
     (out / "klom_power.json").write_text(json.dumps(payload, indent=1))
     figure(pools, out / "klom_power-margins.png")
-    write_table(table(syn, res, pick, cost), out / "klom_power.md")
+    write_table(table(syn, res, pick, cost, payload["seconds"]), out / "klom_power.md")
 
 
 if __name__ == "__main__":

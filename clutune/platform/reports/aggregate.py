@@ -188,7 +188,7 @@ def strata(scores: pd.DataFrame, floors: dict[str, Floor]) -> tuple[dict[str, li
     for method, frame in scores.groupby("method", sort=True):
         if frame["score"].isna().any():
             where = frame.loc[frame["score"].isna(), "scenario"].iloc[0]
-            raise UserError(f"aggregate: {method} has a run in {where} with no {METRIC} value")
+            raise UserError(f"aggregate: a {method} run in {where} has no {METRIC} value")
         counts = frame.groupby("scenario", sort=True).size()
         if counts.nunique() != 1:
             listed = ", ".join(f"{s}: {n}" for s, n in counts.items())
