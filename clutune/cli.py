@@ -271,7 +271,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
     result = clutune.aggregate(args.folders, out=args.out)
     print(markdown(result), end="")
-    print(f"wrote {args.out}/aggregate.md, aggregate.csv, scores.csv and performance_profile.png")
+    print(f"wrote {args.out}/aggregate.md, aggregate.csv, scores.csv, floors.csv and performance_profile.png")
     return 0
 
 

@@ -11,16 +11,17 @@ from scipy import stats
 import clutune
 from clutune.cli import main
 from clutune.errors import UserError
-from clutune.platform.reports.aggregate import aggregate
+from clutune.platform.reports.aggregate import aggregate, markdown
 
 FLOORS = (0.01, 0.1, 1.0, 0.5)  # per scenario: four orders of magnitude apart, so only a normalised score compares
 SEEDS = (0, 1)
 B_SCORES = np.arange(1.0, 9.0).reshape(len(FLOORS), len(SEEDS))  # scenario i, seed j: score 1 .. 8
 
 
-def _folder(path, floor, b_scores, methods=("retrain", "a", "b")):
+def _folder(path, floor, b_scores, methods=("retrain", "a", "b"), member_floors=None):
     """A compare folder: three requests per run, whose KL means are floor (retrain), 2 x floor (a) and the given
-    multiples of the floor (b); requests scored unevenly so the run's mean is over scored requests only."""
+    multiples of the floor (b); requests scored unevenly so the run's mean is over scored requests only. With
+    ``member_floors`` (the two scored requests' values) the rows carry an oracle ensemble's ``oracle_floor``."""
     records = []
     for method in methods:
         for j, seed in enumerate(SEEDS):
@@ -28,9 +29,11 @@ def _folder(path, floor, b_scores, methods=("retrain", "a", "b")):
                 method
             ]
             for r, value in enumerate((target * 0.5, np.nan, target * 1.5)):
-                records.append(
-                    {"method": method, "seed": seed, "run_id": f"{method}-{seed}", "request": r, "kl_oracle_all": value}
-                )
+                record = {"method": method, "seed": seed, "run_id": f"{method}-{seed}", "request": r}
+                record["kl_oracle_all"] = value
+                if member_floors is not None:
+                    record["oracle_floor"] = np.nan if r == 1 else member_floors[r // 2]
+                records.append(record)
     path.mkdir(parents=True)
     pd.DataFrame.from_records(records).to_parquet(path / "results.parquet")
     return path
@@ -48,18 +51,22 @@ def test_aggregate_gives_the_known_iqm_interval_and_profile(folders, tmp_path):
     # retrain's floor is the mean of its runs, so its own scores are 1.1 and 0.9 in every scenario
     assert table.loc["retrain", "iqm"] == pytest.approx(1.0)
     assert table.loc["a", "iqm"] == pytest.approx(2.0)
-    assert (table.loc["a", "lo"], table.loc["a", "hi"]) == (pytest.approx(2.0), pytest.approx(2.0))
+    # a's runs sit at exactly 2 floors: its interval is the floor's uncertainty alone, each scenario's floor the
+    # mean of two retrain runs at 1.1 and 0.9 of it, resampled
+    assert 2 / 1.1 - 1e-9 <= table.loc["a", "lo"] < 2.0 < table.loc["a", "hi"] <= 2 / 0.9 + 1e-9
     # b's eight scores are 1..8: the IQM drops the lowest and highest quarter, mean(3, 4, 5, 6)
     assert table.loc["b", "iqm"] == pytest.approx(4.5) == stats.trim_mean(np.arange(1, 9), 0.25)
     assert table.loc["b", "lo"] < 4.5 < table.loc["b", "hi"]
-    assert 2.0 <= table.loc["b", "lo"] and table.loc["b", "hi"] <= 7.0  # a trimmed mean of resampled 1..8
+    assert 2.0 / 1.1 <= table.loc["b", "lo"] and table.loc["b", "hi"] <= 7.0 / 0.9  # resampled 1..8, floors too
     assert list(table.index) == ["retrain", "a", "b"] and set(table["runs"]) == {8} and set(table["scenarios"]) == {4}
     scores = pd.read_csv(out / "scores.csv")
     b = scores[scores["method"] == "b"].sort_values(["floor", "seed"])
     assert sorted(b["score"].round(9)) == list(range(1, 9))
     with Image.open(out / "performance_profile.png") as img:
         assert img.format == "PNG"
-    assert "| a | 2 | [2, 2] |" in (out / "aggregate.md").read_text()
+    text = (out / "aggregate.md").read_text()
+    assert "| a | 2 | [" in text and "| scenario0 | 0.01 | [0.009, 0.011] | retrain runs | 2 |" in text
+    assert "A floor from retrain runs" in text and "Counted once" not in text
     # the same from Python, without writing anything: the table equals the file the command wrote
     again = clutune.aggregate(folders)
     pd.testing.assert_frame_equal(again.table.set_index("method"), table, check_dtype=False)
@@ -72,6 +79,51 @@ def test_the_profile_is_the_share_of_runs_at_or_below_tau(folders):
     b = result.profile[result.profile["method"] == "b"]
     for tau, share in zip(b["tau"], b["share"], strict=True):
         assert share == pytest.approx(np.mean(np.arange(1, 9) <= tau))
+
+
+def test_the_interval_widens_when_member_noise_is_added(tmp_path):
+    """Floors from oracle members (no retrain run needed): the same point values, but where the members' floor of
+    each request scatters around the scenario's floor, the interval carries that scatter and is wider."""
+
+    def folders(noise: float, tag: str):
+        return [
+            _folder(
+                tmp_path / tag / f"scenario{i}",
+                floor,
+                B_SCORES[i],
+                methods=("a", "b"),
+                member_floors=(floor * (1 - noise), floor * (1 + noise)),
+            )
+            for i, floor in enumerate(FLOORS)
+        ]
+
+    exact, noisy = aggregate(folders(0.0, "exact")), aggregate(folders(0.3, "noisy"))
+    a_exact, a_noisy = exact.table.set_index("method").loc["a"], noisy.table.set_index("method").loc["a"]
+    assert a_exact["iqm"] == pytest.approx(2.0) == a_noisy["iqm"]
+    assert a_exact["lo"] == pytest.approx(2.0) and a_exact["hi"] == pytest.approx(2.0)
+    assert a_noisy["lo"] < 2.0 < a_noisy["hi"] and 2 / 1.3 - 1e-9 <= a_noisy["lo"] and a_noisy["hi"] <= 2 / 0.7 + 1e-9
+    b_exact, b_noisy = exact.table.set_index("method").loc["b"], noisy.table.set_index("method").loc["b"]
+    assert b_exact["iqm"] == pytest.approx(4.5) == b_noisy["iqm"]
+    assert b_noisy["hi"] - b_noisy["lo"] > b_exact["hi"] - b_exact["lo"]
+    assert set(noisy.floors["source"]) == {"oracle members"} and set(noisy.floors["n"]) == {2}
+    np.testing.assert_allclose(noisy.floors["floor"], FLOORS)
+    assert "A floor from retrain runs" not in markdown(noisy)
+
+
+def test_runs_identical_in_two_folders_are_counted_once(tmp_path):
+    """retrain and a give the same rows in both folders (as a method that ignores the buffer does in the b200 and
+    b500 variant of a scenario); b does not. Each identical run counts once, and the table says so."""
+    first = _folder(tmp_path / "s-b200", 0.1, [1.0, 3.0])
+    second = _folder(tmp_path / "s-b500", 0.1, [2.0, 5.0])
+    result = aggregate([first, second], reps=200)
+    table = result.table.set_index("method")
+    assert table.loc["a", "runs"] == 2 and table.loc["a", "scenarios"] == 1
+    assert table.loc["b", "runs"] == 4 and table.loc["b", "scenarios"] == 2
+    assert table.loc["b", "iqm"] == pytest.approx(stats.trim_mean([1.0, 2.0, 3.0, 5.0], 0.25))
+    repeated = result.scores[result.scores["duplicate_of"] != ""]
+    assert set(repeated["method"]) == {"retrain", "a"} and set(repeated["duplicate_of"]) == {"s-b200"}
+    text = markdown(result)
+    assert "- a: s-b500 = s-b200 (2 runs, not 4)" in text and "- retrain: s-b500 = s-b200 (2 runs, not 4)" in text
 
 
 def test_a_folder_without_a_retrain_run_is_refused_before_any_output(folders, tmp_path, capsys):
@@ -94,8 +146,6 @@ def test_a_method_missing_from_a_scenario_is_left_out_and_said(folders, tmp_path
 def test_the_committed_baseline_aggregate_is_what_its_committed_runs_give():
     """README's baseline aggregate is recomputed from the committed runs of the eight comparison tables."""
     from pathlib import Path
-
-    from clutune.platform.reports.aggregate import markdown
 
     results = Path(__file__).resolve().parents[1] / "bench" / "results"
     folders = sorted((results / "compare-runs").iterdir())

@@ -194,6 +194,27 @@ class OracleConfig:
 
 
 @dataclass
+class KlomConfig:
+    """How KLoM is estimated from the models at hand (clutune.core.klom explains both estimators)."""
+
+    estimator: str = "auto"  # binned (EasyDUB's), normal (a normal fit per sample) or auto (binned from 64 a side)
+
+    ESTIMATORS: ClassVar[tuple[str, ...]] = ("binned", "normal", "auto")
+
+    def validate(self, prefix: str) -> None:
+        if self.estimator not in self.ESTIMATORS:
+            known = ", ".join(self.ESTIMATORS)
+            raise UserError(f"config key '{prefix}.estimator': expected one of {known}, got {self.estimator!r}")
+
+
+@dataclass
+class EvaluationConfig:
+    """Evaluation that spans several runs, computed in the parent after a grid: it never changes a run's rows."""
+
+    klom: KlomConfig = field(default_factory=KlomConfig)
+
+
+@dataclass
 class GenerateConfig:
     """A generated request stream (clutune.core.scenario_generator); the same settings always give the same stream."""
 
@@ -411,6 +432,7 @@ class Config:
     oracle: OracleConfig = field(default_factory=OracleConfig)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     methods: dict[str, Any] = field(default_factory=dict)  # methods.<name>.<hyperparameter>
 
     def validate(self, prefix: str) -> None:
@@ -441,6 +463,7 @@ class Config:
         payload.pop("seed")
         payload.pop("methods")
         payload.pop("sweep")
+        payload.pop("evaluation")
         payload.pop("threads")
         payload["oracle"].pop("cache_dir")
         payload["oracle"].pop("keep_weights")
