@@ -8,6 +8,8 @@ requests that ``oracle.policy`` gives an oracle are planned; the others get None
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +52,15 @@ def plan_oracles(prep: Prepared) -> OraclePlan:
         keys.append(key)
         owned.setdefault(key, ids)
     return OraclePlan(keys, owned, {k for k in owned if prep.cache.has(k)})
+
+
+@contextlib.contextmanager
+def leased_plan(prep: Prepared) -> Iterator[OraclePlan]:
+    """The command's oracle plan, its cache entries leased while the block runs: ``clutune oracles --prune`` keeps
+    away from every key a running command uses or is training."""
+    plan = plan_oracles(prep)
+    with prep.cache.lease(set(plan.owned)):
+        yield plan
 
 
 @ray.remote(max_retries=2)

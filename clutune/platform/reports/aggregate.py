@@ -47,6 +47,10 @@ class Aggregate:
     profile: pd.DataFrame  # per (method, tau): share of runs with score <= tau, lo, hi
     skipped: list[str]  # methods left out: not run in every scenario
 
+    def to_markdown(self) -> str:
+        """The table as the command prints it and ``aggregate.md`` holds it."""
+        return markdown(self)
+
 
 def _scenario(folder: Path) -> str:
     """The scenario's name as its record states it, with the folder's name to tell two runs of one preset."""
