@@ -42,6 +42,8 @@ SEED = 0
 
 @dataclass
 class Aggregate:
+    """What ``clutune.aggregate`` returns: the per-run scores, the per-method table and the performance profile."""
+
     scores: pd.DataFrame  # one row per (scenario, method, seed): kl, floor, score
     table: pd.DataFrame  # per method: runs, scenarios, iqm, lo, hi, median
     profile: pd.DataFrame  # per (method, tau): share of runs with score <= tau, lo, hi
