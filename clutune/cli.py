@@ -139,9 +139,9 @@ def cmd_oracles(args: argparse.Namespace) -> int:
     import clutune
 
     state = clutune.oracles(
-        args.config,
+        args.config or None,
         overrides=args.sets,
-        cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir or None,
         prune=args.prune,
         max_age=args.max_age,
         max_size=args.max_size,
