@@ -4,6 +4,7 @@ with one UserError before anything exists."""
 
 from __future__ import annotations
 
+import os
 import socket
 import urllib.request
 from pathlib import Path
@@ -159,9 +160,12 @@ def test_dashboard_and_ui_return_a_running_server_that_stops(tmp_path):
     try:
         assert server.address == f"http://127.0.0.1:{port}/"
         assert _answers(server.address + "api/studies")  # answering when the call returns
+        assert os.getpgid(server.pid) == server.pid != os.getpgid(0)  # a process group of its own
     finally:
         server.stop()
     assert not _answers(server.address + "api/studies") and server.wait() == 0
+    with pytest.raises(ProcessLookupError):
+        os.killpg(server.pid, 0)  # the whole group is gone
     assert lines == [f"optuna-dashboard for {tmp_path / 'sweep'} (study sweep): {server.address} (Ctrl-C stops it)"]
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
