@@ -1,4 +1,7 @@
-"""``clutune`` command line. Every input is validated before any work starts; bad input exits 2 with one line."""
+"""``clutune`` command line. Every input is validated before any work starts; bad input exits 2 with one line.
+
+Each command parses its flags, calls its function in :mod:`clutune.api`, prints and sets the exit status: the
+platform is reached only through the API (tests/test_thin_cli.py), so Python callers get the same behaviour."""
 
 from __future__ import annotations
 
