@@ -12,6 +12,8 @@ lease and pool: each is a key of its own, and the missing members of one owned s
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +84,15 @@ def plan_oracles(prep: Prepared) -> OraclePlan:
             owned.setdefault(member, ids)
             seed_of[member] = seed
     return OraclePlan(keys, owned, {k for k in owned if prep.cache.has(k)}, members, seed_of)
+
+
+@contextlib.contextmanager
+def leased_plan(prep: Prepared) -> Iterator[OraclePlan]:
+    """The command's oracle plan, its cache entries leased while the block runs: ``clutune oracles --prune`` keeps
+    away from every key a running command uses or is training."""
+    plan = plan_oracles(prep)
+    with prep.cache.lease(set(plan.owned)):
+        yield plan
 
 
 @ray.remote(max_retries=2)

@@ -63,6 +63,10 @@ class CompareResult:
     oracles_trained: int
     seconds: float
 
+    def to_markdown(self) -> str:
+        """The table as the command prints it and ``comparison.md`` holds it."""
+        return format_table(self.table)
+
 
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Per run: mean over requests (NaN-skipping); then per method: mean with a 95% t-interval over seeds and

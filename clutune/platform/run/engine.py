@@ -33,7 +33,7 @@ from clutune.core.config import Config
 from clutune.core.experiment import Prepared
 from clutune.core.results import ResultStream, compact, dedupe, read_parts
 from clutune.errors import RunFailed, UserError
-from clutune.platform.cluster.oracle_pool import OraclePlan, plan_oracles, submit_oracles
+from clutune.platform.cluster.oracle_pool import OraclePlan, leased_plan, submit_oracles
 from clutune.platform.cluster.ray_address import joins_cluster, local_head
 from clutune.platform.cluster.ray_internals import check_ray_version, reinstall_callbacks
 from clutune.platform.cluster.tune_storage import settle, tune_storage
@@ -98,8 +98,7 @@ class Oracles:
 def leased_oracles(prep: Prepared, log: Callable[[str], None]) -> Iterator[Oracles]:
     """Plan the command's oracles, lease their cache entries (``clutune oracles --prune`` keeps away from them
     while the command runs), then submit the missing ones as Ray tasks."""
-    plan = plan_oracles(prep)
-    with prep.cache.lease(set(plan.owned)):
+    with leased_plan(prep) as plan:
         needed = sum(1 for k in plan.key_of_request if k is not None)
         log(
             f"oracles ({prep.config.oracle.policy} policy): {len(plan.owned)} distinct for {needed} of "
