@@ -98,10 +98,10 @@ class Convergence:
 
 def _states(trials: pd.DataFrame, n_requests: int) -> np.ndarray:
     """Each trial's state for the curve: complete, pruned (stopped before the last request), diverged, error."""
-    status = trials["status"].astype(str).to_numpy() if "status" in trials else np.full(len(trials), "OK")
-    done = trials["requests_done"].to_numpy() if "requests_done" in trials else np.full(len(trials), n_requests)
-    state = np.where(status == "OK", np.where(done >= n_requests, "complete", "pruned"), np.char.lower(status))
-    return np.where(state == "ok", "complete", state)
+    status = trials["status"].astype(str) if "status" in trials else pd.Series("OK", index=trials.index)
+    done = trials["requests_done"] if "requests_done" in trials else pd.Series(n_requests, index=trials.index)
+    state = status.str.lower().where(status != "OK", np.where(done >= n_requests, "complete", "pruned"))
+    return state.to_numpy(dtype=object)
 
 
 def _completion_order(trials: pd.DataFrame) -> pd.DataFrame:
