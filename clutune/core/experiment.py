@@ -34,7 +34,7 @@ from clutune.clu.compute import (
 )
 from clutune.clu.diagnostics import owned_probe_ids, plasticity_diagnostics, probe_ids
 from clutune.clu.methods import get_method
-from clutune.clu.methods.base import Method
+from clutune.clu.methods.base import BaseHparams, Method
 from clutune.clu.runner import Diverged, iter_run
 from clutune.clu.training import predict_logits
 from clutune.core.config import Config, best_defaults, tuned_defaults_path
@@ -69,15 +69,21 @@ def method_hparams(config: Config, method: str, dataset: str, bare: dict[str, An
 
 
 def hparams_source(method: str, dataset: str) -> str:
-    """Where a run's defaults came from, recorded beside its hyperparameters: a tuned-defaults file, or the
-    method's class defaults (no file for this dataset). Config and --set values override either."""
+    """Where a run's defaults came from, recorded beside its hyperparameters: a tuned-defaults file, the oracle
+    recipe (a method whose every hyperparameter follows it, as ``retrain``), or the method's class defaults (no
+    file for this dataset). Config and --set values override any of them."""
     path = tuned_defaults_path(method, dataset)
-    return f"tuned defaults {path.name}" if path is not None else "class defaults"
+    if path is not None:
+        return f"tuned defaults {path.name}"
+    cls = get_method(method)
+    shared = {f.name for f in dataclasses.fields(BaseHparams)}
+    own = {f.name for f in dataclasses.fields(cls.Hparams)} - shared - set(cls.follows_oracle)
+    return "the oracle recipe" if cls.follows_oracle and not own else "class defaults"
 
 
 def no_tuned_defaults_notice(method: str, dataset: str) -> str | None:
-    """The one line a command prints at its start for a method without tuned defaults on ``dataset``."""
-    if tuned_defaults_path(method, dataset) is not None:
+    """The one line a command prints at its start for a method that runs on its class defaults."""
+    if hparams_source(method, dataset) != "class defaults":
         return None
     return (
         f"{method}: no tuned defaults for dataset {dataset}; using the class defaults; `clutune sweep` tunes them"
