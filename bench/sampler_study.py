@@ -73,7 +73,8 @@ def run_one(args: argparse.Namespace, method: str, sampler: str, seed: int) -> l
         history = Path(args.out) / "sampler-study-history"  # each sweep's own record, so a verdict can be rechecked
         history.mkdir(parents=True, exist_ok=True)
         frame.to_csv(history / f"{method}-{sampler}-{seed}-convergence.csv", index=False)
-        pd.read_csv(summary.sweep_dir / "trials.csv").to_csv(history / f"{method}-{sampler}-{seed}-trials.csv", index=False)
+        trials = pd.read_csv(summary.sweep_dir / "trials.csv")
+        trials.to_csv(history / f"{method}-{sampler}-{seed}-trials.csv", index=False)
     return frame[["trial", "complete", *COLUMNS]].to_dict("records")
 
 
