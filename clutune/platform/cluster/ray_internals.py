@@ -96,11 +96,15 @@ class StoppedIsPruned(OptunaSearch):
             and not result.get("diverged")
             and int(result.get("requests_done", self.n_requests)) < self.n_requests
         )
-        if not stopped or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             super().on_trial_complete(trial_id, result, error)
             return
         ot_trial = self._ot_trials[trial_id]
-        ot_trial.set_user_attr("requests_done", int(result["requests_done"]))
+        if result is not None and "requests_done" in result:  # the last result comes here only, not as a result
+            ot_trial.set_user_attr("requests_done", int(result["requests_done"]))
+        if not stopped:
+            super().on_trial_complete(trial_id, result, error)
+            return
         self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
