@@ -99,13 +99,13 @@ class StoppedIsPruned(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             super().on_trial_complete(trial_id, result, error)
             return
-        ot_trial = self._ot_trials[trial_id]
-        if result is not None and "requests_done" in result:  # the last result comes here only, not as a result
-            ot_trial.set_user_attr("requests_done", int(result["requests_done"]))
         if not stopped:
+            if result is not None and "requests_done" in result:  # a trial's last result comes here only
+                self._ot_trials[trial_id].set_user_attr("requests_done", int(result["requests_done"]))
             super().on_trial_complete(trial_id, result, error)
             return
-        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        self.on_trial_result(trial_id, result)  # the result the scheduler stopped it on reaches the searcher here
+        self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
 
