@@ -1,0 +1,197 @@
+"""Packed oracle training against one at a time: models per second at K = 1, 4, 16, 64, side by side in one run.
+
+For the digits MLP (64-128-10), the mnist1d MLP (40-256-256-10) and the small CNN (on digits as 1x8x8 images),
+each model is an oracle of the shipped recipe (SGD 0.05, momentum 0.9, weight decay 5e-4, batch 64, cosine)
+for ``--epochs`` epochs on its own owned ids (a random 90% of the training set, drawn from its seed), timed
+end to end: build, train, and its logits on every training and test sample. Three ways, per K:
+
+- ``solo``: ``train_oracle`` K times, today's path;
+- ``bmm`` and ``vmap``: one pack of K through ``train_oracle_pack`` with each engine of the packed trainer.
+
+The machine is shared, so the ways are interleaved within every repeat (their order rotates) and load hits
+all of them; the tables give medians over repeats. Torch runs on ``--threads`` threads, an oracle task's
+(the config's ``threads``, 1 by default).
+
+Writes packing.json (every timing), packing.md (models per second and the packed/solo ratios) and packing.png
+into ``--out``. Usage: python bench/packing.py [--out bench/results] [--repeats 5] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from table import write_table
+
+from clutune.clu.packed import choose_engine
+from clutune.core.oracle import OracleRecipe, train_oracle
+from clutune.core.packed_oracles import MemberSpec, train_oracle_pack
+from clutune.data import Dataset, load_dataset
+from clutune.models import build_model
+
+KS = (1, 4, 16, 64)
+WAYS = ("solo", "bmm", "vmap")
+OWNED_SHARE = 0.9
+RECIPE = {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64, "schedule": "cosine", "augment": False}
+GOAL_K, GOAL_RATIO = 16, 3.0  # the MLPs, packed with the chosen engine, against solo
+
+
+def datasets(device: str) -> dict[str, tuple[Dataset, dict[str, Any]]]:
+    digits = load_dataset("digits")
+    images = dataclasses.replace(
+        digits, x_train=digits.x_train.view(-1, 1, 8, 8), x_test=digits.x_test.view(-1, 1, 8, 8)
+    )
+    return {
+        "digits MLP": (digits.to(device), {"name": "mlp", "hidden": [128]}),
+        "mnist1d MLP": (load_dataset("mnist1d").to(device), {"name": "mlp", "hidden": [256, 256]}),
+        "small CNN (digits 1x8x8)": (images.to(device), {"name": "cnn"}),
+    }
+
+
+def members(dataset: Dataset, k: int) -> list[MemberSpec]:
+    n = int(dataset.n_train * OWNED_SHARE)
+    return [
+        MemberSpec(seed, torch.randperm(dataset.n_train, generator=torch.Generator().manual_seed(seed))[:n])
+        for seed in range(k)
+    ]
+
+
+def timed(way: str, dataset: Dataset, specs: list[MemberSpec], recipe: OracleRecipe) -> float:
+    """Wall seconds to train (and score) every member of ``specs`` the way ``way``."""
+    t0 = time.perf_counter()
+    if way == "solo":
+        for spec in specs:
+            train_oracle(dataset, spec.owned_ids, recipe, spec.seed)
+    else:
+        train_oracle_pack(dataset, specs, recipe, engine=way)
+    if dataset.x_train.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    records = []
+    chosen = {}
+    for name, (dataset, model) in datasets(args.device).items():
+        recipe = OracleRecipe(model, args.epochs, **RECIPE)
+        chosen[name] = choose_engine(build_model(model, dataset.input_shape, dataset.num_classes))
+        for way in WAYS:  # warm-up: first-call costs (imports, allocator) belong to no K
+            timed(way, dataset, members(dataset, 2), recipe)
+        for k in args.ks:
+            specs = members(dataset, k)
+            for rep in range(args.repeats):
+                order = WAYS[rep % len(WAYS) :] + WAYS[: rep % len(WAYS)]
+                for way in order:
+                    seconds = timed(way, dataset, specs, recipe)
+                    records.append({"model": name, "k": k, "way": way, "repeat": rep, "seconds": seconds})
+                    print(f"{name} K={k} {way} repeat {rep}: {seconds:.3f} s ({k / seconds:.2f} models/s)", flush=True)
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "device": args.device,
+            "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "",
+        },
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        "owned_share": OWNED_SHARE,
+        "chosen_engine": chosen,
+        "records": records,
+    }
+
+
+def medians(result: dict[str, Any]) -> dict[tuple[str, int, str], float]:
+    """(model, K, way) -> the median over repeats of models per second."""
+    groups: dict[tuple[str, int, str], list[float]] = {}
+    for r in result["records"]:
+        groups.setdefault((r["model"], r["k"], r["way"]), []).append(r["k"] / r["seconds"])
+    return {key: statistics.median(v) for key, v in groups.items()}
+
+
+def report(result: dict[str, Any], out: Path) -> None:
+    rates = medians(result)
+    machine = result["machine"]
+    lines = [
+        "# Packed oracle training against one at a time",
+        "",
+        f"Made by `bench/packing.py`: {machine['device']}, {machine['threads']} torch thread(s), "
+        f"torch {machine['torch']}{', ' + machine['gpu'] if machine['gpu'] else ''}; {result['epochs']} epochs of "
+        f"the oracle recipe per model, each on its own {result['owned_share']:.0%} of the training set; median of "
+        f"{result['repeats']} interleaved repeats. Models per second, end to end (build, train, score), and the "
+        "packed/solo ratio; **chosen** is the engine `choose_engine` picks for the model.",
+        "",
+        "| model | K | solo models/s | bmm models/s | vmap models/s | bmm / solo | vmap / solo | chosen "
+        "| chosen / solo |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, engine in result["chosen_engine"].items():
+        for k in sorted({r["k"] for r in result["records"]}):
+            solo, bmm, vm = (rates[(name, k, w)] for w in WAYS)
+            pick = {"bmm": bmm, "vmap": vm}[engine]
+            lines.append(
+                f"| {name} | {k} | {solo:.2f} | {bmm:.2f} | {vm:.2f} | {bmm / solo:.2f}x | {vm / solo:.2f}x | "
+                f"{engine} | **{pick / solo:.2f}x** |"
+            )
+    goal = [
+        (name, rates[(name, GOAL_K, engine)] / rates[(name, GOAL_K, "solo")])
+        for name, engine in result["chosen_engine"].items()
+        if "MLP" in name and (name, GOAL_K, "solo") in rates
+    ]
+    lines += ["", f"Goal: at least {GOAL_RATIO:g}x at K = {GOAL_K} for the MLPs."]
+    for name, ratio in goal:
+        lines.append(f"- {name}: {ratio:.2f}x, goal {'met' if ratio >= GOAL_RATIO else 'not met'}.")
+    lines += ["", "![models per second against K](packing.png)"]
+    write_table(lines, out / "packing.md")
+    plot(result, rates, out / "packing.png")
+
+
+def plot(result: dict[str, Any], rates: dict[tuple[str, int, str], float], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    names = list(result["chosen_engine"])
+    ks = sorted({r["k"] for r in result["records"]})
+    fig = Figure(figsize=(5 * len(names), 4))
+    axes = fig.subplots(1, len(names))
+    for ax, name in zip(axes, names, strict=True):
+        for way in WAYS:
+            ax.plot(ks, [rates[(name, k, way)] for k in ks], marker="o", label=way)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_title(f"{name} (chosen: {result['chosen_engine'][name]})", fontsize=9)
+        ax.set_xlabel("models per pack (K)")
+        ax.set_ylabel("models per second (median)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ks", default=",".join(map(str, KS)))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads: an oracle task's, the config's threads")
+    args = parser.parse_args()
+    args.ks = [int(k) for k in args.ks.split(",")]
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = measure(args)
+    (out / "packing.json").write_text(json.dumps(result, indent=1) + "\n")
+    report(result, out)
+
+
+if __name__ == "__main__":
+    main()
