@@ -73,12 +73,13 @@ def _is_chain(module: nn.Module) -> bool:
 def unpackable_reason(model: nn.Module) -> str | None:
     """Why ``model`` cannot train packed, or None when it can: every container is a chain and every layer is one
     of :data:`PACKABLE_LAYERS` (a convolution only with zeros padding, since it becomes a grouped one)."""
-    for name, module in model.named_modules():
-        where = name or "the model"
-        if _is_chain(module):
-            continue
+    modules = [(name or "the model", module) for name, module in model.named_modules()]
+    for where, module in modules:
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
             return f"{where} is batch norm in training mode (its statistics mix a batch across samples)"
+    for where, module in modules:
+        if _is_chain(module):
+            continue
         if type(module) not in PACKABLE_LAYERS:
             return f"{where} is a {type(module).__name__}, which the packed trainer does not know"
         if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":

@@ -3,7 +3,8 @@
 An oracle depends on the scenario and the recipe, never on a trial's hyperparameters, so a sweep collects
 the distinct keys up front, trains the missing ones as Ray tasks (each with its own resources) and hands
 trials object refs to the outputs. Each task also writes the cache, so the next sweep trains none. Only the
-requests that ``oracle.policy`` gives an oracle are planned; the others get None.
+requests that ``oracle.policy`` gives an oracle are planned; the others get None. Many oracles of one recipe
+(an ensemble's members) go as packs instead, one task per pack of at most ``oracle.pack``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from clutune.core.experiment import Prepared, prepare_in_worker
 from clutune.core.oracle import OracleOutputs, get_oracle, oracle_key, oracle_requests
+from clutune.core.packed_oracles import MemberSpec, get_oracles
 
 
 @dataclass
@@ -72,3 +74,23 @@ def submit_oracles(prep: Prepared, plan: OraclePlan) -> dict[str, ray.ObjectRef]
         else:
             refs[key] = _oracle_task.options(num_cpus=res.cpu, num_gpus=res.gpu).remote(config, ids)
     return refs
+
+
+@ray.remote(max_retries=2)
+def _oracle_pack_task(config: dict[str, Any], members: list[MemberSpec]) -> list[OracleOutputs]:
+    """One pack on any worker: its members found in the cache or trained together, each stored under its key."""
+    prep = prepare_in_worker(config)
+    oracle = prep.config.oracle
+    return get_oracles(prep.dataset, members, prep.recipe, prep.cache, oracle.keep_weights, oracle.pack)
+
+
+def submit_oracle_packs(prep: Prepared, members: list[MemberSpec]) -> list[ray.ObjectRef]:
+    """``members`` in packs of ``oracle.pack``, one Ray task each (with the oracle resources); per pack, in
+    order, the ref of its members' outputs (a list, in the members' order)."""
+    res = prep.config.sweep.oracle_resources
+    config = prep.config.as_dict()
+    size = prep.config.oracle.pack
+    return [
+        _oracle_pack_task.options(num_cpus=res.cpu, num_gpus=res.gpu).remote(config, members[start : start + size])
+        for start in range(0, len(members), size)
+    ]
