@@ -13,7 +13,8 @@ all of them; the tables give medians over repeats. Torch runs on ``--threads`` t
 (the config's ``threads``, 1 by default).
 
 Writes packing.json (every timing), packing.md (models per second and the packed/solo ratios) and packing.png
-into ``--out``. Usage: python bench/packing.py [--out bench/results] [--repeats 5] [--device cpu]
+into ``--out``. Usage: python bench/packing.py [--out bench/results] [--epochs 3] [--repeats 3] [--device cpu]
+[--report-only]
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ def datasets(device: str) -> dict[str, tuple[Dataset, dict[str, Any]]]:
     }
 
 
+def chosen_engines(device: str) -> dict[str, str]:
+    """The engine ``choose_engine`` picks for each model (the measurements of both engines do not depend on it)."""
+    return {
+        name: choose_engine(build_model(model, dataset.input_shape, dataset.num_classes))
+        for name, (dataset, model) in datasets(device).items()
+    }
+
+
 def members(dataset: Dataset, k: int) -> list[MemberSpec]:
     n = int(dataset.n_train * OWNED_SHARE)
     return [
@@ -78,10 +87,8 @@ def timed(way: str, dataset: Dataset, specs: list[MemberSpec], recipe: OracleRec
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     records = []
-    chosen = {}
     for name, (dataset, model) in datasets(args.device).items():
         recipe = OracleRecipe(model, args.epochs, **RECIPE)
-        chosen[name] = choose_engine(build_model(model, dataset.input_shape, dataset.num_classes))
         for way in WAYS:  # warm-up: first-call costs (imports, allocator) belong to no K
             timed(way, dataset, members(dataset, 2), recipe)
         for k in args.ks:
@@ -104,7 +111,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": args.epochs,
         "repeats": args.repeats,
         "owned_share": OWNED_SHARE,
-        "chosen_engine": chosen,
+        "chosen_engine": chosen_engines(args.device),
         "records": records,
     }
 
@@ -177,10 +184,13 @@ def plot(result: dict[str, Any], rates: dict[tuple[str, int, str], float], path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ks", default=",".join(map(str, KS)))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rebuild packing.md and .png from packing.json, engines re-chosen"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads: an oracle task's, the config's threads")
     args = parser.parse_args()
     args.ks = [int(k) for k in args.ks.split(",")]
@@ -188,7 +198,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = measure(args)
+    if args.report_only:
+        result = json.loads((out / "packing.json").read_text())
+        result["chosen_engine"] = chosen_engines(result["machine"]["device"])
+    else:
+        result = measure(args)
     (out / "packing.json").write_text(json.dumps(result, indent=1) + "\n")
     report(result, out)
 

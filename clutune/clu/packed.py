@@ -253,7 +253,9 @@ def train_packed(members: list[Member], opt: SGDSchedule, engine: str | None = N
     momentum = {n: torch.zeros_like(p) for n, p in params.items()}
     device = next(iter(params.values())).device
     longest = max(steps_per_epoch(len(m.ids), opt.batch_size) for m in members)
-    rates = _rates(members, opt, longest).to(device)
+    table = _rates(members, opt, longest)
+    everyone = (table > 0).all(1).tolist()  # per step, whether every member has a batch: known on the host
+    rates = table.to(device)
     b = opt.batch_size
     for model in models:
         model.train()
@@ -262,10 +264,10 @@ def train_packed(members: list[Member], opt: SGDSchedule, engine: str | None = N
         for first in range(0, longest, FETCH_STEPS):
             chunk = _fetch_chunk(members, orders, first, min(FETCH_STEPS, longest - first), b)
             for s in range(chunk.y.shape[1] // b):
-                lr = rates[epoch * longest + first + s]
+                row = epoch * longest + first + s
                 cols = slice(s * b, (s + 1) * b)
                 grads = gradients(params, chunk.x[:, cols], chunk.y[:, cols], chunk.w[:, cols])
-                _sgd_update(params, grads, momentum, lr, opt)
+                _sgd_update(params, grads, momentum, rates[row], everyone[row], opt)
     unstack_parameters(models, params)
     return engine
 
@@ -276,6 +278,7 @@ def _sgd_update(
     grads: dict[str, torch.Tensor],
     momentum: dict[str, torch.Tensor],
     lr: torch.Tensor,
+    everyone: bool,
     opt: SGDSchedule,
 ) -> None:
     """``torch.optim.SGD``'s step (dampening 0, no Nesterov) per member: d = g + wd·p; buf = m·buf + d (the
@@ -289,7 +292,7 @@ def _sgd_update(
     rates = [lr.view((len(lr),) + (1,) * (p.dim() - 1)) for p in plist]
     if opt.momentum:
         bufs = list(momentum.values())
-        if bool((lr > 0).all()):
+        if everyone:
             torch._foreach_mul_(bufs, opt.momentum)
             torch._foreach_add_(bufs, d)
         else:  # the members without a batch keep their buffers
