@@ -9,13 +9,10 @@ The step is plain SGD with momentum and weight decay, written over the stacked p
 alone, up to float rounding. A member with fewer owned ids has fewer steps per epoch; on the steps it has none,
 nothing of it moves (weights, momentum, schedule).
 
-Two engines compute the step:
-
-- ``bmm``: each layer batched by hand, a linear layer as one ``baddbmm`` over the member axis and a
-  convolution as one grouped convolution;
-- ``vmap``: ``torch.func.vmap`` of ``torch.func.grad`` over ``functional_call`` of the model.
-
-:func:`choose_engine` picks one by a single rule measured in ``bench/packing.py``.
+Each layer is batched by hand: a linear layer is one ``baddbmm`` over the member axis, a convolution one grouped
+convolution. ``torch.func`` (``vmap`` of ``grad`` over ``functional_call``) computes the same gradients for any
+forward; ``bench/packing.py`` measures it beside the batched layers, and on one CPU thread it was slower or level
+at every pack size for the MLPs and the small CNN, so only the batched layers are kept here.
 
 Only models whose every layer is understood can be packed: a container whose forward applies its children in
 the order they are registered (``nn.Sequential``, or a class that declares ``packs_as_chain = True``) over the
@@ -32,12 +29,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
 
 from clutune.clu.access import TrainAccess
 from clutune.clu.training import steps_per_epoch
 
-ENGINES = ("bmm", "vmap")
 ELEMENTWISE = (nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Identity)
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 PACKABLE_LAYERS = (nn.Linear, nn.Conv2d, nn.Flatten, *ELEMENTWISE, *POOLS)
@@ -92,15 +87,6 @@ def layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if not _is_chain(m)]
 
 
-def choose_engine(model: nn.Module) -> str:
-    """``bmm`` for models made of linear layers only, ``vmap`` as soon as there is a convolution.
-
-    Measured in ``bench/packing.py`` on one CPU thread: batched linear layers beat vmap on the MLPs, while for
-    the small CNN vmap's own grouped convolution is at least as fast as the hand-batched one.
-    """
-    return "vmap" if any(isinstance(m, nn.Conv2d) for m in model.modules()) else "bmm"
-
-
 def stack_parameters(models: list[nn.Module]) -> dict[str, torch.Tensor]:
     """Each parameter of the K models stacked along a new first axis, as fresh leaf tensors."""
     names = [name for name, _ in models[0].named_parameters()]
@@ -152,7 +138,7 @@ def _bmm_logits(
 Gradients = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 
-def _bmm_gradients(model: nn.Module) -> Gradients:
+def batched_gradients(model: nn.Module) -> Gradients:
     """Per-member gradients of the summed weighted losses through the hand-batched layers: member i's gradient
     is that of its own mean loss, since no other member's term depends on its weights."""
     names = {id(m): n for n, m in model.named_modules()}
@@ -165,16 +151,6 @@ def _bmm_gradients(model: nn.Module) -> Gradients:
         return dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
 
     return gradients
-
-
-def _vmap_gradients(model: nn.Module) -> Gradients:
-    """Per-member gradients: ``functional_call`` runs ``model``'s own forward on each member's slice of the
-    stacked parameters, so the module only lends its structure."""
-
-    def member_loss(params, x, y, w):
-        return (F.cross_entropy(functional_call(model, params, (x,)), y, reduction="none") * w).sum()
-
-    return vmap(grad(member_loss))
 
 
 # Steps whose batches a member fetches in one call: the door's per-call cost shared by this many batches.
@@ -238,17 +214,17 @@ def _rates(members: list[Member], opt: SGDSchedule, longest: int) -> torch.Tenso
     return torch.where(t < steps, rate, 0.0).float()
 
 
-def train_packed(members: list[Member], opt: SGDSchedule, engine: str | None = None) -> str:
-    """Train every member's model in place; returns the engine used (default: :func:`choose_engine`'s).
+def train_packed(
+    members: list[Member], opt: SGDSchedule, gradients: Callable[[nn.Module], Gradients] = batched_gradients
+) -> None:
+    """Train every member's model in place. ``gradients(model)`` gives the function from the stacked parameters
+    and a step's (x, y, w) to each parameter's stacked gradient (the benchmark passes an alternative).
 
     Every member must be the same packable architecture (see :func:`unpackable_reason`) on the same device,
     with at least one owned id.
     """
     models = [m.model for m in members]
-    engine = engine or choose_engine(models[0])
-    if engine not in ENGINES:
-        raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
-    gradients = _vmap_gradients(models[0]) if engine == "vmap" else _bmm_gradients(models[0])
+    step_gradients = gradients(models[0])
     params = stack_parameters(models)
     momentum = {n: torch.zeros_like(p) for n, p in params.items()}
     device = next(iter(params.values())).device
@@ -266,10 +242,9 @@ def train_packed(members: list[Member], opt: SGDSchedule, engine: str | None = N
             for s in range(chunk.y.shape[1] // b):
                 row = epoch * longest + first + s
                 cols = slice(s * b, (s + 1) * b)
-                grads = gradients(params, chunk.x[:, cols], chunk.y[:, cols], chunk.w[:, cols])
+                grads = step_gradients(params, chunk.x[:, cols], chunk.y[:, cols], chunk.w[:, cols])
                 _sgd_update(params, grads, momentum, rates[row], everyone[row], opt)
     unstack_parameters(models, params)
-    return engine
 
 
 @torch.no_grad()

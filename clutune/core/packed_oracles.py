@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 
 from clutune.clu.access import TrainAccess, crop_flip
 from clutune.clu.compute import autocast, flush_denormals, input_layout
-from clutune.clu.packed import Member, SGDSchedule, train_packed, unpackable_reason
+from clutune.clu.packed import Gradients, Member, SGDSchedule, batched_gradients, train_packed, unpackable_reason
 from clutune.clu.training import predict_logits
 from clutune.core.oracle import OracleCache, OracleOutputs, OracleRecipe, oracle_key, oracle_meta, train_oracle
 from clutune.core.placement import placement
@@ -58,12 +58,15 @@ def train_oracles(
 
 
 def train_oracle_pack(
-    dataset: Dataset, members: Sequence[MemberSpec], recipe: OracleRecipe, engine: str | None = None
+    dataset: Dataset,
+    members: Sequence[MemberSpec],
+    recipe: OracleRecipe,
+    gradients: Callable[[nn.Module], Gradients] = batched_gradients,
 ) -> list[tuple[nn.Module, OracleOutputs]]:
     """One pack, trained in one vectorised step per batch (or one at a time, with a warning, when its model
     cannot be packed). The global RNG is forked, as ``train_oracle`` forks it. Each member's ``seconds`` is its
-    share of the pack's training time. ``engine`` (``bmm`` or ``vmap``) overrides
-    :func:`clutune.clu.packed.choose_engine`'s rule, for measuring one against the other."""
+    share of the pack's training time. ``gradients``: how a step's per-member gradients are computed
+    (``bench/packing.py`` passes an alternative to measure it)."""
     devices = [dataset.x_train.device] if dataset.x_train.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         with torch.device("meta"):  # the layers only, no memory and no draws
@@ -78,7 +81,7 @@ def train_oracle_pack(
         return [train_oracle(dataset, spec.owned_ids, recipe, spec.seed, spec.key) for spec in members]
     with torch.random.fork_rng(devices=devices), flush_denormals(recipe.flush_denormal):
         built = [_build(dataset, spec, recipe) for spec in members]
-        return _train_built(dataset, members, built, recipe, engine)
+        return _train_built(dataset, members, built, recipe, gradients)
 
 
 def _build(dataset: Dataset, spec: MemberSpec, recipe: OracleRecipe) -> Member:
@@ -95,7 +98,11 @@ def _build(dataset: Dataset, spec: MemberSpec, recipe: OracleRecipe) -> Member:
 
 
 def _train_built(
-    dataset: Dataset, specs: Sequence[MemberSpec], members: list[Member], recipe: OracleRecipe, engine: str | None
+    dataset: Dataset,
+    specs: Sequence[MemberSpec],
+    members: list[Member],
+    recipe: OracleRecipe,
+    gradients: Callable[[nn.Module], Gradients],
 ) -> list[tuple[nn.Module, OracleOutputs]]:
     device = dataset.x_train.device
     schedule = SGDSchedule(
@@ -105,7 +112,7 @@ def _train_built(
     t0 = time.perf_counter()
     with autocast(recipe.precision, device):
         if training:
-            train_packed(training, schedule, engine)
+            train_packed(training, schedule, gradients)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - t0) / len(members)
