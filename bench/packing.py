@@ -6,10 +6,9 @@ for ``--epochs`` epochs on its own owned ids (a random 90% of the training set, 
 end to end: build, train, and its logits on every training and test sample. Three ways, per K:
 
 - ``solo``: ``train_oracle`` K times, today's path;
-- ``bmm``: one pack of K through ``train_oracle_pack``, clutune's packed trainer (layers batched by hand:
-  ``baddbmm``, grouped convolution);
-- ``vmap``: the same pack with the per-member gradients from ``torch.func`` (``vmap`` of ``grad`` over
-  ``functional_call``) instead, the alternative the packed trainer was measured against.
+- ``bmm`` and ``vmap``: one pack of K through ``train_oracle_pack``, its per-member gradients from the layers
+  batched by hand (``baddbmm``, grouped convolution) or from ``torch.func`` (``vmap`` of ``grad`` over
+  ``functional_call``); **chosen** is the one ``choose_gradients`` picks, the rule these measurements set.
 
 The machine is shared, so the ways are interleaved within every repeat (their order rotates) and load hits
 all of them; the tables give medians over repeats. Torch runs on ``--threads`` threads, an oracle task's
@@ -32,21 +31,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from table import write_table
-from torch import nn
-from torch.func import functional_call, grad, vmap
 
-from clutune.clu.packed import Gradients
+from clutune.clu.packed import batched_gradients, choose_gradients, vmap_gradients
 from clutune.core.oracle import OracleRecipe, train_oracle
 from clutune.core.packed_oracles import MemberSpec, train_oracle_pack
 from clutune.data import Dataset, load_dataset
+from clutune.models import build_model
 
 KS = (1, 4, 16, 64)
 WAYS = ("solo", "bmm", "vmap")
 OWNED_SHARE = 0.9
 RECIPE = {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64, "schedule": "cosine", "augment": False}
-GOAL_K, GOAL_RATIO = 16, 3.0  # the MLPs, packed (bmm), against solo
+GOAL_K, GOAL_RATIO = 16, 3.0  # the MLPs, packed the chosen way, against solo
 
 
 def datasets(device: str) -> dict[str, tuple[Dataset, dict[str, Any]]]:
@@ -61,14 +58,14 @@ def datasets(device: str) -> dict[str, tuple[Dataset, dict[str, Any]]]:
     }
 
 
-def vmap_gradients(model: nn.Module) -> Gradients:
-    """Per-member gradients by ``torch.func``: the model's own forward on each member's slice of the stacked
-    parameters, vectorised over the member axis."""
-
-    def member_loss(params, x, y, w):
-        return (F.cross_entropy(functional_call(model, params, (x,)), y, reduction="none") * w).sum()
-
-    return vmap(grad(member_loss))
+def chosen(device: str, ks: list[int]) -> dict[str, dict[int, str]]:
+    """Per model and K, the way ``choose_gradients`` picks (the measurements of both ways do not depend on it)."""
+    names = {batched_gradients: "bmm", vmap_gradients: "vmap"}
+    out = {}
+    for name, (dataset, spec) in datasets(device).items():
+        model = build_model(spec, dataset.input_shape, dataset.num_classes)
+        out[name] = {k: names[choose_gradients(model, k)] for k in ks}
+    return out
 
 
 def members(dataset: Dataset, k: int) -> list[MemberSpec]:
@@ -85,10 +82,8 @@ def timed(way: str, dataset: Dataset, specs: list[MemberSpec], recipe: OracleRec
     if way == "solo":
         for spec in specs:
             train_oracle(dataset, spec.owned_ids, recipe, spec.seed)
-    elif way == "bmm":
-        train_oracle_pack(dataset, specs, recipe)
     else:
-        train_oracle_pack(dataset, specs, recipe, vmap_gradients)
+        train_oracle_pack(dataset, specs, recipe, batched_gradients if way == "bmm" else vmap_gradients)
     if dataset.x_train.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0
@@ -137,6 +132,7 @@ def report(result: dict[str, Any], out: Path) -> None:
     machine = result["machine"]
     names = list(dict.fromkeys(r["model"] for r in result["records"]))
     ks = sorted({r["k"] for r in result["records"]})
+    pick = chosen(machine["device"], ks)
     lines = [
         "# Packed oracle training against one at a time",
         "",
@@ -144,22 +140,38 @@ def report(result: dict[str, Any], out: Path) -> None:
         f"torch {machine['torch']}{', ' + machine['gpu'] if machine['gpu'] else ''}; {result['epochs']} epochs of "
         f"the oracle recipe per model, each on its own {result['owned_share']:.0%} of the training set; median of "
         f"{result['repeats']} interleaved repeats. Models per second, end to end (build, train, score), and the "
-        "ratio to one at a time. **bmm** is clutune's packed trainer (layers batched by hand); **vmap** the same "
-        "pack with `torch.func` gradients, the alternative it was measured against.",
+        "ratio to one at a time, for the layers batched by hand (**bmm**), for `torch.func` (**vmap**) and for the "
+        "way `choose_gradients` picks (**chosen**). Paired ratios (each repeat's solo time over its packed time, "
+        "so both saw the same load) are in the second table.",
         "",
-        "| model | K | solo models/s | bmm models/s | vmap models/s | bmm / solo | vmap / solo |",
-        "|---|---|---|---|---|---|---|",
+        "| model | K | solo models/s | bmm models/s | vmap models/s | bmm / solo | vmap / solo | chosen "
+        "| chosen / solo |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
         for k in ks:
             solo, bmm, vm = (rates[(name, k, w)] for w in WAYS)
+            way = pick[name][k]
             lines.append(
-                f"| {name} | {k} | {solo:.2f} | {bmm:.2f} | {vm:.2f} | **{bmm / solo:.2f}x** | {vm / solo:.2f}x |"
+                f"| {name} | {k} | {solo:.2f} | {bmm:.2f} | {vm:.2f} | {bmm / solo:.2f}x | {vm / solo:.2f}x | "
+                f"{way} | **{rates[(name, k, way)] / solo:.2f}x** |"
             )
-    lines += ["", f"Goal: at least {GOAL_RATIO:g}x at K = {GOAL_K} for the MLPs (bmm against solo)."]
+    lines += ["", "| model | K | bmm / solo per repeat | vmap / solo per repeat |", "|---|---|---|---|"]
+    seconds = {(r["model"], r["k"], r["repeat"], r["way"]): r["seconds"] for r in result["records"]}
+    for name in names:
+        for k in ks:
+            paired = [
+                ", ".join(
+                    f"{seconds[(name, k, rep, 'solo')] / seconds[(name, k, rep, way)]:.2f}"
+                    for rep in range(result["repeats"])
+                )
+                for way in ("bmm", "vmap")
+            ]
+            lines.append(f"| {name} | {k} | {paired[0]} | {paired[1]} |")
+    lines += ["", f"Goal: at least {GOAL_RATIO:g}x at K = {GOAL_K} for the MLPs (chosen way against solo)."]
     for name in names:
         if "MLP" in name and (name, GOAL_K, "solo") in rates:
-            ratio = rates[(name, GOAL_K, "bmm")] / rates[(name, GOAL_K, "solo")]
+            ratio = rates[(name, GOAL_K, pick[name][GOAL_K])] / rates[(name, GOAL_K, "solo")]
             lines.append(f"- {name}: {ratio:.2f}x, goal {'met' if ratio >= GOAL_RATIO else 'not met'}.")
     lines += ["", "![models per second against K](packing.png)"]
     write_table(lines, out / "packing.md")

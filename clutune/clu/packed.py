@@ -9,10 +9,12 @@ The step is plain SGD with momentum and weight decay, written over the stacked p
 alone, up to float rounding. A member with fewer owned ids has fewer steps per epoch; on the steps it has none,
 nothing of it moves (weights, momentum, schedule).
 
-Each layer is batched by hand: a linear layer is one ``baddbmm`` over the member axis, a convolution one grouped
-convolution. ``torch.func`` (``vmap`` of ``grad`` over ``functional_call``) computes the same gradients for any
-forward; ``bench/packing.py`` measures it beside the batched layers, and on one CPU thread it was slower or level
-at every pack size for the MLPs and the small CNN, so only the batched layers are kept here.
+Two ways compute a step's per-member gradients, and :func:`choose_gradients` picks one by a rule measured in
+``bench/packing.py`` (one CPU thread, models per second against K):
+
+- :func:`batched_gradients`: each layer batched by hand, a linear layer as one ``baddbmm`` over the member axis,
+  a convolution as one grouped convolution;
+- :func:`vmap_gradients`: ``torch.func.vmap`` of ``grad`` over ``functional_call`` of the model's own forward.
 
 Only models whose every layer is understood can be packed: a container whose forward applies its children in
 the order they are registered (``nn.Sequential``, or a class that declares ``packs_as_chain = True``) over the
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, grad, vmap
 
 from clutune.clu.access import TrainAccess
 from clutune.clu.training import steps_per_epoch
@@ -153,6 +156,29 @@ def batched_gradients(model: nn.Module) -> Gradients:
     return gradients
 
 
+def vmap_gradients(model: nn.Module) -> Gradients:
+    """Per-member gradients by ``torch.func``: ``model``'s own forward on each member's slice of the stacked
+    parameters, vectorised over the member axis (the module only lends its structure)."""
+
+    def member_loss(params, x, y, w):
+        return (F.cross_entropy(functional_call(model, params, (x,)), y, reduction="none") * w).sum()
+
+    return vmap(grad(member_loss))
+
+
+# Where vmap won in bench/packing.py: the mnist1d MLP (256-unit layers) at K = 16 and 64, in every repeat at 16;
+# the digits MLP (128 units) and the small CNN (a 10-unit head) were faster batched by hand at every K.
+VMAP_MIN_UNITS = 256
+VMAP_MIN_PACK = 16
+
+
+def choose_gradients(model: nn.Module, k: int) -> Callable[[nn.Module], Gradients]:
+    """:func:`vmap_gradients` for packs of at least ``VMAP_MIN_PACK`` models whose widest linear layer has at
+    least ``VMAP_MIN_UNITS`` outputs, :func:`batched_gradients` otherwise."""
+    widest = max((m.out_features for m in model.modules() if isinstance(m, nn.Linear)), default=0)
+    return vmap_gradients if k >= VMAP_MIN_PACK and widest >= VMAP_MIN_UNITS else batched_gradients
+
+
 # Steps whose batches a member fetches in one call: the door's per-call cost shared by this many batches.
 FETCH_STEPS = 8
 
@@ -215,16 +241,16 @@ def _rates(members: list[Member], opt: SGDSchedule, longest: int) -> torch.Tenso
 
 
 def train_packed(
-    members: list[Member], opt: SGDSchedule, gradients: Callable[[nn.Module], Gradients] = batched_gradients
+    members: list[Member], opt: SGDSchedule, gradients: Callable[[nn.Module], Gradients] | None = None
 ) -> None:
     """Train every member's model in place. ``gradients(model)`` gives the function from the stacked parameters
-    and a step's (x, y, w) to each parameter's stacked gradient (the benchmark passes an alternative).
+    and a step's (x, y, w) to each parameter's stacked gradient; None: :func:`choose_gradients`'s choice.
 
     Every member must be the same packable architecture (see :func:`unpackable_reason`) on the same device,
     with at least one owned id.
     """
     models = [m.model for m in members]
-    step_gradients = gradients(models[0])
+    step_gradients = (gradients or choose_gradients(models[0], len(members)))(models[0])
     params = stack_parameters(models)
     momentum = {n: torch.zeros_like(p) for n, p in params.items()}
     device = next(iter(params.values())).device

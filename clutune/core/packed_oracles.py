@@ -19,7 +19,7 @@ from torch import nn
 
 from clutune.clu.access import TrainAccess, crop_flip
 from clutune.clu.compute import autocast, flush_denormals, input_layout
-from clutune.clu.packed import Gradients, Member, SGDSchedule, batched_gradients, train_packed, unpackable_reason
+from clutune.clu.packed import Gradients, Member, SGDSchedule, train_packed, unpackable_reason
 from clutune.clu.training import predict_logits
 from clutune.core.oracle import OracleCache, OracleOutputs, OracleRecipe, oracle_key, oracle_meta, train_oracle
 from clutune.core.placement import placement
@@ -61,12 +61,12 @@ def train_oracle_pack(
     dataset: Dataset,
     members: Sequence[MemberSpec],
     recipe: OracleRecipe,
-    gradients: Callable[[nn.Module], Gradients] = batched_gradients,
+    gradients: Callable[[nn.Module], Gradients] | None = None,
 ) -> list[tuple[nn.Module, OracleOutputs]]:
     """One pack, trained in one vectorised step per batch (or one at a time, with a warning, when its model
     cannot be packed). The global RNG is forked, as ``train_oracle`` forks it. Each member's ``seconds`` is its
     share of the pack's training time. ``gradients``: how a step's per-member gradients are computed
-    (``bench/packing.py`` passes an alternative to measure it)."""
+    (default: :func:`clutune.clu.packed.choose_gradients`'s rule; ``bench/packing.py`` passes each way)."""
     devices = [dataset.x_train.device] if dataset.x_train.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         with torch.device("meta"):  # the layers only, no memory and no draws
@@ -102,7 +102,7 @@ def _train_built(
     specs: Sequence[MemberSpec],
     members: list[Member],
     recipe: OracleRecipe,
-    gradients: Callable[[nn.Module], Gradients],
+    gradients: Callable[[nn.Module], Gradients] | None,
 ) -> list[tuple[nn.Module, OracleOutputs]]:
     device = dataset.x_train.device
     schedule = SGDSchedule(
