@@ -4,7 +4,8 @@ models) at a fraction of the cost of training them one after another.
 A member is a seed and an owned-id set. Packed, it gets what :func:`clutune.core.oracle.train_oracle` would give
 it alone: the same initial weights, data order and door to the data, and outputs of the same form
 (:class:`OracleOutputs`), equal to the solo oracle's up to float rounding. A model the packed trainer does not
-know trains one at a time instead, with one warning line saying so.
+know trains one at a time instead, with one warning line saying so. Of the recipe's speed settings, a pack
+uses none of ``channels_last`` and ``compile``: they change how fast, never what, an oracle computes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from clutune.clu.access import TrainAccess, crop_flip
-from clutune.clu.compute import autocast, flush_denormals, input_layout
+from clutune.clu.compute import autocast, flush_denormals
 from clutune.clu.packed import Gradients, Member, SGDSchedule, train_packed, unpackable_reason
 from clutune.clu.training import predict_logits
 from clutune.core.oracle import OracleCache, OracleOutputs, OracleRecipe, oracle_key, oracle_meta, train_oracle
@@ -91,8 +92,7 @@ def _build(dataset: Dataset, spec: MemberSpec, recipe: OracleRecipe) -> Member:
     owned = spec.owned_ids.sort().values.cpu()
     torch.manual_seed(spec.seed)
     model = build_model(recipe.model, dataset.input_shape, dataset.num_classes).to(device)
-    to_inputs = input_layout(dataset.inputs, device, False)
-    access = TrainAccess(dataset.x_train, dataset.y_train, to_inputs, crop_flip if recipe.augment else None)
+    access = TrainAccess(dataset.x_train, dataset.y_train, dataset.inputs, crop_flip if recipe.augment else None)
     access.block_all_but(owned)
     return Member(model, access, owned, torch.Generator().manual_seed(spec.seed), recipe.augment)
 
