@@ -95,6 +95,7 @@ def kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> float:
     return float((p.exp() * (p - q)).sum(1).mean())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", [MLP, CNN], ids=["mlp", "cnn"])
 def test_full_recipe_stays_far_inside_the_retrain_noise_floor(request, model):
     ds = request.getfixturevalue("digits" if model is MLP else "digit_images")
@@ -158,6 +159,7 @@ def test_oracle_pack_is_validated_and_left_out_of_the_config_hash():
     assert load_config("digits-random", {"oracle.pack": 4}).hash() == load_config("digits-random").hash()
 
 
+@pytest.mark.slow
 def test_a_ray_task_trains_a_pack_and_caches_each_member(local_ray, tmp_path):
     from clutune.platform.cluster.oracle_pool import submit_oracle_packs
 
