@@ -169,13 +169,14 @@ class OracleConfig:
     every: int = 1  # the period of policy every_k
     keep_weights: bool = False  # cache each oracle's weights too, not only its outputs
     ensemble: int = 1  # oracles per scored request, seeds seed .. seed+ensemble-1 (clutune.core.members)
+    pack: int = 16  # the most oracles trained together in one packed step (clutune.core.packed_oracles)
 
     POLICIES: ClassVar[tuple[str, ...]] = ("every", "every_k", "unlearn", "final")
 
     def validate(self, prefix: str) -> None:
         if self.schedule not in ("cosine", "constant"):
             raise UserError(f"config key '{prefix}.schedule': expected cosine or constant, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "every", "ensemble"):
+        for name in ("epochs", "batch_size", "every", "ensemble", "pack"):
             if getattr(self, name) < 1:
                 raise UserError(f"config key '{prefix}.{name}': must be at least 1, got {getattr(self, name)}")
             if getattr(self, name) > 1 << 31:
@@ -494,6 +495,7 @@ class Config:
         payload.pop("threads")
         payload["oracle"].pop("cache_dir")
         payload["oracle"].pop("keep_weights")
+        payload["oracle"].pop("pack")
         if payload["oracle"]["ensemble"] == 1:  # configs written before ensembles keep their hash
             del payload["oracle"]["ensemble"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

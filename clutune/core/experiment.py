@@ -172,7 +172,9 @@ def members_for(prep: Prepared, k: int) -> list[OracleOutputs]:
     if cfg.ensemble == 1 or not oracle_requests(cfg.policy, cfg.every, [r.kind for r in prep.scenario.requests])[k]:
         return []
     ids = prep.owned_ids(k)
-    return get_members(prep.dataset, ids, prep.recipe, cfg.seed, cfg.ensemble, prep.cache, cfg.keep_weights)
+    return get_members(
+        prep.dataset, ids, prep.recipe, cfg.seed, cfg.ensemble, prep.cache, cfg.keep_weights, cfg.pack
+    )
 
 
 def no_members(k: int) -> list[OracleOutputs]:

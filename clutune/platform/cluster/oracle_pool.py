@@ -6,8 +6,9 @@ trials object refs to the outputs. Each task also writes the cache, so the next 
 requests that ``oracle.policy`` gives an oracle are planned; the others get None.
 
 With ``oracle.ensemble`` ≥ 2 a request's members 1..M-1 (:mod:`clutune.core.members`) go through the same plan,
-lease and pool: each is a key of its own, and the missing members of one owned set train in one task (a pack,
-:func:`clutune.core.members.train_members`), one ref per member.
+lease and pool: each is a key of its own, and the missing members of one owned set train together, in packs of
+at most ``oracle.pack`` (:func:`clutune.core.members.train_members`, packed by :mod:`clutune.core.packed_oracles`),
+one task per pack and one ref per member.
 """
 
 from __future__ import annotations
@@ -52,13 +53,14 @@ class OraclePlan:
             for key, others in zip(self.key_of_request, self.members_of_request, strict=True)
         ]
 
-    def packs(self) -> list[list[str]]:
-        """The missing members 1..M-1, grouped by owned set: each group trains in one task."""
+    def packs(self, size: int) -> list[list[str]]:
+        """The missing members 1..M-1, grouped by owned set in packs of at most ``size``: each pack trains in one
+        task."""
         groups: dict[str, list[str]] = {}
         for key, others in zip(self.key_of_request, self.members_of_request, strict=True):
             if key is not None:
                 groups.setdefault(key, [m for m in others if m not in self.cached])
-        return [group for group in groups.values() if group]
+        return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
 def plan_oracles(prep: Prepared) -> OraclePlan:
@@ -108,7 +110,9 @@ def _members_task(config: dict[str, Any], owned_ids: torch.Tensor, seeds: list[i
     """Members of one owned set as one pack: each trained (or found), stored, and returned as its own object."""
     prep = prepare_in_worker(config)
     oracle = prep.config.oracle
-    outputs = ensure_members(prep.dataset, owned_ids, prep.recipe, seeds, prep.cache, oracle.keep_weights)
+    outputs = ensure_members(
+        prep.dataset, owned_ids, prep.recipe, seeds, prep.cache, oracle.keep_weights, oracle.pack
+    )
     return outputs if len(outputs) > 1 else outputs[0]  # Ray splits a list into num_returns objects
 
 
@@ -124,7 +128,7 @@ def submit_oracles(prep: Prepared, plan: OraclePlan) -> dict[str, ray.ObjectRef]
             refs[key] = ray.put(prep.cache.load(key))
         elif key not in plan.seed_of:
             refs[key] = _oracle_task.options(num_cpus=res.cpu, num_gpus=res.gpu).remote(config, ids)
-    for pack in plan.packs():
+    for pack in plan.packs(prep.config.oracle.pack):
         seeds = [plan.seed_of[m] for m in pack]
         task = _members_task.options(num_cpus=res.cpu, num_gpus=res.gpu, num_returns=len(pack))
         out = task.remote(config, plan.owned[pack[0]], seeds)
