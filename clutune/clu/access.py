@@ -10,9 +10,17 @@ from collections.abc import Callable
 
 import torch
 
+from clutune.clu.call_site import site_of_stack
+
 
 class UnlearnedAccessError(RuntimeError):
-    """A training step asked for a sample that was unlearned: a bug, never a user error."""
+    """A training step asked for a sample that was unlearned: a bug in the method, never a user error, and one
+    that recurs on every retry. ``site`` is the method's own line that asked (``file:line``), because the raise
+    itself is in clutune's code, far from the mistake."""
+
+    def __init__(self, message: str, sample_id: int | None = None, site: str | None = None) -> None:
+        super().__init__(message)
+        self.sample_id, self.site = sample_id, site
 
 
 class TrainAccess:
@@ -74,7 +82,7 @@ class TrainAccess:
         ids = ids.cpu()  # a no-op for the host ids every batcher produces
         if self._blocked[ids].any():
             bad = int(ids[self._blocked[ids]][0])
-            raise UnlearnedAccessError(f"training step requested unlearned sample id {bad}")
+            raise UnlearnedAccessError(f"training step requested unlearned sample id {bad}", bad, site_of_stack())
         self.touched[ids] = True
         if torch.is_grad_enabled():
             self.samples += len(ids)
