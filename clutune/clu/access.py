@@ -55,6 +55,7 @@ class TrainAccess:
 
     @property
     def device(self) -> torch.device:
+        """Where fetched batches live: put a method's own tensors (masks, statistics) here."""
         return self._x.device
 
     @property
@@ -68,6 +69,7 @@ class TrainAccess:
         return torch.zeros_like(self._to_inputs(self._x[:1]))
 
     def block(self, ids: torch.Tensor) -> None:
+        """Refuse ``ids`` from now on, for good. The runner calls it at the end of each unlearn request."""
         self._blocked[ids.cpu()] = True
 
     def block_all_but(self, ids: torch.Tensor) -> None:
@@ -78,7 +80,13 @@ class TrainAccess:
     def fetch(
         self, ids: torch.Tensor, generator: torch.Generator | None = None, augment: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and labels for ``ids``; augmented when an augmentation is set and ``generator`` given."""
+        """Model-ready inputs and labels for ``ids`` (sample ids, not buffer positions), on :attr:`device`.
+
+        Augmented (``augment: true`` in the config) when ``generator`` is given and ``augment`` is left on; pass
+        the method's generator so the run stays deterministic. An id unlearned by an earlier request raises
+        :class:`UnlearnedAccessError` naming the caller's line, before any row is read; the run then ends, as a
+        retry would fail the same way.
+        """
         ids = ids.cpu()  # a no-op for the host ids every batcher produces
         if self._blocked[ids].any():
             bad = int(ids[self._blocked[ids]][0])
