@@ -232,9 +232,8 @@ class EngineCallback(tune.Callback):
             self._open(trial)
         rows = result.pop("rows", [])
         self.writer.submit(self.stream.append, trial.trial_id, rows)
-        if "diverged" in result or "failed" in result:  # the trial's last result: no request was measured
-            return
-        self.writer.submit(self._log_request, trial.trial_id, rows, dict(result))
+        if "diverged" not in result and "failed" not in result:  # those end a trial having measured no request
+            self.writer.submit(self._log_request, trial.trial_id, rows, dict(result))
         self.requests_seen += 1
         self._progress(trial, result)
 
