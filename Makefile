@@ -1,4 +1,5 @@
-# `make demo` and `make test` create .venv on first use and install clutune into it.
+# `make demo` and `make test` create .venv on first use and install clutune into it, at the exact versions of
+# constraints.txt (pyproject.toml itself states ranges, for installing into an existing environment).
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,10 +14,10 @@ export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: demo test lint bench docs
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # 8 UG-CLU trials on digits-agnostic-class, optimising kl_oracle_all and avg_gap together, on local Ray, with

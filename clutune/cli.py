@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from clutune.docs_links import docs_page
 from clutune.errors import RunFailed, UserError
 from clutune.guards.masking import mask
 
@@ -230,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run one method through a scenario and write results.parquet")
     _add_config_args(p)
-    p.add_argument("--method", required=True, help="method name (see docs/methods.md)")
+    p.add_argument("--method", required=True, help=f"method name (the Methods page: {docs_page('methods')})")
     p.add_argument("--out", required=True, help="output folder for results.parquet (and predictions/)")
     p.add_argument("--seed", type=int, default=None, help="run seed (model init, shuffling); default: config seed")
     p.add_argument("--save-predictions", action="store_true", help="also write predictions/request-<k>.parquet")

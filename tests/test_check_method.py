@@ -194,3 +194,62 @@ def test_a_method_is_handed_no_tensor_of_all_samples(name):
     blocked[:] = True  # a copy: writing to it unblocks or blocks nothing
     x, y = method.data.fetch(torch.tensor([0, 1]))
     assert torch.equal(y, ds.y_train[:2])
+
+
+class FetchesPositions(ER):
+    """Replays by the buffer's sample positions as if they were ids: the mistake ``sample()`` invites."""
+
+    name = "fetches_positions"
+
+    def learn(self, request: Any) -> None:
+        super().learn(request)
+        if len(self.buffer):
+            positions = self.buffer.sample(8, self.generator)
+            self.data.fetch(positions)  # the offending call: positions are not ids
+
+
+class RaisesInLearn(ER):
+    """Fails in its own code at the learn of request 4."""
+
+    name = "raises_in_learn"
+
+    def learn(self, request: Any) -> None:
+        if request.index == 4:
+            raise ValueError("a bug in the method")
+        super().learn(request)
+
+
+def _line_of(cls: type, text: str) -> str:
+    """``file:line`` of the first line of ``cls``'s source holding ``text``."""
+    import inspect
+
+    lines, first = inspect.getsourcelines(cls)
+    offset = next(i for i, line in enumerate(lines) if text in line)
+    return f"{inspect.getsourcefile(cls)}:{first + offset}"
+
+
+def test_a_fetched_unlearned_id_names_the_methods_own_file_and_line():
+    report = check_method(FetchesPositions)
+    assert report.failed() == ["unlearned ids"], report.table()
+    site = _line_of(FetchesPositions, "self.data.fetch(positions)")
+    assert f"after it was unlearned, called at {site}" in report.table()
+
+
+def test_an_error_in_a_method_names_its_file_and_line_and_what_follows_from_it():
+    report = check_method(RaisesInLearn)
+    site = _line_of(RaisesInLearn, 'raise ValueError("a bug in the method")')
+    finite, same, ckpt = report.results[1:4]
+    assert not finite.passed and f"request 4 raised ValueError at {site}: a bug in the method" in finite.reason
+    assert same.follows == "finite" and ckpt.follows == "finite"
+    row = next(line for line in report.table().splitlines() if line.startswith("same seed"))
+    assert row.split()[2:6] == ["FAIL", "follows", "from", "finite:"] and "not measurable" in row
+
+
+def test_a_nondeterministic_method_fails_checkpoint_as_a_consequence():
+    report = check_method(NotDeterministic)
+    same, ckpt = report.results[2:4]
+    assert same.follows is None and ckpt.follows == "same seed"
+    table = report.table()
+    row = next(line for line in table.splitlines() if line.startswith("checkpoint"))
+    assert " ".join(row.split()[1:]).startswith("FAIL follows from same seed: outputs differ"), table
+    assert table.splitlines()[-1] == "failed: same seed, checkpoint (fix same seed first: the others follow from it)"

@@ -38,9 +38,9 @@ def test_site_builds_strict_with_api_reference(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "site" / "index.html").exists()
     for command in _subcommands():
-        assert (tmp_path / "site" / "commands" / command / "index.html").exists(), command
+        assert (tmp_path / "site" / "commands" / f"{command}.html").exists(), command
     # mkdocstrings rendered the reference from the docstrings, not an empty page
-    reference = (tmp_path / "site" / "reference" / "index.html").read_text()
+    reference = (tmp_path / "site" / "reference.html").read_text()
     assert 'id="clutune.core.config.Config"' in reference
     assert 'id="clutune.clu.methods.base.Method"' in reference
     assert "The budget every method shares" in reference  # BaseHparams' docstring

@@ -15,7 +15,9 @@ from PIL import Image
 
 from clutune.cli import main
 from clutune.data import load_dataset
+from clutune.data.arrays import MissingTestClass
 from clutune.data.cache import CACHE_ENV
+from clutune.errors import UserError
 
 CONFIG = """
 name: own-data
@@ -175,6 +177,39 @@ def test_imagefolder_of_grayscale_images_has_one_channel(tmp_path: Path) -> None
     assert load_dataset("imagefolder", root=root).input_shape == (1, 5, 5)
 
 
+def _without_test_class(kind: str, d: Path) -> Path:
+    """The same set either way, but with no test sample of class 2 ('cat')."""
+    if kind == "npz":
+        y_test = _labels(16)
+        keep = y_test != 2
+        with np.load(write_npz(d / "full.npz")) as npz:
+            x_test = npz["x_test"][keep]
+        return write_npz(d / "gap.npz", x_test=x_test, y_test=y_test[keep])
+    root = write_folder(d / "pics")
+    for p in (root / "test" / "cat").iterdir():
+        p.unlink()
+    (root / "test" / "cat").rmdir()
+    return root
+
+
+@pytest.mark.parametrize("kind", ["npz", "imagefolder"])
+def test_a_test_split_may_lack_a_class_with_the_same_one_line_note(kind: str, tmp_path: Path) -> None:
+    where = _without_test_class(kind, tmp_path)
+    with pytest.warns(MissingTestClass) as notes:
+        ds = load_dataset(kind, **({"path": where} if kind == "npz" else {"root": where}))
+    assert ds.num_classes == 4 and 2 not in ds.y_test.tolist()
+    (note,) = [str(n.message) for n in notes if issubclass(n.category, MissingTestClass)]
+    assert "\n" not in note
+    assert note.endswith("the test split has no sample of class 2; test metrics cover the other classes only")
+
+
+def test_string_labels_get_the_hint_to_map_them_to_integers(tmp_path: Path) -> None:
+    path = write_npz(tmp_path / "named.npz", y_test=np.array(CLASSES)[_labels(16)])
+    with pytest.raises(UserError, match=r"y_test holds strings \(dtype <U3\); map them to integers") as e:
+        load_dataset("npz", path=path)
+    assert "np.unique(y_test, return_inverse=True)" in str(e.value) and "class_names" in str(e.value)
+
+
 # ---------------------------------------------------------------- fingerprints and the cache
 
 
@@ -241,12 +276,12 @@ def _object_array(d: Path) -> str:
 
 
 def _empty_class(root: Path) -> None:
-    for p in (root / "test" / "cat").iterdir():
+    for p in (root / "train" / "cat").iterdir():
         p.unlink()
 
 
 def _extra_class(root: Path) -> None:
-    write_png(root / "train" / "eel" / "00.png", 0, np.random.default_rng(1))
+    write_png(root / "test" / "eel" / "00.png", 0, np.random.default_rng(1))
 
 
 def _unreadable(root: Path) -> None:
@@ -268,7 +303,8 @@ BAD = {
     "not an archive": (_garbage_file, "not an .npz archive"),
     "pickled objects": (_object_array, "never unpickled"),
     "empty class folder": (_bad_folder(_empty_class), "holds no images"),
-    "class sets differ": (_bad_folder(_extra_class), "class 'eel' only in train"),
+    "class only in test": (_bad_folder(_extra_class), "class 'eel' is only in test"),
+    "string labels": (_bad_npz(y_train=np.array(CLASSES)[_labels(48)]), "map them to integers 0..K-1"),
     "unreadable image": (_bad_folder(_unreadable), "05.png cannot be read"),
     "image sizes differ": (_bad_folder(_other_size), "images must share one size"),
     "missing test folder": (_bad_folder(lambda r: os.rename(r / "test", r / "val")), "no test folder"),

@@ -5,6 +5,9 @@ every default location (oracle cache, sweep folder, MLflow store) is found witho
 The new virtualenv gets the heavy dependencies (torch, Ray, MLflow, ...) from this test's own environment through
 a folder of links named by a ``.pth`` file, leaving out everything of clutune's, so the only clutune it can
 import is the wheel's.
+
+A researcher's environment is the other case: a virtualenv that already holds its own torch (installed into it
+from a wheel on disk) gets the wheel with a real dependency resolution, and keeps that torch.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from clutune.docs_links import DOCS_URL
+
 REPO = Path(__file__).resolve().parents[1]
 SHORT = [
     "oracle.epochs=2",
@@ -29,6 +34,11 @@ SHORT = [
 SKIP_SOURCE = shutil.ignore_patterns(
     ".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "mlflow.db", "mlruns"
 )
+
+PIP = [sys.executable, "-m", "pip"]
+# Where a torch 2.14.1 wheel lies on disk (this machine's local package index); a test installs it on its own.
+TORCH_WHEELS = Path(os.environ.get("CLUTUNE_TORCH_WHEELS", "/opt/pypi-more/files"))
+TORCH = "2.14.1"
 
 pytestmark = pytest.mark.slow  # a wheel build, an install and two real commands: about two minutes
 
@@ -54,38 +64,48 @@ class Installed:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    root = tmp_path_factory.mktemp("wheel")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("dist")
     source = root / "source"
     shutil.copytree(REPO, source, ignore=SKIP_SOURCE)  # pip builds in the tree: keep the repository clean
-    pip = [sys.executable, "-m", "pip"]
     subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", root / "dist", source],
+        [*PIP, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", root / "dist", source],
         check=True,
         capture_output=True,
         timeout=300,
     )
-    (wheel,) = (root / "dist").glob("clutune-*.whl")
+    (built,) = (root / "dist").glob("clutune-*.whl")
+    return built
+
+
+def new_venv(root: Path, leave_out: tuple[str, ...] = ()) -> Path:
+    """A fresh virtualenv that sees this environment's packages through a folder of links (named by a ``.pth``
+    file), except clutune's own and the distributions named in ``leave_out``; returns its python."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", root / "venv"], check=True, timeout=120)
     deps = root / "deps"
     deps.mkdir()
+    versioned = tuple(f"{name}-" for name in leave_out)  # their .dist-info folders
     for site in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
         for entry in Path(site).iterdir():
             if entry.name.startswith(("clutune", "__editable__")) or entry.suffix == ".pth":
                 continue
+            if entry.name in leave_out or (entry.name.startswith(versioned) and entry.suffix == ".dist-info"):
+                continue
             if not (deps / entry.name).exists():
                 (deps / entry.name).symlink_to(entry)
-    venv_site = Path(
-        subprocess.run(
-            [root / "venv" / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
+    python = root / "venv" / "bin" / "python"
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    venv_site = Path(subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout.strip())
     (venv_site / "clutune-test-deps.pth").write_text(f"{deps}\n")
+    return python
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Installed:
+    root = tmp_path_factory.mktemp("wheel")
+    python = new_venv(root)
     subprocess.run(
-        [*pip, "--python", root / "venv" / "bin" / "python", "install", "--no-deps", "--no-index", "-q", wheel],
+        [*PIP, "--python", python, "install", "--no-deps", "--no-index", "-q", wheel],
         check=True,
         capture_output=True,
         timeout=300,
@@ -133,3 +153,37 @@ def test_a_sweep_finds_its_search_space_and_tuned_defaults_outside_the_repositor
     assert "sweep finished" in out and "1 trials" in out
     assert "buffer_size = 200" in out  # the tuned default for ugclu on digits, from the installed package
     assert (installed.work / "runs" / "sweeps" / "digits-agnostic-class-ugclu").is_dir()  # the default folder
+
+
+OWN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the venv's own view, not this checkout
+
+
+def _torch_seen_by(python: Path) -> tuple[str, str]:
+    """The version and the file of the torch that ``python`` imports, read without importing it."""
+    code = "import importlib.metadata as m, importlib.util as u; print(m.version('torch'), u.find_spec('torch').origin)"
+    out = subprocess.run([python, "-c", code], check=True, capture_output=True, text=True, env=OWN_ENV).stdout.split()
+    return out[0], out[1]
+
+
+def test_installing_the_wheel_keeps_the_torch_already_there(tmp_path: Path, wheel: Path) -> None:
+    """A researcher's environment with a working torch: pip resolves clutune's dependency ranges against it and
+    leaves it in place (the dependencies are ranges, not pins). Everything else the wheel needs is already
+    visible through the links, so pip has nothing to fetch."""
+    found = sorted(TORCH_WHEELS.glob(f"torch-{TORCH}-*.whl"))
+    if not found:
+        pytest.skip(f"no torch {TORCH} wheel in {TORCH_WHEELS} (set CLUTUNE_TORCH_WHEELS)")
+    python = new_venv(tmp_path, leave_out=("torch",))
+    pip = [*PIP, "--python", python, "install", "--no-index", "-q"]
+    subprocess.run([*pip, "--no-deps", found[0]], check=True, capture_output=True, timeout=600, env=OWN_ENV)
+    before = _torch_seen_by(python)
+    assert before[0] == TORCH and Path(before[1]).is_relative_to(tmp_path / "venv"), before
+
+    done = subprocess.run([*pip, wheel], capture_output=True, text=True, timeout=600, env=OWN_ENV)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert _torch_seen_by(python) == before  # same version, same files: pip did not replace it
+    code = "import clutune, importlib.metadata as m; print(clutune.__file__, m.metadata('clutune')['Project-URL'])"
+    # run from tmp_path: from the checkout, ``python -c`` would import the clutune folder in front of it
+    out = subprocess.run([python, "-c", code], cwd=tmp_path, check=True, capture_output=True, text=True, env=OWN_ENV)
+    out = out.stdout.split(" ", 1)
+    assert Path(out[0]).is_relative_to(tmp_path / "venv")
+    assert out[1].strip() == f"Documentation, {DOCS_URL}"

@@ -10,9 +10,17 @@ from collections.abc import Callable
 
 import torch
 
+from clutune.clu.call_site import site_of_stack
+
 
 class UnlearnedAccessError(RuntimeError):
-    """A training step asked for a sample that was unlearned: a bug, never a user error."""
+    """A training step asked for a sample that was unlearned: a bug in the method, never a user error, and one
+    that recurs on every retry. ``site`` is the method's own line that asked (``file:line``), because the raise
+    itself is in clutune's code, far from the mistake."""
+
+    def __init__(self, message: str, sample_id: int | None = None, site: str | None = None) -> None:
+        super().__init__(message)
+        self.sample_id, self.site = sample_id, site
 
 
 class TrainAccess:
@@ -47,6 +55,7 @@ class TrainAccess:
 
     @property
     def device(self) -> torch.device:
+        """Where fetched batches live: put a method's own tensors (masks, statistics) here."""
         return self._x.device
 
     @property
@@ -60,6 +69,7 @@ class TrainAccess:
         return torch.zeros_like(self._to_inputs(self._x[:1]))
 
     def block(self, ids: torch.Tensor) -> None:
+        """Refuse ``ids`` from now on, for good. The runner calls it at the end of each unlearn request."""
         self._blocked[ids.cpu()] = True
 
     def block_all_but(self, ids: torch.Tensor) -> None:
@@ -70,11 +80,17 @@ class TrainAccess:
     def fetch(
         self, ids: torch.Tensor, generator: torch.Generator | None = None, augment: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and labels for ``ids``; augmented when an augmentation is set and ``generator`` given."""
+        """Model-ready inputs and labels for ``ids`` (sample ids, not buffer positions), on :attr:`device`.
+
+        Augmented (``augment: true`` in the config) when ``generator`` is given and ``augment`` is left on; pass
+        the method's generator so the run stays deterministic. An id unlearned by an earlier request raises
+        :class:`UnlearnedAccessError` naming the caller's line, before any row is read; the run then ends, as a
+        retry would fail the same way.
+        """
         ids = ids.cpu()  # a no-op for the host ids every batcher produces
         if self._blocked[ids].any():
             bad = int(ids[self._blocked[ids]][0])
-            raise UnlearnedAccessError(f"training step requested unlearned sample id {bad}")
+            raise UnlearnedAccessError(f"training step requested unlearned sample id {bad}", bad, site_of_stack())
         self.touched[ids] = True
         if torch.is_grad_enabled():
             self.samples += len(ids)

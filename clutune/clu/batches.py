@@ -8,6 +8,8 @@ import torch
 
 
 def epoch_batches(ids: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """One shuffled pass over ``ids`` in batches (the last one short), drawn from ``generator`` so a seeded run
+    repeats its batches exactly."""
     order = ids[torch.randperm(len(ids), generator=generator)]
     yield from order.split(batch_size)
 

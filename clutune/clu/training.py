@@ -13,6 +13,7 @@ from clutune.clu.batches import epoch_batches
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches in one pass over ``n`` samples, the last one short: what an optimizer's schedule must span."""
     return -(-n // batch_size)
 
 

@@ -21,6 +21,18 @@ _SPEC_KEYS = {LEARN: {"task", "tasks", "ids"}, UNLEARN: {"task", "tasks", "class
 
 @dataclass(frozen=True)
 class Request:
+    """One request of the stream, as a method receives it in ``learn`` and ``unlearn``.
+
+    Attributes:
+        index: the request's position in the stream, from 0.
+        kind: ``"learn"`` (D_L: ids never learned before) or ``"unlearn"`` (D_U: ids owned until now).
+        ids: the request's sample ids, sorted int64 on the CPU; fetch their data with ``method.data.fetch``.
+        tasks: the tasks whose samples the request touches.
+        whole_tasks: True when the request is exactly one or more whole tasks (the task-aware setting), which
+            methods that serve only whole tasks check in ``check_request``.
+        spec: the request as written in the config (``{"unlearn": {"classes": [1]}}``), for messages.
+    """
+
     index: int
     kind: str  # "learn" or "unlearn"
     ids: torch.Tensor  # sorted int64 training-sample ids

@@ -7,6 +7,8 @@ names the array or file at fault.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -21,6 +23,11 @@ def check_labels(where: str, y_train: np.ndarray, y_test: np.ndarray) -> int:
     has could never be predicted, so both are gaps rather than data.
     """
     for key, y in (("y_train", y_train), ("y_test", y_test)):
+        if y.dtype.kind in "US":
+            raise UserError(
+                f"{where}: {key} holds strings (dtype {y.dtype}); map them to integers 0..K-1 first, e.g. "
+                f"names, {key} = np.unique({key}, return_inverse=True), and save the names as class_names"
+            )
         if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
             raise UserError(f"{where}: {key} must hold integer labels 0..K-1, got dtype {y.dtype}")
         if y.ndim != 1:
@@ -37,7 +44,21 @@ def check_labels(where: str, y_train: np.ndarray, y_test: np.ndarray) -> int:
     unseen = np.setdiff1d(np.unique(y_test), present)
     if unseen.size:
         raise UserError(f"{where}: y_test holds label {int(unseen[0])}, which no training sample has (K={k})")
+    untested = np.setdiff1d(present, y_test)
+    if untested.size:
+        warnings.warn(MissingTestClass(where, [int(c) for c in untested]), stacklevel=2)
     return k
+
+
+class MissingTestClass(UserWarning):
+    """A class the test split has no sample of: allowed (it is still learned and unlearned), but its test accuracy
+    is then undefined, so the reader says so once rather than let a metric quietly average over fewer classes."""
+
+    def __init__(self, where: str, classes: list[int]) -> None:
+        listed = ", ".join(map(str, classes[:5])) + (", ..." if len(classes) > 5 else "")
+        super().__init__(
+            f"{where}: the test split has no sample of class {listed}; test metrics cover the other classes only"
+        )
 
 
 def check_inputs(where: str, x_train: np.ndarray, x_test: np.ndarray) -> None:

@@ -41,7 +41,7 @@ def load_imagefolder(root: Path | None, image_size: int | None = None) -> Datase
     if not root.is_dir():
         raise UserError(f"dataset.root {root}: not a folder; {_LAYOUT}")
     classes = _classes(root)
-    files = {split: _files(root / split, classes) for split in SPLITS}
+    files = {split: _files(root / split, classes, required=split == "train") for split in SPLITS}
     every = [p for split in SPLITS for p, _ in files[split]]
     try:
         key = content_key(root, every, f"{_CACHE_VERSION}\0{image_size}")
@@ -56,7 +56,8 @@ def load_imagefolder(root: Path | None, image_size: int | None = None) -> Datase
 
 
 def _classes(root: Path) -> list[str]:
-    """The class folders, which train and test must name alike: a label is an index into this list."""
+    """The class folders of train: a label is an index into this list. Test may lack a class (as an .npz's test
+    split may, with the same note) but may not add one, whose label no training sample could have."""
     found = {}
     for split in SPLITS:
         folder = root / split
@@ -65,15 +66,16 @@ def _classes(root: Path) -> list[str]:
         found[split] = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not found[split]:
             raise UserError(f"dataset.root {root}: {folder} holds no class folders; {_LAYOUT}")
-    if found["train"] != found["test"]:
-        only_train = sorted(set(found["train"]) - set(found["test"]))
-        only_test = sorted(set(found["test"]) - set(found["train"]))
-        diff = f"class {only_train[0]!r} only in train" if only_train else f"class {only_test[0]!r} only in test"
-        raise UserError(f"dataset.root {root}: train and test must have the same class folders; {diff}")
+    only_test = sorted(set(found["test"]) - set(found["train"]))
+    if only_test:
+        raise UserError(
+            f"dataset.root {root}: class {only_test[0]!r} is only in test; every test class needs a train folder"
+        )
     return found["train"]
 
 
-def _files(folder: Path, classes: list[str]) -> Files:
+def _files(folder: Path, classes: list[str], required: bool) -> Files:
+    """Every image of ``folder`` with its label; a class without images is refused where ``required`` (train)."""
     files: Files = []
     for label, name in enumerate(classes):
         class_dir = folder / name
@@ -81,7 +83,7 @@ def _files(folder: Path, classes: list[str]) -> Files:
             (p for p in class_dir.rglob("*") if _is_image(p, class_dir)),
             key=lambda p: p.relative_to(class_dir).as_posix(),
         )
-        if not images:
+        if not images and required:
             raise UserError(f"class folder {class_dir} holds no images ({', '.join(SUFFIXES)})")
         files += [(p, label) for p in images]
     return files

@@ -15,6 +15,10 @@ Each check passes or fails with a reason:
 - ``same seed``: a second run with the same seed gives identical outputs;
 - ``checkpoint``: the run restored mid-stream gives the uninterrupted run's outputs;
 - ``unlearned ids``: no unlearned id is fetched after its request or left in the buffer.
+
+A failure names the method's own file and line where the offending call was made (the fetch of an unlearned id,
+the raise of an error), not clutune's line that noticed it. A failure that is a consequence of another (a
+nondeterministic method fails ``checkpoint`` too) says which one it follows from.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 import torch
 
 from clutune.clu.access import TrainAccess
+from clutune.clu.call_site import site_of_stack, site_of_traceback
 from clutune.clu.methods import METHODS, get_method, method_problem
 from clutune.clu.methods.base import Method
 from clutune.clu.runner import PrivacyViolation, iter_run
@@ -57,6 +62,9 @@ class CheckResult:
     name: str
     passed: bool
     reason: str
+    # The failed check this failure is a consequence of (a nondeterministic method cannot restore a checkpoint
+    # to identical outputs either): fix that one first.
+    follows: str | None = None
 
 
 @dataclass
@@ -80,9 +88,16 @@ class MethodReport:
         width = max(len(r.name) for r in self.results)
         lines = [f"method {self.method} ({self.origin}); stream: {self.stream}", ""]
         lines += [f"{'check':<{width}}  result  reason", f"{'-' * width}  ------  ------"]
-        lines += [f"{r.name:<{width}}  {'pass' if r.passed else 'FAIL':<6}  {r.reason}" for r in self.results]
+        lines += [f"{r.name:<{width}}  {'pass' if r.passed else 'FAIL':<6}  {_reason(r)}" for r in self.results]
+        own = [r.name for r in self.results if not r.passed and r.follows is None]
         verdict = "all checks passed" if self.passed else f"failed: {', '.join(self.failed())}"
+        if not self.passed and len(own) < len(self.failed()):
+            verdict += f" (fix {', '.join(own)} first: the others follow from it)"
         return "\n".join([*lines, "", verdict])
+
+
+def _reason(result: CheckResult) -> str:
+    return f"follows from {result.follows}: {result.reason}" if result.follows else result.reason
 
 
 def tiny_dataset() -> Dataset:
@@ -131,7 +146,7 @@ class AuditedAccess(TrainAccess):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.request = -1
-        self.late: list[tuple[int, int]] = []  # (request, id) of every unlearned id fetched
+        self.late: list[tuple[int, int, str | None]] = []  # (request, id, the method's call site) per late fetch
 
     def fetch(
         self, ids: torch.Tensor, generator: torch.Generator | None = None, augment: bool = True
@@ -140,7 +155,8 @@ class AuditedAccess(TrainAccess):
         late = ids[self._blocked[ids]]
         if not len(late):
             return super().fetch(ids, generator, augment)
-        self.late += [(self.request, int(i)) for i in late[:5]]
+        site = site_of_stack()
+        self.late += [(self.request, int(i), site) for i in late[:5]]
         saved = self._blocked.clone()
         self._blocked[late] = False
         try:
@@ -152,7 +168,7 @@ class AuditedAccess(TrainAccess):
 @dataclass
 class _Run:
     outputs: list[torch.Tensor]  # per request: logits on every train and test input
-    late: list[tuple[int, int]]
+    late: list[tuple[int, int, str | None]]
     error: str | None  # why the run stopped early
     privacy_error: str | None  # a buffer that kept an unlearned id
     state_at_mid: bytes | None
@@ -202,9 +218,9 @@ class _Harness:
             result.privacy_error = str(e)
         except Exception as e:  # the method's own failure is what this check reports
             where = start + len(result.outputs)
-            result.error = (
-                f"request {where} raised {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
-            )
+            site = site_of_traceback(e.__traceback__)
+            message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            result.error = f"request {where} raised {type(e).__name__}{f' at {site}' if site else ''}: {message}"
         return result
 
 
@@ -300,8 +316,9 @@ def _run_checks(first: _Run, second: _Run, restored: _Run | None, mid: int) -> l
             f"non-finite outputs after request {bad[0]}" if bad else f"outputs finite after all {n} requests",
         )
     if stopped:
-        same = CheckResult("same seed", False, f"not measurable, the run stopped: {stopped}")
-        ckpt = CheckResult("checkpoint", False, f"not measurable, the run stopped: {stopped}")
+        cause = "finite" if first.error else "unlearned ids"
+        same = CheckResult("same seed", False, f"not measurable, the run stopped: {stopped}", cause)
+        ckpt = CheckResult("checkpoint", False, f"not measurable, the run stopped: {stopped}", cause)
     else:
         diff = _same(first.outputs, second.outputs) or (second.error and f"the second run: {second.error}")
         same = CheckResult("same seed", not diff, diff or f"identical outputs after all {n} requests")
@@ -311,11 +328,13 @@ def _run_checks(first: _Run, second: _Run, restored: _Run | None, mid: int) -> l
         else:
             diff = _same(first.outputs[mid + 1 :], restored.outputs, offset=mid + 1)
             ok = f"restored after request {mid}: identical outputs for requests {mid + 1}..{n - 1}"
-            ckpt = CheckResult("checkpoint", not diff, diff or ok)
+            # A method that does not repeat itself from the start cannot repeat itself from a checkpoint either.
+            ckpt = CheckResult("checkpoint", not diff, diff or ok, "same seed" if diff and not same.passed else None)
     late = first.late + second.late + (restored.late if restored else [])
     if late:
-        k, i = late[0]
-        privacy = CheckResult("unlearned ids", False, f"fetched id {i} at request {k}, after it was unlearned")
+        k, i, site = late[0]
+        where = f", called at {site}" if site else ""
+        privacy = CheckResult("unlearned ids", False, f"fetched id {i} at request {k}, after it was unlearned{where}")
     elif first.privacy_error:
         privacy = CheckResult("unlearned ids", False, first.privacy_error)
     else:

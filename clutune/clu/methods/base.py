@@ -1,7 +1,8 @@
 """The method contract: a model, a guarded data door, an optional buffer, and learn/unlearn per request.
 
-Methods never evaluate or log; the runner does. Hyperparameters are a dataclass whose field names are the
-config keys and the search-space names.
+Methods never evaluate or log; the runner does, so every method is measured the same way and none can grade
+itself. Hyperparameters are a dataclass whose field names are the config keys and the search-space names, so
+one name serves the YAML, ``--set``, the sweep and the MLflow params.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from clutune.errors import UserError
 
 
 def check_ranges(prefix: str, hp: Any, checks: dict[str, bool]) -> None:
-    """One message shape for every out-of-range hyperparameter: the key and the value that failed."""
+    """Refuse the first failed check in one line naming the key and its value: call it from your
+    ``Hparams.validate`` so a bad value is a config error before any work starts, never a crash mid-run.
+
+    Args:
+        prefix: the config path of the hyperparameters (``methods.<name>``), as ``validate`` receives it.
+        hp: the hyperparameters being validated.
+        checks: field name -> whether its value is in range.
+    """
     for name, ok in checks.items():
         if not ok:
             raise UserError(f"config key '{prefix}.{name}': value {getattr(hp, name)!r} is out of range")
@@ -27,7 +35,12 @@ def check_ranges(prefix: str, hp: Any, checks: dict[str, bool]) -> None:
 
 @dataclass
 class BaseHparams:
-    """The budget every method shares, so comparisons spend the same passes over the request data."""
+    """The budget every method shares, so comparisons spend the same passes over the request data.
+
+    Subclass it as a ``@dataclass`` with your own fields: each field is a config key
+    (``methods.<name>.<field>``), a ``--set`` name and a search-space name. A field named ``buffer_size`` gives
+    the method a reservoir buffer (:attr:`Method.buffer`) of that many ids.
+    """
 
     lr: float = 0.01
     batch_size: int = 128
@@ -37,6 +50,12 @@ class BaseHparams:
     weight_decay: float = 5e-4
 
     def validate(self, prefix: str) -> None:
+        """Refuse out-of-range values (a UserError naming ``prefix.<field>``) before the run starts.
+
+        Override it to check your own fields, calling ``super().validate(prefix)`` first so the shared budget
+        stays checked; :func:`check_ranges` gives the message its shape. ``clutune check-method`` checks that
+        it refuses out-of-range shared values.
+        """
         for name in ("batch_size", "epochs_per_learn"):
             if getattr(self, name) < 1:
                 raise UserError(f"config key '{prefix}.{name}': must be at least 1")
@@ -45,6 +64,23 @@ class BaseHparams:
 
 
 class Method:
+    """Subclass this to add a method: set ``name`` and ``Hparams``, implement :meth:`learn` and :meth:`unlearn`.
+
+    The runner builds the method once per run and calls :meth:`learn` or :meth:`unlearn` once per request, in
+    order; it evaluates the model after each, so a method never evaluates or logs. Everything a method trains on
+    comes through :attr:`data` by id (:class:`~clutune.clu.access.TrainAccess`), which refuses every id
+    unlearned so far: the privacy guarantee holds whatever the method's code does. Between requests the runner may
+    checkpoint (:meth:`state_dict`) and a resumed run restores it, so a method must keep all of its state there.
+
+    Attributes:
+        model: the network being trained (``torch.nn.Module``), already on the run's device.
+        hp: this run's hyperparameters, an instance of ``Hparams``.
+        data: the data door: ``data.fetch(ids)`` returns inputs and labels of owned, never-unlearned ids.
+        generator: the method's only source of randomness, seeded by the run seed, saved in checkpoints.
+        buffer: a :class:`~clutune.clu.buffer.ReservoirBuffer` of ids when ``Hparams`` has a ``buffer_size``
+            field, else None. The runner purges unlearned ids from it before each unlearn request.
+    """
+
     name: ClassVar[str]
     Hparams: ClassVar[type[BaseHparams]] = BaseHparams
     # Hyperparameters whose defaults are the config's oracle recipe (oracle.<same name>), for methods that
@@ -67,16 +103,25 @@ class Method:
         )
 
     def buffer_logits_dim(self) -> int | None:
+        """Width of a logits row kept beside each buffered id (DER++ keeps the model's outputs), or None."""
         return None
 
     def learn(self, request: Any) -> None:
+        """Train on the new ids ``request.ids`` (a :class:`~clutune.core.scenarios.Request` of kind learn).
+
+        Fetch their data with ``self.data.fetch(ids, self.generator)``; the ids owned from earlier requests stay
+        fetchable too (replay), unlearned ones never.
+        """
         raise NotImplementedError
 
     def unlearn(self, request: Any) -> None:
+        """Remove the influence of ``request.ids`` (kind unlearn). They are fetchable during this call only (for
+        ascent on them, say): the buffer is purged of them before it, and the data door refuses them after it."""
         raise NotImplementedError
 
     def check_request(self, request: Any) -> None:
-        """Refuse a request this method cannot serve, before the run starts."""
+        """Refuse a request this method cannot serve (raise a UserError) before the run starts, instead of
+        failing midway through a stream: e.g. a method that unlearns whole tasks only."""
 
     def optimizer(self, steps: int, lr: float | None = None) -> tuple[torch.optim.Optimizer, Any]:
         """SGD with momentum and cosine annealing over the request, rebuilt at every request."""
@@ -98,6 +143,7 @@ class Method:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s output, as a resumed trial does."""
         self.model.load_state_dict(state["model"])
         if self.buffer is not None:
             self.buffer.load_state_dict(state["buffer"])
@@ -105,7 +151,9 @@ class Method:
         self.load_extra_state(state["extra"])
 
     def extra_state(self) -> dict[str, Any]:
+        """The method's own state beyond model, buffer and generator (tensors, numbers, lists, dicts), saved
+        in every checkpoint: without it a resumed run would not continue bit for bit (``check-method`` checks)."""
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what :meth:`extra_state` returned."""

@@ -5,6 +5,9 @@
 - :class:`ReplayMethod`: experience replay as the learn step (a D_L batch concatenated with a buffer batch),
   the learn half of every unlearning baseline, so they differ only where they claim to (unlearning).
 - :func:`gradient_ascent`: plain ascent on D_U, the unlearn step of the continual-learning baselines.
+
+A method of your own may call every function here: they spend the shared budget (:class:`BaseHparams`) the way
+the built-in methods do, so a comparison measures the method, not a different number of steps.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def output_dim(model: nn.Module, data: TrainAccess) -> int:
-    """Number of model outputs, from one forward pass on an all-zero input (no sample is read)."""
+    """Number of model outputs, from one forward pass on an all-zero input: a method that keeps per-class
+    state can size it without reading a sample (and so without touching an id it may not own)."""
     probe = data.zero_inputs()
     was_training = model.training
     model.eval()
@@ -39,7 +43,8 @@ def output_dim(model: nn.Module, data: TrainAccess) -> int:
 def sgd(
     method: Method, steps: int, params: Iterable[nn.Parameter] | None = None, lr: float | None = None
 ) -> tuple[torch.optim.Optimizer, Any]:
-    """The method's optimizer (SGD + cosine over ``steps``), over ``params`` when only part of the model trains."""
+    """The method's optimizer (SGD + cosine over ``steps``), over ``params`` when only part of the model trains
+    (a head, a masked subset): the same rule and hyperparameters as :meth:`Method.optimizer`, so budgets match."""
     if params is None:
         return method.optimizer(steps, lr)
     hp = method.hp
@@ -50,7 +55,12 @@ def sgd(
 def supervised_epochs(
     method: Method, ids: torch.Tensor, loss: Loss, params: Iterable[nn.Parameter] | None = None
 ) -> None:
-    """``epochs_per_learn`` passes over ``ids``; ``loss(x, y)`` sees each batch; ``params`` default to the model's."""
+    """``epochs_per_learn`` shuffled passes over ``ids`` at ``batch_size``, one SGD step per batch.
+
+    The learn step of every built-in baseline: give it your own ``loss(x, y)`` (which may add a replay batch or a
+    penalty) and the budget stays the one every method spends. ``params`` default to the whole model's. Batches
+    are fetched through the data door with the method's generator, so the run stays deterministic.
+    """
     hp = method.hp
     opt, sched = sgd(method, hp.epochs_per_learn * steps_per_epoch(len(ids), hp.batch_size), params)
     sgd_epochs(method.model, method.data, ids, hp.epochs_per_learn, hp.batch_size, opt, sched, method.generator, loss)
@@ -59,8 +69,12 @@ def supervised_epochs(
 def replay_batch(
     method: Method, pool: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """Inputs, labels and buffer positions of up to ``batch_size`` entries drawn from the positions in ``pool``
-    (default: the whole buffer); None when there is nothing to draw."""
+    """A replay batch: inputs, labels and buffer *positions* of up to ``batch_size`` entries drawn from the
+    positions in ``pool`` (default: the whole buffer); None without a buffer or with nothing to draw.
+
+    Positions, not ids, come back because a method with a logits slot needs the rows that go with the batch
+    (``method.buffer.logits[pos]``); the ids are ``method.buffer.ids[pos]``.
+    """
     buffer = method.buffer
     if buffer is None:
         return None
@@ -73,7 +87,10 @@ def replay_batch(
 
 
 def gradient_ascent(method: Method, ids: torch.Tensor, iters: int, lr: float) -> None:
-    """Ascent on the mean CE of D_U with the learn optimizer's momentum and cosine schedule; nothing else."""
+    """``iters`` steps of ascent on the mean cross-entropy of ``ids`` (D_U) at ``lr``, with the learn
+    optimizer's momentum and cosine schedule: the simplest unlearn step, and the one the continual-learning
+    baselines use. Call it from :meth:`Method.unlearn`, while D_U is still fetchable; ``lr`` or ``iters`` 0 is a
+    no-op."""
     if lr == 0 or iters == 0:
         return
     opt, sched = method.optimizer(iters, lr=lr)
@@ -89,10 +106,13 @@ def gradient_ascent(method: Method, ids: torch.Tensor, iters: int, lr: float) ->
 
 @dataclass
 class ReplayHparams(BaseHparams):
+    """The shared budget plus a replay buffer (``buffer_size`` ids) and the rate of plain ascent on D_U."""
+
     buffer_size: int = 5000
     unlearn_lr: float = 1e-4  # plain ascent diverges fast at larger rates; 0 turns ascent into a no-op
 
     def validate(self, prefix: str) -> None:
+        """The shared budget's checks, then a buffer size and an ascent rate that are not negative."""
         super().validate(prefix)
         check_ranges(prefix, self, {"buffer_size": self.buffer_size >= 0, "unlearn_lr": self.unlearn_lr >= 0})
 
@@ -103,6 +123,7 @@ class ReplayMethod(Method):
     hp: ReplayHparams
 
     def learn(self, request: Any) -> None:
+        """:func:`supervised_epochs` over D_L with :meth:`learn_loss`, then D_L offered to the buffer."""
         supervised_epochs(self, request.ids, self.learn_loss)
         self.remember(request.ids)
 

@@ -27,6 +27,7 @@ import pyarrow.fs as pafs
 import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback
+from ray.tune.stopper import CombinedStopper, Stopper
 
 from clutune.core import storage
 from clutune.core.config import Config
@@ -39,6 +40,7 @@ from clutune.platform.cluster.ray_internals import check_ray_version, reinstall_
 from clutune.platform.cluster.tune_storage import settle, tune_storage
 from clutune.platform.record.publish import attach_runs, draw_runs, publish_runs
 from clutune.platform.record.tracking import SweepTracker
+from clutune.platform.run.recurring import raise_recurring
 from clutune.platform.run.trainable import clu_trainable, seed_mean, trial_setup
 
 
@@ -131,6 +133,21 @@ class Grid:
     checkpoints_kept: int = 1
     # A stability check counts divergences instead of refusing the grid (a confirmation's neighbours may diverge).
     tolerate_diverged: bool = False
+
+
+class StopOnRecurringFailure(Stopper):
+    """Ends the whole grid at the first trial that failed for good: the other trials run the same method code."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        if result.get("failed"):
+            self.failed = True
+        return self.failed
+
+    def stop_all(self) -> bool:
+        return self.failed
 
 
 class Background:
@@ -233,7 +250,7 @@ class EngineCallback(tune.Callback):
             self._open(trial)
         rows = result.pop("rows", [])
         self.writer.submit(self.stream.append, trial.trial_id, rows)
-        if "diverged" not in result:
+        if "diverged" not in result and "failed" not in result:  # those end a trial having measured no request
             self.writer.submit(self._log_request, trial.trial_id, rows, dict(result))
         self.requests_seen += 1
         self._progress(trial, result)
@@ -260,24 +277,24 @@ class EngineCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
-        diverged = bool(last.get("diverged"))
+        diverged = bool(last.get("diverged") or last.get("failed"))
         # The snapshot that records the trial as finished may come next: its records are closed first, and only
         # the figures (which a resumed run draws again) are left to the background.
         self.writer.drain()
-        self._end(trial.trial_id, diverged, last.get("error"))
+        self._end(trial.trial_id, diverged, last.get("error"), "clutune.failed" if last.get("failed") else None)
         self.figures.submit(self._draw_ended, trial.trial_id)
         self.done += 1
         steps = last.get("requests_done", 0)
         how = "finished" if steps == self.n_requests else f"stopped by ASHA after {steps} requests"
         if diverged:
-            how = f"diverged at request {last.get('request')}"
+            how = f"{'failed' if last.get('failed') else 'diverged'} at request {last.get('request')}"
         self.log(f"trial {trial.trial_id} {how} ({self.done} done): {self.objective}={last.get(self.objective)}")
 
-    def _end(self, trial_id: str, diverged: bool, error: str | None) -> None:
-        """Close the trial's stream part and its child run (FAILED with the divergence)."""
+    def _end(self, trial_id: str, diverged: bool, error: str | None, tag: str | None = None) -> None:
+        """Close the trial's stream part and its child run (FAILED with the divergence or failure, as ``tag``)."""
         self.stream.close(trial_id)
         if diverged:
-            self.tracker.client.set_tag(self.tracker.children[trial_id], "clutune.diverged", error)
+            self.tracker.client.set_tag(self.tracker.children[trial_id], tag or "clutune.diverged", error)
         self.tracker.end_child(trial_id, "FAILED" if diverged else "FINISHED")
 
     def _draw_ended(self, trial_id: str) -> None:
@@ -346,8 +363,10 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
                 # One kept outside PBT: Tune then snapshots its experiment state at every trial checkpoint, so a
                 # resumed trial never reports a request again that Optuna's journal already holds a verdict past.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=grid.checkpoints_kept),
+                # max_failures restarts a trial whose worker or node died; a failure the method itself would repeat
+                # ends as a result instead (trainable.py), and the stopper ends the grid at the first one.
                 failure_config=tune.FailureConfig(max_failures=grid.max_failures),
-                stop=grid.stop,
+                stop=CombinedStopper(*(s for s in (grid.stop, StopOnRecurringFailure()) if s is not None)),
                 verbose=0,
             ),
         )
@@ -364,6 +383,7 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
                 callback.stream.close()
                 rows = compact(grid.out)
     callback.draw_remaining(rows)
+    raise_recurring(results)  # before anything summarises a grid that a method bug cut short
     if grid.search_alg is None:  # a fixed grid; a searcher's (or PBT population's) trials may fail alone
         require_complete(results, grid.out, grid.tolerate_diverged, prep.config.dataset.name)
     return results

@@ -21,10 +21,11 @@ from clutune.core.experiment import ExperimentRun, method_hparams, oracle_for, p
 from clutune.core.margins import MARGINS_DIR
 from clutune.core.oracle import oracle_key, oracle_requests
 from clutune.core.results import ResultStream, check_out_dir, compact, format_row
-from clutune.errors import UserError
+from clutune.errors import MethodFailed, UserError
 from clutune.platform.record.publish import publish_runs
 from clutune.platform.record.tracking import SweepTracker, resolve_tracking_uri
 from clutune.platform.run.log import Log, print_line
+from clutune.platform.run.recurring import RECURRING, failure_line
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,10 @@ def run_single(
 
     try:
         run.run(on_row)
+    except RECURRING as e:  # the grid's line: a method bug that a rerun would repeat, at the method's own line
+        tracker.fail_parent()
+        kind = prep.scenario.requests[run.done].kind
+        raise MethodFailed(failure_line(options.method, run.done, kind, e)) from None
     except BaseException:
         tracker.fail_parent()
         raise

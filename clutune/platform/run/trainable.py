@@ -30,6 +30,7 @@ from ray import tune
 
 from clutune.clu.runner import Diverged
 from clutune.core.experiment import ExperimentRun, method_hparams, prepare_in_worker
+from clutune.platform.run.recurring import RECURRING, failure_line
 
 STATE_FILE = "state.pt"
 # Population-based training (context["pbt"]): its clock (requests done, one short on the last request so that
@@ -233,4 +234,13 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
         result = {"request": k, "kind": prep.scenario.requests[k].kind, "requests_done": k, "diverged": 1.0}
         result.update({objective_name(m): math.inf for m in metrics})
         result.update(method=method, rows=[], error=str(e))
+        tune.report(result)
+    except RECURRING as e:
+        # A failure every retry would repeat ends the trial as a result, not an error: Tune would restart it
+        # (max_failures), each restart printing its traceback, and the driver would then advise --resume.
+        k = min(run.done for run in runs)
+        line = failure_line(method, k, prep.scenario.requests[k].kind, e)
+        result = {"request": k, "kind": prep.scenario.requests[k].kind, "requests_done": k, "failed": 1.0}
+        result.update({objective_name(m): math.inf for m in metrics})
+        result.update(method=method, rows=[], error=line)
         tune.report(result)
