@@ -23,30 +23,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 import pandas as pd
 from ray.tune import Stopper
 
+from clutune.platform.internals import exact_hypervolume
+
 CSV = "convergence.csv"
 PLOT = "convergence.png"
-_HYPERVOLUME_VERSIONS = ("5.",)  # optuna releases whose private hypervolume module this adapter was checked on
 
 
 def compute_hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
-    """Optuna's exact hypervolume (WFG) of minimised ``points`` against ``reference``. It is private in Optuna
-    (``optuna._hypervolume``), so this one adapter checks the version it was written against: an upgrade fails
-    here, loudly, rather than somewhere in a sweep's last lines."""
-    if not optuna.__version__.startswith(_HYPERVOLUME_VERSIONS):
-        raise RuntimeError(
-            f"optuna {optuna.__version__}: clutune.platform.search.convergence uses optuna._hypervolume, checked on "
-            f"optuna {', '.join(v + 'x' for v in _HYPERVOLUME_VERSIONS)}; check its signature and extend the list"
-        )
-    from optuna._hypervolume import compute_hypervolume as wfg
-
+    """Optuna's exact hypervolume (WFG) of minimised ``points`` against ``reference``; points beyond the
+    reference on any objective add nothing. Optuna keeps the function private, so it is reached through
+    :mod:`clutune.platform.internals`, which checks the release it was read in."""
     inside = points[(points <= reference).all(axis=1)] if len(points) else points
     if len(inside) == 0:
         return 0.0
-    return float(wfg(inside, reference))
+    return exact_hypervolume(inside, reference)
 
 
 def default_reference(values: np.ndarray) -> np.ndarray:
