@@ -14,7 +14,6 @@ likely pay.
 from __future__ import annotations
 
 import base64
-import html
 import math
 import re
 from collections.abc import Sequence
@@ -223,21 +222,19 @@ def write(conv: Convergence, folder: Path) -> list[Path]:
     return [folder / CSV, folder / PLOT]
 
 
-def report_html(folder: Path, config: dict[str, Any]) -> str:
-    """The report's convergence section for a sweep folder that has a ``convergence.csv`` (else empty)."""
+def report_section(folder: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """What the report shows of a sweep folder's convergence (its verdict line and, when drawn, the plot as a
+    base64 PNG), or None without a ``convergence.csv``."""
     path = Path(folder) / CSV
     if not path.exists():
-        return ""
+        return None
     frame = pd.read_csv(path)
     kind = "best" if "best" in frame else "hypervolume"
     tolerance = float((config.get("sweep") or {}).get("converged_tolerance", 0.01))
     _, _, line = verdict(frame[kind].to_numpy(dtype=float), kind, tolerance)
-    parts = [f'<h2>Convergence</h2><p id="converged">{html.escape(line)}</p>']
     plot = Path(folder) / PLOT
-    if plot.exists():
-        data = base64.b64encode(plot.read_bytes()).decode()
-        parts.append(f'<figure><img alt="{PLOT}" src="data:image/png;base64,{data}"></figure>')
-    return "".join(parts)
+    image = {"name": PLOT, "data": base64.b64encode(plot.read_bytes()).decode()} if plot.exists() else None
+    return {"line": line, "image": image}
 
 
 __all__ = [
@@ -246,7 +243,7 @@ __all__ = [
     "analyse",
     "compute_hypervolume",
     "curve",
-    "report_html",
+    "report_section",
     "trial_number",
     "verdict",
     "write",
