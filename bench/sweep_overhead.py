@@ -541,7 +541,8 @@ def measure(args: argparse.Namespace, config_path: str, base: list[str], tmp: st
     return rows
 
 
-TABLE_COLUMNS = ("trial_id", "status", "requests_done")  # the sweep's trials table: these and STATS, then params
+# The sweep's trials table: these (bookkeeping, the trial number included) and STATS, then the params.
+TABLE_COLUMNS = ("trial_id", "number", "status", "requests_done")
 STATS = ("objective_", "mean_", "std_")
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from clutune.platform.run.compare import TABLE_METRICS
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if p.name != "table.py")  # table.py: a helper, no command
 
@@ -68,7 +70,7 @@ def test_compare_tables_rebuilds_its_tables_from_earlier_batches(tmp_path):
             folder.mkdir(parents=True)
             rows = [
                 {"run_id": f"{m}-{s}", "method": m, "seed": s, "request": r, "kind": "learn", "oracle_key": f"o{r}"}
-                | {"kl_oracle_all": rng.random(), "avg_gap": rng.random(), "acc_test": rng.random()}
+                | {metric: rng.random() for metric in TABLE_METRICS}
                 for m in ("ugclu", "er")
                 for s in (100, 101, 102)
                 for r in range(3)
