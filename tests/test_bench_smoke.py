@@ -111,3 +111,13 @@ def test_cost_ratios_count_model_agrees_with_its_tiny_run(tmp_path):
     _run("cost_ratios.py", "--out", str(tmp_path / "results"), cwd=tmp_path, timeout=600)
     payload = json.loads((tmp_path / "results" / "cost_ratios.json").read_text())
     assert payload["records"] and payload["tiny_run"]["mismatches"] == []
+
+
+@pytest.mark.slow
+def test_tune_defaults_tunes_one_method_on_a_tiny_sweep(tmp_path):
+    sets = [a for s in [*FAST_SWEEP, "sweep.confirm_seeds=[100]"] for a in ("--set", s)]
+    args = ["--dataset", "digits", "--methods", "finetune", "--trials", "2", "--min-trials", "2", "--seeds", "0"]
+    args += ["--concurrency", "1", "--no-write-best", "--out", str(tmp_path / "out"), *sets]
+    _run("tune_defaults.py", *args, cwd=tmp_path, timeout=600)
+    record = json.loads((tmp_path / "out" / "tuning-digits.json").read_text())["finetune"]
+    assert record["trials"] == 2 and record["params"]
