@@ -83,3 +83,26 @@ def test_forgetting_from_fronts_equals_forgetting_over_the_whole_history(seed):
             stream.restore(torch.load(saved, weights_only=True))
         kept.append(sum(len(f) for f in stream.fronts.values()))
     assert max(kept) < len(history)  # the fronts keep far fewer vectors than the history
+
+
+def test_a_checkpoint_with_the_whole_history_resumes_into_the_same_fronts():
+    """A checkpoint written before the fronts held every request's per-class accuracies; resuming from it
+    continues as the run that never stopped."""
+    rng = np.random.default_rng(7)
+    task_classes = [[0, 1], [2, 3, 4], [5, 6]]
+    labels = np.repeat(np.arange(7), 6)
+    whole, resumed = StreamForgetting(task_classes, labels, 7), StreamForgetting(task_classes, labels, 7)
+    history, learned_at = [], {}
+    for k in range(120):
+        if k == 60:  # the checkpoint after request 59
+            resumed.restore_history(torch.from_numpy(np.stack(history)), dict(learned_at))
+        learned = [int(t) for t in rng.choice(3, size=rng.integers(0, 2), replace=False)]
+        for t in learned:
+            learned_at.setdefault(t, k)
+        owned = {c for c in range(7) if rng.random() < 0.85}
+        per_class = rng.integers(0, 7, size=7) / 6
+        if k >= 60:
+            assert resumed.step(k, learned, per_class, owned) == whole.step(k, learned, per_class, owned)
+        else:
+            whole.step(k, learned, per_class, owned)
+        history.append(per_class)

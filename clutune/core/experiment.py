@@ -325,7 +325,10 @@ class ExperimentRun:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.method.load_state_dict(state["method"])
-        self.evaluator.forgetting.restore(state["forgetting"])
+        if "forgetting" in state:
+            self.evaluator.forgetting.restore(state["forgetting"])
+        else:  # written before forgetting kept fronts: its per-class accuracy history
+            self.evaluator.forgetting.restore_history(state["class_acc"], state["learned_at"])
         self.done = int(state["done"])
         self.head = dict(state["head"])
         torch.set_rng_state(state["torch_rng"])

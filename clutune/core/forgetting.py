@@ -67,5 +67,15 @@ class StreamForgetting:
         self.learned_at = {int(t): int(k) for t, k in state["learned_at"].items()}
         self.fronts = {int(t): f.numpy().copy() for t, f in state["fronts"].items()}
 
+    def restore_history(self, class_acc: torch.Tensor | None, learned_at: dict[int, int]) -> None:
+        """From a checkpoint written before the fronts, which held every request's per-class accuracies (a row
+        per request): the fronts they make, so a run or sweep started then resumes exactly."""
+        self.learned_at = {int(t): int(k) for t, k in learned_at.items()}
+        self.fronts = {}
+        history = np.empty((0, len(self.counts))) if class_acc is None else class_acc.numpy()
+        for t, first in self.learned_at.items():
+            for vector in history[first:, self.tested[t]]:
+                self.fronts[t] = with_vector(self.fronts.get(t), vector)
+
 
 __all__ = ["StreamForgetting", "with_vector"]
