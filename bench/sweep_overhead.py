@@ -272,7 +272,7 @@ def read_worker_spans(folder: Path) -> pd.DataFrame:
 
 
 DRIVER_SPANS = {
-    ("clutune.platform.search.sweep", "prepare"): "driver: prepare (validation before Ray starts)",
+    ("clutune.platform.search.sweep", "prepare_command"): "driver: prepare (validation before Ray starts)",
     ("clutune.platform.record.tracking", "SweepTracker.__init__"): "MLflow: experiment look-up",
     ("clutune.platform.record.tracking", "SweepTracker.start_parent"): "MLflow: parent run, config artifacts",
     ("clutune.platform.run.engine", "submit_oracles"): "oracles: cached outputs into the object store",
@@ -298,6 +298,16 @@ DRIVER_SPANS = {
     ("clutune.platform.search.sweep", "_summarize"): "summary: tables, plot, MLflow artifacts",
     ("ray", "shutdown"): "Ray shutdown",
 }
+
+
+def check_spans() -> None:
+    """Every timed step still exists under its name: a renamed one fails here, before any timing, rather than in
+    the profile pass at the end."""
+    for module, path in [*DRIVER_SPANS, *WORKER_SPANS]:
+        try:
+            getattr(*_owner(module, path))
+        except (ImportError, AttributeError) as e:
+            raise SystemExit(f"timed step {module}.{path} is gone ({e}): update DRIVER_SPANS / WORKER_SPANS") from None
 
 
 @contextlib.contextmanager
@@ -531,7 +541,8 @@ def measure(args: argparse.Namespace, config_path: str, base: list[str], tmp: st
     return rows
 
 
-TABLE_COLUMNS = ("trial_id", "status", "requests_done")  # the sweep's trials table: these and STATS, then params
+# The sweep's trials table: these (bookkeeping, the trial number included) and STATS, then the params.
+TABLE_COLUMNS = ("trial_id", "number", "status", "requests_done")
 STATS = ("objective_", "mean_", "std_")
 
 
@@ -545,6 +556,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/sweep_overhead.md")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra config overrides")
     args = parser.parse_args()
+    check_spans()
     set_ray_env()
     out = Path(args.out).resolve()
     config_path = str(resolve_config_path(args.config).resolve())

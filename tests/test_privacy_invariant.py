@@ -84,5 +84,4 @@ def test_unlearned_ids_never_reach_buffer_training_or_oracle(method, stream, tmp
             with pytest.raises(UnlearnedAccessError):
                 data.fetch(unlearned.nonzero().flatten()[:1])
 
-    run.run(check)
-    assert len(run.rows) == len(sc)
+    assert len(run.run(check)) == len(sc)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from ray.tune.search.optuna import OptunaSearch
 
-from clutune.platform.cluster.ray_internals import StoppedIsPruned
+from clutune.platform.internals import StoppedIsPruned
 from clutune.platform.search.convergence import ConvergedStopper, analyse, verdict
 from clutune.platform.search.search_space import SearchSpace
 from clutune.platform.search.sweep import confirmation_table, pick_order

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from clutune.clu.torch_internals import on_compile
+
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -123,10 +125,7 @@ class _CompileClock:
     def __init__(self) -> None:
         self.total = 0.0
         self._started: float | None = None
-        from torch._dynamo.callback import callback_handler
-
-        callback_handler.register_start_callback(self._start)
-        callback_handler.register_end_callback(self._end)
+        on_compile(self._start, self._end)
 
     def _start(self, _args: Any) -> None:
         self._started = time.perf_counter()

@@ -39,9 +39,10 @@ from clutune.clu.runner import Diverged, iter_run
 from clutune.clu.training import predict_logits
 from clutune.core.config import Config, best_defaults, tuned_defaults_path
 from clutune.core.ensemble_metrics import ensemble_metrics, no_ensemble_metrics
+from clutune.core.forgetting import StreamForgetting
 from clutune.core.margins import correct_class_margin, member_margins_path, run_margins_path, write_margins
 from clutune.core.members import get_members
-from clutune.core.metrics import SPLITS, Split, forgetting, request_metrics, softmax64, test_accuracy_by_classes
+from clutune.core.metrics import SPLITS, Split, request_metrics, softmax64, test_accuracy_by_classes
 from clutune.core.oracle import OracleCache, OracleOutputs, OracleRecipe, get_oracle, oracle_requests
 from clutune.core.placement import placement
 from clutune.core.predictions import write_predictions
@@ -126,6 +127,12 @@ class Prepared:
     def owned_ids(self, k: int) -> torch.Tensor:
         return self.scenario.owned(k).nonzero().flatten()
 
+    @functools.cached_property
+    def oracle_at(self) -> list[bool]:
+        """Whether each request gets an exact oracle (``oracle.policy``): asked at every request, computed once."""
+        cfg = self.config.oracle
+        return oracle_requests(cfg.policy, cfg.every, [r.kind for r in self.scenario.requests])
+
 
 def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
     device = resolve_device(config.device)
@@ -161,7 +168,7 @@ def _prepare_json(config_json: str) -> Prepared:
 def oracle_for(prep: Prepared, k: int) -> OracleOutputs | None:
     """None where ``oracle.policy`` gives request k no oracle (its oracle metrics are then NaN)."""
     cfg = prep.config.oracle
-    if not oracle_requests(cfg.policy, cfg.every, [r.kind for r in prep.scenario.requests])[k]:
+    if not prep.oracle_at[k]:
         return None
     return get_oracle(prep.dataset, prep.owned_ids(k), prep.recipe, cfg.seed, prep.cache, cfg.keep_weights)
 
@@ -169,7 +176,7 @@ def oracle_for(prep: Prepared, k: int) -> OracleOutputs | None:
 def members_for(prep: Prepared, k: int) -> list[OracleOutputs]:
     """The oracle members 1..M-1 of request k (``oracle.ensemble``); empty for M = 1 or without an oracle."""
     cfg = prep.config.oracle
-    if cfg.ensemble == 1 or not oracle_requests(cfg.policy, cfg.every, [r.kind for r in prep.scenario.requests])[k]:
+    if cfg.ensemble == 1 or not prep.oracle_at[k]:
         return []
     ids = prep.owned_ids(k)
     return get_members(
@@ -184,7 +191,7 @@ def no_members(k: int) -> list[OracleOutputs]:
 @dataclass
 class Evaluator:
     """Scores a model after request k against oracle k (and, with ``oracle.ensemble`` ≥ 2, against all its
-    members); keeps the per-class test accuracy history."""
+    members); keeps what forgetting needs of the stream so far."""
 
     prep: Prepared
     oracle: Callable[[int], OracleOutputs | None]  # None: the oracle policy gives this request no oracle
@@ -192,12 +199,12 @@ class Evaluator:
     members: Callable[[int], list[OracleOutputs]] = no_members  # members 1..M-1 of request k
     margins_out: str | None = None  # the results folder whose margins/ receives the margins (clutune.core.margins)
     run_id: str = ""
-    class_acc: list[np.ndarray] = field(default_factory=list)  # per request: test accuracy per class
-    learned_at: dict[int, int] = field(default_factory=dict)  # task -> request that first learned it
     probe: tuple[torch.Tensor, torch.Tensor] | None = None  # (train ids, test ids), drawn once per stream
+    forgetting: StreamForgetting = field(init=False)
 
     def __post_init__(self) -> None:
         cfg, ds = self.prep.config, self.prep.dataset
+        self.forgetting = StreamForgetting(self.prep.scenario.task_classes, ds.y_test.cpu().numpy(), ds.num_classes)
         if cfg.probe_size > 0:
             self.probe = probe_ids(ds.n_train, ds.n_test, cfg.probe_size, cfg.scenario.seed)
 
@@ -303,7 +310,7 @@ class Evaluator:
         return ensemble_metrics(p_model, p_members)
 
     def class_metrics(self, request: Request, test: Split, with_oracle: bool = True) -> dict[str, float]:
-        """acc_test_owned / acc_test_unlearned and forgetting, from the per-class test accuracy history."""
+        """acc_test_owned / acc_test_unlearned, and forgetting from the per-class test accuracies."""
         sc, ds, k = self.prep.scenario, self.prep.dataset, request.index
         y_owned = ds.y_train.cpu()[sc.owned(k)]
         y_unl = ds.y_train.cpu()[sc.unlearned(k)]
@@ -313,18 +320,8 @@ class Evaluator:
         per_class = np.array(
             [hits[test.labels == c].mean() if (test.labels == c).any() else np.nan for c in range(ds.num_classes)]
         )
-        self.class_acc.append(per_class)
-        if request.kind == "learn":
-            for t in request.tasks:
-                self.learned_at.setdefault(t, k)
-        history = np.stack(self.class_acc)  # (requests so far, classes): vectorised, so no per-request creep
-        histories = []
-        for t, first in self.learned_at.items():
-            classes = [c for c in sc.task_classes[t] if c in owned_classes and (test.labels == c).any()]
-            if first == k or not classes:
-                continue
-            counts = np.array([(test.labels == c).sum() for c in classes], dtype=np.float64)
-            histories.append(list(history[first : k + 1][:, classes] @ counts / counts.sum()))
+        learned = list(request.tasks) if request.kind == "learn" else []
+        forgot = self.forgetting.step(k, learned, per_class, set(owned_classes))
         return {
             "acc_test_owned": test_accuracy_by_classes(test.p_model, test.labels, owned_classes),
             "oracle_acc_test_owned": (
@@ -334,7 +331,7 @@ class Evaluator:
             "oracle_acc_test_unlearned": (
                 test_accuracy_by_classes(test.p_oracle, test.labels, gone) if with_oracle else math.nan
             ),
-            "forgetting": forgetting(histories),
+            "forgetting": forgot,
             **self.task_accuracies(test, with_oracle),
         }
 
@@ -414,14 +411,12 @@ class ExperimentRun:
             "hp_source": hparams_source(method, prep.config.dataset.name),
         }
         self.done = 0  # requests finished, including those before a restored checkpoint
-        self.rows: list[dict[str, Any]] = []  # rows produced by this process; never checkpointed (grows with n)
         self.train_compile = 0.0  # compile seconds inside the last request's training (compute.compile)
 
     def state(self) -> dict[str, Any]:
         return {
             "method": self.method.state_dict(),
-            "class_acc": torch.from_numpy(np.stack(self.evaluator.class_acc)) if self.evaluator.class_acc else None,
-            "learned_at": dict(self.evaluator.learned_at),
+            "forgetting": self.evaluator.forgetting.state(),
             "done": self.done,
             "head": dict(self.head),
             "torch_rng": torch.get_rng_state(),
@@ -430,9 +425,10 @@ class ExperimentRun:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.method.load_state_dict(state["method"])
-        saved = state["class_acc"]
-        self.evaluator.class_acc = [] if saved is None else list(saved.numpy().copy())
-        self.evaluator.learned_at = dict(state["learned_at"])
+        if "forgetting" in state:
+            self.evaluator.forgetting.restore(state["forgetting"])
+        else:  # written before forgetting kept fronts: its per-class accuracy history
+            self.evaluator.forgetting.restore_history(state["class_acc"], state["learned_at"])
         self.done = int(state["done"])
         self.head = dict(state["head"])
         torch.set_rng_state(state["torch_rng"])
@@ -440,7 +436,8 @@ class ExperimentRun:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def steps(self) -> Iterator[dict[str, Any]]:
-        """Continue from request ``self.done``, yielding each row (results schema) once it is in ``self.rows``.
+        """Continue from request ``self.done``, yielding each row (results schema); the caller keeps the rows it
+        needs (a trainable reports each and keeps none, so nothing here grows with the stream).
 
         With ``compute.compile`` the request's ``seconds`` exclude the compile time spent in its training, and
         ``compile_seconds`` holds the compile time of the request's training and evaluation (0 without compile),
@@ -460,7 +457,6 @@ class ExperimentRun:
                 "step_seconds": time.perf_counter() - t0,
                 "rss_mb": resident_mb(),
             }
-            self.rows.append(ordered)
             self.done += 1
             yield ordered
             t0, c0 = time.perf_counter(), self._compile_seconds()
@@ -478,10 +474,13 @@ class ExperimentRun:
         self.train_compile = self._compile_seconds() - c0
 
     def run(self, on_row: Callable[[dict[str, Any], ExperimentRun], None] | None = None) -> list[dict[str, Any]]:
+        """The rows of the requests from ``self.done`` on; ``on_row`` sees each as soon as it is scored."""
+        rows = []
         for row in self.steps():
+            rows.append(row)
             if on_row is not None:
                 on_row(row, self)
-        return self.rows
+        return rows
 
 
 def run_experiment(

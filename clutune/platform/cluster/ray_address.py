@@ -26,7 +26,7 @@ def local_head() -> str | None:
     """The address of the cluster ``ray start`` last started on this machine, found as ``ray.init()`` finds it
     (the ``ray_current_cluster`` file in Ray's temp folder, under ``RAY_TMPDIR`` when set); None when there is
     none, so a plain ``ray.init()`` would start a Ray of its own."""
-    from clutune.platform.cluster.ray_internals import find_local_head
+    from clutune.platform.internals import find_local_head
 
     return find_local_head()
 
@@ -55,7 +55,7 @@ def _resolve(address: str) -> str:
         return urlparse(address).netloc
     if address != "auto":
         return address
-    from clutune.platform.cluster.ray_internals import resolve_auto_address
+    from clutune.platform.internals import resolve_auto_address
 
     found = resolve_auto_address()
     if not found:

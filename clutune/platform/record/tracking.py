@@ -12,6 +12,8 @@ beside the results (``mlflow-record/record.json``) so ``clutune sync`` can write
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
@@ -87,23 +89,45 @@ def tracking_failures() -> list[str]:
     return [t.failure_line() for t in _FAILED]
 
 
+@functools.cache
+def store_errors() -> tuple[type[Exception], ...]:
+    """What a tracking or artifact store raises when it is down or broken: MLflow's own errors (its REST and SQL
+    stores wrap theirs), SQLAlchemy's (a locked or damaged sqlite file), the file system's and the network's
+    (``OSError``, which ``requests``' errors are too), and S3's (botocore, installed whenever artifacts go to S3).
+    Anything else is a bug in the caller, and must surface."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    errors: list[type[Exception]] = [MlflowException, SQLAlchemyError, OSError]
+    with contextlib.suppress(ImportError):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        errors += [BotoCoreError, ClientError]
+    return tuple(errors)
+
+
 class _SoftClient:
-    """An MlflowClient whose calls never raise: the first failure marks the tracker down, later calls return
-    None at once (an HTTP store would otherwise retry with back-off on every call)."""
+    """An MlflowClient whose calls never raise a store error: the first one marks the tracker down, later calls
+    return None at once (an HTTP store would otherwise retry with back-off on every call). A name MlflowClient
+    does not have, or a call with the wrong arguments, still raises: that is clutune's mistake, not an outage."""
 
     def __init__(self, tracker: SweepTracker, client: Any) -> None:
         self._tracker = tracker
         self._client = client
 
     def __getattr__(self, name: str) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        method = getattr(self._client if self._client is not None else MlflowClient, name)
+
         def call(*args: Any, **kwargs: Any) -> Any:
             tracker = self._tracker
             if self._client is None or tracker.error is not None:
                 tracker.skipped += self._client is not None
                 return None
             try:
-                return getattr(self._client, name)(*args, **kwargs)
-            except Exception as e:  # noqa: BLE001 (any store error: HTTP, SQL, file system)
+                return method(*args, **kwargs)
+            except store_errors() as e:
                 tracker.fail(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
                 return None
 

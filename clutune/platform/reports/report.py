@@ -1,5 +1,8 @@
 """``clutune report``: one HTML page that needs nothing beside it and makes no request when opened.
 
+The page is the template ``templates/report.html`` rendered with autoescaping: method, run, experiment and
+config names are text wherever they appear, whatever characters they hold.
+
 Images are base64 data URIs, the style sheet is inline, and Optuna's interactive views share one inlined copy
 of plotly.js. The table is computed like ``comparison.md`` (per run the mean over requests, then the mean with a
 95% confidence interval over seeds, significance marks against the best); each cell also carries its unrounded
@@ -18,21 +21,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pandas as pd
+from markupsafe import Markup
 
 from clutune.core.storage import write_local_atomic
 from clutune.errors import UserError
 from clutune.platform.record.tracking import RECORD_DIR
-from clutune.platform.reports.stats import caption, cell, is_paired, method_table
+from clutune.platform.reports.stats import bold_note, cell, cells_note, is_paired, method_table
 from clutune.platform.run.compare import TABLE_METRICS
-from clutune.platform.search.convergence import report_html
+from clutune.platform.search.convergence import report_section
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1300px}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
-th{background:#f3f3f3}td:first-child{text-align:left;font-weight:600}img{max-width:100%;border:1px solid #ddd}
-pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}details{margin:.5em 0}
-"""
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("clutune.platform.reports", "templates"),
+    autoescape=True,  # every name and value on the page is text: a method called <script> stays text
+    undefined=jinja2.StrictUndefined,
+)
+# Element content needs only &, < and > escaped: the config's JSON then reads (and copies) as JSON.
+_TEMPLATES.filters["text"] = lambda value: Markup(html.escape(str(value), quote=False))
 
 
 def table_groups(rows: pd.DataFrame) -> str:
@@ -54,61 +60,50 @@ def summary(rows: pd.DataFrame, key: str) -> pd.DataFrame:
     return method_table(per_run, key, metrics, is_paired(rows, key))
 
 
-def _table_html(table: pd.DataFrame, key: str) -> str:
+def table_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The comparison table as the template reads it: per group its cells, each with its text, its mark and its
+    unrounded mean, std, interval, Holm p-value and run count (written as ``data-`` attributes)."""
     metrics = list(dict.fromkeys(m for m, _ in table.columns))
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
-    body = []
+    rows = []
     for name, row in table.iterrows():
         most = max(int(row[(m, "n")]) for m in metrics)
-        cells = []
-        for m in metrics:
-            data = " ".join(f'data-{s}="{float(row[(m, s)])!r}"' for s in ("mean", "std", "lo", "hi", "p_holm"))
-            text = html.escape(cell(row, m, most))
-            tied = bool(row[(m, "tied")])
-            cells.append(
-                f'<td data-metric="{m}" {data} data-n="{int(row[(m, "n")])}" data-tied="{str(tied).lower()}">'
-                f"{f'<b>{text}</b>' if tied else text}</td>"
-            )
-        body.append(f'<tr data-group="{html.escape(str(name))}"><td>{html.escape(str(name))}</td>{"".join(cells)}</tr>')
-    return f'<table id="comparison"><tr><th>{key}</th>{head}</tr>{"".join(body)}</table>'
+        cells = [
+            {
+                "metric": m,
+                **{s: repr(float(row[(m, s)])) for s in ("mean", "std", "lo", "hi", "p_holm")},
+                "n": int(row[(m, "n")]),
+                "tied": bool(row[(m, "tied")]),
+                "text": cell(row, m, most),
+            }
+            for m in metrics
+        ]
+        rows.append({"group": str(name), "cells": cells})
+    return rows
 
 
-def _complete_trials(rows: pd.DataFrame, folder: Path, key: str) -> tuple[pd.DataFrame, str]:
+def _complete_trials(rows: pd.DataFrame, folder: Path, key: str) -> tuple[pd.DataFrame, dict[str, Any] | None]:
     """A sweep's comparison ranks complete trials only: a trial the scheduler stopped early (``PRUNED`` in
     ``trials.csv``) has a mean over the few requests it reached, which early requests flatter. Those trials are
     listed under the table with the requests they reached."""
     trials_csv = folder / "trials.csv" if folder.is_dir() else None
     if key != "trial_id" or trials_csv is None or not trials_csv.exists():
-        return rows, ""
+        return rows, None
     trials = pd.read_csv(trials_csv, dtype={"trial_id": str})
     pruned = trials[trials["status"] == "PRUNED"]
     if pruned.empty:
-        return rows, ""
-    total = int(trials["requests_done"].max())
-    items = "".join(
-        f'<li data-state="pruned">{html.escape(str(r.trial_id))}: pruned after {int(r.requests_done)} of {total} '
-        "requests</li>"
-        for r in pruned.itertuples()
-    )
+        return rows, None
     kept = rows[~rows["trial_id"].astype(str).isin(set(pruned["trial_id"]))]
-    head = f"<p>{len(pruned)} trial(s) stopped early by the scheduler, left out of the table (state PRUNED):</p>"
-    return (kept if len(kept) else rows), f'{head}<ul id="pruned">{items}</ul>'
+    listed = [{"trial_id": str(r.trial_id), "reached": int(r.requests_done)} for r in pruned.itertuples()]
+    return (kept if len(kept) else rows), {"total": int(trials["requests_done"].max()), "trials": listed}
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}"></figure>'
+def image(path: Path) -> dict[str, str]:
+    """A PNG as the page inlines it: its name and its bytes in base64."""
+    return {"name": path.name, "data": base64.b64encode(path.read_bytes()).decode()}
 
 
-def _plots_html(folder: Path) -> str:
-    parts = [_img(p) for p in sorted(folder.glob("*.png"))]
-    for run in sorted(p for p in folder.iterdir() if p.is_dir()):
-        images = "".join(_img(p) for p in sorted(run.glob("*.png")))
-        parts.append(f"<details><summary>run {html.escape(run.name)}</summary>{images}</details>")
-    return "\n".join(parts)
-
-
-def _optuna_html(sweep_dir: Path, config: dict[str, Any]) -> str:
+def _optuna(sweep_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """plotly.js and Optuna's interactive views, HTML that plotly writes (so marked safe, never escaped)."""
     from plotly.offline import get_plotlyjs
 
     from clutune.platform.record.publish import study_storage
@@ -117,11 +112,9 @@ def _optuna_html(sweep_dir: Path, config: dict[str, Any]) -> str:
     storage = study_storage(sweep_dir, (config.get("sweep") or {}).get("study_storage"))
     figures = optuna_figures(storage, sweep_dir.name)
     if not figures:
-        return ""
-    divs = "".join(
-        f"<h3>{html.escape(n)}</h3>" + f.to_html(full_html=False, include_plotlyjs=False) for n, f in figures.items()
-    )
-    return f"<h2>Optuna study</h2><script>{get_plotlyjs()}</script>{divs}"
+        return None
+    views = [(n, Markup(f.to_html(full_html=False, include_plotlyjs=False))) for n, f in figures.items()]
+    return {"plotly_js": Markup(get_plotlyjs()), "figures": views}
 
 
 def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.DataFrame, Path, dict[str, Any], str]:
@@ -175,25 +168,30 @@ def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Pat
         rows, plots, config, what = _source(source, tracking_uri, Path(scratch))
         key = table_groups(rows)
         folder = Path(source)
-        rows, stopped = _complete_trials(rows, folder, key)
+        rows, pruned = _complete_trials(rows, folder, key)
         rdb = (config.get("sweep") or {}).get("study_storage") and (folder / "trials.csv").exists()
         is_sweep = folder.is_dir() and ((folder / "optuna-journal.log").exists() or rdb)
-        optuna = _optuna_html(folder, config) if is_sweep else ""
-        converged = report_html(folder, config) if folder.is_dir() else ""  # a sweep's convergence.csv
         table = summary(rows, key)
-        runs, stamp = rows["run_id"].nunique(), time.strftime("%Y-%m-%d %H:%M")
-        page = f"""<!doctype html><html><head><meta charset="utf-8"><title>clutune report: {html.escape(what)}</title>
-<style>{_STYLE}</style></head><body>
-<h1>clutune report</h1><p>{html.escape(what)}; {runs} runs, {len(rows)} rows; written {stamp}.</p>
-<h2>Comparison</h2><p>Per run the mean over its requests, then over the runs (seeds) of each {key}.
-{html.escape(caption(table, "runs (seeds)")).replace("**Bold**", "<b>Bold</b>")}</p>
-{_table_html(table, key)}
-{stopped}
-{converged}
-<h2>Plots</h2>{_plots_html(plots)}
-{optuna}
-<h2>Config</h2><pre>{html.escape(json.dumps(config, indent=1, default=str), quote=False)}</pre>
-</body></html>"""
+        page = _TEMPLATES.get_template("report.html").render(
+            what=what,
+            runs=rows["run_id"].nunique(),
+            n_rows=len(rows),
+            stamp=time.strftime("%Y-%m-%d %H:%M"),
+            key=key,
+            cells_note=cells_note("runs (seeds)"),
+            bold_note=bold_note(table),
+            metrics=list(dict.fromkeys(m for m, _ in table.columns)),
+            rows=table_rows(table),
+            pruned=pruned,
+            convergence=report_section(folder, config) if folder.is_dir() else None,  # a sweep's convergence.csv
+            plots=[image(p) for p in sorted(plots.glob("*.png"))],
+            run_plots=[
+                {"name": run.name, "images": [image(p) for p in sorted(run.glob("*.png"))]}
+                for run in sorted(p for p in plots.iterdir() if p.is_dir())
+            ],
+            optuna=_optuna(folder, config) if is_sweep else None,
+            config=json.dumps(config, indent=1, default=str),
+        )
     write_local_atomic(out, lambda tmp: tmp.write_text(page))
     return out
 

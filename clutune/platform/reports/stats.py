@@ -158,17 +158,28 @@ def method_table(per_run: pd.DataFrame, group: str, metrics: Sequence[str], pair
 
 
 def caption(table: pd.DataFrame, runs: str = "seeds") -> str:
-    """What a table's cells and marks mean, the test named (paired or Welch) and why."""
+    """What a table's cells and marks mean, the test named (paired or Welch) and why, in Markdown."""
+    return f"{cells_note(runs)} **Bold**: {bold_note(table)}"
+
+
+def cells_note(runs: str = "seeds") -> str:
+    """What a cell holds: the first half of :func:`caption`, kept apart so HTML can set the bold mark itself."""
+    return (
+        f"Each cell: mean ± half-width of the 95% Student-t confidence interval over {runs} (n = number of runs "
+        "behind a cell when it differs from the row's; one run gives no interval)."
+    )
+
+
+def bold_note(table: pd.DataFrame) -> str:
+    """What the bold mark means, the test named (paired or Welch) and why: the second half of :func:`caption`."""
     if table.attrs.get("paired"):
         test = "paired t-test (every method ran the same seeds against the same oracles, so runs are paired by seed)"
     else:
         test = "Welch's t-test (unequal variances)"
     return (
-        f"Each cell: mean ± half-width of the 95% Student-t confidence interval over {runs} (n = number of runs "
-        f"behind a cell when it differs from the row's; one run gives no interval). **Bold**: the best method "
-        f"of the column and every method not significantly different from it: {test} against the best, Holm "
-        f"correction across methods, alpha = {ALPHA}. Lower is best for KL, gaps, forgetting, seconds and "
-        "samples; higher for acc_remain, acc_test and acc_learn; the other columns (accuracy on forgotten "
+        f"the best method of the column and every method not significantly different from it: {test} against the "
+        f"best, Holm correction across methods, alpha = {ALPHA}. Lower is best for KL, gaps, forgetting, seconds "
+        "and samples; higher for acc_remain, acc_test and acc_learn; the other columns (accuracy on forgotten "
         "samples, MIA rates) are compared with the oracle through the gaps and are not ranked."
     )
 
@@ -201,8 +212,10 @@ def markdown(table: pd.DataFrame, metrics: Sequence[str], label: str = "method",
 __all__ = [
     "ALPHA",
     "CONFIDENCE",
+    "bold_note",
     "caption",
     "cell",
+    "cells_note",
     "direction",
     "holm",
     "is_paired",

@@ -36,8 +36,8 @@ from clutune.core.results import ResultStream, compact, dedupe, read_parts
 from clutune.errors import RunFailed, UserError
 from clutune.platform.cluster.oracle_pool import OraclePlan, leased_plan, submit_oracles
 from clutune.platform.cluster.ray_address import joins_cluster, local_head
-from clutune.platform.cluster.ray_internals import check_ray_version, reinstall_callbacks
 from clutune.platform.cluster.tune_storage import settle, tune_storage
+from clutune.platform.internals import check_ray_version, reinstall_callbacks
 from clutune.platform.record.publish import attach_runs, draw_runs, publish_runs
 from clutune.platform.record.tracking import SweepTracker
 from clutune.platform.run.recurring import raise_recurring

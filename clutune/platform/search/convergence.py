@@ -20,7 +20,6 @@ verdict can be recomputed from the sweep folder alone.
 from __future__ import annotations
 
 import base64
-import html
 import math
 import re
 from collections.abc import Sequence
@@ -29,30 +28,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 import pandas as pd
 from ray.tune import Stopper
 
+from clutune.platform.internals import exact_hypervolume
+
 CSV = "convergence.csv"
 PLOT = "convergence.png"
-_HYPERVOLUME_VERSIONS = ("5.",)  # optuna releases whose private hypervolume module this adapter was checked on
 
 
 def compute_hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
-    """Optuna's exact hypervolume (WFG) of minimised ``points`` against ``reference``. It is private in Optuna
-    (``optuna._hypervolume``), so this one adapter checks the version it was written against: an upgrade fails
-    here, loudly, rather than somewhere in a sweep's last lines."""
-    if not optuna.__version__.startswith(_HYPERVOLUME_VERSIONS):
-        raise RuntimeError(
-            f"optuna {optuna.__version__}: clutune.platform.search.convergence uses optuna._hypervolume, checked on "
-            f"optuna {', '.join(v + 'x' for v in _HYPERVOLUME_VERSIONS)}; check its signature and extend the list"
-        )
-    from optuna._hypervolume import compute_hypervolume as wfg
-
+    """Optuna's exact hypervolume (WFG) of minimised ``points`` against ``reference``; points beyond the
+    reference on any objective add nothing. Optuna keeps the function private, so it is reached through
+    :mod:`clutune.platform.internals`, which checks the release it was read in."""
     inside = points[(points <= reference).all(axis=1)] if len(points) else points
     if len(inside) == 0:
         return 0.0
-    return float(wfg(inside, reference))
+    return exact_hypervolume(inside, reference)
 
 
 def default_reference(values: np.ndarray) -> np.ndarray:
@@ -274,22 +266,20 @@ def write(conv: Convergence, folder: Path) -> list[Path]:
     return [folder / CSV, folder / PLOT]
 
 
-def report_html(folder: Path, config: dict[str, Any]) -> str:
-    """The report's convergence section for a sweep folder that has a ``convergence.csv`` (else empty)."""
+def report_section(folder: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """What the report shows of a sweep folder's convergence (its verdict line and, when drawn, the plot as a
+    base64 PNG), or None without a ``convergence.csv``."""
     path = Path(folder) / CSV
     if not path.exists():
-        return ""
+        return None
     frame = pd.read_csv(path)
     kind = "best" if "best" in frame else "hypervolume"
     sweep = config.get("sweep") or {}
     tolerance = float(sweep.get("converged_tolerance", 0.01))
     _, _, line = judge(frame, kind, tolerance, int(sweep.get("min_trials", 1)))
-    parts = [f'<h2>Convergence</h2><p id="converged">{html.escape(line)}</p>']
     plot = Path(folder) / PLOT
-    if plot.exists():
-        data = base64.b64encode(plot.read_bytes()).decode()
-        parts.append(f'<figure><img alt="{PLOT}" src="data:image/png;base64,{data}"></figure>')
-    return "".join(parts)
+    image = {"name": PLOT, "data": base64.b64encode(plot.read_bytes()).decode()} if plot.exists() else None
+    return {"line": line, "image": image}
 
 
 __all__ = [
@@ -299,7 +289,7 @@ __all__ = [
     "compute_hypervolume",
     "curve",
     "judge",
-    "report_html",
+    "report_section",
     "trial_number",
     "verdict",
     "write",

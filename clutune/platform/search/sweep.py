@@ -24,7 +24,7 @@ from clutune.core.config import Config, ConfigSource, Overrides, bare_overrides,
 from clutune.core.experiment import method_hparams, validate_methods_section
 from clutune.core.results import OBJECTIVE_METRICS
 from clutune.errors import UserError
-from clutune.platform.cluster.ray_internals import StoppedIsPruned
+from clutune.platform.internals import StoppedIsPruned
 from clutune.platform.record.publish import publish_sweep
 from clutune.platform.record.tracking import SweepTracker
 from clutune.platform.run.engine import Grid, absolutize, check_resumable, execute
