@@ -23,6 +23,7 @@ import ray
 
 from clutune.core.config import Config
 from clutune.core.experiment import Prepared, prepare
+from clutune.guards.pack_memory import check_pack_fits
 from clutune.platform.cluster.ray_address import check_ray_address
 from clutune.platform.record.tracking import SweepTracker, resolve_tracking_uri
 from clutune.platform.run.engine import Oracles, absolutize, ensure_ray, leased_oracles
@@ -41,10 +42,17 @@ class Cluster:
 
 
 def prepare_command(config: Config, cluster: Cluster) -> Prepared:
-    """Phase 1: everything that can be checked without a side effect."""
+    """Phase 1: everything that can be checked without a side effect, the memory of a packed oracle step
+    included (an ensemble's members train in packs of up to ``oracle.pack``)."""
     check_ray_address(cluster.address)
     absolutize(config)
-    return prepare(config)
+    prep = prepare(config)
+    oracle = config.oracle
+    if oracle.ensemble > 1:
+        ds = prep.dataset
+        size = min(oracle.pack, oracle.ensemble - 1)
+        check_pack_fits(prep.recipe.model, ds.input_shape, ds.num_classes, prep.recipe.batch_size, size)
+    return prep
 
 
 @dataclass
