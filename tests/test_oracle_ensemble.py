@@ -191,3 +191,12 @@ def test_ensemble_enters_the_config_hash_only_above_one(stream):
         load_config(stream, sets).hash() for sets in (["oracle.ensemble=1"], [], ["oracle.ensemble=2"])
     )
     assert one == default != two
+
+
+def test_a_pack_too_large_for_memory_is_refused_before_the_grid_starts(stream, tmp_path):
+    """One model of this size fits; a pack of fifteen does not, and the set-up path says so before any folder,
+    run or cache entry exists."""
+    sets = [*FAST, "oracle.ensemble=16", "model.hidden=[16384, 16384]"]
+    with pytest.raises(UserError, match="oracle.pack"):
+        clutune.compare(stream, methods=["finetune"], seeds=[0], out=tmp_path / "c", overrides=sets, tracking=False)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "oracles").exists()
