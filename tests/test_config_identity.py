@@ -1,7 +1,8 @@
 """The config hash and the oracle cache keys of every shipped preset, pinned: existing caches stay valid.
 
 An identity field that changes (added, renamed, given another default) changes these values, so this test fails
-until the change is declared outside the identity, or the identity version is bumped with a new pinned table.
+until the field declares itself outside the identity (or in it only when set), or the identity version is bumped
+with a new pinned table.
 """
 
 from __future__ import annotations
@@ -9,47 +10,93 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clutune.core.config import load_config, preset_names
+from clutune.core.config import HASH_VERSION, OracleConfig, load_config, preset_names
 from clutune.core.experiment import oracle_for, prepare
-from clutune.core.oracle import OracleCache, OracleOutputs, OracleRecipe, oracle_key
+from clutune.core.identity import Identity, identity
+from clutune.core.oracle import FORMAT_VERSION, OracleCache, OracleOutputs, OracleRecipe, oracle_key
+from clutune.core.settings import Int, setting
 
-# preset: (config hash, oracle key of the pinned owned set below under a fixed fingerprint)
-PINNED = {
-    "cifar10-agnostic-class": ("942f777e8d5e", "346e7b928c918c5df1c6dff8"),
-    "cifar10-fast-oracle": ("e985f3916631", "80ec48804294bcbf5e5d5f06"),
-    "cifar10-long-50": ("2028551a397f", "346e7b928c918c5df1c6dff8"),
-    "cifar10-mu-random": ("bb46a4e6bdc2", "346e7b928c918c5df1c6dff8"),
-    "cifar10-random": ("20b6ea36d6be", "346e7b928c918c5df1c6dff8"),
-    "cifar10-task-aware": ("2bc2f4ae4360", "346e7b928c918c5df1c6dff8"),
-    "digits-agnostic-class": ("72b2a5faa920", "6ad7577d69cf8c87c344e60b"),
-    "digits-long-200": ("b542499de1f5", "6ad7577d69cf8c87c344e60b"),
-    "digits-mu-random": ("ba9983793809", "6ad7577d69cf8c87c344e60b"),
-    "digits-random": ("cd629bacdd73", "6ad7577d69cf8c87c344e60b"),
-    "digits-task-aware": ("933b5afcc912", "6ad7577d69cf8c87c344e60b"),
-    "mnist1d-agnostic-class": ("3d19930b8c5a", "085750ebe8884375b4c3e760"),
-    "mnist1d-long-1000": ("9eda221d9c6f", "085750ebe8884375b4c3e760"),
-    "mnist1d-random": ("0e4861063520", "085750ebe8884375b4c3e760"),
-    "mnist1d-task-aware": ("b251813e4161", "085750ebe8884375b4c3e760"),
-    "tinyimagenet-agnostic-class": ("12abd83802bb", "de2da608cbd595e9461fc6ed"),
-    "tinyimagenet-random": ("b575de6fd833", "de2da608cbd595e9461fc6ed"),
-    "tinyimagenet-task-aware": ("95e6db691384", "de2da608cbd595e9461fc6ed"),
+# The config hash of each preset, by clutune.core.config.HASH_VERSION: a new version needs a new table.
+HASHES = {
+    1: {
+        "cifar10-agnostic-class": "942f777e8d5e",
+        "cifar10-fast-oracle": "e985f3916631",
+        "cifar10-long-50": "2028551a397f",
+        "cifar10-mu-random": "bb46a4e6bdc2",
+        "cifar10-random": "20b6ea36d6be",
+        "cifar10-task-aware": "2bc2f4ae4360",
+        "digits-agnostic-class": "72b2a5faa920",
+        "digits-long-200": "b542499de1f5",
+        "digits-mu-random": "ba9983793809",
+        "digits-random": "cd629bacdd73",
+        "digits-task-aware": "933b5afcc912",
+        "mnist1d-agnostic-class": "3d19930b8c5a",
+        "mnist1d-long-1000": "9eda221d9c6f",
+        "mnist1d-random": "0e4861063520",
+        "mnist1d-task-aware": "b251813e4161",
+        "tinyimagenet-agnostic-class": "12abd83802bb",
+        "tinyimagenet-random": "b575de6fd833",
+        "tinyimagenet-task-aware": "95e6db691384",
+    },
+}
+# The oracle key of each preset's recipe for the owned set PINNED_IDS under a fixed fingerprint, by
+# clutune.core.oracle.FORMAT_VERSION.
+ORACLE_KEYS = {
+    1: {
+        "cifar10-agnostic-class": "346e7b928c918c5df1c6dff8",
+        "cifar10-fast-oracle": "80ec48804294bcbf5e5d5f06",
+        "cifar10-long-50": "346e7b928c918c5df1c6dff8",
+        "cifar10-mu-random": "346e7b928c918c5df1c6dff8",
+        "cifar10-random": "346e7b928c918c5df1c6dff8",
+        "cifar10-task-aware": "346e7b928c918c5df1c6dff8",
+        "digits-agnostic-class": "6ad7577d69cf8c87c344e60b",
+        "digits-long-200": "6ad7577d69cf8c87c344e60b",
+        "digits-mu-random": "6ad7577d69cf8c87c344e60b",
+        "digits-random": "6ad7577d69cf8c87c344e60b",
+        "digits-task-aware": "6ad7577d69cf8c87c344e60b",
+        "mnist1d-agnostic-class": "085750ebe8884375b4c3e760",
+        "mnist1d-long-1000": "085750ebe8884375b4c3e760",
+        "mnist1d-random": "085750ebe8884375b4c3e760",
+        "mnist1d-task-aware": "085750ebe8884375b4c3e760",
+        "tinyimagenet-agnostic-class": "de2da608cbd595e9461fc6ed",
+        "tinyimagenet-random": "de2da608cbd595e9461fc6ed",
+        "tinyimagenet-task-aware": "de2da608cbd595e9461fc6ed",
+    },
 }
 PINNED_IDS = torch.arange(0, 1000, 3)
 # digits-random on the real digits data: the oracle key of request 0, as the cache holds it
 DIGITS_RANDOM_REQUEST0 = "f6c4821725c799294b53b39d"
 
 
-def test_every_preset_is_pinned():
-    assert sorted(PINNED) == preset_names()
+def test_every_preset_is_pinned_at_the_current_versions():
+    assert sorted(HASHES[HASH_VERSION]) == preset_names()
+    assert sorted(ORACLE_KEYS[FORMAT_VERSION]) == preset_names()
 
 
-@pytest.mark.parametrize("preset", sorted(PINNED))
+@pytest.mark.parametrize("preset", preset_names())
 def test_config_hash_and_oracle_key_of_each_preset_are_unchanged(preset):
     config = load_config(preset)
     recipe = OracleRecipe.from_config(config.oracle, config.model.spec(), config.compute)
-    expected_hash, expected_key = PINNED[preset]
-    assert config.hash() == expected_hash
-    assert oracle_key("pinned-fingerprint", PINNED_IDS, recipe, config.oracle.seed) == expected_key
+    assert config.hash() == HASHES[HASH_VERSION][preset]
+    assert (
+        oracle_key("pinned-fingerprint", PINNED_IDS, recipe, config.oracle.seed) == ORACLE_KEYS[FORMAT_VERSION][preset]
+    )
+
+
+def test_a_new_field_enters_the_identity_unless_it_declares_otherwise():
+    class Plain(OracleConfig):
+        pack: Int = 1
+
+    class WhenSet(OracleConfig):
+        pack: Int = setting(1, ge=1, identity=Identity.WHEN_SET)
+
+    class Excluded(OracleConfig):
+        pack: Int = setting(1, ge=1, identity=Identity.EXCLUDED)
+
+    today = identity(OracleConfig())
+    assert identity(Plain()) == {**today, "pack": 1}
+    assert identity(WhenSet()) == today and identity(WhenSet(pack=4)) == {**today, "pack": 4}
+    assert identity(Excluded(pack=4)) == today
 
 
 def test_settings_outside_the_identity_leave_it_unchanged():

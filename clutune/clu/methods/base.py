@@ -1,13 +1,13 @@
 """The method contract: a model, a guarded data door, an optional buffer, and learn/unlearn per request.
 
 Methods never evaluate or log; the runner does. Hyperparameters are a dataclass whose field names are the
-config keys and the search-space names.
+config keys and the search-space names, each with the bounds it must stay within (:func:`hparam`).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -15,33 +15,29 @@ from torch import nn
 
 from clutune.clu.access import TrainAccess
 from clutune.clu.buffer import ReservoirBuffer
-from clutune.errors import UserError
 
 
-def check_ranges(prefix: str, hp: Any, checks: dict[str, bool]) -> None:
-    """One message shape for every out-of-range hyperparameter: the key and the value that failed."""
-    for name, ok in checks.items():
-        if not ok:
-            raise UserError(f"config key '{prefix}.{name}': value {getattr(hp, name)!r} is out of range")
+def hparam(default: Any, *, says: str | None = None, **bounds: float) -> Any:
+    """A hyperparameter with the bounds it must stay within (``ge``, ``gt``, ``le``, ``lt``) and, when the
+    generic "value ... is out of range" is not enough, its own message.
+
+    The library only declares them (this module imports torch and the standard library alone); the platform
+    checks every value against them when it builds the hyperparameters (clutune.core.hparams). A subclass that
+    changes a default with a plain field keeps the bounds declared here.
+    """
+    return field(default=default, metadata={"bounds": bounds, "says": says})
 
 
 @dataclass
 class BaseHparams:
     """The budget every method shares, so comparisons spend the same passes over the request data."""
 
-    lr: float = 0.01
-    batch_size: int = 128
-    epochs_per_learn: int = 20
-    iters_per_unlearn: int = 200
+    lr: float = hparam(0.01, ge=0)
+    batch_size: int = hparam(128, ge=1, says="must be at least 1")
+    epochs_per_learn: int = hparam(20, ge=1, says="must be at least 1")
+    iters_per_unlearn: int = hparam(200, ge=0)
     momentum: float = 0.9
     weight_decay: float = 5e-4
-
-    def validate(self, prefix: str) -> None:
-        for name in ("batch_size", "epochs_per_learn"):
-            if getattr(self, name) < 1:
-                raise UserError(f"config key '{prefix}.{name}': must be at least 1")
-        checks = {"iters_per_unlearn": self.iters_per_unlearn >= 0, "lr": self.lr is None or self.lr >= 0}
-        check_ranges(prefix, self, checks)
 
 
 class Method:
