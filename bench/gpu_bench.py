@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +142,7 @@ def oracle(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     owned = torch.arange(prep.dataset.n_train)
     _, outputs = train_oracle(prep.dataset, owned, prep.recipe, seed=0)
     return {
-        "recipe": asdict(prep.recipe),
+        "recipe": prep.recipe.model_dump(),
         "owned": len(owned),
         "seconds": outputs.seconds,
         "compile_seconds": outputs.compile_seconds,

@@ -92,7 +92,7 @@ def timed(way: str, dataset: Dataset, specs: list[MemberSpec], recipe: OracleRec
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     records = []
     for name, (dataset, model) in datasets(args.device).items():
-        recipe = OracleRecipe(model, args.epochs, **RECIPE)
+        recipe = OracleRecipe(model=model, epochs=args.epochs, **RECIPE)
         for way in WAYS:  # warm-up: first-call costs (imports, allocator) belong to no K
             timed(way, dataset, members(dataset, 2), recipe)
         for k in args.ks:

@@ -64,10 +64,8 @@ def _pool_init(config: dict[str, Any]) -> None:
     """A pool worker loads the data and builds the scenario once, as a sweep's trial actor does, and runs at the
     niceness Ray gives its workers (15 unless ``RAY_worker_niceness`` says otherwise): on a machine with other
     load, trials at different priorities would not be doing the same work in the same conditions."""
-    from clutune.guards.typed import from_dict
-
     os.nice(int(os.environ.get("RAY_worker_niceness", "15")))
-    _WORKER["prep"] = prepare(from_dict(Config, config))
+    _WORKER["prep"] = prepare(load_config(config))
 
 
 def _pool_trial(params: dict[str, Any]) -> float:

@@ -9,7 +9,6 @@ import math
 import sys
 import threading
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -128,8 +127,8 @@ def test_flushing_leaves_an_oracle_unchanged_bit_for_bit_so_it_stays_out_of_the_
     config = load_config("digits-agnostic-class", ["oracle.epochs=3"])
     prep = prepare(config)
     ids = prep.owned_ids(len(prep.scenario) - 1)
-    recipe = OracleRecipe.from_config(config.oracle, asdict(config.model), config.compute)
-    plain = OracleRecipe(**{**asdict(recipe), "flush_denormal": False})
+    recipe = OracleRecipe.from_config(config.oracle, config.model.spec(), config.compute)
+    plain = recipe.model_copy(update={"flush_denormal": False})
     flushed = _in_a_new_thread(lambda: train_oracle(prep.dataset, ids, recipe, 0)[1])
     kept = _in_a_new_thread(lambda: train_oracle(prep.dataset, ids, plain, 0)[1])
     assert torch.equal(flushed.logits_train, kept.logits_train) and torch.equal(flushed.logits_test, kept.logits_test)
@@ -190,14 +189,23 @@ def test_crop_flip_without_masks_is_the_same_augmentation():
 
 
 def test_oracle_keys_change_only_with_precision():
-    recipe = OracleRecipe({"name": "mlp", "hidden": [16]}, 2, 0.05, 0.9, 5e-4, 64, "cosine", False)
+    recipe = OracleRecipe(
+        model={"name": "mlp", "hidden": [16]},
+        epochs=2,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=5e-4,
+        batch_size=64,
+        schedule="cosine",
+        augment=False,
+    )
     ids = torch.arange(10)
     legacy = {"model": recipe.model, "epochs": 2, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
     legacy |= {"batch_size": 64, "schedule": "cosine", "augment": False}
     assert recipe.identity() == legacy  # fp32 keys are those of recipes written before the compute settings
-    fast = OracleRecipe(**{**asdict(recipe), "channels_last": True, "compile": True, "eval_batch_size": 4096})
+    fast = recipe.model_copy(update={"channels_last": True, "compile": True, "eval_batch_size": 4096})
     assert oracle_key("f", ids, fast, 0) == oracle_key("f", ids, recipe, 0)
-    bf16 = OracleRecipe(**{**asdict(recipe), "precision": "bf16"})
+    bf16 = recipe.model_copy(update={"precision": "bf16"})
     assert oracle_key("f", ids, bf16, 0) != oracle_key("f", ids, recipe, 0)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -75,11 +74,11 @@ def test_key_changes_with_owned_set_seed_recipe_and_data(digits):
         "one id fewer": oracle_key(digits.fingerprint, owned[1:], RECIPE, 0),
         "one id swapped": oracle_key(digits.fingerprint, torch.cat([owned[1:], class_ids(digits, [9])[:1]]), RECIPE, 0),
         "seed": oracle_key(digits.fingerprint, owned, RECIPE, 1),
-        "epochs": oracle_key(digits.fingerprint, owned, dataclasses.replace(RECIPE, epochs=4), 0),
-        "lr": oracle_key(digits.fingerprint, owned, dataclasses.replace(RECIPE, lr=0.1), 0),
-        "schedule": oracle_key(digits.fingerprint, owned, dataclasses.replace(RECIPE, schedule="constant"), 0),
+        "epochs": oracle_key(digits.fingerprint, owned, RECIPE.model_copy(update={"epochs": 4}), 0),
+        "lr": oracle_key(digits.fingerprint, owned, RECIPE.model_copy(update={"lr": 0.1}), 0),
+        "schedule": oracle_key(digits.fingerprint, owned, RECIPE.model_copy(update={"schedule": "constant"}), 0),
         "architecture": oracle_key(
-            digits.fingerprint, owned, dataclasses.replace(RECIPE, model={"name": "mlp", "hidden": [64]}), 0
+            digits.fingerprint, owned, RECIPE.model_copy(update={"model": {"name": "mlp", "hidden": [64]}}), 0
         ),
         "data": oracle_key("another-fingerprint", owned, RECIPE, 0),
     }
@@ -143,7 +142,7 @@ def test_cache_returns_the_same_oracle_without_retraining(tmp_path, digits):
     assert meta["n_owned"] == len(owned)
     assert meta["seed"] == 0
     assert meta["fingerprint"] == digits.fingerprint
-    assert meta["recipe"] == dataclasses.asdict(RECIPE)
+    assert meta["recipe"] == RECIPE.model_dump()
 
     second = get_oracle(digits, owned, RECIPE, 0, cache)
     assert second.cached is True

@@ -38,7 +38,7 @@ def digit_images(digits):
 
 
 def recipe(model: dict, epochs: int, augment: bool = False) -> OracleRecipe:
-    return dataclasses.replace(OracleRecipe.from_config(OracleConfig(), model), epochs=epochs, augment=augment)
+    return OracleRecipe.from_config(OracleConfig(), model).model_copy(update={"epochs": epochs, "augment": augment})
 
 
 def owned_sets(ds, sizes: list[int]) -> list[torch.Tensor]:

@@ -12,7 +12,6 @@ from clutune.clu.methods import METHODS, get_method
 from clutune.core.config import Config, DatasetConfig, ModelConfig
 from clutune.data import DATASETS, load_dataset
 from clutune.errors import UserError
-from clutune.guards.typed import from_dict
 from clutune.models import MODELS
 from clutune.plugins.registry import BUILT_IN, Registry
 
@@ -44,12 +43,12 @@ def test_import_clutune_is_light_and_exports_the_method_contract():
 
 
 def test_dataset_section_carries_a_readers_keys_and_refuses_typos():
-    section = from_dict(DatasetConfig, {"name": "npz", "path": "data.npz"}, prefix="dataset")
+    section = DatasetConfig.build({"name": "npz", "path": "data.npz"}, prefix="dataset")
     assert (section.name, section.path) == ("npz", "data.npz")
-    section = from_dict(DatasetConfig, {"name": "mine", "options": {"split": 2}}, prefix="dataset")
+    section = DatasetConfig.build({"name": "mine", "options": {"split": 2}}, prefix="dataset")
     assert section.options == {"split": 2}
     with pytest.raises(UserError, match="unknown config key 'dataset.pth'"):
-        from_dict(DatasetConfig, {"name": "npz", "pth": "data.npz"}, prefix="dataset")
+        DatasetConfig.build({"name": "npz", "pth": "data.npz"}, prefix="dataset")
     with pytest.raises(UserError, match="unknown dataset 'nope'"):
         load_dataset("nope")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pickle
 import random
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +145,7 @@ def test_generated_stream_properties(gen: GenerateConfig, digits_labels: torch.T
     # non-trivial: at least 4 ids drawn from pools of ~270, so two seeds agree with probability < 1e-8
     if sum(len(raw["learn"]["ids"]) for raw in requests if "learn" in raw) >= 4:
         try:
-            other = generate_requests(replace(gen, seed=gen.seed + 1), digits_labels, 10, TASKS)
+            other = generate_requests(gen.model_copy(update={"seed": gen.seed + 1}), digits_labels, 10, TASKS)
         except UserError:  # that seed's stream is refused (relearn false ran out of classes): also different
             other = None
         assert other != requests

@@ -37,9 +37,10 @@ from clutune.clu.methods import get_method
 from clutune.clu.methods.base import BaseHparams, Method
 from clutune.clu.runner import Diverged, iter_run
 from clutune.clu.training import predict_logits
-from clutune.core.config import Config, best_defaults, tuned_defaults_path
+from clutune.core.config import Config, best_defaults, load_config, tuned_defaults_path
 from clutune.core.ensemble_metrics import ensemble_metrics, no_ensemble_metrics
 from clutune.core.forgetting import StreamForgetting
+from clutune.core.hparams import build_hparams
 from clutune.core.margins import correct_class_margin, member_margins_path, run_margins_path, write_margins
 from clutune.core.members import get_members
 from clutune.core.metrics import SPLITS, Split, request_metrics, softmax64, test_accuracy_by_classes
@@ -50,7 +51,6 @@ from clutune.core.scenario_generator import scenario_requests
 from clutune.core.scenarios import Request, Scenario, build_scenario
 from clutune.data import Dataset, read_dataset
 from clutune.errors import UserError
-from clutune.guards.typed import from_dict
 from clutune.models import build_model
 from clutune.models.fit import check_model_fits
 
@@ -69,7 +69,7 @@ def method_hparams(config: Config, method: str, dataset: str, bare: dict[str, An
     cls = get_method(method)
     recipe = {k: getattr(config.oracle, k) for k in cls.follows_oracle}
     raw = {**recipe, **best_defaults(method, dataset), **config.methods.get(method, {}), **(bare or {})}
-    return from_dict(cls.Hparams, raw, prefix=f"methods.{method}")
+    return build_hparams(cls.Hparams, raw, prefix=f"methods.{method}")
 
 
 def hparams_source(method: str, dataset: str) -> str:
@@ -162,7 +162,7 @@ def prepare_in_worker(config: dict[str, Any]) -> Prepared:
 
 @functools.lru_cache(maxsize=1)  # one entry: a worker serves one command at a time, and a dataset can be large
 def _prepare_json(config_json: str) -> Prepared:
-    return prepare(from_dict(Config, json.loads(config_json)))
+    return prepare(load_config(json.loads(config_json)))
 
 
 def oracle_for(prep: Prepared, k: int) -> OracleOutputs | None:

@@ -22,12 +22,13 @@ import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from clutune.clu.access import TrainAccess, crop_flip
 from clutune.clu.compute import (
@@ -42,7 +43,9 @@ from clutune.clu.runner import Diverged
 from clutune.clu.training import predict_logits, sgd_epochs, steps_per_epoch
 from clutune.core import storage
 from clutune.core.config import ComputeConfig, OracleConfig
+from clutune.core.identity import Identity, identity
 from clutune.core.placement import placement
+from clutune.core.settings import setting
 from clutune.data import Dataset
 from clutune.errors import UserError
 from clutune.models import build_model
@@ -77,13 +80,14 @@ def oracle_requests(policy: str, every: int, kinds: list[str]) -> list[bool]:
     return [rules[policy](k) or k == last for k in range(len(kinds))]
 
 
-# Recipe fields that change how fast an oracle trains, not what it computes (up to float rounding, as another
-# GPU model would): they never enter its key.
-SPEED_FIELDS = ("channels_last", "compile", "eval_batch_size", "flush_denormal")
+class OracleRecipe(BaseModel):
+    """How an oracle is trained; its identity (clutune.core.identity) is what the oracle key hashes. The fields
+    that change how fast an oracle trains, not what it computes (up to float rounding, as another GPU model
+    would), never enter it; precision enters only when it is not fp32 (bf16 changes the outputs on CUDA), so fp32
+    keys are those of recipes written before precision existed and their cached oracles stay valid."""
 
+    model_config = ConfigDict(frozen=True)
 
-@dataclass(frozen=True)
-class OracleRecipe:
     model: dict[str, Any]
     epochs: int
     lr: float
@@ -94,11 +98,11 @@ class OracleRecipe:
     augment: bool
     # The compute settings (config ``compute:``); precision as requested, so the head of a cluster (CPU) and
     # its GPU workers agree on every key.
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
-    eval_batch_size: int = 1024
-    flush_denormal: bool = True
+    precision: str = setting("fp32", identity=Identity.WHEN_SET)
+    channels_last: bool = setting(False, identity=Identity.EXCLUDED)
+    compile: bool = setting(False, identity=Identity.EXCLUDED)
+    eval_batch_size: int = setting(1024, identity=Identity.EXCLUDED)
+    flush_denormal: bool = setting(True, identity=Identity.EXCLUDED)
 
     @classmethod
     def from_config(
@@ -122,12 +126,8 @@ class OracleRecipe:
         )
 
     def identity(self) -> dict[str, Any]:
-        """What the oracle key hashes: precision only when it is not fp32 (bf16 changes the outputs on CUDA), so
-        fp32 keys are those of recipes written before precision existed and their cached oracles stay valid."""
-        out = {k: v for k, v in asdict(self).items() if k not in SPEED_FIELDS}
-        if out["precision"] == "fp32":
-            del out["precision"]
-        return out
+        """What the oracle key hashes."""
+        return identity(self)
 
 
 @dataclass
@@ -495,6 +495,6 @@ def oracle_meta(dataset: Dataset, owned_ids: torch.Tensor, recipe: OracleRecipe,
         "fingerprint": dataset.fingerprint,
         "seed": seed,
         "n_owned": len(owned_ids),
-        "recipe": asdict(recipe),
+        "recipe": recipe.model_dump(),
         "precision_used": effective_precision(recipe.precision, dataset.x_train.device),
     }

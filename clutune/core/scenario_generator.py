@@ -41,7 +41,6 @@ def generate_requests(
     gen: GenerateConfig, labels: torch.Tensor, num_classes: int, task_classes: list[list[int]]
 ) -> list[dict[str, Any]]:
     """The request list of the stream ``gen`` over training samples with these labels, in config form."""
-    gen.validate(_KEY)
     y = labels.detach().cpu().numpy().astype(np.int64)
     n_tasks = len(task_classes)
     kinds_ss, draws_ss = np.random.SeedSequence(gen.seed).spawn(2)

@@ -14,7 +14,6 @@ from typing import Any
 from clutune.core.config import DatasetConfig
 from clutune.data.dataset import Dataset, fingerprint, make_dataset
 from clutune.errors import UserError
-from clutune.guards.typed import from_dict
 from clutune.plugins.registry import Registry
 
 __all__ = [
@@ -106,4 +105,4 @@ def load_dataset(name: str, root: str | Path | None = None, samples: int | None 
     """Shorthand for :func:`read_dataset` with a section built from keywords (``path=``, ``options=``)."""
     paths = {k: str(v) if isinstance(v, Path) else v for k, v in keys.items()}  # a Path is as good as its string
     raw = {"name": name, "root": None if root is None else str(root), "samples": samples, **paths}
-    return read_dataset(from_dict(DatasetConfig, raw, prefix="dataset"))
+    return read_dataset(DatasetConfig.build(raw, prefix="dataset"))

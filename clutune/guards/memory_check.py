@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 
-from clutune.errors import UserError
-
 
 def machine_memory_bytes() -> int:
     """Physical memory of this machine (POSIX); a large figure where the platform cannot say."""
@@ -24,14 +22,12 @@ def _fmt(n: float) -> str:
     return f"{n:.0f} B"
 
 
-def check_fits(estimate_bytes: float, key: str, what: str) -> None:
-    """Refuse ``estimate_bytes`` (``what`` it is) when it exceeds this machine's memory."""
+def memory_problem(estimate_bytes: float, what: str) -> str | None:
+    """Why ``estimate_bytes`` (``what`` it is) cannot be allocated here, or None when it fits in memory."""
     total = machine_memory_bytes()
     if estimate_bytes > total:
-        raise UserError(
-            f"config key {key!r}: {what} needs about {_fmt(estimate_bytes)}, more than this machine's "
-            f"{_fmt(total)} of memory"
-        )
+        return f"{what} needs about {_fmt(estimate_bytes)}, more than this machine's {_fmt(total)} of memory"
+    return None
 
 
-__all__ = ["check_fits", "machine_memory_bytes"]
+__all__ = ["machine_memory_bytes", "memory_problem"]

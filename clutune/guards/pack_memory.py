@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from clutune.guards.memory_check import check_fits
+from clutune.errors import UserError
+from clutune.guards.memory_check import memory_problem
 from clutune.models import build_model
 
 FLOAT_BYTES = 4
@@ -47,4 +48,6 @@ def check_pack_fits(
     """Refuse a pack of ``k`` models whose step would not fit in this machine's memory (config key oracle.pack)."""
     name = spec.get("name", "mlp")
     estimate = packed_step_bytes(spec, input_shape, num_classes, batch_size, k)
-    check_fits(estimate, "oracle.pack", f"a packed training step of {k} {name} models")
+    too_big = memory_problem(estimate, f"a packed training step of {k} {name} models")
+    if too_big:
+        raise UserError(f"config key 'oracle.pack': {too_big}; lower oracle.pack")

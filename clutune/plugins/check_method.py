@@ -37,10 +37,10 @@ from clutune.clu.call_site import site_of_stack, site_of_traceback
 from clutune.clu.methods import METHODS, get_method, method_problem
 from clutune.clu.methods.base import Method
 from clutune.clu.runner import PrivacyViolation, iter_run
+from clutune.core.hparams import build_hparams
 from clutune.core.scenarios import Request, build_scenario
 from clutune.data.dataset import Dataset, make_dataset
 from clutune.errors import UserError
-from clutune.guards.typed import from_dict
 from clutune.models import MLP
 
 CHECKS = ("hparams", "finite", "same seed", "checkpoint", "unlearned ids")
@@ -228,7 +228,7 @@ def _hparams_check(cls: type[Method], name: str) -> CheckResult:
     prefix = f"methods.{name}"
     for key, bad in OUT_OF_RANGE.items():
         try:
-            from_dict(cls.Hparams, {key: bad}, prefix=prefix)
+            build_hparams(cls.Hparams, {key: bad}, prefix=prefix)
         except UserError as e:
             text = str(e)
             if "\n" in text or f"{prefix}.{key}" not in text:
@@ -236,7 +236,7 @@ def _hparams_check(cls: type[Method], name: str) -> CheckResult:
             continue
         except Exception as e:
             return CheckResult("hparams", False, f"{key}={bad} raised {type(e).__name__}, not clutune's UserError")
-        return CheckResult("hparams", False, f"{key}={bad} accepted (Hparams.validate must refuse it)")
+        return CheckResult("hparams", False, f"{key}={bad} accepted (its declared bounds must refuse it)")
     return CheckResult("hparams", True, f"refused {', '.join(f'{k}={v}' for k, v in OUT_OF_RANGE.items())}")
 
 
@@ -259,7 +259,7 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor], offset: int = 0) -> str 
 def tiny_hparams(cls: type[Method], name: str) -> Any:
     """The method's defaults with the small budget of :data:`TINY_BUDGET` where it has those fields."""
     fields = {f.name for f in dataclasses.fields(cls.Hparams)}
-    return from_dict(cls.Hparams, {k: v for k, v in TINY_BUDGET.items() if k in fields}, prefix=f"methods.{name}")
+    return build_hparams(cls.Hparams, {k: v for k, v in TINY_BUDGET.items() if k in fields}, prefix=f"methods.{name}")
 
 
 def check_method(method: str | type[Method], seed: int = 0) -> MethodReport:

@@ -2,13 +2,14 @@
 
 Methods never evaluate or log; the runner does, so every method is measured the same way and none can grade
 itself. Hyperparameters are a dataclass whose field names are the config keys and the search-space names, so
-one name serves the YAML, ``--set``, the sweep and the MLflow params.
+one name serves the YAML, ``--set``, the sweep and the MLflow params; each declares the bounds it must stay
+within (:func:`hparam`).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -16,21 +17,17 @@ from torch import nn
 
 from clutune.clu.access import TrainAccess
 from clutune.clu.buffer import ReservoirBuffer
-from clutune.errors import UserError
 
 
-def check_ranges(prefix: str, hp: Any, checks: dict[str, bool]) -> None:
-    """Refuse the first failed check in one line naming the key and its value: call it from your
-    ``Hparams.validate`` so a bad value is a config error before any work starts, never a crash mid-run.
+def hparam(default: Any, *, says: str | None = None, **bounds: float) -> Any:
+    """A hyperparameter with the bounds it must stay within (``ge``, ``gt``, ``le``, ``lt``) and, when the
+    generic "value ... is out of range" is not enough, its own message.
 
-    Args:
-        prefix: the config path of the hyperparameters (``methods.<name>``), as ``validate`` receives it.
-        hp: the hyperparameters being validated.
-        checks: field name -> whether its value is in range.
+    The library only declares them (this module imports torch and the standard library alone); the platform
+    checks every value against them when it builds the hyperparameters (clutune.core.hparams). A subclass that
+    changes a default with a plain field keeps the bounds declared here.
     """
-    for name, ok in checks.items():
-        if not ok:
-            raise UserError(f"config key '{prefix}.{name}': value {getattr(hp, name)!r} is out of range")
+    return field(default=default, metadata={"bounds": bounds, "says": says})
 
 
 @dataclass
@@ -38,29 +35,17 @@ class BaseHparams:
     """The budget every method shares, so comparisons spend the same passes over the request data.
 
     Subclass it as a ``@dataclass`` with your own fields: each field is a config key
-    (``methods.<name>.<field>``), a ``--set`` name and a search-space name. A field named ``buffer_size`` gives
-    the method a reservoir buffer (:attr:`Method.buffer`) of that many ids.
+    (``methods.<name>.<field>``), a ``--set`` name and a search-space name; declare a field's bounds with
+    :func:`hparam` and every value is checked against them before any work starts. A field named ``buffer_size``
+    gives the method a reservoir buffer (:attr:`Method.buffer`) of that many ids.
     """
 
-    lr: float = 0.01
-    batch_size: int = 128
-    epochs_per_learn: int = 20
-    iters_per_unlearn: int = 200
+    lr: float = hparam(0.01, ge=0)
+    batch_size: int = hparam(128, ge=1, says="must be at least 1")
+    epochs_per_learn: int = hparam(20, ge=1, says="must be at least 1")
+    iters_per_unlearn: int = hparam(200, ge=0)
     momentum: float = 0.9
     weight_decay: float = 5e-4
-
-    def validate(self, prefix: str) -> None:
-        """Refuse out-of-range values (a UserError naming ``prefix.<field>``) before the run starts.
-
-        Override it to check your own fields, calling ``super().validate(prefix)`` first so the shared budget
-        stays checked; :func:`check_ranges` gives the message its shape. ``clutune check-method`` checks that
-        it refuses out-of-range shared values.
-        """
-        for name in ("batch_size", "epochs_per_learn"):
-            if getattr(self, name) < 1:
-                raise UserError(f"config key '{prefix}.{name}': must be at least 1")
-        checks = {"iters_per_unlearn": self.iters_per_unlearn >= 0, "lr": self.lr is None or self.lr >= 0}
-        check_ranges(prefix, self, checks)
 
 
 class Method:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clutune.clu.access import TrainAccess
-from clutune.clu.methods.base import BaseHparams, Method, check_ranges
+from clutune.clu.methods.base import BaseHparams, Method, hparam
 from clutune.clu.methods.replay import output_dim, replay_batch, sgd, supervised_epochs
 from clutune.clu.training import steps_per_epoch
 from clutune.errors import UserError
@@ -30,20 +30,10 @@ from clutune.errors import UserError
 
 @dataclass
 class CLPUHparams(BaseHparams):
-    buffer_size: int = 5000
-    alpha: float = 0.1  # logit matching (DER++)
-    beta: float = 0.5  # label replay (DER++)
-    merge_after: int = 3  # further tasks learned before a task is merged into the main network
-
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)
-        checks = {
-            "buffer_size": self.buffer_size >= 0,
-            "alpha": self.alpha >= 0,
-            "beta": self.beta >= 0,
-            "merge_after": self.merge_after >= 0,
-        }
-        check_ranges(prefix, self, checks)
+    buffer_size: int = hparam(5000, ge=0)
+    alpha: float = hparam(0.1, ge=0)  # logit matching (DER++)
+    beta: float = hparam(0.5, ge=0)  # label replay (DER++)
+    merge_after: int = hparam(3, ge=0)  # further tasks learned before a task is merged into the main network
 
 
 class SideNetworks(nn.Module):

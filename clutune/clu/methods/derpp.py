@@ -14,10 +14,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from clutune.clu.methods.base import hparam
 from clutune.clu.methods.replay import (
     ReplayHparams,
     ReplayMethod,
-    check_ranges,
     gradient_ascent,
     output_dim,
     replay_batch,
@@ -26,12 +26,8 @@ from clutune.clu.methods.replay import (
 
 @dataclass
 class DERppHparams(ReplayHparams):
-    alpha: float = 0.1  # logit matching
-    beta: float = 0.5  # label replay
-
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)
-        check_ranges(prefix, self, {"alpha": self.alpha >= 0, "beta": self.beta >= 0})
+    alpha: float = hparam(0.1, ge=0)  # logit matching
+    beta: float = hparam(0.5, ge=0)  # label replay
 
 
 class DERpp(ReplayMethod):

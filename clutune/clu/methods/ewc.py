@@ -17,24 +17,16 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from clutune.clu.batches import fixed_batches
-from clutune.clu.methods.base import BaseHparams, Method, check_ranges
+from clutune.clu.methods.base import BaseHparams, Method, hparam
 from clutune.clu.methods.replay import gradient_ascent, supervised_epochs
 
 
 @dataclass
 class EWCHparams(BaseHparams):
-    lambda_ewc: float = 100.0
-    gamma_ewc: float = 1.0  # decay of the running Fisher at each new snapshot; 1 keeps every past request
-    unlearn_lr: float = 1e-4
-
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)
-        checks = {
-            "lambda_ewc": self.lambda_ewc >= 0,
-            "gamma_ewc": 0 <= self.gamma_ewc <= 1,
-            "unlearn_lr": self.unlearn_lr >= 0,
-        }
-        check_ranges(prefix, self, checks)
+    lambda_ewc: float = hparam(100.0, ge=0)
+    # decay of the running Fisher at each new snapshot; 1 keeps every past request
+    gamma_ewc: float = hparam(1.0, ge=0, le=1)
+    unlearn_lr: float = hparam(1e-4, ge=0)
 
 
 class EWC(Method):

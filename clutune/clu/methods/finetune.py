@@ -6,17 +6,14 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from clutune.clu.methods.base import BaseHparams, Method, check_ranges
+from clutune.clu.methods.base import BaseHparams, Method, hparam
 from clutune.clu.methods.replay import gradient_ascent, supervised_epochs
 
 
 @dataclass
 class FinetuneHparams(BaseHparams):
-    unlearn_lr: float = 1e-4  # plain ascent diverges fast at larger rates; 0 turns unlearn requests into no-ops
-
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)
-        check_ranges(prefix, self, {"unlearn_lr": self.unlearn_lr >= 0})
+    # plain ascent diverges fast at larger rates; 0 turns unlearn requests into no-ops
+    unlearn_lr: float = hparam(1e-4, ge=0)
 
 
 class Finetune(Method):

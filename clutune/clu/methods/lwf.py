@@ -16,20 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clutune.clu.methods.base import BaseHparams, Method, check_ranges
+from clutune.clu.methods.base import BaseHparams, Method, hparam
 from clutune.clu.methods.replay import gradient_ascent, output_dim, supervised_epochs
 
 
 @dataclass
 class LwFHparams(BaseHparams):
-    alpha_kd: float = 1.0
-    T: float = 2.0
-    unlearn_lr: float = 1e-4
-
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)
-        checks = {"alpha_kd": self.alpha_kd >= 0, "T": self.T > 0, "unlearn_lr": self.unlearn_lr >= 0}
-        check_ranges(prefix, self, checks)
+    alpha_kd: float = hparam(1.0, ge=0)
+    T: float = hparam(2.0, gt=0)
+    unlearn_lr: float = hparam(1e-4, ge=0)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

@@ -22,7 +22,7 @@ from torch import nn
 
 from clutune.clu.access import TrainAccess
 from clutune.clu.batches import cycle_batches
-from clutune.clu.methods.base import BaseHparams, Method, check_ranges
+from clutune.clu.methods.base import BaseHparams, Method, hparam
 from clutune.clu.training import sgd_epochs, steps_per_epoch
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -108,13 +108,8 @@ def gradient_ascent(method: Method, ids: torch.Tensor, iters: int, lr: float) ->
 class ReplayHparams(BaseHparams):
     """The shared budget plus a replay buffer (``buffer_size`` ids) and the rate of plain ascent on D_U."""
 
-    buffer_size: int = 5000
-    unlearn_lr: float = 1e-4  # plain ascent diverges fast at larger rates; 0 turns ascent into a no-op
-
-    def validate(self, prefix: str) -> None:
-        """The shared budget's checks, then a buffer size and an ascent rate that are not negative."""
-        super().validate(prefix)
-        check_ranges(prefix, self, {"buffer_size": self.buffer_size >= 0, "unlearn_lr": self.unlearn_lr >= 0})
+    buffer_size: int = hparam(5000, ge=0)
+    unlearn_lr: float = hparam(1e-4, ge=0)  # plain ascent diverges fast at larger rates; 0 turns ascent into a no-op
 
 
 class ReplayMethod(Method):

@@ -12,19 +12,15 @@ from typing import Any
 
 import torch
 
-from clutune.clu.methods.base import BaseHparams, Method, check_ranges
+from clutune.clu.methods.base import BaseHparams, Method, hparam
 from clutune.clu.training import sgd_epochs, steps_per_epoch
 
 
 @dataclass
 class RetrainHparams(BaseHparams):
-    epochs: int = 60
+    epochs: int = hparam(60, ge=1)
     lr: float = 0.05
     batch_size: int = 64
-
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)
-        check_ranges(prefix, self, {"epochs": self.epochs >= 1})
 
 
 class Retrain(Method):

@@ -15,17 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from clutune.clu.batches import fixed_batches
-from clutune.clu.methods.base import check_ranges
+from clutune.clu.methods.base import hparam
 from clutune.clu.methods.rl import RL, RLHparams
 
 
 @dataclass
 class SalUnHparams(RLHparams):
-    mask_ratio: float = 0.5  # share of weights updated
-
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)
-        check_ranges(prefix, self, {"mask_ratio": 0 <= self.mask_ratio <= 1})
+    mask_ratio: float = hparam(0.5, ge=0, le=1)  # share of weights updated
 
 
 class SalUn(RL):

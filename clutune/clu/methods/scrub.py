@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clutune.clu.batches import cycle_batches
-from clutune.clu.methods.base import check_ranges
+from clutune.clu.methods.base import hparam
 from clutune.clu.methods.lwf import frozen_copy
 from clutune.clu.methods.replay import ReplayHparams, ReplayMethod, replay_batch
 
@@ -25,14 +25,9 @@ from clutune.clu.methods.replay import ReplayHparams, ReplayMethod, replay_batch
 @dataclass
 class SCRUBHparams(ReplayHparams):
     unlearn_lr: float = 0.01
-    kd_T: float = 4.0
-    alpha_kl: float = 1.0  # weight of the KL term in min-steps (CE has weight 1)
-    max_fraction: float = 0.5  # share of the request's iterations that take a max-step
-
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)
-        checks = {"kd_T": self.kd_T > 0, "alpha_kl": self.alpha_kl >= 0, "max_fraction": 0 <= self.max_fraction <= 1}
-        check_ranges(prefix, self, checks)
+    kd_T: float = hparam(4.0, gt=0)
+    alpha_kl: float = hparam(1.0, ge=0)  # weight of the KL term in min-steps (CE has weight 1)
+    max_fraction: float = hparam(0.5, ge=0, le=1)  # share of the request's iterations that take a max-step
 
 
 def distill_kl(student: torch.Tensor, teacher: torch.Tensor, T: float) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from clutune.clu.batches import cycle_batches
 from clutune.clu.coefficients import cosine_decay, sample_weights
 from clutune.clu.fastslow import fast_slow_iteration
-from clutune.clu.methods.base import check_ranges
+from clutune.clu.methods.base import hparam
 from clutune.clu.methods.replay import ReplayHparams, ReplayMethod, replay_batch
 from clutune.clu.saliency import request_mask
 
@@ -31,25 +31,13 @@ from clutune.clu.saliency import request_mask
 class SFRonHparams(ReplayHparams):
     """Defaults are the authors' CIFAR-10 ones; they are far too strong for small models (calibration.md)."""
 
-    beta_R: float = 0.01  # the unlearn optimizer's learning rate (their retain_lr)
-    forget_freq: int = 5  # a forget step every forget_freq iterations
-    alpha0: float = 25.0  # forget coefficient at the first iteration
-    lam: float = 0.5
-    gamma: float = 1.0
-    clip: float = 7.0  # forget-step gradient norm clip; 0 disables
+    beta_R: float = hparam(0.01, ge=0)  # the unlearn optimizer's learning rate (their retain_lr)
+    forget_freq: int = hparam(5, ge=1)  # a forget step every forget_freq iterations
+    alpha0: float = hparam(25.0, ge=0)  # forget coefficient at the first iteration
+    lam: float = hparam(0.5, ge=0)
+    gamma: float = hparam(1.0, gt=0)
+    clip: float = hparam(7.0, ge=0)  # forget-step gradient norm clip; 0 disables
     use_mask: bool = True
-
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)
-        checks = {
-            "beta_R": self.beta_R >= 0,
-            "forget_freq": self.forget_freq >= 1,
-            "alpha0": self.alpha0 >= 0,
-            "lam": self.lam >= 0,
-            "gamma": self.gamma > 0,
-            "clip": self.clip >= 0,
-        }
-        check_ranges(prefix, self, checks)
 
 
 class SFRon(ReplayMethod):

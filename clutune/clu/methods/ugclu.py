@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from clutune.clu.batches import cycle_batches, epoch_batches
 from clutune.clu.coefficients import cosine_decay, sample_weights
 from clutune.clu.fastslow import fast_slow_iteration
-from clutune.clu.methods.base import BaseHparams, Method, check_ranges
+from clutune.clu.methods.base import BaseHparams, Method, hparam
 from clutune.clu.saliency import request_mask
 
 
@@ -31,32 +31,17 @@ class UGCLUHparams(BaseHparams):
     clutune/presets/best/ugclu-<dataset>.yaml."""
 
     lr: float | None = None  # fast-step learning rate; None ties it to beta_R (the single-optimizer reading)
-    gamma: float = 1.0  # saliency threshold on F_task / F_R
-    beta_R: float = 0.01  # slow-step learning rate
-    K_in: int = 5  # slow steps per fast step
-    buffer_size: int = 5000
-    eta_out: float = 1.0  # outer interpolation toward the slow weights; 1 takes them
-    lam: float = 0.5  # per-sample weight temperature; 0 is uniform
-    alpha0_learn: float = 1.0
-    alpha0_unlearn: float = 25.0
-    clip: float = 7.0  # fast-step gradient norm clip; 0 disables
+    gamma: float = hparam(1.0, gt=0)  # saliency threshold on F_task / F_R
+    beta_R: float = hparam(0.01, ge=0)  # slow-step learning rate
+    K_in: int = hparam(5, ge=0)  # slow steps per fast step
+    buffer_size: int = hparam(5000, ge=0)
+    eta_out: float = hparam(1.0, gt=0, le=1)  # outer interpolation toward the slow weights; 1 takes them
+    lam: float = hparam(0.5, ge=0)  # per-sample weight temperature; 0 is uniform
+    alpha0_learn: float = hparam(1.0, ge=0)
+    alpha0_unlearn: float = hparam(25.0, ge=0)
+    clip: float = hparam(7.0, ge=0)  # fast-step gradient norm clip; 0 disables
     use_mask: bool = True
     decay: bool = True  # cosine decay of a_t over the request
-
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)
-        checks = {
-            "gamma": self.gamma > 0,
-            "beta_R": self.beta_R >= 0,
-            "K_in": self.K_in >= 0,
-            "buffer_size": self.buffer_size >= 0,
-            "eta_out": 0 < self.eta_out <= 1,
-            "lam": self.lam >= 0,
-            "alpha0_learn": self.alpha0_learn >= 0,
-            "alpha0_unlearn": self.alpha0_unlearn >= 0,
-            "clip": self.clip >= 0,
-        }
-        check_ranges(prefix, self, checks)
 
 
 class UGCLU(Method):

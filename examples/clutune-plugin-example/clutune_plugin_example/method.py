@@ -13,18 +13,14 @@ from typing import Any
 
 import torch.nn.functional as F
 
-from clutune.clu.methods.base import check_ranges
+from clutune.clu.methods.base import hparam
 from clutune.clu.methods.replay import ReplayHparams, ReplayMethod, gradient_ascent, replay_batch
 
 
 @dataclass
 class ExampleERHparams(ReplayHparams):
-    repair_iters: int = 20  # descent steps on the buffer after each unlearn request; 0 is plain ER
-    repair_lr: float = 0.01
-
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)  # the shared budget's ranges: clutune check-method tests them
-        check_ranges(prefix, self, {"repair_iters": self.repair_iters >= 0, "repair_lr": self.repair_lr >= 0})
+    repair_iters: int = hparam(20, ge=0)  # descent steps on the buffer after each unlearn request; 0 is plain ER
+    repair_lr: float = hparam(0.01, ge=0)
 
 
 class ExampleER(ReplayMethod):
