@@ -298,6 +298,7 @@ def _stop_group(proc: subprocess.Popen) -> None:
         pass
 
 
+@pytest.mark.slow  # a real browser (headless Chromium)
 def test_browser_shows_runs_charts_artifacts_and_the_report(store, browser, tmp_path, free_port):
     from selenium.webdriver.common.by import By
 

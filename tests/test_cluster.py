@@ -22,6 +22,8 @@ from mlflow.tracking import MlflowClient
 
 from clutune.core.results import read_parts
 
+pytestmark = pytest.mark.slow  # a real two-node Ray cluster (ray start head and worker)
+
 CLUTUNE = str(Path(sys.executable).parent / "clutune")
 # Four more requests for the sweeps that must outlast a lost node.
 LONGER = [{"unlearn": {"classes": [3, 5]}}, {"learn": {"task": 3}}, {"learn": {"task": 4}}]

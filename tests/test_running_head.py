@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a Ray head started with ray start, joined by a command
+
 RAY = Path(sys.executable).parent / "ray"
 
 

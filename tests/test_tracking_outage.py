@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 from test_browsing import N_REQUESTS, runs_of, write_scenario
 
@@ -38,6 +39,7 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+@pytest.mark.slow  # a tracking server stopped mid-sweep, the record then completed by sync
 def test_server_stopped_mid_sweep_loses_nothing_and_sync_completes(
     tmp_path, capsys, free_port, tiny_scenario, fast_sets
 ):
