@@ -46,20 +46,23 @@ def in_tree() -> dict[str, set[str]]:
     return folders
 
 
+def _not_in(these: dict[str, set[str]], those: dict[str, set[str]]) -> tuple[list[str], list[str]]:
+    """The folders of ``these`` that ``those`` lacks, and the modules of their shared folders that it lacks."""
+    folders = sorted(set(these) - set(those))
+    modules = sorted(f"{f}{m}" for f, names in these.items() if f in those for m in names - those[f])
+    return folders, modules
+
+
 def test_every_folder_and_module_is_on_the_layout_page() -> None:
-    page, tree = documented(), in_tree()
-    missing_folders = sorted(set(tree) - set(page))
-    assert not missing_folders, f"folders with no heading in docs/layout.md: {missing_folders}"
-    missing = sorted(f"{folder}{m}" for folder, modules in tree.items() for m in modules - page[folder])
-    assert not missing, f"modules with no line in docs/layout.md: {missing}"
+    folders, modules = _not_in(in_tree(), documented())
+    assert not folders, f"folders with no heading in docs/layout.md: {folders}"
+    assert not modules, f"modules with no line in docs/layout.md: {modules}"
 
 
 def test_the_layout_page_names_nothing_that_is_gone() -> None:
-    page, tree = documented(), in_tree()
-    gone_folders = sorted(set(page) - set(tree))
-    assert not gone_folders, f"docs/layout.md lists folders that do not exist: {gone_folders}"
-    gone = sorted(f"{folder}{m}" for folder, modules in page.items() for m in modules - tree[folder])
-    assert not gone, f"docs/layout.md lists modules that do not exist: {gone}"
+    folders, modules = _not_in(documented(), in_tree())
+    assert not folders, f"docs/layout.md lists folders that do not exist: {folders}"
+    assert not modules, f"docs/layout.md lists modules that do not exist: {modules}"
 
 
 def test_the_walk_sees_the_whole_package() -> None:
