@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from clutune.data import load_dataset
 from clutune.platform.run.runtime import RAY_ENV, set_defaults
 
 # Unconditionally local: even with a ``ray start`` head of someone else's on this machine, the suite's own Ray and
@@ -53,8 +54,6 @@ def free_port() -> Callable[[], int]:
 
 @pytest.fixture(scope="module")
 def digits():
-    from clutune.data import load_dataset
-
     return load_dataset("digits")
 
 
