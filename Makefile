@@ -30,8 +30,9 @@ test: $(STAMP)
 	$(MAKE) docs
 	$(BIN)/python -m pytest --durations=25
 
-# The loop while editing (under 5 minutes on 2 cores): every test but those marked slow (a cluster, a browser, a
-# wheel, a kill and resume, a pip install, a sweep of more than a few trials). docs/testing.md says what it covers.
+# The loop while editing, meant to stay under 5 minutes on 2 cores: every test but those marked slow (a cluster, a
+# browser, a wheel, a kill and resume, a pip install, a sweep of more than a few trials). docs/testing.md says what
+# it covers.
 test-fast: $(STAMP)
 	$(BIN)/ruff check clutune tests bench
 	$(BIN)/python -m pytest -m "not slow" --durations=25
