@@ -5,14 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
-export RAY_AUTH_MODE := disabled
-export RAY_USAGE_STATS_ENABLED := 0
-export RAY_CHDIR_TO_TRIAL_DIR := 0
-export TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S := 0
+# Ray's, Tune's and MLflow's variables are set by clutune itself, from their one definition in
+# clutune/platform/run/runtime.py: the commands and the Python API before Ray starts, tests/conftest.py for the
+# suite, bench/sweep_overhead.py for its own Ray. This one is read by Material for MkDocs, which is not clutune, when
+# mkdocs starts (it silences a banner about MkDocs 2), so only the shell can set it.
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test lint bench docs
+.PHONY: demo test test-fast lint bench docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,10 +25,18 @@ demo: $(STAMP)
 	$(BIN)/clutune sweep --config digits-agnostic-class --method ugclu --trials 8 --concurrency 2 \
 		--set 'sweep.objectives=[kl_oracle_all, avg_gap]' --set sweep.storage_path=runs/demo/$$(date +%Y%m%d-%H%M%S)
 
+# Everything, the slowest 25 tests named at the end (about 15-20 minutes on 2 cores).
 test: $(STAMP)
 	$(BIN)/ruff check clutune tests bench
 	$(MAKE) docs
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
+
+# The loop while editing, meant to stay under 5 minutes on 2 cores: every test but those marked slow (a cluster, a
+# browser, a wheel, a kill and resume, a pip install, a sweep of more than a few trials). docs/testing.md says what
+# it covers.
+test-fast: $(STAMP)
+	$(BIN)/ruff check clutune tests bench
+	$(BIN)/python -m pytest -m "not slow" --durations=25
 
 # The documentation site into site/; --strict turns every warning (a broken link, an unknown page in nav, a
 # reference mkdocstrings cannot resolve) into a failure. `$(BIN)/mkdocs serve` previews it while editing.

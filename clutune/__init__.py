@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from clutune.platform.run.telemetry import telemetry_off_by_default
+from clutune.platform.run.runtime import telemetry_off_by_default
 
 __version__ = "0.1.0"
 

@@ -11,35 +11,29 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clutune.platform.run.runtime import LOOPBACK, RAY_ENV
+
 RAY = str(Path(sys.executable).parent / "ray")
-# Several nodes on one host: Ray refuses a second node unless clusters are enabled; every port stays local.
+# clutune's own Ray environment, but several nodes on one host: Ray refuses a second node unless clusters are
+# enabled; every port stays local.
 CLUSTER_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_CHDIR_TO_TRIAL_DIR": "0",
+    **RAY_ENV,
+    LOOPBACK: "1",
     # A lost node is noticed in about two seconds instead of Ray's default of tens of seconds.
     "RAY_health_check_period_ms": "500",
     "RAY_health_check_timeout_ms": "500",
     "RAY_health_check_failure_threshold": "3",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -59,6 +53,7 @@ class LocalCluster:
     gcs_port: int
     dashboard_port: int
     env: dict[str, str]
+    free_port: Callable[[], int]
     nodes: dict[str, Node] = field(default_factory=dict)
 
     @property
@@ -74,12 +69,12 @@ class LocalCluster:
         temp = self.root / name
         temp.mkdir(parents=True, exist_ok=True)
         cmd = [RAY, "start", "--block", f"--num-cpus={cpus}", f"--resources={json.dumps({name: 100})}"]
-        cmd += [f"--temp-dir={temp}", f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"]
-        cmd += [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
-        cmd += [f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+        cmd += [f"--temp-dir={temp}", f"--dashboard-agent-listen-port={self.free_port()}", "--disable-usage-stats"]
+        cmd += [f"--node-manager-port={self.free_port()}", f"--object-manager-port={self.free_port()}"]
+        cmd += [f"--metrics-export-port={self.free_port()}", f"--runtime-env-agent-port={self.free_port()}"]
         if head:
             cmd += ["--head", f"--port={self.gcs_port}", "--dashboard-host=127.0.0.1"]
-            cmd += [f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}"]
+            cmd += [f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={self.free_port()}"]
         else:
             cmd += [f"--address={self.address}"]
         log = self.root / f"{name}.log"
@@ -141,10 +136,11 @@ def _suppress_gone() -> Iterator[None]:
 
 
 @contextmanager
-def local_cluster(env: dict[str, str] | None = None) -> Iterator[LocalCluster]:
-    """An empty cluster description whose nodes are always stopped, and their folder removed, on the way out."""
+def local_cluster(free_port: Callable[[], int], env: dict[str, str] | None = None) -> Iterator[LocalCluster]:
+    """An empty cluster description whose nodes are always stopped, and their folder removed, on the way out.
+    Every port a node listens on comes from ``free_port`` (the conftest fixture)."""
     root = Path(tempfile.mkdtemp(prefix="crt", dir="/tmp"))  # Ray's socket paths must stay short
-    cluster = LocalCluster(root, free_port(), free_port(), {**os.environ, **CLUSTER_ENV, **(env or {})})
+    cluster = LocalCluster(root, free_port(), free_port(), {**os.environ, **CLUSTER_ENV, **(env or {})}, free_port)
     try:
         yield cluster
     finally:

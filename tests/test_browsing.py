@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,31 +26,14 @@ from PIL import Image
 from clutune.cli import main
 from clutune.platform.reports.plots import METHOD_PLOTS, PLOT_PX, RUN_PLOTS
 
-SCENARIO = """
-name: tiny-browse
-dataset: {name: digits}
-model: {name: mlp, hidden: [32]}
-oracle: {epochs: 3, cache_dir: CACHE}
-sweep: {storage_path: SWEEPS, asha: false, objectives: [kl_oracle_all, avg_gap]}
-scenario:
-  requests:
-    - learn: {task: 0}
-    - learn: {task: 1}
-    - unlearn: {classes: [1]}
-    - learn: {task: 2}
-"""
-FAST = ["epochs_per_learn=1", "iters_per_unlearn=10", "buffer_size=50"]
 N_REQUESTS = 4
 
 
-def write_scenario(tmp: Path) -> Path:
-    path = tmp / "tiny.yaml"
-    path.write_text(SCENARIO.replace("CACHE", str(tmp / "oracles")).replace("SWEEPS", str(tmp / "sweeps")))
-    return path
-
-
-def sets(extra: list[str] | None = None) -> list[str]:
-    return [a for s in FAST + (extra or []) for a in ("--set", s)]
+def write_scenario(tiny_scenario, tmp: Path) -> Path:
+    """The tiny scenario with its oracles and sweeps in ``tmp``, optimising two objectives."""
+    sweep = {"storage_path": str(tmp / "sweeps"), "asha": False, "objectives": ["kl_oracle_all", "avg_gap"]}
+    oracle = {"epochs": 3, "cache_dir": str(tmp / "oracles")}
+    return tiny_scenario(tmp, "tiny-browse", oracle=oracle, sweep=sweep, file="tiny")
 
 
 def assert_png(path: Path) -> None:
@@ -71,25 +53,27 @@ def runs_of(uri: str, experiment: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def store(local_ray, tmp_path_factory):
+def store(local_ray, tmp_path_factory, tiny_scenario, fast_sets):
     """A finished 2-trial sweep and a 2-method compare, recorded in one sqlite store."""
     tmp = tmp_path_factory.mktemp("store")
-    config = write_scenario(tmp)
+    config = write_scenario(tiny_scenario, tmp)
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     sweep = ["sweep", "--config", str(config), "--method", "ugclu", "--trials", "2", "--tracking-uri", uri]
-    assert main(sweep + sets()) == 0
+    assert main(sweep + fast_sets) == 0
     compare = ["compare", "--config", str(config), "--methods", "ugclu,finetune", "--seeds", "0"]
-    assert main(compare + ["--out", str(tmp / "compare"), "--tracking-uri", uri] + sets()) == 0
+    assert main(compare + ["--out", str(tmp / "compare"), "--tracking-uri", uri] + fast_sets) == 0
     return {"tmp": tmp, "uri": uri, "sweep": tmp / "sweeps" / "tiny-browse-ugclu", "compare": tmp / "compare"}
 
 
-def test_run_records_one_mlflow_run_with_plots(tmp_path, monkeypatch):
+def test_run_records_one_mlflow_run_with_plots(tmp_path, monkeypatch, tiny_scenario, fast_sets):
     monkeypatch.chdir(tmp_path)
-    config = write_scenario(tmp_path)
+    config = write_scenario(tiny_scenario, tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "run"
     assert (
-        main(["run", "--config", str(config), "--method", "ugclu", "--out", str(out), "--tracking-uri", uri] + sets())
+        main(
+            ["run", "--config", str(config), "--method", "ugclu", "--out", str(out), "--tracking-uri", uri] + fast_sets
+        )
         == 0
     )
     rows = pd.read_parquet(out / "results.parquet")
@@ -110,11 +94,13 @@ def test_run_records_one_mlflow_run_with_plots(tmp_path, monkeypatch):
     assert logged == set(RUN_PLOTS)
 
 
-def test_no_tracking_writes_results_and_plots_but_no_mlflow(tmp_path, monkeypatch):
+def test_no_tracking_writes_results_and_plots_but_no_mlflow(tmp_path, monkeypatch, tiny_scenario, fast_sets):
     monkeypatch.chdir(tmp_path)
-    config = write_scenario(tmp_path)
+    config = write_scenario(tiny_scenario, tmp_path)
     out = tmp_path / "run"
-    assert main(["run", "--config", str(config), "--method", "ugclu", "--out", str(out), "--no-tracking"] + sets()) == 0
+    assert (
+        main(["run", "--config", str(config), "--method", "ugclu", "--out", str(out), "--no-tracking"] + fast_sets) == 0
+    )
     assert (out / "results.parquet").exists() and any((out / "plots").glob("*/accuracy_matrix.png"))
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
@@ -194,14 +180,8 @@ def test_report_is_one_offline_page_with_the_table_plots_and_config(store, tmp_p
     assert "Optuna study" in sweep_page.read_text()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_dashboard_answers_on_loopback_only(store):
-    port = _free_port()
+def test_dashboard_answers_on_loopback_only(store, free_port):
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "clutune.cli", "dashboard", str(store["sweep"]), "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -318,7 +298,8 @@ def _stop_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def test_browser_shows_runs_charts_artifacts_and_the_report(store, browser, tmp_path):
+@pytest.mark.slow  # a real browser (headless Chromium)
+def test_browser_shows_runs_charts_artifacts_and_the_report(store, browser, tmp_path, free_port):
     from selenium.webdriver.common.by import By
 
     shots = tmp_path / "screenshots"
@@ -334,7 +315,7 @@ def test_browser_shows_runs_charts_artifacts_and_the_report(store, browser, tmp_
     }
     trial = next(r for r in runs if r.data.tags.get("clutune.role") == "trial")
 
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "ui.log"
     with log.open("w") as out:
         cmd = [sys.executable, "-m", "clutune.cli", "ui", "--no-browser", "--port", str(port)]

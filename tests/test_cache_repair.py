@@ -14,7 +14,6 @@ import torch
 
 from clutune.cli import main
 from clutune.core.oracle import OracleCache, OracleDiverged, OracleOutputs, OracleRecipe, get_oracle
-from clutune.data import load_dataset
 
 RECIPE = OracleRecipe(
     model={"name": "mlp", "hidden": [16]},
@@ -26,11 +25,6 @@ RECIPE = OracleRecipe(
     schedule="cosine",
     augment=False,
 )
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def _owned(ds) -> torch.Tensor:

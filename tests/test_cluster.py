@@ -22,38 +22,23 @@ from mlflow.tracking import MlflowClient
 
 from clutune.core.results import read_parts
 
+pytestmark = pytest.mark.slow  # a real two-node Ray cluster (ray start head and worker)
+
 CLUTUNE = str(Path(sys.executable).parent / "clutune")
-TINY = """
-name: NAME
-dataset: {name: digits}
-model: {name: mlp, hidden: [32]}
-oracle: {epochs: 3}
-sweep: {asha: false}
-scenario:
-  requests:
-    - learn: {task: 0}
-    - learn: {task: 1}
-    - unlearn: {classes: [1]}
-    - learn: {task: 2}
-REQUESTS
-"""
-LONGER = """    - unlearn: {classes: [3, 5]}
-    - learn: {task: 3}
-    - learn: {task: 4}
-    - unlearn: {classes: [7]}
-"""
-FAST = ["epochs_per_learn=1", "iters_per_unlearn=10", "buffer_size=50"]
+# Four more requests for the sweeps that must outlast a lost node.
+LONGER = [{"unlearn": {"classes": [3, 5]}}, {"learn": {"task": 3}}, {"learn": {"task": 4}}]
+LONGER += [{"unlearn": {"classes": [7]}}]
 # A trial or an oracle task takes a whole node (two CPUs), so two at once can only run on two nodes; every trial
 # gets a fresh worker, so the second trial waits for the node the oracles free instead of reusing the first's.
 WHOLE_NODE = ["sweep.trial_resources.cpu=2", "sweep.oracle_resources.cpu=2", "sweep.reuse_actors=false"]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, free_port):
     """Head and worker, two CPUs each, every node with its own HOME and working folder (both must stay empty)."""
     tmp = tmp_path_factory.mktemp("cluster")
     homes = {name: tmp / f"{name}-home" for name in ("head", "worker")}
-    with local_cluster() as c:
+    with local_cluster(free_port) as c:
         for name, home in homes.items():
             home.mkdir()
             cwd = tmp / f"{name}-cwd"
@@ -79,13 +64,12 @@ def _node_ids(c: LocalCluster) -> dict[str, str]:
     return found
 
 
-def _config(folder: Path, name: str, longer: bool = False) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(TINY.replace("NAME", name).replace("REQUESTS\n", LONGER if longer else ""))
-    return path
+def _config(tiny_scenario, folder: Path, name: str, longer: bool = False) -> Path:
+    more = LONGER if longer else []
+    return tiny_scenario(folder, name, oracle={"epochs": 3}, sweep={"asha": False}, extra_requests=more)
 
 
-def _sweep_cmd(config: Path, shared: Path, trials: int, extra: list[str]) -> list[str]:
+def _sweep_cmd(config: Path, shared: Path, trials: int, extra: list[str], fast_sets: list[str]) -> list[str]:
     cmd = [CLUTUNE, "sweep", "--config", str(config), "--method", "ugclu", "--trials", str(trials)]
     cmd += [
         "--set",
@@ -93,7 +77,7 @@ def _sweep_cmd(config: Path, shared: Path, trials: int, extra: list[str]) -> lis
         "--set",
         f"oracle.cache_dir={shared.as_uri()}/oracles",
     ]
-    return cmd + [a for s in FAST + WHOLE_NODE for a in ("--set", s)] + extra
+    return cmd + fast_sets + [a for s in WHOLE_NODE for a in ("--set", s)] + extra
 
 
 def _driver_env(home: Path) -> dict[str, str]:
@@ -126,14 +110,14 @@ def _assert_whole_cache(cache: Path) -> None:
         }
 
 
-def test_sweep_runs_trials_and_oracles_on_both_nodes_and_writes_only_its_paths(cluster):
+def test_sweep_runs_trials_and_oracles_on_both_nodes_and_writes_only_its_paths(cluster, tiny_scenario, fast_sets):
     c, tmp, nodes = cluster["cluster"], cluster["tmp"], cluster["nodes"]
     shared, driver, home = tmp / "shared", tmp / "driver", tmp / "driver-home"
     for folder in (shared, driver, home):
         folder.mkdir()
     uri = f"sqlite:///{driver / 'mlflow.db'}"
     extra = ["--concurrency", "2", "--address", c.address]
-    cmd = _sweep_cmd(_config(tmp, "spread", longer=True), shared, 4, extra)
+    cmd = _sweep_cmd(_config(tiny_scenario, tmp, "spread", longer=True), shared, 4, extra, fast_sets)
     done = subprocess.run(
         cmd + ["--tracking-uri", uri], cwd=driver, env=_driver_env(home), capture_output=True, text=True, timeout=300
     )
@@ -161,12 +145,12 @@ def test_sweep_runs_trials_and_oracles_on_both_nodes_and_writes_only_its_paths(c
     _assert_whole_cache(shared / "oracles")
 
 
-def test_sweep_as_a_ray_job(cluster):
+def test_sweep_as_a_ray_job(cluster, tiny_scenario, fast_sets):
     c, tmp = cluster["cluster"], cluster["tmp"]
     shared = tmp / "job-shared"
     shared.mkdir()
     uri = f"sqlite:///{shared / 'mlflow.db'}"
-    sweep = _sweep_cmd(_config(tmp, "job"), shared, 2, ["--tracking-uri", uri])
+    sweep = _sweep_cmd(_config(tiny_scenario, tmp, "job"), shared, 2, ["--tracking-uri", uri], fast_sets)
     env = {**os.environ, **CLUSTER_ENV}
     ray = str(Path(sys.executable).parent / "ray")
     submit = [ray, "job", "submit", "--address", c.dashboard, "--no-wait", "--submission-id", "clutune-job", "--"]
@@ -188,7 +172,7 @@ def test_sweep_as_a_ray_job(cluster):
     assert len(parents) == 1 and len(children) == 2
 
 
-def test_a_lost_node_costs_no_trial_no_duplicate_and_no_partial_oracle(cluster):
+def test_a_lost_node_costs_no_trial_no_duplicate_and_no_partial_oracle(cluster, tiny_scenario, fast_sets):
     c, tmp, nodes = cluster["cluster"], cluster["tmp"], cluster["nodes"]
     shared, driver = tmp / "lost-shared", tmp / "lost-driver"
     shared.mkdir()
@@ -197,7 +181,7 @@ def test_a_lost_node_costs_no_trial_no_duplicate_and_no_partial_oracle(cluster):
     n_requests = 8
     extra = ["--concurrency", "2", "--address", c.address, "--set", "epochs_per_learn=2"]
     extra += ["--set", "sweep.checkpoint_every=1"]  # every report carries a checkpoint
-    cmd = _sweep_cmd(_config(tmp, "lost", longer=True), shared, 4, extra)
+    cmd = _sweep_cmd(_config(tiny_scenario, tmp, "lost", longer=True), shared, 4, extra, fast_sets)
     sweep = subprocess.Popen(
         cmd + ["--tracking-uri", uri], cwd=driver, env=_driver_env(driver), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,

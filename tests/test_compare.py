@@ -9,35 +9,21 @@ import clutune
 from clutune.cli import main
 from clutune.errors import UserError
 
-SCENARIO = """
-name: tiny-compare
-dataset: {name: digits}
-model: {name: mlp, hidden: [32]}
-oracle: {epochs: 5, cache_dir: CACHE}
-scenario:
-  requests:
-    - learn: {task: 0}
-    - learn: {task: 1}
-    - unlearn: {classes: [1]}
-"""
-
 
 @pytest.fixture
-def scenario(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(SCENARIO.replace("CACHE", str(tmp_path / "oracles")))
-    return path
+def scenario(tmp_path, tiny_scenario):
+    """The tiny scenario's first three requests, with five-epoch oracles."""
+    requests = [{"learn": {"task": 0}}, {"learn": {"task": 1}}, {"unlearn": {"classes": [1]}}]
+    oracle = {"epochs": 5, "cache_dir": str(tmp_path / "oracles")}
+    return tiny_scenario(tmp_path, "tiny-compare", oracle=oracle, requests=requests, file="tiny")
 
 
-FAST = ["epochs_per_learn=2", "iters_per_unlearn=10", "buffer_size=50"]
-
-
-def test_compare_runs_every_method_and_seed_on_shared_oracles(local_ray, scenario, tmp_path, capsys):
+def test_compare_runs_every_method_and_seed_on_shared_oracles(local_ray, scenario, tmp_path, capsys, fast_sets):
     out = tmp_path / "out"
     code = main(
         ["compare", "--config", str(scenario), "--methods", "ugclu,finetune", "--seeds", "0,1"]
         + ["--out", str(out)]
-        + [a for s in FAST for a in ("--set", s)]
+        + fast_sets
     )
     assert code == 0
     rows = pq.read_table(out / "results.parquet").to_pylist()

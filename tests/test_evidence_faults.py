@@ -81,24 +81,12 @@ def test_study_summary_states_the_seeds_behind_each_final_value_and_never_prints
     assert "2 seeds" not in text.splitlines()[0].replace("ugclu 2 (0, 1)", "")
 
 
-COMPARE_SCENARIO = """
-name: tiny-diverge
-dataset: {name: digits}
-model: {name: mlp, hidden: [32]}
-oracle: {epochs: 5, cache_dir: CACHE}
-scenario:
-  requests:
-    - learn: {task: 0}
-    - unlearn: {classes: [0]}
-    - learn: {task: 1}
-"""
-
-
-def test_a_diverged_run_marks_its_grid_incomplete(local_ray, tmp_path, capsys):
+def test_a_diverged_run_marks_its_grid_incomplete(local_ray, tmp_path, capsys, tiny_scenario):
     """finetune's gradient ascent at a huge rate diverges at the unlearn request; ugclu finishes. The compare
     exits 1 with one line naming the run, writes no table, and keeps the rows it has."""
-    config = tmp_path / "tiny.yaml"
-    config.write_text(COMPARE_SCENARIO.replace("CACHE", str(tmp_path / "oracles")))
+    requests = [{"learn": {"task": 0}}, {"unlearn": {"classes": [0]}}, {"learn": {"task": 1}}]
+    oracle = {"epochs": 5, "cache_dir": str(tmp_path / "oracles")}
+    config = tiny_scenario(tmp_path, "tiny-diverge", oracle=oracle, requests=requests, file="tiny")
     out = tmp_path / "out"
     sets = ["epochs_per_learn=1", "iters_per_unlearn=5", "buffer_size=50", "unlearn_lr=1e30"]
     args = ["compare", "--config", str(config), "--methods", "ugclu,finetune", "--seeds", "0", "--out", str(out)]

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 from clutune.clu.training import predict_logits
 from clutune.core.config import load_config
 from clutune.core.experiment import oracle_for, prepare
 from clutune.core.oracle import OracleCache, OracleRecipe, get_oracle, oracle_key, train_oracle
-from clutune.data import load_dataset
 from clutune.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,11 +24,6 @@ RECIPE = OracleRecipe(
     schedule="cosine",
     augment=False,
 )
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def class_ids(ds, classes) -> torch.Tensor:

@@ -18,7 +18,6 @@ from clutune.cli import main
 from clutune.core.config import load_config
 from clutune.core.experiment import oracle_for, prepare
 from clutune.core.oracle import LEASE_MAX_AGE_S, OracleCache, OracleRecipe, get_oracle, oracle_requests
-from clutune.data import load_dataset
 from clutune.errors import UserError
 from clutune.models import build_model
 from clutune.platform.cluster.oracle_pool import plan_oracles
@@ -52,11 +51,6 @@ scenario:
     - learn: {task: 4}
 """
 DAY = 86400.0
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture

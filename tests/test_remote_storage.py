@@ -15,30 +15,19 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from local_cluster import free_port
 
 from clutune.cli import main
 from clutune.core.oracle import OracleCache
 
 CLUTUNE = str(Path(sys.executable).parent / "clutune")
-SCENARIO = """
-name: tiny-s3
-dataset: {name: digits}
-model: {name: mlp, hidden: [32]}
-oracle: {epochs: 3}
-sweep: {asha: false}
-scenario:
-  requests:
-    - learn: {task: 0}
-    - learn: {task: 1}
-    - unlearn: {classes: [1]}
-    - learn: {task: 2}
-"""
-FAST = ["epochs_per_learn=1", "iters_per_unlearn=10", "buffer_size=50"]
+
+
+def _config(tiny_scenario, folder: Path) -> Path:
+    return tiny_scenario(folder, "tiny-s3", oracle={"epochs": 3}, sweep={"asha": False}, file="tiny")
 
 
 @pytest.fixture
-def s3(tmp_path, monkeypatch):
+def s3(tmp_path, monkeypatch, free_port):
     """moto's S3 server on a free loopback port with one bucket; the standard AWS variables point at it."""
     port = free_port()
     server = subprocess.Popen(
@@ -69,19 +58,18 @@ def s3(tmp_path, monkeypatch):
         server.wait(timeout=30)
 
 
-def _sweep(config: Path, storage: str, cwd: Path, env: dict[str, str], trials: int) -> subprocess.CompletedProcess:
+def _sweep(config: Path, storage: str, cwd: Path, env: dict[str, str], trials: int, sets: list[str]):
     cmd = [CLUTUNE, "sweep", "--config", str(config), "--method", "ugclu", "--trials", str(trials), "--num-cpus", "2"]
     cmd += ["--set", f"sweep.storage_path={storage}", "--set", "oracle.cache_dir=s3://clutune/oracles"]
-    cmd += [a for s in FAST for a in ("--set", s)] + ["--tracking-uri", f"sqlite:///{cwd / 'mlflow.db'}"]
+    cmd += sets + ["--tracking-uri", f"sqlite:///{cwd / 'mlflow.db'}"]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_sweep_on_s3_stores_everything_there_and_a_second_trains_no_oracle(s3, tmp_path):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(SCENARIO)
+def test_sweep_on_s3_stores_everything_there_and_a_second_trains_no_oracle(s3, tmp_path, tiny_scenario, fast_sets):
+    config = _config(tiny_scenario, tmp_path)
     home = tmp_path / "home"  # the driver's local working copy of the remote sweep folder lives under HOME
     env = {**os.environ, **s3["env"], "HOME": str(home)}
-    first = _sweep(config, "s3://clutune/sweeps", tmp_path, env, trials=2)
+    first = _sweep(config, "s3://clutune/sweeps", tmp_path, env, trials=2, sets=fast_sets)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "oracles: 4 trained, 0 from cache" in first.stdout
 
@@ -97,7 +85,7 @@ def test_sweep_on_s3_stores_everything_there_and_a_second_trains_no_oracle(s3, t
     assert len(cache.entries()) == 4 and not list((tmp_path / "oracles").glob("*"))
     assert all(cache.load(e.key) is not None for e in cache.entries())
 
-    second = _sweep(config, "s3://clutune/sweeps2", tmp_path, env, trials=1)
+    second = _sweep(config, "s3://clutune/sweeps2", tmp_path, env, trials=1, sets=fast_sets)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "oracles: 0 trained, 4 from cache" in second.stdout
     assert fs.get_file_info("clutune/sweeps2/tiny-s3-ugclu/results.parquet").type == pafs.FileType.File
@@ -111,10 +99,11 @@ def test_sweep_on_s3_stores_everything_there_and_a_second_trains_no_oracle(s3, t
         ("sweep.storage_path", "s3:///no-bucket", "names no bucket"),
     ],
 )
-def test_an_unsupported_location_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, key, value, message):
+def test_an_unsupported_location_is_one_line_before_any_work(
+    tmp_path, capsys, monkeypatch, tiny_scenario, key, value, message
+):
     monkeypatch.chdir(tmp_path)
-    config = tmp_path / "tiny.yaml"
-    config.write_text(SCENARIO)
+    config = _config(tiny_scenario, tmp_path)
     argv = ["sweep", "--config", str(config), "--method", "ugclu", "--trials", "1", "--set", f"{key}={value}"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -125,13 +114,13 @@ def test_an_unsupported_location_is_one_line_before_any_work(tmp_path, capsys, m
 @pytest.mark.parametrize(
     ("address", "message"),
     [
-        (f"127.0.0.1:{free_port()}", "no Ray cluster answers at 127.0.0.1:"),
+        ("127.0.0.1:FREE_PORT", "no Ray cluster answers at 127.0.0.1:"),
         ("http://127.0.0.1:8265", "dashboard address"),
     ],
 )
-def test_an_unreachable_address_is_one_line_before_any_work(tmp_path, address, message):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(SCENARIO)
+def test_an_unreachable_address_is_one_line_before_any_work(tmp_path, free_port, tiny_scenario, address, message):
+    config = _config(tiny_scenario, tmp_path)
+    address = address.replace("FREE_PORT", str(free_port()))
     cmd = [CLUTUNE, "sweep", "--config", str(config), "--method", "ugclu", "--trials", "1", "--address", address]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)

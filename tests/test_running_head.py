@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,13 +21,9 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a Ray head started with ray start, joined by a command
+
 RAY = Path(sys.executable).parent / "ray"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pids_naming(text: str) -> list[int]:
@@ -51,13 +46,13 @@ def _env(tmpdir: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def running_head():
+def running_head(free_port):
     tmpdir = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # short: Ray's socket paths live under it
-    port = _free_port()
+    port = free_port()
     cmd = [str(RAY), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"]
     cmd += [f"--temp-dir={tmpdir / 'ray'}", "--disable-usage-stats"]
-    cmd += [f"--ray-client-server-port={_free_port()}", f"--node-manager-port={_free_port()}"]
-    cmd += [f"--object-manager-port={_free_port()}", f"--min-worker-port={_free_port()}", "--max-worker-port=0"]
+    cmd += [f"--ray-client-server-port={free_port()}", f"--node-manager-port={free_port()}"]
+    cmd += [f"--object-manager-port={free_port()}", f"--min-worker-port={free_port()}", "--max-worker-port=0"]
     head = subprocess.Popen(
         cmd, env=_env(tmpdir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )

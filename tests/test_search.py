@@ -205,6 +205,7 @@ def test_pbt_records_lineage_and_copies_state_exactly(local_ray, tmp_path, monke
     assert (by[source]["exploited_from"] == "").all()
 
 
+@pytest.mark.slow  # a six-trial PBT sweep
 def test_a_population_larger_than_the_cpus_copies_from_checkpoints_still_kept(local_ray, tmp_path, monkeypatch):
     """Six members on two CPUs: half of them copy a source that may run on (and checkpoint again) before the copy
     gets a CPU to restore on. Every member still runs the whole stream, none errors."""

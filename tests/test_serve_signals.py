@@ -20,12 +20,6 @@ from clutune.errors import RunFailed
 from clutune.platform.reports.serve import Server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _group_members(pgid: int) -> list[int]:
     members = []
     for entry in Path("/proc").iterdir():
@@ -78,8 +72,8 @@ def _journal_sweep(folder: Path) -> Path:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("command", ["ui", "dashboard"])
-def test_a_signal_stops_the_server_and_its_whole_group(tmp_path, command, sig):
-    port = _free_port()
+def test_a_signal_stops_the_server_and_its_whole_group(tmp_path, command, sig, free_port):
+    port = free_port()
     if command == "ui":
         args = ["ui", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--no-browser"]
         health = f"http://127.0.0.1:{port}/health"
@@ -127,8 +121,8 @@ def test_a_port_out_of_range_or_taken_is_one_line_and_exit_2(tmp_path, capsys, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ([] if command == "ui" else ["sweep"])  # no mlflow.db
 
 
-def test_a_server_that_dies_before_answering_is_a_failure():
-    port = _free_port()
+def test_a_server_that_dies_before_answering_is_a_failure(free_port):
+    port = free_port()
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(RunFailed, match=r"the test server exited before it answered \(exit 0\)"):
         Server.start(

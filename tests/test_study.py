@@ -72,6 +72,7 @@ def test_an_exception_at_request_100_leaves_100_readable_rows(tmp_path, monkeypa
     assert rows["acc_learn"].notna().all()
 
 
+@pytest.mark.slow  # a driver killed mid-study, then resumed
 def test_killed_study_resumes_without_duplicates(tmp_path):
     n = 130
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

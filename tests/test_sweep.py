@@ -104,6 +104,7 @@ def _driver_stacks(pid: int) -> str:
     return dump.stdout + dump.stderr
 
 
+@pytest.mark.slow  # a driver killed mid-sweep, then resumed
 def test_resume_after_killed_driver(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = [str(Path(sys.executable).parent / "clutune"), "sweep", "--config", "digits-agnostic-class"]

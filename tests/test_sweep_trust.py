@@ -106,6 +106,7 @@ def test_confirmation_uses_only_fresh_seeds_and_lands_on_the_parent(multi_seed):
     assert len(confirm_children) == 2
 
 
+@pytest.mark.slow  # a five-trial sweep
 def test_compute_as_an_objective_gives_a_non_dominated_front(local_ray, tmp_path):
     objectives = ["kl_oracle_all", "avg_gap", "samples_processed"]
     sets = _sets(tmp_path, f"sweep.objectives={objectives}", "sweep.sampler=random")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
-from test_browsing import FAST, N_REQUESTS, runs_of, write_scenario
+from test_browsing import N_REQUESTS, runs_of, write_scenario
 
 from clutune.cli import main
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start_server(db: Path, artifacts: Path, port: int) -> subprocess.Popen:
@@ -45,15 +39,18 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def test_server_stopped_mid_sweep_loses_nothing_and_sync_completes(tmp_path, capsys):
-    config = write_scenario(tmp_path)
-    port = _free_port()
+@pytest.mark.slow  # a tracking server stopped mid-sweep, the record then completed by sync
+def test_server_stopped_mid_sweep_loses_nothing_and_sync_completes(
+    tmp_path, capsys, free_port, tiny_scenario, fast_sets
+):
+    config = write_scenario(tiny_scenario, tmp_path)
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _start_server(tmp_path / "mlflow.db", tmp_path / "artifacts", port)
     sweep_dir = tmp_path / "sweeps" / "tiny-browse-ugclu"
     cmd = [sys.executable, "-m", "clutune.cli", "sweep", "--config", str(config), "--method", "ugclu"]
     cmd += ["--trials", "2", "--concurrency", "1", "--tracking-uri", uri, "--num-cpus", "1"]
-    cmd += [a for s in FAST for a in ("--set", s)]
+    cmd += fast_sets
     sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(1200):  # stop the server once the first request of the first trial is on disk

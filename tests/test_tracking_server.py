@@ -12,25 +12,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from local_cluster import free_port
 from mlflow.tracking import MlflowClient
 
 from clutune.cli import main
-
-SCENARIO = """
-name: tiny-server
-dataset: {name: digits}
-model: {name: mlp, hidden: [32]}
-oracle: {epochs: 3, cache_dir: CACHE}
-sweep: {storage_path: SWEEPS, asha: false}
-scenario:
-  requests:
-    - learn: {task: 0}
-    - learn: {task: 1}
-    - unlearn: {classes: [1]}
-    - learn: {task: 2}
-"""
-FAST = ["epochs_per_learn=1", "iters_per_unlearn=10", "buffer_size=50"]
 
 
 def _serve(db: Path, artifacts: Path, port: int) -> subprocess.Popen:
@@ -49,17 +33,19 @@ def _serve(db: Path, artifacts: Path, port: int) -> subprocess.Popen:
     raise AssertionError("mlflow server did not start")
 
 
-def test_sweep_records_runs_and_artifacts_on_a_tracking_server(local_ray, tmp_path, monkeypatch):
+def test_sweep_records_runs_and_artifacts_on_a_tracking_server(
+    local_ray, tmp_path, monkeypatch, free_port, tiny_scenario, fast_sets
+):
     monkeypatch.chdir(tmp_path)
-    config = tmp_path / "tiny.yaml"
-    config.write_text(SCENARIO.replace("CACHE", str(tmp_path / "oracles")).replace("SWEEPS", str(tmp_path / "sweeps")))
+    oracle, sweep = {"epochs": 3, "cache_dir": str(tmp_path / "oracles")}, {"storage_path": str(tmp_path / "sweeps")}
+    config = tiny_scenario(tmp_path, "tiny-server", oracle=oracle, sweep={**sweep, "asha": False}, file="tiny")
     port = free_port()
     (tmp_path / "server").mkdir()
     server = _serve(tmp_path / "server" / "mlflow.db", tmp_path / "server" / "artifacts", port)
     uri = f"http://127.0.0.1:{port}"
     try:
         argv = ["sweep", "--config", str(config), "--method", "ugclu", "--trials", "2", "--tracking-uri", uri]
-        assert main(argv + [a for s in FAST for a in ("--set", s)]) == 0
+        assert main(argv + fast_sets) == 0
         client = MlflowClient(uri)
         runs = client.search_runs([client.get_experiment_by_name("tiny-server").experiment_id])
         parents = [r for r in runs if r.data.tags["clutune.role"] == "sweep"]

@@ -151,6 +151,7 @@ def _run_counting(folder: str, starts: str) -> None:
     tune.Tuner(_counting, param_space={"starts": starts}, run_config=run_config).fit()
 
 
+@pytest.mark.slow  # a driver killed, then resumed
 def test_a_driver_killed_as_tune_drops_a_checkpoint_resumes_from_one(local_ray, tmp_path):
     starts = tmp_path / "starts.txt"
     code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_tune_storage as t; "

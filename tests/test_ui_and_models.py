@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,14 +18,8 @@ from clutune.errors import UserError
 from clutune.models import build_model
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_ui_serves_mlflow_on_loopback(tmp_path):
-    port = _free_port()
+def test_ui_serves_mlflow_on_loopback(tmp_path, free_port):
+    port = free_port()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = [str(Path(sys.executable).parent / "clutune"), "ui", "--tracking-uri", uri, "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

@@ -26,6 +26,7 @@ from clutune.core.storage import write_local_atomic
 from clutune.guards.masking import mask
 from clutune.guards.uris import check_tracking_uri
 from clutune.platform.record.mlflow_filter import runs_with_tags
+from clutune.platform.run.runtime import bound_tracking_retries
 
 SWEEP_TAG = "clutune.sweep_dir"
 TRIAL_TAG = "clutune.trial_id"
@@ -150,9 +151,8 @@ class SweepTracker:
         self.record: dict[str, Any] = {"experiment": experiment, "uri": mask(uri), "children": {}, "artifacts": []}
         raw = None
         if enabled:
-            if uri.startswith("http"):  # a dead server must cost seconds, not MLflow's minutes of retries
-                os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-                os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+            if uri.startswith("http"):
+                bound_tracking_retries()
             from mlflow.tracking import MlflowClient
 
             raw = MlflowClient(tracking_uri=uri)

@@ -335,9 +335,6 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
             if notice:
                 log(notice)
     callbacks = [callback, CSVLoggerCallback()]
-    # Tune would add its JSON and TensorBoard loggers too: per result, on the trial's critical path, files that
-    # repeat what MLflow and results.parquet hold. progress.csv (the cheapest) stays, for Tune's own result grid.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if resume and tune.Tuner.can_restore(folder, storage_filesystem=storage_fs):
         log(f"resuming {storage.join(grid.storage_path, grid.name)}")
         tuner = tune.Tuner.restore(
