@@ -34,6 +34,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from clutune.clu.access import TrainAccess
+from clutune.clu.torch_internals import multi_tensor_sgd
 from clutune.clu.training import steps_per_epoch
 
 ELEMENTWISE = (nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Identity)
@@ -68,12 +69,15 @@ def _is_chain(module: nn.Module) -> bool:
     return isinstance(module, nn.Sequential) or bool(getattr(type(module), "packs_as_chain", False))
 
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
 def unpackable_reason(model: nn.Module) -> str | None:
     """Why ``model`` cannot train packed, or None when it can: every container is a chain and every layer is one
     of :data:`PACKABLE_LAYERS` (a convolution only with zeros padding, since it becomes a grouped one)."""
     modules = [(name or "the model", module) for name, module in model.named_modules()]
     for where, module in modules:
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+        if isinstance(module, BATCH_NORMS) and module.training:
             return f"{where} is batch norm in training mode (its statistics mix a batch across samples)"
     for where, module in modules:
         if _is_chain(module):
@@ -287,17 +291,6 @@ def _sgd_update(
     step (its rate is 0) keeps its buffer and its weights. Multi-tensor (``_foreach``) ops, as the optimiser's
     own default implementation uses: one dispatch per operation for all parameters."""
     plist = list(params.values())
-    d = [grads[n] for n in params]
-    if opt.weight_decay:
-        d = torch._foreach_add(d, plist, alpha=opt.weight_decay)
     rates = [lr.view((len(lr),) + (1,) * (p.dim() - 1)) for p in plist]
-    if opt.momentum:
-        bufs = list(momentum.values())
-        if everyone:
-            torch._foreach_mul_(bufs, opt.momentum)
-            torch._foreach_add_(bufs, d)
-        else:  # the members without a batch keep their buffers
-            for buf, step, rate in zip(bufs, d, rates, strict=True):
-                buf.copy_(torch.where(rate > 0, buf * opt.momentum + step, buf))
-        d = bufs
-    torch._foreach_sub_(plist, torch._foreach_mul(d, rates))
+    bufs = list(momentum.values()) if opt.momentum else []
+    multi_tensor_sgd(plist, [grads[n] for n in params], bufs, rates, opt.weight_decay, opt.momentum, everyone)

@@ -7,6 +7,8 @@ in, and a one-line failure naming this module on any other release, before the p
 
 - ``torch._dynamo.callback.callback_handler``: dynamo's start/end-of-compilation callbacks, the only way to
   learn how long ``torch.compile`` spent compiling (torch has no public counter for it).
+- ``torch._foreach_*``: the multi-tensor ops ``torch.optim.SGD`` itself runs on by default, one dispatch per
+  operation for all of a pack's parameters (:mod:`clutune.clu.packed`).
 
 ``tests/test_internals.py`` checks that no other module imports or reaches into a private name of torch.
 """
@@ -42,4 +44,34 @@ def on_compile(start: Callable[[Any], None], end: Callable[[Any], None]) -> None
     callback_handler.register_end_callback(end)
 
 
-__all__ = ["TESTED_TORCH", "check_torch_version", "on_compile"]
+def multi_tensor_sgd(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    bufs: list[torch.Tensor],
+    rates: list[torch.Tensor],
+    weight_decay: float,
+    momentum: float,
+    everyone: bool,
+) -> None:
+    """``torch.optim.SGD``'s step (dampening 0, no Nesterov) over many tensors at once: d = g + wd·p;
+    buf = m·buf + d; p -= rate·buf, with a rate per tensor (broadcast per packed member). With ``everyone``
+    false, the members whose rate is 0 (no batch this step) keep their momentum buffers."""
+    check_torch_version()
+    d = torch._foreach_add(grads, params, alpha=weight_decay) if weight_decay else grads
+    if momentum:
+        if everyone:
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_add_(bufs, d)
+        else:
+            for buf, step, rate in zip(bufs, d, rates, strict=True):
+                buf.copy_(torch.where(rate > 0, buf * momentum + step, buf))
+        d = bufs
+    torch._foreach_sub_(params, torch._foreach_mul(d, rates))
+
+
+__all__ = [
+    "TESTED_TORCH",
+    "check_torch_version",
+    "multi_tensor_sgd",
+    "on_compile",
+]
