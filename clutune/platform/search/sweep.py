@@ -25,6 +25,7 @@ from clutune.core.config import Config, ConfigSource, Overrides, bare_overrides,
 from clutune.core.experiment import method_hparams, validate_methods_section
 from clutune.core.results import OBJECTIVE_METRICS
 from clutune.errors import UserError
+from clutune.guards.folder_lock import check_unlocked, folder_lock
 from clutune.platform.record.publish import publish_sweep
 from clutune.platform.record.tracking import SweepTracker
 from clutune.platform.run.engine import Grid, absolutize, check_resumable, execute
@@ -146,6 +147,8 @@ def run_sweep(
     absolutize(config)
     name = f"{config.name}-{method}"
     sweep_uri = storage.join(config.sweep.storage_path, name)
+    if not storage.is_remote(sweep_uri):
+        check_unlocked(Path(sweep_uri))  # before the folder's state is read: another sweep may be writing it
     if resume:
         check_resumable(sweep_uri, f"--resume: no sweep to resume at {sweep_uri}")
     if not resume and storage.exists(sweep_uri):
@@ -161,7 +164,7 @@ def run_sweep(
     log(f"{start_line}; sampler {'random (pbt population)' if population else sw.sampler}")
     sweep_dir = _driver_folder(sweep_uri, resume)
     try:
-        with session(prep, sweep_dir, cluster, log) as run:
+        with folder_lock(sweep_dir), session(prep, sweep_dir, cluster, log) as run:
             tracker, oracles = run.tracker, run.oracles
             context = {
                 "config": config.as_dict(),
