@@ -15,7 +15,7 @@ import ray
 import torch
 
 from clutune.core.experiment import Prepared, prepare_in_worker
-from clutune.core.oracle import OracleOutputs, get_oracle, oracle_key, oracle_requests
+from clutune.core.oracle import OracleOutputs, SplitShape, get_oracle, oracle_key, oracle_requests
 
 
 @dataclass
@@ -49,7 +49,7 @@ def plan_oracles(prep: Prepared) -> OraclePlan:
         key = oracle_key(prep.dataset.fingerprint, ids, prep.recipe, cfg.seed)
         keys.append(key)
         owned.setdefault(key, ids)
-    return OraclePlan(keys, owned, {k for k in owned if prep.cache.has(k)})
+    return OraclePlan(keys, owned, {k for k in owned if prep.cache.has(k, SplitShape.of(prep.dataset))})
 
 
 @ray.remote(max_retries=2)
@@ -68,7 +68,7 @@ def submit_oracles(prep: Prepared, plan: OraclePlan) -> dict[str, ray.ObjectRef]
     refs = {}
     for key, ids in plan.owned.items():
         if key in plan.cached:
-            refs[key] = ray.put(prep.cache.load(key))
+            refs[key] = ray.put(prep.cache.load(key, SplitShape.of(prep.dataset)))
         else:
             refs[key] = _oracle_task.options(num_cpus=res.cpu, num_gpus=res.gpu).remote(config, ids)
     return refs

@@ -18,7 +18,7 @@ import pandas as pd
 from clutune.core import storage
 from clutune.core.config import ConfigSource, Overrides, bare_overrides, load_config
 from clutune.core.experiment import ExperimentRun, method_hparams, oracle_for, prepare, validate_methods_section
-from clutune.core.oracle import oracle_key, oracle_requests
+from clutune.core.oracle import SplitShape, oracle_key, oracle_requests
 from clutune.core.results import ResultStream, check_out_dir, compact, format_row
 from clutune.errors import UserError
 from clutune.guards.folder_lock import check_unlocked, folder_lock
@@ -71,7 +71,7 @@ def run_single(
         if not wanted[k]:
             return None  # oracle.policy gives this request no oracle
         key = oracle_key(prep.dataset.fingerprint, prep.owned_ids(k), prep.recipe, loaded.oracle.seed)
-        if not prep.cache.has(key):
+        if not prep.cache.has(key, SplitShape.of(prep.dataset)):
             log(f"  training the oracle of request {k} ({len(prep.owned_ids(k))} owned samples)")
         return oracle_for(prep, k)
 
