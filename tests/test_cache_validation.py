@@ -88,3 +88,20 @@ def test_a_lease_with_an_impossible_pid_protects_nothing(tmp_path, digits, capsy
         code = main(["oracles", "--prune", "--max-age", "1", "--cache-dir", str(tmp_path / "oracles")])
     assert code == 0
     assert f"removed {entry.key}" in capsys.readouterr().out
+
+
+def test_a_cache_dir_naming_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a cache")
+    assert main(["oracles", "--cache-dir", str(tmp_path / "a-file")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file, not a folder" in err[0]
+    assert (tmp_path / "a-file").read_text() == "not a cache"
+
+
+def test_max_age_nan_is_refused_before_any_removal(tmp_path, digits, capsys):
+    cache = OracleCache(tmp_path / "oracles")
+    entry = get_oracle(digits, _owned(digits), RECIPE, 0, cache, keep_weights=False)
+    code = main(["oracles", "--prune", "--max-age", "nan", "--cache-dir", str(tmp_path / "oracles")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "nan" in err[0]
+    assert cache.has(entry.key, SplitShape.of(digits))

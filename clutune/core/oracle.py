@@ -279,6 +279,8 @@ class OracleCache:
 
     def __init__(self, root: str | Path) -> None:
         self.root = storage.local_path(str(root))
+        if not storage.is_remote(self.root) and Path(self.root).exists() and not Path(self.root).is_dir():
+            raise UserError(f"oracle cache {self.root} is a file, not a folder; give a folder as the cache")
 
     def path(self, key: str) -> str:
         return storage.join(self.root, key)
@@ -399,7 +401,11 @@ class OracleCache:
 
     def prune_plan(self, max_age_s: float | None, max_bytes: int | None, protected: set[str]) -> PrunePlan:
         """Least recently used first, an entry goes when unused for over ``max_age_s`` or while the cache is
-        over ``max_bytes``; a protected or leased entry stays, and its bytes still count."""
+        over ``max_bytes``; a protected or leased entry stays, and its bytes still count. A NaN or negative
+        limit would compare false with every age and size and prune nothing in silence, so it is refused."""
+        for name, limit in (("age", max_age_s), ("size", max_bytes)):
+            if limit is not None and not limit >= 0:
+                raise UserError(f"oracle cache prune: maximum {name} {limit!r} must be a number at least 0")
         guarded = set(protected) | self.leased_keys()
         entries = self.entries()
         total = sum(e.bytes for e in entries)
