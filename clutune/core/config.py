@@ -74,6 +74,7 @@ class DatasetConfig:
     # mnist1d only: total samples to generate (train + test, split 80/20); None = the package's 5,000.
     samples: int | None = None
     image_size: int | None = None  # imagefolder only: resize every image to image_size x image_size
+    follow_links: bool = False  # npz, imagefolder: read a file or folder linked from outside the data's folder
     options: dict[str, Any] = field(default_factory=dict)  # a plugin reader's own keys
 
     # The built-in readers that read no file: a path given to one of them is a mistake.
@@ -127,7 +128,7 @@ class ModelConfig:
 def _without_unset_new_keys(section: dict[str, Any]) -> dict[str, Any]:
     """A section without the keys added after configs were first hashed (``path``, ``image_size``, ``options``)
     while they are unset, so a config that does not use them keeps its hash, its oracle keys and cached oracles."""
-    return {k: v for k, v in section.items() if not (k in ("options", "path", "image_size") and not v)}
+    return {k: v for k, v in section.items() if not (k in ("options", "path", "image_size", "follow_links") and not v)}
 
 
 @dataclass
