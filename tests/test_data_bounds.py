@@ -12,12 +12,38 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from clutune.data import load_dataset
 from clutune.data.cache import CACHE_ENV
 from clutune.errors import UserError
 from clutune.models import build_mlp
-from tests.test_own_data import write_folder, write_npz
+
+CLASSES = ("ant", "bee", "cat", "dog")
+
+
+def write_folder(root: Path) -> Path:
+    """ROOT/{train,test}/<class>/<n>.png: 8 train and 3 test 10x12 RGB images per class, each class a colour."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("test", 3)):
+        for label, name in enumerate(CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = np.clip(40 + 50 * label + rng.normal(0, 10, size=(10, 12, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i:02d}.png")
+    return root
+
+
+def write_npz(path: Path, **replace: np.ndarray) -> Path:
+    """48 train and 16 test vectors of 6 floats, four classes; ``replace`` swaps an array to make a bad file."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 48), ("test", 16)):
+        y = np.arange(n) % len(CLASSES)
+        arrays[f"x_{split}"] = (np.eye(len(CLASSES), 6)[y] * 3 + rng.normal(0, 0.5, (n, 6))).astype(np.float32)
+        arrays[f"y_{split}"] = y
+    np.savez(path, **{**arrays, **replace})
+    return path
 
 
 @pytest.fixture(autouse=True)
