@@ -24,14 +24,18 @@ def _fmt(n: float) -> str:
     return f"{n:.0f} B"
 
 
+def refusal(estimate_bytes: float, key: str, what: str) -> UserError:
+    """The one-line refusal of ``estimate_bytes`` (``what`` it is), for a caller that learnt the size late."""
+    return UserError(
+        f"config key {key!r}: {what} needs about {_fmt(estimate_bytes)}, more than this machine's "
+        f"{_fmt(machine_memory_bytes())} of memory"
+    )
+
+
 def check_fits(estimate_bytes: float, key: str, what: str) -> None:
     """Refuse ``estimate_bytes`` (``what`` it is) when it exceeds this machine's memory."""
-    total = machine_memory_bytes()
-    if estimate_bytes > total:
-        raise UserError(
-            f"config key {key!r}: {what} needs about {_fmt(estimate_bytes)}, more than this machine's "
-            f"{_fmt(total)} of memory"
-        )
+    if estimate_bytes > machine_memory_bytes():
+        raise refusal(estimate_bytes, key, what)
 
 
-__all__ = ["check_fits", "machine_memory_bytes"]
+__all__ = ["check_fits", "machine_memory_bytes", "refusal"]
