@@ -26,6 +26,7 @@ from clutune.core.experiment import build_method, method_hparams, validate_metho
 from clutune.core.results import check_out_dir
 from clutune.errors import UserError
 from clutune.guards.folder_lock import check_unlocked, folder_lock
+from clutune.guards.seeds import check_seed_option
 from clutune.platform.record.publish import publish_grid
 from clutune.platform.record.tracking import SweepTracker
 from clutune.platform.reports.stats import is_paired, markdown, method_table
@@ -107,6 +108,8 @@ def check_grid(config: Config, bare: dict[str, Any], options: GridOptions) -> No
     validate_methods_section(config)
     if not options.methods or not options.seeds:
         raise UserError("--methods and --seeds must each name at least one")
+    for seed in options.seeds:
+        check_seed_option(seed, "--seeds")
     if len(set(options.methods)) != len(options.methods) or len(set(options.seeds)) != len(options.seeds):
         raise UserError("--methods or --seeds lists one twice")
     for m in options.methods:

@@ -22,6 +22,7 @@ from clutune.core.oracle import SplitShape, oracle_key, oracle_requests
 from clutune.core.results import ResultStream, check_out_dir, compact, format_row
 from clutune.errors import UserError
 from clutune.guards.folder_lock import check_unlocked, folder_lock
+from clutune.guards.seeds import check_seed_option
 from clutune.platform.record.publish import publish_runs
 from clutune.platform.record.tracking import SweepTracker, resolve_tracking_uri
 from clutune.platform.run.log import Log, print_line
@@ -56,7 +57,7 @@ def run_single(
 ) -> RunResult:
     loaded = load_config(config, overrides)
     if options.seed is not None:
-        loaded.seed = options.seed
+        loaded.seed = check_seed_option(options.seed, "--seed")
     validate_methods_section(loaded)
     hparams = method_hparams(loaded, options.method, loaded.dataset.name, bare_overrides(overrides))
     out = _out_folder(options.out, options.overwrite)

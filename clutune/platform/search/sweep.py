@@ -26,6 +26,7 @@ from clutune.core.experiment import method_hparams, validate_methods_section
 from clutune.core.results import OBJECTIVE_METRICS
 from clutune.errors import UserError
 from clutune.guards.folder_lock import check_unlocked, folder_lock
+from clutune.guards.seeds import check_seed_option
 from clutune.platform.record.publish import publish_sweep
 from clutune.platform.record.tracking import SweepTracker
 from clutune.platform.run.engine import Grid, absolutize, check_resumable, execute
@@ -130,7 +131,7 @@ def run_sweep(
     method, trials, concurrency, resume = options.method, options.trials, options.concurrency, options.resume
     config = load_config(config, overrides)
     if options.seed is not None:
-        config.sweep.seeds = [options.seed]
+        config.sweep.seeds = [check_seed_option(options.seed, "--seed")]
     validate_methods_section(config)
     fixed = bare_overrides(overrides)  # bare hyperparameters hold for every trial; the space samples the rest
     defaults = asdict(method_hparams(config, method, config.dataset.name, fixed))
