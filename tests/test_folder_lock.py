@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,11 @@ def test_a_stale_lock_of_a_dead_process_on_this_host_is_taken_over_with_a_warnin
     with pytest.warns(UserWarning, match=f"stale lock .* pid {left['pid']} .*no longer running"):
         with folder_lock(tmp_path / "out"):
             pass
-    assert (tmp_path / "out" / LOCK_NAME).read_text() == ""  # released cleanly: nothing left to take over
+    assert not (tmp_path / "out" / LOCK_NAME).exists()  # released cleanly: nothing left to take over
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a folder released cleanly is taken without a word
+        with folder_lock(tmp_path / "out"):
+            pass
 
 
 def test_clutune_run_into_a_folder_another_process_writes_is_one_line_and_writes_nothing(tmp_path):

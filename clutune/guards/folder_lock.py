@@ -2,8 +2,9 @@
 mix their rows in one results.parquet, and whichever compaction finished last would win.
 
 The lock is an ``fcntl.flock`` on ``<folder>/.clutune.lock``, which the kernel drops when its holder dies, plus
-a record of the holder (pid, host, start) in the same file so that a refusal can name it. A record left behind
-by a holder that died on this host is stale and taken over with a warning. Another host's process cannot be
+a record of the holder (pid, host, start) in the same file so that a refusal can name it. The file is removed
+when its holder finishes; one left behind by a holder that died on this host is stale and taken over with a
+warning. Another host's process cannot be
 checked (and ``flock`` on a network file system may not reach across hosts), so its record is honoured until
 the user removes the file.
 """
@@ -83,22 +84,40 @@ def check_unlocked(folder: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    """Hold ``folder`` for the block: created if needed, refused in one line when another writer holds it."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+def _open_locked(path: Path) -> int:
+    """An fd holding the flock of the file now at ``path``: a holder that released meanwhile removed the file
+    it locked, so a lock taken on that unlinked file would guard nothing, and is taken again on the new one."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            holder = _read_holder(fd)
+            os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise _refuse(folder, _read_holder(fd)) from None
+                raise _refuse(path.parent, holder) from None
             raise
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder`` for the block: created if needed, refused in one line when another writer holds it. The
+    lock file goes when the block ends; one left behind names a holder that died."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = _open_locked(path)
+    try:
         host = socket.gethostname()
         left = _read_holder(fd)
-        if left is not None:  # a holder that ended cleanly empties the file: this one did not
+        if left is not None:
             if left.get("host") not in (None, host):
                 raise _refuse(folder, left)
             state = "no longer running" if not _pid_alive(left.get("pid")) else "no longer holding it"
@@ -109,7 +128,7 @@ def folder_lock(folder: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)
+            path.unlink(missing_ok=True)  # while still held: the next writer finds no file, or its own
     finally:
         os.close(fd)  # closing drops the flock
 
