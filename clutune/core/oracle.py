@@ -248,7 +248,7 @@ def _entry_problem(meta: dict[str, Any], blob: dict[str, Any], shape: SplitShape
 
 
 class DamagedEntry(Exception):
-    """A committed cache entry (``meta.json`` present) whose files are missing or unreadable."""
+    """A committed cache entry (``meta.json`` present) whose files are missing, unreadable or invalid."""
 
 
 class OracleDiverged(Diverged):
