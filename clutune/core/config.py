@@ -79,6 +79,8 @@ class DatasetConfig(Section):
     samples: Int | None = None
     # imagefolder only: resize every image to image_size x image_size
     image_size: Int | None = setting(None, identity=Identity.WHEN_SET)
+    # npz, imagefolder: read a file or folder linked from outside the data's folder
+    follow_links: bool = setting(False, identity=Identity.WHEN_SET)
     options: dict[str, Any] = setting(factory=dict, identity=Identity.WHEN_SET)  # a plugin reader's own keys
 
     # The built-in readers that read no file: a path given to one of them is a mistake.

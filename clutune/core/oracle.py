@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow.fs as pafs
 import torch
@@ -210,8 +210,45 @@ def _train_oracle(
     return model, outputs
 
 
+class SplitShape(NamedTuple):
+    """What an oracle's outputs must match: the dataset's split sizes and its number of classes."""
+
+    n_train: int
+    n_test: int
+    num_classes: int
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> SplitShape:
+        return cls(len(dataset.y_train), len(dataset.y_test), dataset.num_classes)
+
+
+META_KEYS = ("seconds", "samples_processed")
+
+
+def _entry_problem(meta: dict[str, Any], blob: dict[str, Any], shape: SplitShape | None) -> str | None:
+    """Why a read entry cannot be served, or None: every field :meth:`OracleCache.load` uses is present, the
+    outputs are finite 2-D tensors of one class count, and they fit the dataset's splits when ``shape`` is given."""
+    missing = [k for k in META_KEYS if not isinstance(meta.get(k), (int, float))]
+    if missing:
+        return f"meta.json lacks {', '.join(missing)}"
+    logits = {k: blob[k] for k in ("logits_train", "logits_test")}
+    for name, t in logits.items():
+        if not isinstance(t, torch.Tensor) or t.dim() != 2 or not t.is_floating_point():
+            return f"{name} is not a 2-D float tensor"
+        if not bool(torch.isfinite(t).all()):
+            return f"{name} is not finite"
+    if not isinstance(blob["trained_ids"], torch.Tensor) or blob["trained_ids"].dim() != 1:
+        return "trained_ids is not a 1-D tensor"
+    found = (len(logits["logits_train"]), len(logits["logits_test"]), logits["logits_train"].shape[1])
+    if logits["logits_test"].shape[1] != found[2]:
+        return "logits_train and logits_test differ in their number of classes"
+    if shape is not None and found != tuple(shape):
+        return f"outputs of shape {found} (train, test, classes), the dataset has {tuple(shape)}"
+    return None
+
+
 class DamagedEntry(Exception):
-    """A committed cache entry (``meta.json`` present) whose files are missing or unreadable."""
+    """A committed cache entry (``meta.json`` present) whose files are missing, unreadable or invalid."""
 
 
 class OracleDiverged(Diverged):
@@ -242,17 +279,32 @@ class OracleCache:
 
     def __init__(self, root: str | Path) -> None:
         self.root = storage.local_path(str(root))
+        if not storage.is_remote(self.root) and Path(self.root).exists() and not Path(self.root).is_dir():
+            raise UserError(f"oracle cache {self.root} is a file, not a folder; give a folder as the cache")
 
     def path(self, key: str) -> str:
         return storage.join(self.root, key)
 
-    def has(self, key: str) -> bool:
-        return storage.exists(storage.join(self.path(key), "meta.json"))
+    def has(self, key: str, shape: SplitShape | None = None) -> bool:
+        """True only for a whole, valid entry: a damaged one is not there (it will be retrained)."""
+        try:
+            return self._read(key, shape) is not None
+        except DamagedEntry:
+            return False
 
-    def _read(self, key: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
-        """(meta, outputs) of a whole, readable entry; None when there is no entry (no ``meta.json``). An entry
-        whose ``outputs.pt`` is missing, truncated or unreadable, or whose ``meta.json`` is, raises
-        :class:`DamagedEntry`."""
+    def _read(self, key: str, shape: SplitShape | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+        """(meta, outputs) of a whole, valid entry; None when there is no entry (no ``meta.json``). An entry
+        whose ``outputs.pt`` is missing, truncated or unreadable, whose ``meta.json`` is, or whose contents fail
+        :func:`_entry_problem` (``shape``: the dataset's split sizes and classes, when known) raises
+        :class:`DamagedEntry`: entries cached by older versions, or edited by hand, are checked on every load."""
+        found = self._read_files(key)
+        if found is not None:
+            problem = _entry_problem(*found, shape)
+            if problem:
+                raise DamagedEntry(f"oracle cache entry {self.path(key)} is invalid ({problem})")
+        return found
+
+    def _read_files(self, key: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
         folder = self.path(key)
         try:
             meta_bytes = storage.read_bytes(storage.join(folder, "meta.json"))
@@ -271,12 +323,12 @@ class OracleCache:
             raise DamagedEntry(f"oracle cache entry {folder} is unreadable ({type(e).__name__})") from None
         return meta, blob
 
-    def load(self, key: str) -> OracleOutputs | None:
+    def load(self, key: str, shape: SplitShape | None = None) -> OracleOutputs | None:
         """None when absent, when a concurrent prune removed it mid-read, or when the entry is damaged (a
         warning names it): the caller then retrains it, and :meth:`store` rewrites it."""
         folder = self.path(key)
         try:
-            found = self._read(key)
+            found = self._read(key, shape)
         except DamagedEntry as e:
             warnings.warn(f"{e}: treated as absent, retrained once and rewritten", stacklevel=2)
             return None
@@ -314,8 +366,9 @@ class OracleCache:
                 f"oracle {outputs.key}: its outputs are not finite (NaN or infinite); not cached. The oracle "
                 "recipe diverged on this data: lower oracle.lr, or check the data"
             )
+        shape = SplitShape(len(outputs.logits_train), len(outputs.logits_test), outputs.logits_train.shape[-1])
         try:
-            if self._read(outputs.key) is not None:
+            if self._read(outputs.key, shape) is not None:
                 return
         except DamagedEntry:
             storage.delete_file(storage.join(self.path(outputs.key), "meta.json"))  # uncommit, then rewrite
@@ -348,7 +401,11 @@ class OracleCache:
 
     def prune_plan(self, max_age_s: float | None, max_bytes: int | None, protected: set[str]) -> PrunePlan:
         """Least recently used first, an entry goes when unused for over ``max_age_s`` or while the cache is
-        over ``max_bytes``; a protected or leased entry stays, and its bytes still count."""
+        over ``max_bytes``; a protected or leased entry stays, and its bytes still count. A NaN or negative
+        limit would compare false with every age and size and prune nothing in silence, so it is refused."""
+        for name, limit in (("age", max_age_s), ("size", max_bytes)):
+            if limit is not None and not limit >= 0:
+                raise UserError(f"oracle cache prune: maximum {name} {limit!r} must be a number at least 0")
         guarded = set(protected) | self.leased_keys()
         entries = self.entries()
         total = sum(e.bytes for e in entries)
@@ -446,7 +503,18 @@ def _read_lease(path: str) -> dict[str, Any] | None:
     if not _well_formed(record):
         warnings.warn(f"ignoring malformed oracle cache lease {path}", stacklevel=3)
         return None
+    if not 0 < record["pid"] <= _pid_max():  # pid 0 would signal our own group and look alive forever
+        warnings.warn(f"ignoring oracle cache lease {path}: impossible pid {record['pid']}", stacklevel=3)
+        return None
     return record
+
+
+def _pid_max() -> int:
+    """The largest pid this kernel hands out (Linux's pid_max; 2^22, its upper limit, elsewhere)."""
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return 1 << 22
 
 
 def _lease_live(record: dict[str, Any]) -> bool:
@@ -480,7 +548,7 @@ def get_oracle(
     default, since a ResNet-18's weights are ~45 MB an oracle), and only for oracles trained from now on.
     """
     key = oracle_key(dataset.fingerprint, owned_ids, recipe, seed)
-    hit = cache.load(key)
+    hit = cache.load(key, SplitShape.of(dataset))
     if hit is not None:
         return hit
     model, outputs = train_oracle(dataset, owned_ids, recipe, seed, key)

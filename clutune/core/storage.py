@@ -86,7 +86,8 @@ def resolve(location: str) -> tuple[pafs.FileSystem, str]:
         fs = _remote_filesystem(root)
     except (OSError, ValueError) as e:  # pyarrow raises ArrowInvalid (a ValueError) for a URI it cannot parse
         raise UserError(mask(f"{location!r}: {str(e).splitlines()[0]}")) from None
-    return fs, f"{url.netloc}{url.path}".rstrip("/")
+    bucket = url.netloc.rsplit("@", 1)[-1]  # credentials in the netloc go to the client, never into a path
+    return fs, f"{bucket}{url.path}".rstrip("/")
 
 
 @functools.lru_cache(maxsize=8)

@@ -61,13 +61,13 @@ def _tinyimagenet(section: DatasetConfig) -> Dataset:
 def _npz(section: DatasetConfig) -> Dataset:
     from clutune.data.npz import load_npz
 
-    return load_npz(Path(section.path).expanduser() if section.path else None)
+    return load_npz(Path(section.path).expanduser() if section.path else None, section.follow_links)
 
 
 def _imagefolder(section: DatasetConfig) -> Dataset:
     from clutune.data.imagefolder import load_imagefolder
 
-    return load_imagefolder(_root(section), section.image_size)
+    return load_imagefolder(_root(section), section.image_size, section.follow_links)
 
 
 BUILTIN_READERS: dict[str, Reader] = {

@@ -15,6 +15,8 @@ import torch
 from clutune.data.dataset import Dataset, make_dataset
 from clutune.errors import UserError
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def check_labels(where: str, y_train: np.ndarray, y_test: np.ndarray) -> int:
     """The number of classes K; refuses labels that are not integers 0..K-1 with each class in the train split.
@@ -70,6 +72,10 @@ def check_inputs(where: str, x_train: np.ndarray, x_test: np.ndarray) -> None:
             raise UserError(f"{where}: {key} must hold real numbers, got dtype {x.dtype}")
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
             raise UserError(f"{where}: {key} holds NaN or infinite values")
+        if x.size and np.issubdtype(x.dtype, np.floating) and x.dtype.itemsize > 4:  # read as float32: inf
+            largest = float(np.abs(x).max())
+            if largest > FLOAT32_MAX:
+                raise UserError(f"{where}: {key} holds {largest:g}, beyond float32's range (+-{FLOAT32_MAX:.3g})")
         if 0 in x.shape[1:]:
             raise UserError(f"{where}: {key} has an empty input dimension, shape {x.shape}")
     if x_train.shape[1:] != x_test.shape[1:]:

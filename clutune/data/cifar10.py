@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from clutune.data.dataset import Dataset, make_dataset
-from clutune.data.safe_pickle import ForbiddenGlobal, load_plain
+from clutune.data.safe_pickle import ForbiddenGlobal, TooLarge, load_plain
 from clutune.errors import UserError
+from clutune.guards.memory_check import refusal
 
 FOLDER = "cifar-10-batches-py"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -58,6 +59,8 @@ def _unpickle(path: Path) -> dict[Any, Any]:
     try:
         with path.open("rb") as f:
             obj = load_plain(f, encoding="latin1")  # admits only what the batches hold: a crafted file runs nothing
+    except TooLarge as e:
+        raise refusal(e.nbytes, "dataset.root", f"{e} in CIFAR-10 file {path}") from None
     except ForbiddenGlobal as e:
         raise UserError(f"CIFAR-10 file {path} refused: {e}; a CIFAR-10 batch holds only arrays and lists") from None
     except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, TypeError) as e:
@@ -79,7 +82,7 @@ def _field(batch: dict[Any, Any], key: str, path: Path) -> Any:
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     batch = _unpickle(path)
     data = np.asarray(_field(batch, "data", path))
-    labels = np.asarray(_field(batch, "labels", path), dtype=np.int64)
+    labels = _labels(_field(batch, "labels", path), path)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
         raise UserError(
             f"CIFAR-10 file {path} has data {data.dtype} {data.shape} and {len(labels)} labels, "
@@ -87,3 +90,14 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         )
     # Copies: arrays straight out of a pickle may be read-only, which torch.from_numpy warns about.
     return data.reshape(-1, 3, 32, 32).copy(), labels.copy()
+
+
+def _labels(raw: Any, path: Path) -> np.ndarray:
+    """Integers 0..9 only: numpy would turn a label "3" into 3 and a label "cat" into a traceback."""
+    found = np.asarray(raw) if isinstance(raw, (list, tuple, np.ndarray)) else None
+    if found is None or found.ndim != 1 or not (found.size == 0 or np.issubdtype(found.dtype, np.integer)):
+        bad = next((v for v in (raw if isinstance(raw, (list, tuple)) else [raw]) if not isinstance(v, int)), raw)
+        raise UserError(f"CIFAR-10 file {path}: labels must be integers 0..9, found {bad!r}; {_HOWTO}")
+    if found.size and not (0 <= found.min() and found.max() <= 9):
+        raise UserError(f"CIFAR-10 file {path}: labels must be integers 0..9, found {found.max()}; {_HOWTO}")
+    return found.astype(np.int64)

@@ -21,7 +21,9 @@ from PIL import Image
 from clutune.data.arrays import dataset_from_arrays
 from clutune.data.cache import cache_dir, content_key, read_arrays, write_arrays
 from clutune.data.dataset import Dataset
+from clutune.data.inside_root import check_links_inside
 from clutune.errors import UserError
+from clutune.guards.memory_check import check_fits
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's list
 SPLITS = ("train", "test")
@@ -34,15 +36,19 @@ _LAYOUT = "an image folder holds train/<class>/<image> and test/<class>/<image>"
 Files = list[tuple[Path, int]]
 
 
-def load_imagefolder(root: Path | None, image_size: int | None = None) -> Dataset:
-    """The dataset in the image folder ``root``; every structural problem is refused before any decoding."""
+def load_imagefolder(root: Path | None, image_size: int | None = None, follow_links: bool = False) -> Dataset:
+    """The dataset in the image folder ``root``; every structural problem is refused before any decoding, and
+    (unless ``follow_links``) a link to anything outside ``root`` before anything is listed."""
     if root is None:
         raise UserError(f"dataset imagefolder needs dataset.root; {_LAYOUT}")
     if not root.is_dir():
         raise UserError(f"dataset.root {root}: not a folder; {_LAYOUT}")
+    if not follow_links:
+        check_links_inside(root, f"dataset.root {root}")
     classes = _classes(root)
     files = {split: _files(root / split, classes, required=split == "train") for split in SPLITS}
     every = [p for split in SPLITS for p, _ in files[split]]
+    _check_memory(every, image_size)
     try:
         key = content_key(root, every, f"{_CACHE_VERSION}\0{image_size}")
     except OSError as e:
@@ -92,6 +98,22 @@ def _files(folder: Path, classes: list[str], required: bool) -> Files:
 def _is_image(path: Path, class_dir: Path) -> bool:
     parts = path.relative_to(class_dir).parts
     return path.suffix.lower() in SUFFIXES and not any(part.startswith(".") for part in parts) and path.is_file()
+
+
+def _check_memory(every: list[Path], image_size: int | None) -> None:
+    """Refuse, before decoding, what the pixels will take: each image decoded, then stacked (two uint8 copies
+    of three channels), at ``image_size`` or at the first image's size read from its header alone."""
+    if image_size is not None:
+        width = height = image_size
+        key, what = "dataset.image_size", f"{len(every)} images of {image_size}x{image_size}"
+    else:
+        try:
+            with Image.open(every[0]) as im:
+                width, height = im.size
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            return  # decoding names the unreadable image in one line
+        key, what = "dataset.root", f"{len(every)} images of {width}x{height}"
+    check_fits(len(every) * 3 * width * height * 2, key, what)
 
 
 def _decode_all(files: dict[str, Files], image_size: int | None) -> dict[str, np.ndarray]:

@@ -12,12 +12,15 @@ strings, bytes and numbers need no global at all. An array's dtype must be a pla
 from __future__ import annotations
 
 import io
+import math
 import pickle
 from typing import Any
 
 import numpy as np
 from numpy._core import multiarray as _multiarray
 from numpy._core import numeric as _numeric
+
+from clutune.guards.memory_check import machine_memory_bytes
 
 
 class ForbiddenGlobal(pickle.UnpicklingError):
@@ -38,9 +41,24 @@ def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode("latin-1")
 
 
+class TooLarge(pickle.UnpicklingError):
+    """The file asks for an array larger than this machine's memory: refused before it is allocated."""
+
+    def __init__(self, nbytes: int, shape: tuple[int, ...]) -> None:
+        super().__init__(f"an array of shape {shape}")
+        self.nbytes = nbytes
+
+
 def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy writes shape (0,) here and the data in a later step; a crafted shape would allocate it all now."""
     if subtype is not np.ndarray:
         raise ForbiddenGlobal("only plain numpy arrays may be reconstructed")
+    shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+    if not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise ForbiddenGlobal(f"array shape {shape!r} is not a tuple of sizes")
+    nbytes = math.prod(shape) * _plain_dtype(dtype).itemsize
+    if nbytes > machine_memory_bytes():
+        raise TooLarge(nbytes, shape)
     return _multiarray._reconstruct(subtype, shape, dtype)
 
 
@@ -73,4 +91,4 @@ def load_plain(stream: io.BufferedIOBase, encoding: str = "latin1") -> Any:
     return PlainUnpickler(stream, encoding=encoding).load()
 
 
-__all__ = ["ADMITTED", "ForbiddenGlobal", "PlainUnpickler", "load_plain"]
+__all__ = ["ADMITTED", "ForbiddenGlobal", "PlainUnpickler", "TooLarge", "load_plain"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+from clutune.errors import UserError
+
 
 def machine_memory_bytes() -> int:
     """Physical memory of this machine (POSIX); a large figure where the platform cannot say."""
@@ -30,4 +32,18 @@ def memory_problem(estimate_bytes: float, what: str) -> str | None:
     return None
 
 
-__all__ = ["machine_memory_bytes", "memory_problem"]
+def refusal(estimate_bytes: float, key: str, what: str) -> UserError:
+    """The one-line refusal of ``estimate_bytes`` (``what`` it is), for a caller that learnt the size late."""
+    return UserError(
+        f"config key {key!r}: {what} needs about {_fmt(estimate_bytes)}, more than this machine's "
+        f"{_fmt(machine_memory_bytes())} of memory"
+    )
+
+
+def check_fits(estimate_bytes: float, key: str, what: str) -> None:
+    """Refuse ``estimate_bytes`` (``what`` it is) when it exceeds this machine's memory."""
+    if memory_problem(estimate_bytes, what):
+        raise refusal(estimate_bytes, key, what)
+
+
+__all__ = ["check_fits", "machine_memory_bytes", "memory_problem", "refusal"]

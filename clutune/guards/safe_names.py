@@ -12,6 +12,7 @@ import os
 from clutune.errors import UserError
 
 MAX_NAME_LENGTH = 200  # under the 255 bytes of common file systems, with room for suffixes clutune adds
+MAX_NAME_BYTES = 255  # what ext4, XFS, APFS and NTFS take as one name, counted in bytes, not characters
 
 
 def name_problem(name: str) -> str | None:
@@ -30,6 +31,9 @@ def name_problem(name: str) -> str | None:
         return "must not contain control characters"
     if len(name) > MAX_NAME_LENGTH:
         return f"must be at most {MAX_NAME_LENGTH} characters"
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:  # 200 CJK characters are 600 bytes: no file system takes that as one name
+        return f"is {size} bytes in UTF-8; a file name may be at most {MAX_NAME_BYTES}"
     return None
 
 
@@ -41,4 +45,4 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
-__all__ = ["MAX_NAME_LENGTH", "check_name", "name_problem"]
+__all__ = ["MAX_NAME_BYTES", "MAX_NAME_LENGTH", "check_name", "name_problem"]

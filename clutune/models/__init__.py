@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from clutune.errors import UserError
+from clutune.guards.memory_check import check_fits
 from clutune.plugins.registry import Registry
 
 Builder = Callable[[dict[str, Any], tuple[int, ...], int], nn.Module]
@@ -127,7 +128,13 @@ def _flat_features(input_shape: tuple[int, ...]) -> int:
 
 
 def build_mlp(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return MLP(_flat_features(input_shape), num_classes, list(spec.get("hidden", [128])))
+    """The first layer's size depends on the data, so it is checked here, before its weights are allocated
+    (2e6 features into 65,536 units would be half a terabyte of weights, grads and momentum)."""
+    hidden = list(spec.get("hidden", [128]))
+    features = _flat_features(input_shape)
+    first = hidden[0] if hidden else num_classes
+    check_fits(features * first * 4 * 4, "model.hidden", f"the first layer ({features} features into {first} units)")
+    return MLP(features, num_classes, hidden)
 
 
 def build_cnn(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

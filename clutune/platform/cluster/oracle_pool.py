@@ -23,7 +23,7 @@ import torch
 
 from clutune.core.experiment import Prepared, prepare_in_worker
 from clutune.core.members import ensure_members, member_key, member_seeds
-from clutune.core.oracle import OracleOutputs, get_oracle, oracle_key, oracle_requests
+from clutune.core.oracle import OracleOutputs, SplitShape, get_oracle, oracle_key, oracle_requests
 
 
 @dataclass
@@ -85,7 +85,8 @@ def plan_oracles(prep: Prepared) -> OraclePlan:
             members[-1].append(member)
             owned.setdefault(member, ids)
             seed_of[member] = seed
-    return OraclePlan(keys, owned, {k for k in owned if prep.cache.has(k)}, members, seed_of)
+    shape = SplitShape.of(prep.dataset)
+    return OraclePlan(keys, owned, {k for k in owned if prep.cache.has(k, shape)}, members, seed_of)
 
 
 @contextlib.contextmanager
@@ -125,7 +126,7 @@ def submit_oracles(prep: Prepared, plan: OraclePlan) -> dict[str, ray.ObjectRef]
     refs = {}
     for key, ids in plan.owned.items():
         if key in plan.cached:
-            refs[key] = ray.put(prep.cache.load(key))
+            refs[key] = ray.put(prep.cache.load(key, SplitShape.of(prep.dataset)))
         elif key not in plan.seed_of:
             refs[key] = _oracle_task.options(num_cpus=res.cpu, num_gpus=res.gpu).remote(config, ids)
     for pack in plan.packs(prep.config.oracle.pack):

@@ -173,8 +173,10 @@ def serve_mlflow(
     except Exception as e:  # noqa: BLE001
         raise UserError(mask(f"cannot read the MLflow store {uri}: {str(e).splitlines()[0]}")) from None
     address = runs_address(host, port, experiment)
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
+    # the store URI travels in the environment (read by --backend-store-uri's envvar), not on a command line
+    # every user of the machine can list
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": uri}
+    cmd = [sys.executable, "-m", "mlflow", "server"]
     cmd += ["--host", host, "--port", str(port), "--workers", "1"]
     log(f"MLflow UI for {mask(uri)}: runs table at {address} (Ctrl-C stops it)")
     health = runs_address(host, port, None) + "health"

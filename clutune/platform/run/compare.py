@@ -25,6 +25,8 @@ from clutune.core.config import Config, ConfigSource, Overrides, bare_overrides,
 from clutune.core.experiment import build_method, hparams_source, method_hparams, validate_methods_section
 from clutune.core.results import check_out_dir
 from clutune.errors import UserError
+from clutune.guards.folder_lock import check_unlocked, folder_lock
+from clutune.guards.seeds import check_seed_option
 from clutune.platform.record.publish import publish_grid
 from clutune.platform.record.tracking import SweepTracker
 from clutune.platform.reports.stats import is_paired, markdown, method_table
@@ -110,6 +112,8 @@ def check_grid(config: Config, bare: dict[str, Any], options: GridOptions) -> No
     validate_methods_section(config)
     if not options.methods or not options.seeds:
         raise UserError("--methods and --seeds must each name at least one")
+    for seed in options.seeds:
+        check_seed_option(seed, "--seeds")
     if len(set(options.methods)) != len(options.methods) or len(set(options.seeds)) != len(options.seeds):
         raise UserError("--methods or --seeds lists one twice")
     for m in options.methods:
@@ -131,6 +135,7 @@ def method_grid(
     t0 = time.perf_counter()
     check_grid(config, bare, options)
     out = options.out.resolve()
+    check_unlocked(out)
     if options.resume:
         check_resumable(str(out / "tune" / role), f"--resume: nothing to resume in {out}")
     else:
@@ -142,10 +147,10 @@ def method_grid(
         hp = method_hparams(config, m, config.dataset.name, fixed[m])
         build_method(prep, m, hp, options.seeds[0])  # refuses a scenario the method cannot serve (clpu)
         effective[m] = {**asdict(hp), "source": hparams_source(m, config.dataset.name)}
-    if not options.resume:
-        for stale in ("parts", "tune"):  # with --overwrite: an earlier grid's rows and state must not leak in
-            shutil.rmtree(out / stale, ignore_errors=True)
-    with session(prep, out, cluster, log) as run:
+    with folder_lock(out), session(prep, out, cluster, log) as run:
+        if not options.resume:
+            for stale in ("parts", "tune"):  # with --overwrite: an earlier grid's rows and state must not leak in
+                shutil.rmtree(out / stale, ignore_errors=True)
         meta = {"methods": options.methods, "seeds": options.seeds, "fixed": bare, "hparams": effective}
         run.tracker.start_parent(f"{config.name}-{role}", config.as_dict(), {}, meta, role)
         res = config.sweep.trial_resources

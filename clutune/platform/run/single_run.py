@@ -19,9 +19,11 @@ from clutune.core import storage
 from clutune.core.config import ConfigSource, Overrides, bare_overrides, load_config
 from clutune.core.experiment import ExperimentRun, method_hparams, oracle_for, prepare, validate_methods_section
 from clutune.core.margins import MARGINS_DIR
-from clutune.core.oracle import oracle_key, oracle_requests
+from clutune.core.oracle import SplitShape, oracle_key, oracle_requests
 from clutune.core.results import ResultStream, check_out_dir, compact, format_row
 from clutune.errors import MethodFailed, UserError
+from clutune.guards.folder_lock import check_unlocked, folder_lock
+from clutune.guards.seeds import check_seed_option
 from clutune.platform.record.publish import publish_runs
 from clutune.platform.record.tracking import SweepTracker, resolve_tracking_uri
 from clutune.platform.run.log import Log, print_line
@@ -57,10 +59,11 @@ def run_single(
 ) -> RunResult:
     loaded = load_config(config, overrides)
     if options.seed is not None:
-        loaded.seed = options.seed
+        loaded.seed = check_seed_option(options.seed, "--seed")
     validate_methods_section(loaded)
     hparams = method_hparams(loaded, options.method, loaded.dataset.name, bare_overrides(overrides))
     out = _out_folder(options.out, options.overwrite)
+    check_unlocked(out)
     check_out_dir(out, options.overwrite, resumable=False)
     uri = resolve_tracking_uri(options.tracking_uri)
     prep = prepare(loaded)
@@ -71,7 +74,7 @@ def run_single(
         if not wanted[k]:
             return None  # oracle.policy gives this request no oracle
         key = oracle_key(prep.dataset.fingerprint, prep.owned_ids(k), prep.recipe, loaded.oracle.seed)
-        if not prep.cache.has(key):
+        if not prep.cache.has(key, SplitShape.of(prep.dataset)):
             log(f"  training the oracle of request {k} ({len(prep.owned_ids(k))} owned samples)")
         return oracle_for(prep, k)
 
@@ -80,41 +83,43 @@ def run_single(
         prep, options.method, hparams, loaded.seed, run_key, oracle=oracle, predictions_dir=predictions, margins_out=out
     )
     # Every input is known good from here on: the folder, the stream and the MLflow run may now exist.
-    if options.overwrite:  # a shorter stream must not leave an earlier run's later requests behind
-        for stale in [*(out / "predictions").glob("request-*.parquet"), *(out / "parts").glob("*.arrows")]:
-            stale.unlink()
-        shutil.rmtree(out / MARGINS_DIR, ignore_errors=True)
-    stream = ResultStream(out)
-    tracker = SweepTracker(uri, loaded.sweep.experiment or loaded.name, out.resolve(), enabled=options.tracking)
-    params = {"method": options.method, "seed": loaded.seed, **asdict(hparams)}
-    tracker.start_run(f"{loaded.name}-{options.method}-s{loaded.seed}", run_key, loaded.as_dict(), params)
-    total = len(prep.scenario)
-    log(f"clutune run: {options.method} on {loaded.name} ({loaded.dataset.name}, {total} requests, seed {loaded.seed})")
+    with folder_lock(out):
+        if options.overwrite:  # a shorter stream must not leave an earlier run's later requests behind
+            for stale in [*(out / "predictions").glob("request-*.parquet"), *(out / "parts").glob("*.arrows")]:
+                stale.unlink()
+            shutil.rmtree(out / MARGINS_DIR, ignore_errors=True)
+        stream = ResultStream(out)
+        tracker = SweepTracker(uri, loaded.sweep.experiment or loaded.name, out.resolve(), enabled=options.tracking)
+        params = {"method": options.method, "seed": loaded.seed, **asdict(hparams)}
+        tracker.start_run(f"{loaded.name}-{options.method}-s{loaded.seed}", run_key, loaded.as_dict(), params)
+        total = len(prep.scenario)
+        what = f"{loaded.name} ({loaded.dataset.name}, {total} requests, seed {loaded.seed})"
+        log(f"clutune run: {options.method} on {what}")
 
-    def on_row(row: dict, _run: object) -> None:
-        stream.append("run", [row])  # appended as it is measured: a crash loses nothing before it
-        tracker.log_request(run_key, row)
-        log(format_row(row, total))
+        def on_row(row: dict, _run: object) -> None:
+            stream.append("run", [row])  # appended as it is measured: a crash loses nothing before it
+            tracker.log_request(run_key, row)
+            log(format_row(row, total))
 
-    try:
-        run.run(on_row)
-    except RECURRING as e:  # the grid's line: a method bug that a rerun would repeat, at the method's own line
-        tracker.fail_parent()
-        kind = prep.scenario.requests[run.done].kind
-        raise MethodFailed(failure_line(options.method, run.done, kind, e)) from None
-    except BaseException:
-        tracker.fail_parent()
-        raise
-    finally:
-        stream.close()
-        rows = compact(out)
-    frame = pd.DataFrame(rows)
-    if rows:
-        publish_runs(tracker, out, frame)  # figures into out/plots/<run_id>/ and onto the run
-    tracker.finish({}, {}, {})
-    if storage.is_remote(options.out):  # the local working copy goes up whole: results, predictions, plots
-        storage.upload(out, options.out)
-    return RunResult(frame, options.out, run_key, tracker.parent_id, tracker.uri)
+        try:
+            run.run(on_row)
+        except RECURRING as e:  # the grid's line: a method bug that a rerun would repeat, at the method's own line
+            tracker.fail_parent()
+            kind = prep.scenario.requests[run.done].kind
+            raise MethodFailed(failure_line(options.method, run.done, kind, e)) from None
+        except BaseException:
+            tracker.fail_parent()
+            raise
+        finally:
+            stream.close()
+            rows = compact(out)
+        frame = pd.DataFrame(rows)
+        if rows:
+            publish_runs(tracker, out, frame)  # figures into out/plots/<run_id>/ and onto the run
+        tracker.finish({}, {}, {})
+        if storage.is_remote(options.out):  # the local working copy goes up whole: results, predictions, plots
+            storage.upload(out, options.out)
+        return RunResult(frame, options.out, run_key, tracker.parent_id, tracker.uri)
 
 
 def _out_folder(location: str, overwrite: bool) -> Path:

@@ -24,6 +24,8 @@ from clutune.core.config import Config, ConfigSource, Overrides, bare_overrides,
 from clutune.core.experiment import method_hparams, validate_methods_section
 from clutune.core.results import OBJECTIVE_METRICS
 from clutune.errors import UserError
+from clutune.guards.folder_lock import check_unlocked, folder_lock
+from clutune.guards.seeds import check_seed_option
 from clutune.platform.internals import StoppedIsPruned
 from clutune.platform.record.publish import publish_sweep
 from clutune.platform.record.tracking import SweepTracker
@@ -132,7 +134,7 @@ def run_sweep(
     method, trials, concurrency, resume = options.method, options.trials, options.concurrency, options.resume
     config = load_config(config, overrides)
     if options.seed is not None:
-        config.sweep.seeds = [options.seed]
+        config.sweep.seeds = [check_seed_option(options.seed, "--seed")]
     validate_methods_section(config)
     fixed = bare_overrides(overrides)  # bare hyperparameters hold for every trial; the space samples the rest
     defaults = asdict(method_hparams(config, method, config.dataset.name, fixed))
@@ -149,6 +151,8 @@ def run_sweep(
     absolutize(config)
     name = f"{config.name}-{method}"
     sweep_uri = storage.join(config.sweep.storage_path, name)
+    if not storage.is_remote(sweep_uri):
+        check_unlocked(Path(sweep_uri))  # before the folder's state is read: another sweep may be writing it
     if resume:
         check_resumable(sweep_uri, f"--resume: no sweep to resume at {sweep_uri}")
     if not resume and storage.exists(sweep_uri):
@@ -164,7 +168,7 @@ def run_sweep(
     log(f"{start_line}; sampler {'random (pbt population)' if population else sw.sampler}; {pick_line(sw)}")
     sweep_dir = _driver_folder(sweep_uri, resume)
     try:
-        with session(prep, sweep_dir, cluster, log) as run:
+        with folder_lock(sweep_dir), session(prep, sweep_dir, cluster, log) as run:
             tracker, oracles = run.tracker, run.oracles
             context = {
                 "config": config.as_dict(),
