@@ -92,12 +92,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     import clutune
+    from clutune.platform.reports.klom_report import klom_section
     from clutune.platform.run.compare import format_table
 
     methods, seeds = _methods_and_seeds(args)
     result = clutune.compare(args.config, methods=methods, seeds=seeds, out=args.out, **_grid_flags(args))
     print(f"compare finished in {result.seconds:.0f} s; over seeds {seeds}, each run's mean over its requests:")
     print(format_table(result.table))
+    print(klom_section(result.klom, result.klom_note))
     print(f"wrote {result.out / 'results.parquet'} ({len(result.rows)} rows) and {result.out / 'comparison.md'}")
     return 0
 
