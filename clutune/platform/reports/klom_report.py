@@ -40,6 +40,11 @@ from clutune.core.scenarios import Scenario
 from clutune.data import Dataset
 
 KLOM_SPLITS = ("forget", "retain", "test")
+SPLIT_MEANING = {
+    "forget": "the samples unlearned at an unlearn request",
+    "retain": "the samples owned after the request",
+    "test": "the test set",
+}
 MIN_SEEDS = 2
 MIN_MEMBERS = 2
 
@@ -55,7 +60,7 @@ def why_no_klom(ensemble: int, seeds: int) -> str | None:
         return None
     return (
         f"KLoM not computed: it needs at least {MIN_SEEDS} method seeds and oracle.ensemble >= {MIN_MEMBERS} "
-        f"(this grid: {seeds} seed{'s' if seeds != 1 else ''}, oracle.ensemble = {ensemble})"
+        f"(this grid: {_plural(seeds, 'seed')}, oracle.ensemble = {ensemble})"
     )
 
 
@@ -135,20 +140,23 @@ def _leading(frame: pd.DataFrame, first: list[str]) -> pd.DataFrame:
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
-def klom_section(summary: pd.DataFrame | None, note: str | None) -> str:
+def klom_section(summary: pd.DataFrame, note: str | None) -> str:
     """comparison.md's and the study summary's KLoM section: the table, or the line saying why there is none."""
-    if summary is None or summary.empty:
+    if summary.empty:
         return f"## KLoM\n\n{note}\n"
-    n = summary.groupby("split")[["n_requests", "n_samples"]].first()
-    where = "; ".join(
-        f"{s}: {int(n.loc[s, 'n_samples'])} samples over {int(n.loc[s, 'n_requests'])} requests"
-        for s in KLOM_SPLITS
-        if s in n.index
+    counts = summary.groupby("split")[["n_requests", "n_samples"]].first()
+    splits = "; ".join(
+        f"{split} ({SPLIT_MEANING[split]}): {int(counts.loc[split, 'n_samples'])} samples over "
+        f"{_plural(int(counts.loc[split, 'n_requests']), 'scored request')}"
+        for split in KLOM_SPLITS
+        if split in counts.index
     )
-    return (
-        "## KLoM\n\nPooled over the scored requests (forget: the samples unlearned at an unlearn request; retain: "
-        f"the owned samples; test: the test set; {where}); per request in klom.csv.\n\n" + markdown(summary)
-    )
+    intro = f"Each split pooled over the scored requests, per request in klom.csv. {splits}."
+    return f"## KLoM\n\n{intro}\n\n{markdown(summary)}"
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 __all__ = ["KLOM_SPLITS", "floor_count", "klom_frames", "klom_section", "why_no_klom", "write_floor_margins"]

@@ -214,8 +214,8 @@ def method_grid(
 def grid_klom(
     prep: Prepared, oracles: Oracles, out: Path, rows: pd.DataFrame, options: GridOptions, log: Log = print_line
 ) -> tuple[pd.DataFrame, str | None]:
-    """KLoM of the finished grid (its summary, and ``klom.csv`` per request), or an empty frame and the line
-    that says why there is none. The floor models' margins are written first, beside the members'."""
+    """KLoM of the finished grid (its summary, also ``klom_summary.csv``; ``klom.csv`` per request), or an empty
+    frame and the line that says why there is none. The floor models' margins are written first, beside the members'."""
     note = why_no_klom(prep.config.oracle.ensemble, len(options.seeds))
     if note is not None:
         log(note)
@@ -227,6 +227,7 @@ def grid_klom(
     estimator = prep.config.evaluation.klom.estimator
     per_request, summary = klom_frames(out, rows, options.methods, prep.scenario, scored, estimator)
     per_request.to_csv(out / "klom.csv", index=False)
+    summary.to_csv(out / "klom_summary.csv", index=False)
     return summary, None
 
 
