@@ -25,7 +25,6 @@ from ray import tune
 
 from clutune.clu.methods import get_method
 from clutune.core.config import Config, ConfigSource, Overrides, bare_overrides, load_config
-from clutune.core.ensemble_metrics import ENSEMBLE_COLUMNS
 from clutune.core.experiment import Prepared, build_method, method_hparams, validate_methods_section
 from clutune.core.results import check_out_dir
 from clutune.errors import UserError
@@ -95,7 +94,7 @@ def format_table(table: pd.DataFrame) -> str:
 
 def _metrics(columns: pd.Index) -> list[str]:
     """The table's columns: the ensemble's where the rows carry them (``oracle.ensemble`` ≥ 2)."""
-    with_ensemble = set(ENSEMBLE_COLUMNS) <= set(columns)
+    with_ensemble = set(ENSEMBLE_TABLE_METRICS) <= set(columns)
     return [*TABLE_METRICS, *(ENSEMBLE_TABLE_METRICS if with_ensemble else ())]
 
 
