@@ -11,13 +11,15 @@
 #   gpu-oracle.json      one oracle retrain with the fast recipe (preset cifar10-fast-oracle), all FULL images
 #   gpu-packed.json      aggregate images/s of 1 and 4 trials packed on the GPU, peak memory per trial
 #   gpu-syncs.json       UG-CLU and ER learn requests under torch.cuda.set_sync_debug_mode("error")
+#   packing.{md,json,png} oracles per second packed against one at a time, K = PACK_KS (bench/packing.py)
 # Every gpu-*.json holds the machine's description (GPU name, driver, torch, CUDA).
 # A CPU dry run of the same pipeline (on the CPU, FULL defaults to TRAIN, STEPS to 3, COMPILE to 0, FAST_EPOCHS to 1):
 #   DEVICE=cpu TRAIN=500 MODEL=cnn EPOCHS=1 ITERS=10 bash bench/gpu_check.sh /tmp/x
 DEVICE=${DEVICE:-cuda} TRAIN=${TRAIN:-10000} MODEL=${MODEL:-resnet18_cifar} EPOCHS=${EPOCHS:-5} ITERS=${ITERS:-300}
 if [ "$DEVICE" = cpu ]; then
-  FULL=${FULL:-$TRAIN} STEPS=${STEPS:-3} COMPILE=${COMPILE:-0} FAST_EPOCHS=${FAST_EPOCHS:-1}
+  FULL=${FULL:-$TRAIN} STEPS=${STEPS:-3} COMPILE=${COMPILE:-0} FAST_EPOCHS=${FAST_EPOCHS:-1} PACK_KS=${PACK_KS:-1,4}
 fi
+PACK_KS=${PACK_KS:-1,4,16,64}
 FULL=${FULL:-50000} STEPS=${STEPS:-50} COMPILE=${COMPILE:-1} FAST_EPOCHS=${FAST_EPOCHS:-0}
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,4 +74,5 @@ $py "${bench[@]}" --mode throughput --root "$data/small" --compile "$COMPILE"
 $py "${bench[@]}" --mode oracle --root "$data/full" --oracle-epochs "$FAST_EPOCHS"
 $py "${bench[@]}" --mode packed --root "$data/small" --trials 4
 $py "${bench[@]}" --mode syncs --root "$data/small"
+$py bench/packing.py --device "$DEVICE" --threads 0 --ks "$PACK_KS" --repeats 3 --out "$out"
 ls "$out"/gpu-*.json

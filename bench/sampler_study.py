@@ -13,9 +13,15 @@ Each finished sweep's curve is kept in ``<out>/sampler-study.json``, so an inter
 stopped, and ``--report-only`` rebuilds the report from the sweeps finished so far (a row per method and
 sampler says over how many sampler seeds).
 
+Which sampler wins is a paired question: each pair of samplers is compared per method by a Wilcoxon signed-rank
+test on the final hypervolume, paired by sampler seed (Holm-corrected over the pairs of a method). The default
+changes only when one sampler beats the current default significantly on every method; otherwise the report says
+the samplers are indistinguishable at this many seeds, and the default is kept. Three seeds cannot separate them:
+the default is ten.
+
 Usage (the full study, hours on a CPU machine):
     python bench/sampler_study.py
-    python bench/sampler_study.py --methods ugclu,sfron --samplers tpe,gp,random --trials 40 --sampler-seeds 0,1,2
+    python bench/sampler_study.py --methods ugclu,sfron --samplers tpe,gp,random --trials 40 --sampler-seeds 0-9
 """
 
 from __future__ import annotations
@@ -64,6 +70,11 @@ def run_one(args: argparse.Namespace, method: str, sampler: str, seed: int) -> l
             log=lambda *a, **k: None,
         )
         frame = pd.read_csv(summary.sweep_dir / CSV)
+        history = Path(args.out) / "sampler-study-history"  # each sweep's own record, so a verdict can be rechecked
+        history.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(history / f"{method}-{sampler}-{seed}-convergence.csv", index=False)
+        trials = pd.read_csv(summary.sweep_dir / "trials.csv")
+        trials.to_csv(history / f"{method}-{sampler}-{seed}-trials.csv", index=False)
     return frame[["trial", "complete", *COLUMNS]].to_dict("records")
 
 
@@ -136,7 +147,8 @@ def main() -> None:
     parser.add_argument("--methods", default="ugclu,sfron")
     parser.add_argument("--samplers", default="tpe,gp,random")
     parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--sampler-seeds", default="0,1,2")
+    parser.add_argument("--sampler-seeds", default="0-9", help="a list (0,1,2) or a range (0-9)")
+    parser.add_argument("--default", default="gp", help="the current default sampler (sweep.sampler)")
     parser.add_argument("--seeds", default="0,1", help="run seeds of every trial (the robust objectives)")
     parser.add_argument("--buffer", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=2)
@@ -148,7 +160,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     methods, samplers = args.methods.split(","), args.samplers.split(",")
-    seeds = [int(s) for s in args.sampler_seeds.split(",")]
+    seeds = _seeds(args.sampler_seeds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     Path(args.tracking_db).parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +198,9 @@ def main() -> None:
         "",
         "Share of each method's highest median final hypervolume, averaged over methods: "
         + ", ".join(f"{s} {v:.3f}" for s, v in sorted(shares.items(), key=lambda kv: -kv[1]))
-        + f". The default the study supports: **{choice}**.",
+        + f". Highest on that share (not a test): {choice}.",
+        "",
+        *paired_lines(per_method, seeds, args.default),
         "",
         "![hypervolume curves](sampler-study.png)",
         "",
@@ -195,6 +209,56 @@ def main() -> None:
     ]
     (out / "sampler-study.md").write_text("\n".join(text))
     print("\n".join(text), flush=True)
+
+
+def _seeds(text: str) -> list[int]:
+    if "-" in text and "," not in text:
+        low, high = (int(v) for v in text.split("-"))
+        return list(range(low, high + 1))
+    return [int(v) for v in text.split(",")]
+
+
+def paired_tests(finals: dict[str, np.ndarray]) -> list[tuple[str, str, float, float]]:
+    """(a, b, median of a - b, Holm-corrected p) for each pair of samplers: Wilcoxon signed-rank on the final
+    hypervolume paired by sampler seed (exact two-sided p; a pair with no difference at all has p = 1)."""
+    from scipy import stats
+
+    names = sorted(finals)
+    raw = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            n = min(len(finals[a]), len(finals[b]))
+            diff = finals[a][:n] - finals[b][:n]
+            p = 1.0 if not np.any(diff) else float(stats.wilcoxon(diff, alternative="two-sided").pvalue)
+            raw.append((a, b, float(np.median(diff)), p))
+    order = sorted(range(len(raw)), key=lambda k: raw[k][3])
+    holm, running = [0.0] * len(raw), 0.0
+    for rank, k in enumerate(order):
+        running = max(running, min(1.0, (len(raw) - rank) * raw[k][3]))
+        holm[k] = running
+    return [(a, b, d, holm[k]) for k, (a, b, d, _) in enumerate(raw)]
+
+
+def paired_lines(per_method: dict[str, dict[str, np.ndarray]], seeds: list[int], default: str) -> list[str]:
+    """The paired comparison per method, and the default it supports, in words that match the tests."""
+    lines = ["Paired by sampler seed (final hypervolume, Wilcoxon signed-rank, Holm over each method's pairs):", ""]
+    beats_default: dict[str, set[str]] = {}
+    for method, by in per_method.items():
+        finals = {s: a[:, -1] for s, a in by.items()}
+        for a, b, diff, p in paired_tests(finals):
+            words = "indistinguishable" if p >= 0.05 else (f"{a} higher" if diff > 0 else f"{b} higher")
+            lines.append(f"- {method}: {a} - {b} median {diff:+.4g}, p_holm = {p:.3g} ({words}, {len(seeds)} seeds)")
+            if p < 0.05 and default in (a, b):
+                winner = a if diff > 0 else b
+                if winner != default:
+                    beats_default.setdefault(winner, set()).add(method)
+    winners = [s for s, ms in beats_default.items() if ms == set(per_method)]
+    lines += [
+        "",
+        f"Sampler that beats the default ({default}) significantly on every method: "
+        + (f"**{winners[0]}**: the default should change." if winners else f"none: **{default}** stays the default."),
+    ]
+    return lines
 
 
 def choose(finals: dict, top: dict, samplers: list[str]) -> tuple[str, dict[str, float]]:

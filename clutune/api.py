@@ -1,4 +1,4 @@
-"""clutune's Python API: the four commands as functions, and what they return as DataFrames.
+"""clutune's Python API: every command as a function, and what it returns as DataFrames.
 
 Every ``clutune`` command is a thin layer over these functions, so a notebook gets exactly what the shell
 gets: the same validation (one :class:`~clutune.errors.UserError` before anything is created), the same
@@ -20,26 +20,42 @@ commands' flags::
                           overrides={"sweep.objectives": ["kl_oracle_all", "avg_gap"]})
     found.trials, found.pareto, found.confirmed
 
-Each call starts a local Ray when none is running in the process and shuts it down when it returns; a Ray the
-caller started (``ray.init``) is used and left running.
+    server = clutune.ui(port=5000)      # the MLflow UI, answering when the call returns
+    server.address
+    server.stop()
+
+Each call that runs on Ray starts a local Ray when none is running in the process and shuts it down when it
+returns; a Ray the caller started (``ray.init``) is used and left running.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from clutune.core.config import ConfigSource, Overrides
+from clutune.errors import UserError
 from clutune.platform.run.log import Log, print_line
 from clutune.platform.run.runtime import set_ray_env
 
 if TYPE_CHECKING:  # the platform modules import Ray and MLflow: only when a command runs
+    import pandas as pd
+
+    from clutune.clu.methods import Method
+    from clutune.platform.record.sync import Synced
     from clutune.platform.reports.aggregate import Aggregate
-    from clutune.platform.run.compare import CompareResult, GridOptions
+    from clutune.platform.reports.serve import Server
+    from clutune.platform.run.compare import CompareResult
+    from clutune.platform.run.oracles import OracleCacheState
     from clutune.platform.run.single_run import RunResult
     from clutune.platform.run.study import StudyResult
     from clutune.platform.search.sweep import SweepResult
+    from clutune.plugins.check_method import MethodReport
+
+PathLike = str | os.PathLike
 
 
 def run(
@@ -66,7 +82,7 @@ def compare(
     config: ConfigSource,
     *,
     methods: Sequence[str],
-    out: str | Path,
+    out: PathLike,
     seeds: Sequence[int] = (0,),
     overrides: Overrides = None,
     overwrite: bool = False,
@@ -79,19 +95,15 @@ def compare(
     log: Log = print_line,
 ) -> CompareResult:
     """Several methods on the same scenario, seeds and oracles, in parallel on Ray: ``clutune compare``."""
-    set_ray_env(address)
-    from clutune.platform.run.compare import run_compare
-    from clutune.platform.run.launch import Cluster
-
-    options = _grid_options(methods, seeds, out, overwrite, resume, concurrency)
-    return run_compare(config, options, overrides, Cluster(address, num_cpus, tracking_uri, tracking), log)
+    grid = _Grid(methods, seeds, out, overwrite, resume, concurrency, address, num_cpus, tracking_uri, tracking)
+    return grid.run("compare", config, overrides, log)
 
 
 def study(
     config: ConfigSource,
     *,
     methods: Sequence[str] = ("ugclu", "er", "derpp", "sfron", "finetune"),
-    out: str | Path,
+    out: PathLike,
     seeds: Sequence[int] = (0,),
     overrides: Overrides = None,
     overwrite: bool = False,
@@ -103,13 +115,10 @@ def study(
     tracking: bool = True,
     log: Log = print_line,
 ) -> StudyResult:
-    """A long-stream stability study (curves per request, drift slopes): ``clutune study``."""
-    set_ray_env(address)
-    from clutune.platform.run.launch import Cluster
-    from clutune.platform.run.study import run_study
-
-    options = _grid_options(methods, seeds, out, overwrite, resume, concurrency)
-    return run_study(config, options, overrides, Cluster(address, num_cpus, tracking_uri, tracking), log)
+    """A long-stream stability study (curves per request, drift slopes): ``clutune study``. It runs the grid
+    ``compare`` runs, and reports it differently."""
+    grid = _Grid(methods, seeds, out, overwrite, resume, concurrency, address, num_cpus, tracking_uri, tracking)
+    return grid.run("study", config, overrides, log)
 
 
 def sweep(
@@ -143,10 +152,13 @@ def sweep(
     return run_sweep(config, options, overrides, Cluster(address, num_cpus, tracking_uri, tracking), log)
 
 
-def aggregate(folders: Sequence[str | Path], *, out: str | Path | None = None) -> Aggregate:
+def aggregate(folders: Sequence[PathLike], *, out: PathLike | None = None) -> Aggregate:
     """The interquartile mean of each method's KL to the oracle over the retrain noise floor, across the (scenario,
     seed) runs of several compare or study folders, with stratified bootstrap intervals: ``clutune aggregate``.
     With ``out`` the table, the scores and the performance profile are also written there."""
+    _check_paths("folders", folders)
+    if out is not None:
+        _check_path("out", out)
     from clutune.platform.reports.aggregate import aggregate as compute
     from clutune.platform.reports.aggregate import write_aggregate
 
@@ -154,29 +166,214 @@ def aggregate(folders: Sequence[str | Path], *, out: str | Path | None = None) -
     return compute(paths) if out is None else write_aggregate(paths, Path(out))
 
 
-def _grid_options(
-    methods: Sequence[str],
-    seeds: Sequence[int],
-    out: str | Path,
-    overwrite: bool,
-    resume: bool,
-    concurrency: int | None,
-) -> GridOptions:
-    """compare and study write to a folder (a shared mount on a cluster) that every node writes checkpoints to."""
-    from clutune.core import storage
-    from clutune.errors import UserError
-    from clutune.platform.run.compare import GridOptions
+def oracles(
+    config: ConfigSource | None = None,
+    *,
+    overrides: Overrides = None,
+    cache_dir: PathLike | None = None,
+    prune: bool = False,
+    max_age: float | None = None,
+    max_size: str | int | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    log: Log = print_line,
+) -> OracleCacheState:
+    """Train a scenario's missing oracles on Ray (``config``), prune the oracle cache (``prune=True`` with
+    ``max_age`` in days and/or ``max_size``, ``"500M"`` or bytes), or describe a cache (``cache_dir`` alone):
+    ``clutune oracles``. Training takes the oracle-cache lease every grid command takes, so a prune elsewhere
+    spares what it trains. Returns the cache's state after the call and the keys it trained, removed or kept."""
+    _check_bool("prune", prune)
+    if cache_dir is not None:
+        _check_path("cache_dir", cache_dir)
+    _check_optional_int("num_cpus", num_cpus)
+    set_ray_env(address)
+    from clutune.core.config import load_config
+    from clutune.platform.run.oracles import oracle_options, run_oracles
 
-    if isinstance(methods, str) or isinstance(seeds, (str, int)):
-        raise UserError("methods and seeds are lists, e.g. methods=['er', 'ugclu'], seeds=[0, 1]")
-    location = str(out)
-    storage.check_location(location, "--out")
-    if storage.is_remote(location):
-        raise UserError(f"--out {location}: compare and study write to a folder (a shared mount), not {location}")
-    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise UserError(f"seeds {list(seeds)!r}: expected integers")
-    folder = Path(storage.local_path(location))
-    return GridOptions(list(methods), list(seeds), folder, overwrite, resume, concurrency)
+    limits = oracle_options(config is not None, bool(overrides), cache_dir is not None, prune, max_age, max_size)
+    loaded = load_config(config, overrides) if config is not None else None
+    folder = None if cache_dir is None else str(cache_dir)
+    return run_oracles(loaded, folder, limits, address, num_cpus, log)
 
 
-__all__ = ["aggregate", "compare", "run", "study", "sweep"]
+def report(source: PathLike, *, out: PathLike, tracking_uri: str | None = None) -> Path:
+    """One self-contained HTML page (comparison table, plots, config) from a results folder, a sweep folder or an
+    MLflow experiment name: ``clutune report``. Returns the page's path."""
+    _check_path("source", source)
+    _check_path("out", out)
+    _check_optional_str("tracking_uri", tracking_uri)
+    from clutune.platform.reports.report import write_report
+
+    return write_report(str(source), Path(out), tracking_uri)
+
+
+def export(experiment: str, *, out: PathLike, tracking_uri: str | None = None) -> pd.DataFrame:
+    """Every run of an MLflow experiment as one table in the results schema, written to ``out`` (a .parquet
+    file): ``clutune export``. Returns the table."""
+    _check_str("experiment", experiment)
+    _check_path("out", out)
+    _check_optional_str("tracking_uri", tracking_uri)
+    from clutune.platform.record.export import export_experiment
+
+    return export_experiment(experiment, tracking_uri, Path(out))
+
+
+def sync(source: PathLike, *, tracking_uri: str | None = None) -> Synced:
+    """Write to MLflow what a run, compare, study or sweep folder holds and MLflow misses, without duplicates:
+    ``clutune sync``. Returns what it created."""
+    _check_path("source", source)
+    _check_optional_str("tracking_uri", tracking_uri)
+    from clutune.platform.record.sync import sync_folder
+
+    return sync_folder(Path(source), tracking_uri)
+
+
+def check_method(method: str | type[Method], *, seed: int = 0) -> MethodReport:
+    """Check that a method (a registered name, or a class before it is packaged) keeps clutune's guarantees on a
+    tiny stream: ``clutune check-method``. A failed check is a row of the report (``report.passed`` is False),
+    not an exception."""
+    if not isinstance(method, (str, type)):
+        raise UserError(f"method={method!r}: expected a method name or a Method class")
+    _check_int("seed", seed)
+    from clutune.plugins.check_method import check_method as run_checks
+
+    return run_checks(method, seed=seed)
+
+
+def ui(
+    *,
+    tracking_uri: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    browser: bool = True,
+    log: Log = print_line,
+) -> Server:
+    """Serve the MLflow UI (bound to loopback unless ``host`` says otherwise) and return once it answers:
+    ``clutune ui``. ``server.address`` is the runs table of the most recent experiment; ``browser=False`` is
+    ``--no-browser``. ``server.wait()`` serves until Ctrl-C or SIGTERM, ``server.stop()`` ends it."""
+    _check_optional_str("tracking_uri", tracking_uri)
+    _check_str("host", host)
+    _check_int("port", port)
+    _check_bool("browser", browser)
+    from clutune.platform.reports.serve import serve_mlflow
+
+    return serve_mlflow(tracking_uri, host, port, open_browser=browser, log=log)
+
+
+def dashboard(sweep_dir: PathLike, *, host: str = "127.0.0.1", port: int = 8080, log: Log = print_line) -> Server:
+    """Serve optuna-dashboard on a sweep's own Optuna study and return once it answers: ``clutune dashboard``.
+    ``server.wait()`` serves until Ctrl-C or SIGTERM, ``server.stop()`` ends it."""
+    _check_path("sweep_dir", sweep_dir)
+    _check_str("host", host)
+    _check_int("port", port)
+    from clutune.platform.reports.serve import serve_dashboard
+
+    return serve_dashboard(Path(sweep_dir), host, port, log=log)
+
+
+def tracking_failures() -> list[str]:
+    """The MLflow writes that failed during this process. Tracking fails soft (the work goes on, the files are
+    written), so a caller reports these last; none when MLflow was never loaded."""
+    tracking = sys.modules.get("clutune.platform.record.tracking")
+    return tracking.tracking_failures() if tracking is not None else []
+
+
+class _Grid:
+    """The options compare and study share: both run a fixed (method, seed) grid on the engine and write to a
+    folder (a shared mount on a cluster) that every node writes checkpoints to."""
+
+    def __init__(
+        self,
+        methods: Sequence[str],
+        seeds: Sequence[int],
+        out: PathLike,
+        overwrite: bool,
+        resume: bool,
+        concurrency: int | None,
+        address: str | None,
+        num_cpus: int | None,
+        tracking_uri: str | None,
+        tracking: bool,
+    ) -> None:
+        from clutune.core import storage
+
+        if isinstance(methods, str) or isinstance(seeds, (str, int)):
+            raise UserError("methods and seeds are lists, e.g. methods=['er', 'ugclu'], seeds=[0, 1]")
+        location = str(out)
+        storage.check_location(location, "--out")
+        if storage.is_remote(location):
+            raise UserError(f"--out {location}: compare and study write to a folder (a shared mount), not {location}")
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise UserError(f"seeds {list(seeds)!r}: expected integers")
+        self.methods, self.seeds, self.folder = list(methods), list(seeds), Path(storage.local_path(location))
+        self.overwrite, self.resume, self.concurrency = overwrite, resume, concurrency
+        self.address, self.num_cpus, self.tracking_uri, self.tracking = address, num_cpus, tracking_uri, tracking
+
+    def run(self, command: str, config: ConfigSource, overrides: Overrides, log: Log) -> Any:
+        set_ray_env(self.address)
+        from clutune.platform.run.compare import GridOptions, run_compare
+        from clutune.platform.run.launch import Cluster
+        from clutune.platform.run.study import run_study
+
+        runner = {"compare": run_compare, "study": run_study}[command]
+        options = GridOptions(self.methods, self.seeds, self.folder, self.overwrite, self.resume, self.concurrency)
+        cluster = Cluster(self.address, self.num_cpus, self.tracking_uri, self.tracking)
+        return runner(config, options, overrides, cluster, log)
+
+
+def _check_type(name: str, value: object, kinds: tuple[type, ...], expected: str) -> None:
+    """A wrong type is one line naming the keyword, before anything starts (``True`` is no number here)."""
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise UserError(f"{name}={value!r}: expected {expected}")
+
+
+def _check_bool(name: str, value: object) -> None:
+    _check_type(name, value, (bool,), "True or False")
+
+
+def _check_int(name: str, value: object) -> None:
+    _check_type(name, value, (int,), "an integer")
+
+
+def _check_optional_int(name: str, value: object) -> None:
+    if value is not None:
+        _check_int(name, value)
+
+
+def _check_str(name: str, value: object) -> None:
+    _check_type(name, value, (str,), "a string")
+    if not value.strip():
+        raise UserError(f"{name}={value!r}: expected a non-empty string")
+
+
+def _check_optional_str(name: str, value: object) -> None:
+    if value is not None:
+        _check_str(name, value)
+
+
+def _check_path(name: str, value: object) -> None:
+    _check_type(name, value, (str, os.PathLike), "a path")
+
+
+def _check_paths(name: str, values: object) -> None:
+    if isinstance(values, (str, os.PathLike)) or not isinstance(values, Sequence) or not values:
+        raise UserError(f"{name}={values!r}: expected a list of folders")
+    for value in values:
+        _check_path(name, value)
+
+
+__all__ = [
+    "aggregate",
+    "check_method",
+    "compare",
+    "dashboard",
+    "export",
+    "oracles",
+    "report",
+    "run",
+    "study",
+    "sweep",
+    "sync",
+    "tracking_failures",
+    "ui",
+]

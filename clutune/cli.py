@@ -1,10 +1,12 @@
-"""``clutune`` command line. Every input is validated before any work starts; bad input exits 2 with one line."""
+"""``clutune`` command line. Every input is validated before any work starts; bad input exits 2 with one line.
+
+Each command parses its flags, calls its function in :mod:`clutune.api`, prints and sets the exit status: the
+platform is reached only through the API (tests/test_thin_cli.py), so Python callers get the same behaviour."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from clutune.errors import RunFailed, UserError
 from clutune.guards.masking import mask
@@ -92,14 +94,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     import clutune
-    from clutune.platform.reports.klom_report import klom_section
-    from clutune.platform.run.compare import format_table
 
     methods, seeds = _methods_and_seeds(args)
     result = clutune.compare(args.config, methods=methods, seeds=seeds, out=args.out, **_grid_flags(args))
     print(f"compare finished in {result.seconds:.0f} s; over seeds {seeds}, each run's mean over its requests:")
-    print(format_table(result.table))
-    print(klom_section(result.klom, result.klom_note))
+    print(result.to_markdown())
     print(f"wrote {result.out / 'results.parquet'} ({len(result.rows)} rows) and {result.out / 'comparison.md'}")
     return 0
 
@@ -140,155 +139,76 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_oracles(args: argparse.Namespace) -> int:
     """Train a scenario's oracles (--config), prune the cache (--prune), or report its size (--cache-dir)."""
-    from clutune.core.config import OracleConfig, load_config
-    from clutune.core.oracle import OracleCache
+    import clutune
 
-    max_age_s, max_bytes = _check_oracles_args(args)
-    config = load_config(args.config, args.sets) if args.config else None
-    if config is not None and args.cache_dir:
-        config.oracle.cache_dir = args.cache_dir
-    cache = OracleCache(config.oracle.cache_dir if config else args.cache_dir or OracleConfig().cache_dir)
-    if args.prune:
-        _prune_oracles(cache, max_age_s, max_bytes)
-    elif config is not None:
-        _train_oracles(config, args.address, args.num_cpus)
-    entries = cache.entries()
-    print(f"cache {cache.root}: {len(entries)} oracles, {_fmt_bytes(sum(e.bytes for e in entries))}")
+    state = clutune.oracles(
+        args.config or None,
+        overrides=args.sets,
+        cache_dir=args.cache_dir or None,
+        prune=args.prune,
+        max_age=args.max_age,
+        max_size=args.max_size,
+        address=args.address,
+        num_cpus=args.num_cpus,
+    )
+    print(f"cache {state.root}: {state.oracles} oracles, {state.size}")
     return 0
 
 
-def _check_oracles_args(args: argparse.Namespace) -> tuple[float | None, int | None]:
-    """Every combination checked before any work; returns the prune limits in seconds and bytes."""
-    limited = args.max_age is not None or args.max_size is not None
-    if limited and not args.prune:
-        raise UserError("--max-age and --max-size only apply with --prune")
-    if args.prune and not limited:
-        raise UserError("--prune needs a limit: --max-age DAYS and/or --max-size SIZE (e.g. 500M, 2G)")
-    if args.config is None and not (args.prune or args.cache_dir):
-        raise UserError("oracles: give --config to train, --prune to prune, or --cache-dir to report a cache's size")
-    if args.sets and args.config is None:
-        raise UserError("--set needs --config")
-    if args.max_age is not None and args.max_age < 0:
-        raise UserError(f"--max-age {args.max_age:g}: must be at least 0 days")
-    max_age_s = None if args.max_age is None else args.max_age * 86400.0
-    return max_age_s, None if args.max_size is None else _parse_size(args.max_size)
+_TRACKING_URI_HELP = "MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)"
 
 
-_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def _parse_size(text: str) -> int:
-    """``500M``, ``2G``, ``1.5G``, ``800K`` or plain bytes; units are powers of 1024, a trailing B is allowed."""
-    import re
-
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", text, re.IGNORECASE)
-    if match is None:
-        raise UserError(f"--max-size {text!r}: expected a size like 500M, 2G or 1048576")
-    return int(float(match[1]) * _SIZE_UNITS[match[2].upper()])
-
-
-def _fmt_bytes(n: int) -> str:
-    for unit in ("T", "G", "M", "K"):
-        if n >= _SIZE_UNITS[unit]:
-            return f"{n / _SIZE_UNITS[unit]:.1f}{unit}"
-    return f"{n}B"
-
-
-def _prune_oracles(cache, max_age_s: float | None, max_bytes: int | None) -> None:  # cache: OracleCache
-    import time
-
-    entries = {e.key: e for e in cache.entries()}
-    plan = cache.prune_plan(max_age_s, max_bytes, set())
-    for key in cache.remove(plan.remove):
-        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entries[key].last_used))
-        print(f"removed {key} ({_fmt_bytes(entries[key].bytes)}, last used {used})")
-    for key in plan.spared:
-        print(f"kept {key} ({_fmt_bytes(entries[key].bytes)}): a running job holds a lease on it")
-    if not plan.remove and not plan.spared:
-        print("nothing to prune: the cache is within the limits")
-
-
-def _train_oracles(config, address: str | None, num_cpus: int | None) -> None:  # config: Config
-    """Only the oracles ``oracle.policy`` needs; the missing ones train in parallel on Ray."""
-    from clutune.platform.run.runtime import set_ray_env
-
-    set_ray_env(address)
-    from clutune.platform.cluster.oracle_pool import plan_oracles, submit_oracles
-    from clutune.platform.run.engine import ensure_ray
-    from clutune.platform.run.launch import Cluster, prepare_command
-
-    prep = prepare_command(config, Cluster(address, num_cpus))
-    plan = plan_oracles(prep)
-    needed = sum(key is not None for key in plan.key_of_request)
-    policy = "" if needed == len(prep.scenario) else f" (oracle.policy {config.oracle.policy}: {needed} get one)"
-    print(
-        f"{len(plan.owned)} distinct oracles for {len(prep.scenario)} requests{policy}; "
-        f"{len(plan.cached)} already cached"
-    )
-    if not plan.missing:
-        return
-    import ray
-
-    ensure_ray(address, num_cpus)
-    refs = submit_oracles(prep, plan)
-    pending = {refs[k]: k for k in plan.missing}
-    done = 0
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        outputs = ray.get(ready[0])
-        done += 1
-        key = pending.pop(ready[0])
-        cost = f"{outputs.seconds:.1f} s, {outputs.samples_processed} samples"
-        print(f"[{done}/{len(plan.missing)}] oracle {key}: {cost}")
+def _add_tracking_uri(p: argparse.ArgumentParser, what: str = _TRACKING_URI_HELP) -> None:
+    p.add_argument("--tracking-uri", default=None, help=what)
 
 
 def _add_tracking_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
+    _add_tracking_uri(p)
     p.add_argument("--no-tracking", action="store_true", help="record nothing in MLflow (results.parquet only)")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from clutune.platform.reports.serve import serve_mlflow
+    import clutune
 
-    return serve_mlflow(args.tracking_uri, args.host, args.port, open_browser=not args.no_browser)
+    server = clutune.ui(tracking_uri=args.tracking_uri, host=args.host, port=args.port, browser=not args.no_browser)
+    return server.wait()
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from clutune.platform.reports.serve import serve_dashboard
+    import clutune
 
-    return serve_dashboard(Path(args.sweep_dir), args.host, args.port)
+    return clutune.dashboard(args.sweep_dir, host=args.host, port=args.port).wait()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from clutune.platform.reports.report import write_report
+    import clutune
 
-    path = write_report(args.source, Path(args.out), args.tracking_uri)
+    path = clutune.report(args.source, out=args.out, tracking_uri=args.tracking_uri)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, self-contained: open it in any browser, offline)")
     return 0
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
     import clutune
-    from clutune.platform.reports.aggregate import markdown
 
     result = clutune.aggregate(args.folders, out=args.out)
-    print(markdown(result), end="")
+    print(result.to_markdown(), end="")
     print(f"wrote {args.out}/aggregate.md, aggregate.csv, scores.csv, floors.csv and performance_profile.png")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from clutune.platform.record.export import export_experiment
+    import clutune
 
-    frame = export_experiment(args.experiment, args.tracking_uri, Path(args.out))
+    frame = clutune.export(args.experiment, out=args.out, tracking_uri=args.tracking_uri)
     print(f"wrote {args.out}: {len(frame)} rows, {frame['run_id'].nunique() if len(frame) else 0} runs")
     return 0
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from clutune.platform.record.sync import sync_folder
+    import clutune
 
-    done = sync_folder(Path(args.source), args.tracking_uri)
+    done = clutune.sync(args.source, tracking_uri=args.tracking_uri)
     print(
         f"synced {args.source} to {mask(done.uri)}: parent {done.parent_id}, {done.runs_created} runs created, "
         f"{done.steps_logged} request steps and {done.artifacts_logged} artifacts written"
@@ -297,9 +217,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_check_method(args: argparse.Namespace) -> int:
-    from clutune.plugins.check_method import check_method
+    import clutune
 
-    report = check_method(args.name, seed=args.seed)
+    report = clutune.check_method(args.name, seed=args.seed)
     print(report.table())
     return 0 if report.passed else 1
 
@@ -327,8 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep to --trials")
     p.add_argument("--scheduler", choices=["asha", "pbt"], default=None, help="asha (default) or pbt over the stream")
     p.add_argument("--seed", type=int, default=None, help="run seed for every trial; default: config seed")
-    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
-    p.add_argument("--no-tracking", action="store_true", help="record nothing in MLflow (results.parquet only)")
+    _add_tracking_args(p)
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: start local Ray")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.set_defaults(func=cmd_sweep)
@@ -340,8 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for results.parquet and comparison.md")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.add_argument("--resume", action="store_true", help="continue an interrupted compare in --out")
-    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
-    p.add_argument("--no-tracking", action="store_true", help="record nothing in MLflow (results.parquet only)")
+    _add_tracking_args(p)
     p.add_argument("--address", default=None, help="Ray cluster address; default: start local Ray")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.set_defaults(func=cmd_compare)
@@ -355,8 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for results.parquet, curves.png and summary.md")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study in --out")
-    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
-    p.add_argument("--no-tracking", action="store_true", help="record nothing in MLflow (results.parquet only)")
+    _add_tracking_args(p)
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: start local Ray")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.set_defaults(func=cmd_study)
@@ -375,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_oracles)
 
     p = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1 and print the runs table's address")
-    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
+    _add_tracking_uri(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--no-browser", action="store_true", help="only print the address")
@@ -390,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="one self-contained HTML page: comparison table, plots, config")
     p.add_argument("source", help="a results folder, a sweep folder, or an MLflow experiment name")
     p.add_argument("--out", required=True, help="the HTML file to write")
-    p.add_argument("--tracking-uri", default=None, help="MLflow URI for an experiment name")
+    _add_tracking_uri(p, "MLflow URI for an experiment name")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("aggregate", help="IQM of KL / retrain noise floor across compare or study folders, with CIs")
@@ -400,13 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="every run of an MLflow experiment as one Parquet table (results schema)")
     p.add_argument("--experiment", required=True, help="MLflow experiment name")
-    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
+    _add_tracking_uri(p)
     p.add_argument("--out", required=True, help="the .parquet file to write")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sync", help="write to MLflow what a folder holds and MLflow misses (no duplicates)")
     p.add_argument("source", help="a folder written by run, compare, study or sweep")
-    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI, ./mlflow.db)")
+    _add_tracking_uri(p)
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("check-method", help="check that a method keeps clutune's guarantees on a tiny stream")
@@ -420,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-        tracking = sys.modules.get("clutune.platform.record.tracking")  # MLflow writes fail soft: report them last
-        failures = tracking.tracking_failures() if tracking is not None else []
+        from clutune.api import tracking_failures
+
+        failures = tracking_failures()  # MLflow writes fail soft: report them last
         for line in failures:
             print(f"clutune: error: {line}", file=sys.stderr)
         return 3 if code == 0 and failures else code

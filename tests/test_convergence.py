@@ -76,7 +76,9 @@ def test_verdict_on_a_still_improving_history():
     improving = [10.0, 8.0, 6.0, 5.0, 4.0, 3.5, 3.0, 2.0]  # last quarter: 3.5 -> 2.0
     converged, gain, line = verdict(improving, "best", 0.01)
     assert not converged and gain == pytest.approx(1.5 / 3.5)
-    assert line.startswith("not converged: the last quarter of trials (2 of 8) improved the best value by 42.9%")
+    assert line.startswith(
+        "not converged: the last quarter of complete trials (2 of 8; 8 finished) improved the best value by 42.9%"
+    )
     assert "more trials would likely help, e.g. 16 in all" in line
     converged, gain, line = verdict([0.1, 0.2, 0.3, 0.5], "hypervolume", 0.01)
     assert not converged and gain == pytest.approx(2 / 3) and "the hypervolume" in line
@@ -86,13 +88,17 @@ def test_verdict_on_a_flat_history():
     flat = [10.0, 6.0, 4.0, 3.0, 3.0, 3.0, 3.0, 2.999]
     converged, gain, line = verdict(flat, "best", 0.01)
     assert converged and gain == pytest.approx(0.001 / 3)
-    assert line == "converged: the last quarter of trials (2 of 8) improved the best value by 0.0333% (<= 1%)"
+    assert line == (
+        "converged: the last quarter of complete trials (2 of 8; 8 finished) improved the best value by 0.0333% (<= 1%)"
+    )
     assert verdict([0.1, 0.4, 0.5, 0.5, 0.5], "hypervolume", 0.01)[0]
 
 
-def test_verdict_without_a_complete_trial_before_the_last_quarter():
-    assert verdict([math.nan, math.nan, math.nan, 1.0], "best", 0.01)[:2] == (False, math.inf)
-    assert verdict([math.nan, math.nan], "best", 0.01)[0] is False
+def test_verdict_without_enough_complete_trials():
+    assert verdict([1.0], "best", 0.01)[:2] == (False, math.inf)  # nothing before the last quarter
+    assert verdict([2.0, 1.0], "best", 0.01, min_trials=3, finished=7)[2].endswith(
+        "too few complete trials (2 of 7); a verdict needs 3 (sweep.min_trials)"
+    )
     assert verdict([], "hypervolume", 0.01)[0] is False
 
 

@@ -66,7 +66,7 @@ def test_members_of_a_grid_are_planned_cached_and_scored(local_ray, stream, tmp_
     # M = 2 through the oracle pool: member 0 in its own task, member 1 in a pack of one
     prep = prepare(load_config(stream, ["oracle.ensemble=2"]))
     plan = plan_oracles(prep)
-    assert len(plan.missing) == 2 and plan.packs() == [plan.members_of_request[1]]
+    assert len(plan.missing) == 2 and plan.packs(16) == [plan.members_of_request[1]]
     refs = submit_oracles(prep, plan)
     assert not any(out.cached for out in ray.get([refs[k] for k in plan.missing]))
     assert cache_keys(tmp_path) == set(plan.owned)

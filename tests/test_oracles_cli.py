@@ -25,6 +25,8 @@ def test_oracles_command_trains_once_then_reports_cached(local_ray, tmp_path, ca
     first = capsys.readouterr().out
     assert "4 distinct oracles for 4 requests; 0 already cached" in first
     assert first.count("oracle ") >= 4 and "[4/4]" in first
-    assert len([p for p in (tmp_path / "oracles").iterdir() if not p.name.startswith(".")]) == 4
+    entries = [p for p in (tmp_path / "oracles").iterdir() if not p.name.startswith(".") and p.name != "leases"]
+    assert len(entries) == 4
+    assert list((tmp_path / "oracles" / "leases").iterdir()) == []  # the training lease ends with the command
     assert main(["oracles", "--config", str(config)]) == 0
     assert "4 distinct oracles for 4 requests; 4 already cached" in capsys.readouterr().out

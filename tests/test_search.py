@@ -92,7 +92,8 @@ def test_each_sampler_sweeps_one_and_two_objectives_concurrently(local_ray, tmp_
             tracking=False,
             log=lines.append,
         )
-        assert lines[0] == f"first trial: the method's tuned defaults; sampler {name}", lines[:3]
+        pick = "pick: best kl_oracle_all" if tag == "one" else "pick: knee over kl_oracle_all, avg_gap"
+        assert lines[0] == f"first trial: the method's tuned defaults; sampler {name}; {pick}", lines[:3]
         assert len(summary.trials) == 3 and (summary.trials["requests_done"] == 3).all(), summary.trials
         curve = pd.read_csv(summary.sweep_dir / "convergence.csv")
         assert list(curve["trial"]) == [1, 2, 3]

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from clutune.cli import main
-from clutune.platform.reports.serve import run_server
+from clutune.errors import RunFailed
+from clutune.platform.reports.serve import Server
 
 
 def _free_port() -> int:
@@ -126,14 +127,15 @@ def test_a_port_out_of_range_or_taken_is_one_line_and_exit_2(tmp_path, capsys, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ([] if command == "ui" else ["sweep"])  # no mlflow.db
 
 
-def test_a_server_that_dies_before_answering_is_a_failure(capsys):
+def test_a_server_that_dies_before_answering_is_a_failure():
     port = _free_port()
-    code = run_server(
-        [sys.executable, "-c", "import sys; sys.exit(0)"],  # exits 0 without ever listening
-        dict(os.environ),
-        f"http://127.0.0.1:{port}/health",
-        "the test server",
-        lambda: None,
-    )
-    assert code == 1
-    assert "the test server exited before it answered" in capsys.readouterr().err
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RunFailed, match=r"the test server exited before it answered \(exit 0\)"):
+        Server.start(
+            [sys.executable, "-c", "import sys; sys.exit(0)"],  # exits 0 without ever listening
+            dict(os.environ),
+            f"http://127.0.0.1:{port}/health",
+            "the test server",
+            f"http://127.0.0.1:{port}/",
+        )
+    assert signal.getsignal(signal.SIGTERM) == before  # SIGTERM is the process's own again

@@ -169,13 +169,14 @@ class OracleConfig:
     every: int = 1  # the period of policy every_k
     keep_weights: bool = False  # cache each oracle's weights too, not only its outputs
     ensemble: int = 1  # oracles per scored request, seeds seed .. seed+ensemble-1 (clutune.core.members)
+    pack: int = 16  # the most oracles trained together in one packed step (clutune.core.packed_oracles)
 
     POLICIES: ClassVar[tuple[str, ...]] = ("every", "every_k", "unlearn", "final")
 
     def validate(self, prefix: str) -> None:
         if self.schedule not in ("cosine", "constant"):
             raise UserError(f"config key '{prefix}.schedule': expected cosine or constant, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "every", "ensemble"):
+        for name in ("epochs", "batch_size", "every", "ensemble", "pack"):
             if getattr(self, name) < 1:
                 raise UserError(f"config key '{prefix}.{name}': must be at least 1, got {getattr(self, name)}")
             if getattr(self, name) > 1 << 31:
@@ -322,6 +323,9 @@ class PBTConfig:
             raise UserError(f"config key '{prefix}.perturbation_factors': give two factors > 0")
 
 
+PICK_RULES = ("knee", "first", "weights")
+
+
 @dataclass
 class SweepConfig:
     """How ``clutune sweep`` searches; the search space itself ships as clutune/search_spaces/<method>.yaml."""
@@ -348,6 +352,17 @@ class SweepConfig:
     # A confirmed objective worse than the tuned one by more than this share of it is flagged.
     confirm_tolerance: float = 0.25
     confirm_front: bool = False  # with several objectives: confirm every Pareto trial, not only the picked one
+    # The confirmation also runs a neighbour of each confirmed trial (every value moved this share of its range,
+    # in the space's own scale, toward the inside of the space), so a pick at the edge of divergence shows;
+    # 0 runs none.
+    stability_step: float = 0.05
+    # How the picked trial is taken from a multi-objective front (docs/search.md, "The pick"): knee (the smallest
+    # sum over objectives of the value over the front's best), first (the best on the first objective among the
+    # members within pick_tolerance of the front's best on every other objective), or weights (the knee's sum
+    # weighted by pick_weights).
+    pick: str = "knee"
+    pick_tolerance: float | None = None  # first: relative slack allowed on the other objectives; null: any
+    pick_weights: list[float] | None = None  # weights: one per objective
     # A trial checkpoints after a request once checkpoint_seconds of its time have passed since its last
     # checkpoint, or checkpoint_every requests (when set), and always after the last. A resume repeats what came
     # after the last checkpoint, exactly; each checkpoint costs a save, an upload and a Tune snapshot.
@@ -400,6 +415,19 @@ class SweepConfig:
             raise UserError(f"config key '{prefix}.converged_tolerance': must be >= 0")
         if self.reference_point is not None and len(self.reference_point) != len(self.objectives):
             raise UserError(f"config key '{prefix}.reference_point': give one value per objective")
+        if self.pick not in PICK_RULES:
+            raise UserError(f"config key '{prefix}.pick': expected {', '.join(PICK_RULES)}, got {self.pick!r}")
+        if self.pick_tolerance is not None and not self.pick_tolerance >= 0:
+            raise UserError(f"config key '{prefix}.pick_tolerance': must be >= 0 (null: no limit)")
+        if self.pick == "weights" and (
+            self.pick_weights is None
+            or len(self.pick_weights) != len(self.objectives)
+            or not all(math.isfinite(w) and w >= 0 for w in self.pick_weights)
+            or not any(w > 0 for w in self.pick_weights)
+        ):
+            raise UserError(f"config key '{prefix}.pick_weights': give one weight >= 0 per objective, not all 0")
+        if not 0 <= self.stability_step < 0.5:
+            raise UserError(f"config key '{prefix}.stability_step': must be in [0, 0.5)")
         if self.min_trials < 2:
             raise UserError(f"config key '{prefix}.min_trials': must be at least 2")
         if self.scheduler not in ("asha", "pbt"):
@@ -467,6 +495,7 @@ class Config:
         payload.pop("threads")
         payload["oracle"].pop("cache_dir")
         payload["oracle"].pop("keep_weights")
+        payload["oracle"].pop("pack")
         if payload["oracle"]["ensemble"] == 1:  # configs written before ensembles keep their hash
             del payload["oracle"]["ensemble"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
@@ -630,10 +659,16 @@ def bare_overrides(overrides: Overrides) -> dict[str, Any]:
     return {p[0]: v for p, v in override_pairs(overrides) if len(p) == 1 and p[0] not in top}
 
 
-def best_defaults(method: str, dataset: str) -> dict[str, Any]:
-    """Tuned hyperparameters of ``method`` on ``dataset``: the ones the method ships itself first (a plugin's,
-    clutune.plugins.method_files), else clutune's own file; {} when neither exists."""
+def tuned_defaults_path(method: str, dataset: str) -> Path | Traversable | None:
+    """The file of ``method``'s tuned hyperparameters on ``dataset``: the one the method ships itself first (a
+    plugin's, clutune.plugins.method_files), else clutune's own; None when neither exists."""
     from clutune.plugins.method_files import own_tuned_defaults  # imports the method library: only when asked
 
     path = own_tuned_defaults(method, dataset) or BEST_DIR / f"{method}-{dataset}.yaml"
-    return read_yaml(path) if path.is_file() else {}
+    return path if path.is_file() else None
+
+
+def best_defaults(method: str, dataset: str) -> dict[str, Any]:
+    """Tuned hyperparameters of ``method`` on ``dataset``; {} when it has none (its class defaults hold)."""
+    path = tuned_defaults_path(method, dataset)
+    return read_yaml(path) if path is not None else {}

@@ -7,6 +7,7 @@ metrics and result rows. The CLI, ``clutune compare`` and the Tune trainable all
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -33,10 +34,10 @@ from clutune.clu.compute import (
 )
 from clutune.clu.diagnostics import owned_probe_ids, plasticity_diagnostics, probe_ids
 from clutune.clu.methods import get_method
-from clutune.clu.methods.base import Method
+from clutune.clu.methods.base import BaseHparams, Method
 from clutune.clu.runner import Diverged, iter_run
 from clutune.clu.training import predict_logits
-from clutune.core.config import Config, best_defaults
+from clutune.core.config import Config, best_defaults, tuned_defaults_path
 from clutune.core.ensemble_metrics import ensemble_metrics, no_ensemble_metrics
 from clutune.core.margins import correct_class_margin, member_margins_path, run_margins_path, write_margins
 from clutune.core.members import get_members
@@ -68,6 +69,42 @@ def method_hparams(config: Config, method: str, dataset: str, bare: dict[str, An
     recipe = {k: getattr(config.oracle, k) for k in cls.follows_oracle}
     raw = {**recipe, **best_defaults(method, dataset), **config.methods.get(method, {}), **(bare or {})}
     return from_dict(cls.Hparams, raw, prefix=f"methods.{method}")
+
+
+def hparams_source(method: str, dataset: str) -> str:
+    """Where a run's defaults came from, recorded beside its hyperparameters: a tuned-defaults file, the oracle
+    recipe (a method whose every hyperparameter follows it, as ``retrain``), or the method's class defaults (no
+    file for this dataset). Config and --set values override any of them."""
+    path = tuned_defaults_path(method, dataset)
+    if path is not None:
+        return f"tuned defaults {path.name}"
+    cls = get_method(method)
+    shared = {f.name for f in dataclasses.fields(BaseHparams)}
+    own = {f.name for f in dataclasses.fields(cls.Hparams)} - shared - set(cls.follows_oracle)
+    return "the oracle recipe" if cls.follows_oracle and not own else "class defaults"
+
+
+def no_tuned_defaults_notice(method: str, dataset: str) -> str | None:
+    """The one line a command prints at its start for a method that runs on its class defaults."""
+    if hparams_source(method, dataset) != "class defaults":
+        return None
+    return (
+        f"{method}: no tuned defaults for dataset {dataset}; using the class defaults; `clutune sweep` tunes them"
+    )
+
+
+def hparam_columns(hparams: Any) -> dict[str, Any]:
+    """A run's effective hyperparameters as ``hp_<name>`` columns: numbers as floats and flags as booleans (so
+    one column holds every method's value), anything else as its JSON text."""
+    out: dict[str, Any] = {}
+    for k, v in dataclasses.asdict(hparams).items():
+        if isinstance(v, bool):
+            out[f"hp_{k}"] = v
+        elif isinstance(v, (int, float)):
+            out[f"hp_{k}"] = float(v)
+        else:
+            out[f"hp_{k}"] = json.dumps(v)
+    return out
 
 
 def validate_methods_section(config: Config) -> None:
@@ -135,7 +172,9 @@ def members_for(prep: Prepared, k: int) -> list[OracleOutputs]:
     if cfg.ensemble == 1 or not oracle_requests(cfg.policy, cfg.every, [r.kind for r in prep.scenario.requests])[k]:
         return []
     ids = prep.owned_ids(k)
-    return get_members(prep.dataset, ids, prep.recipe, cfg.seed, cfg.ensemble, prep.cache, cfg.keep_weights)
+    return get_members(
+        prep.dataset, ids, prep.recipe, cfg.seed, cfg.ensemble, prep.cache, cfg.keep_weights, cfg.pack
+    )
 
 
 def no_members(k: int) -> list[OracleOutputs]:
@@ -371,6 +410,8 @@ class ExperimentRun:
             "method": method,
             "config_hash": prep.config.hash(),
             "seed": seed,
+            **hparam_columns(hparams),
+            "hp_source": hparams_source(method, prep.config.dataset.name),
         }
         self.done = 0  # requests finished, including those before a restored checkpoint
         self.rows: list[dict[str, Any]] = []  # rows produced by this process; never checkpointed (grows with n)
@@ -461,8 +502,11 @@ __all__ = [
     "prepare",
     "prepare_in_worker",
     "run_experiment",
+    "hparam_columns",
+    "hparams_source",
     "method_hparams",
     "members_for",
+    "no_tuned_defaults_notice",
     "oracle_for",
     "resolve_device",
 ]

@@ -6,11 +6,10 @@ distribution. With ``oracle.ensemble: M`` a scored request has M oracles, the me
 
 - member 0 is today's oracle, trained by :func:`clutune.core.oracle.get_oracle` under today's key, so every
   number at M = 1 is unchanged and caches written before ensembles serve it;
-- members 1..M-1 are trained by :func:`train_members`, the one call site of the trainer that trains many models
-  of one recipe together. Their key is the oracle key of their own seed with a member marker: a member may be
-  trained packed (faithful to a solo model to 1e-5, not bit for bit), so it never shares a key with a member 0
-  trained solo under that seed. The marker names no index, so member 2 of seed 0 and member 1 of seed 1 (both
-  seed 2) are the same cache entry.
+- members 1..M-1 are trained by :func:`train_members`, packed (:mod:`clutune.core.packed_oracles`). Their key
+  is the oracle key of their own seed with a member marker: a packed member is faithful to a solo model to 1e-5,
+  not bit for bit, so it never shares a key with a member 0 trained solo under that seed. The marker names no
+  index, so member 2 of seed 0 and member 1 of seed 1 (both seed 2) are the same cache entry.
 
 Each member is a cache entry of its own: raising M trains only the new members.
 
@@ -24,12 +23,11 @@ ensemble finds it cached) but never counted in the ensemble columns.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
 
 import torch
 
-from clutune.clu.compute import effective_precision
-from clutune.core.oracle import OracleCache, OracleOutputs, OracleRecipe, oracle_key, train_oracle
+from clutune.core.oracle import OracleCache, OracleOutputs, OracleRecipe, oracle_key
+from clutune.core.packed_oracles import DEFAULT_PACK, MemberSpec, get_oracles, train_oracles
 from clutune.data import Dataset
 
 
@@ -50,22 +48,23 @@ def member_key(fingerprint: str, owned_ids: torch.Tensor, recipe: OracleRecipe, 
 
 
 def train_members(
-    dataset: Dataset, owned_ids: torch.Tensor, recipe: OracleRecipe, seeds: list[int], keys: list[str]
+    dataset: Dataset,
+    owned_ids: torch.Tensor,
+    recipe: OracleRecipe,
+    seeds: list[int],
+    keys: list[str],
+    pack: int = DEFAULT_PACK,
 ) -> list[tuple[dict[str, torch.Tensor], OracleOutputs]]:
     """Train one member per seed on ``owned_ids``; per member, its weights and its outputs (``keys[i]`` names
     member i's outputs), in the order of ``seeds``.
 
-    Every member an ensemble adds is trained here and only here, so a trainer that trains the members together
-    (one vectorised step for a pack of models) replaces this body and nothing else. Its contract: each member
-    as :func:`clutune.core.oracle.train_oracle` would train it alone with that seed (the same initialisation,
-    data order and owned ids), to float rounding; outputs on every train and test sample. This body trains
-    them one after another with that solo trainer.
+    Every member an ensemble adds is trained here and only here: together, in packs of at most ``pack`` models
+    (:func:`clutune.core.packed_oracles.train_oracles`), each as :func:`clutune.core.oracle.train_oracle` would
+    train it alone with that seed (the same initialisation, data order and owned ids), to float rounding. A model
+    that cannot be packed trains one at a time, with one line saying so.
     """
-    trained = []
-    for seed, key in zip(seeds, keys, strict=True):
-        model, outputs = train_oracle(dataset, owned_ids, recipe, seed, key)
-        trained.append((model.state_dict(), outputs))
-    return trained
+    specs = [MemberSpec(seed, owned_ids, key) for seed, key in zip(seeds, keys, strict=True)]
+    return [(model.state_dict(), outputs) for model, outputs in train_oracles(dataset, specs, recipe, pack)]
 
 
 def ensure_members(
@@ -75,28 +74,12 @@ def ensure_members(
     seeds: list[int],
     cache: OracleCache,
     keep_weights: bool = False,
+    pack: int = DEFAULT_PACK,
 ) -> list[OracleOutputs]:
-    """The members of these seeds, from the cache where present; the others trained in one :func:`train_members`
-    call and stored, each on its own (weights only with ``keep_weights``)."""
-    keys = [member_key(dataset.fingerprint, owned_ids, recipe, s) for s in seeds]
-    found = {key: cache.load(key) for key in keys}
-    missing = [(s, k) for s, k in zip(seeds, keys, strict=True) if found[k] is None]
-    if missing:
-        new_seeds, new_keys = [s for s, _ in missing], [k for _, k in missing]
-        trained = train_members(dataset, owned_ids, recipe, new_seeds, new_keys)
-        for (weights, outputs), seed in zip(trained, new_seeds, strict=True):
-            meta = {
-                "dataset": dataset.name,
-                "fingerprint": dataset.fingerprint,
-                "seed": seed,
-                "member": True,
-                "n_owned": len(owned_ids),
-                "recipe": asdict(recipe),
-                "precision_used": effective_precision(recipe.precision, dataset.x_train.device),
-            }
-            cache.store(outputs, meta, weights if keep_weights else None)
-            found[outputs.key] = outputs
-    return [found[k] for k in keys]
+    """The members of these seeds, from the cache where present; the others trained together (packs of at most
+    ``pack``) and stored, each on its own (weights only with ``keep_weights``)."""
+    specs = [MemberSpec(s, owned_ids, member_key(dataset.fingerprint, owned_ids, recipe, s)) for s in seeds]
+    return get_oracles(dataset, specs, recipe, cache, keep_weights, pack)
 
 
 def get_members(
@@ -107,6 +90,8 @@ def get_members(
     ensemble: int,
     cache: OracleCache,
     keep_weights: bool = False,
+    pack: int = DEFAULT_PACK,
 ) -> list[OracleOutputs]:
     """Members 1..M-1 of the request that owns ``owned_ids`` (empty for M = 1); member 0 is ``get_oracle``'s."""
-    return ensure_members(dataset, owned_ids, recipe, member_seeds(seed, ensemble)[1:], cache, keep_weights)
+    seeds = member_seeds(seed, ensemble)[1:]
+    return ensure_members(dataset, owned_ids, recipe, seeds, cache, keep_weights, pack)

@@ -484,7 +484,13 @@ def get_oracle(
     if hit is not None:
         return hit
     model, outputs = train_oracle(dataset, owned_ids, recipe, seed, key)
-    meta = {
+    cache.store(outputs, oracle_meta(dataset, owned_ids, recipe, seed), model.state_dict() if keep_weights else None)
+    return outputs
+
+
+def oracle_meta(dataset: Dataset, owned_ids: torch.Tensor, recipe: OracleRecipe, seed: int) -> dict[str, Any]:
+    """What a cache entry's ``meta.json`` records about how its oracle was made, besides its outputs."""
+    return {
         "dataset": dataset.name,
         "fingerprint": dataset.fingerprint,
         "seed": seed,
@@ -492,5 +498,3 @@ def get_oracle(
         "recipe": asdict(recipe),
         "precision_used": effective_precision(recipe.precision, dataset.x_train.device),
     }
-    cache.store(outputs, meta, model.state_dict() if keep_weights else None)
-    return outputs

@@ -54,7 +54,10 @@ def check_out_dir(out: Path, overwrite: bool, resumable: bool = True) -> None:
 def write_results(location: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     """A path or a URI; written whole, then moved into place, so a reader (or a crash) never sees half a table."""
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(list(rows)), sink)
+    # Arrow takes a table's columns from its first row; rows of different methods carry different keys
+    # (their own hp_* columns), so every row gets every key, None where it has none.
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    pq.write_table(pa.Table.from_pylist([{k: row.get(k) for k in keys} for row in rows]), sink)
     storage.write_bytes(str(location), sink.getvalue().to_pybytes())
 
 

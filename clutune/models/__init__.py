@@ -26,6 +26,8 @@ Builder = Callable[[dict[str, Any], tuple[int, ...], int], nn.Module]
 class MLP(nn.Module):
     """Flat inputs (digits 64, mnist1d 40) through ReLU hidden layers."""
 
+    packs_as_chain = True  # forward applies the layers in registration order (clutune.clu.packed)
+
     def __init__(self, in_features: int, num_classes: int, hidden: list[int]) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
@@ -43,6 +45,8 @@ class MLP(nn.Module):
 class SmallCNN(nn.Module):
     """Two conv blocks and a linear head: the cheap image model for CPU runs and tests; any image size of at
     least 2x2 (the adaptive pool fixes the head's width)."""
+
+    packs_as_chain = True  # forward applies the layers in registration order (clutune.clu.packed)
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 32) -> None:
         super().__init__()

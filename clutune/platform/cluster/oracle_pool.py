@@ -6,14 +6,17 @@ trials object refs to the outputs. Each task also writes the cache, so the next 
 requests that ``oracle.policy`` gives an oracle are planned; the others get None.
 
 With ``oracle.ensemble`` ≥ 2 a request's members 1..M-1 (:mod:`clutune.core.members`) go through the same plan,
-lease and pool: each is a key of its own, and the missing members of one owned set train in one task (a pack,
-:func:`clutune.core.members.train_members`), one ref per member. KLoM's floor models (``floor`` of them per
-scored request, :func:`clutune.core.members.floor_seeds`) are planned the same way, in the same packs, and kept
-apart in ``floor_of_request``: the trials never see them.
+lease and pool: each is a key of its own, and the missing members of one owned set train together, in packs of
+at most ``oracle.pack`` (:func:`clutune.core.members.train_members`, packed by :mod:`clutune.core.packed_oracles`),
+one task per pack and one ref per member. KLoM's floor models (``floor`` of them per scored request,
+:func:`clutune.core.members.floor_seeds`) are planned the same way, in the same packs, and kept apart in
+``floor_of_request``: the trials never see them.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,13 +61,14 @@ class OraclePlan:
         """Per request, the refs of its floor models' outputs (empty where there are none)."""
         return [[refs[m] for m in floor] for floor in self.floor_of_request]
 
-    def packs(self) -> list[list[str]]:
-        """The missing members 1..M-1 and floor models, grouped by owned set: each group trains in one task."""
+    def packs(self, size: int) -> list[list[str]]:
+        """The missing members 1..M-1 and floor models, grouped by owned set in packs of at most ``size``: each
+        pack trains in one task."""
         groups: dict[str, list[str]] = {}
         for key, others, floor in zip(self.key_of_request, self.members_of_request, self.floor_of_request, strict=True):
             if key is not None:
                 groups.setdefault(key, [m for m in [*others, *floor] if m not in self.cached])
-        return [group for group in groups.values() if group]
+        return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
 def plan_oracles(prep: Prepared, floor: int = 0) -> OraclePlan:
@@ -100,6 +104,16 @@ def plan_oracles(prep: Prepared, floor: int = 0) -> OraclePlan:
     return OraclePlan(keys, owned, {k for k in owned if prep.cache.has(k)}, members, seed_of, floors)
 
 
+@contextlib.contextmanager
+def leased_plan(prep: Prepared, floor: int = 0) -> Iterator[OraclePlan]:
+    """The command's oracle plan (with ``floor`` KLoM floor models per scored request), its cache entries leased
+    while the block runs: ``clutune oracles --prune`` keeps away from every key a running command uses or is
+    training."""
+    plan = plan_oracles(prep, floor)
+    with prep.cache.lease(set(plan.owned)):
+        yield plan
+
+
 @ray.remote(max_retries=2)
 def _oracle_task(config: dict[str, Any], owned_ids: torch.Tensor) -> OracleOutputs:
     """Runs on any worker: builds the data there, trains (or finds) the oracle, stores it, returns outputs."""
@@ -113,7 +127,9 @@ def _members_task(config: dict[str, Any], owned_ids: torch.Tensor, seeds: list[i
     """Members of one owned set as one pack: each trained (or found), stored, and returned as its own object."""
     prep = prepare_in_worker(config)
     oracle = prep.config.oracle
-    outputs = ensure_members(prep.dataset, owned_ids, prep.recipe, seeds, prep.cache, oracle.keep_weights)
+    outputs = ensure_members(
+        prep.dataset, owned_ids, prep.recipe, seeds, prep.cache, oracle.keep_weights, oracle.pack
+    )
     return outputs if len(outputs) > 1 else outputs[0]  # Ray splits a list into num_returns objects
 
 
@@ -129,7 +145,7 @@ def submit_oracles(prep: Prepared, plan: OraclePlan) -> dict[str, ray.ObjectRef]
             refs[key] = ray.put(prep.cache.load(key))
         elif key not in plan.seed_of:
             refs[key] = _oracle_task.options(num_cpus=res.cpu, num_gpus=res.gpu).remote(config, ids)
-    for pack in plan.packs():
+    for pack in plan.packs(prep.config.oracle.pack):
         seeds = [plan.seed_of[m] for m in pack]
         task = _members_task.options(num_cpus=res.cpu, num_gpus=res.gpu, num_returns=len(pack))
         out = task.remote(config, plan.owned[pack[0]], seeds)

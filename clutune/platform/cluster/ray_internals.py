@@ -4,16 +4,20 @@ clutune leans on things Ray does not promise to keep: Tune's restored tuner hold
 callbacks, which Tune does not save) in a private attribute; ``auto`` and a head already running on this machine
 are found by private helpers; and the order in which Tune deletes a superseded checkpoint and uploads the
 experiment state that no longer names it
-(:mod:`clutune.platform.cluster.tune_storage` closes the gap that order leaves).
+(:mod:`clutune.platform.cluster.tune_storage` closes the gap that order leaves); and the Optuna study and trials
+that Tune's ``OptunaSearch`` keeps in private attributes, which :class:`StoppedIsPruned` tells itself.
 Each was read in the Ray release below. On any other release the first use fails in one line naming this module,
 instead of a resume that silently loses its callbacks or a study that loses checkpoints.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import ray
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
 
 from clutune.errors import UserError
 
@@ -60,4 +64,56 @@ def find_local_head() -> str | None:
         return None
 
 
-__all__ = ["TESTED_RAY", "check_ray_version", "find_local_head", "reinstall_callbacks", "resolve_auto_address"]
+class StoppedIsPruned(OptunaSearch):
+    """Tune's ``OptunaSearch`` tells Optuna every trial with a value as COMPLETE, so a trial the scheduler
+    stopped early enters the study with its running mean over the few requests it reached; early requests score
+    better than late ones, and the sampler learns minima that no complete trial can reach. Here a trial that ends
+    before the stream's last request is told PRUNED, its objective reported as an intermediate value at each
+    request (one objective: Optuna keeps no intermediate values for several), so TPE ranks it by the step it
+    reached, GP leaves it out, and Optuna's best trial is always a complete one. Every trial carries the
+    requests it reached as the user attribute ``requests_done``. A trial that diverged keeps Tune's telling: it
+    reached its end, and its infinite value marks the region as bad."""
+
+    def __init__(self, *args: Any, n_requests: int, **kwargs: Any) -> None:
+        check_ray_version()
+        super().__init__(*args, **kwargs)
+        self.n_requests = n_requests
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        step = int(result.get("requests_done", 0))
+        ot_trial.set_user_attr("requests_done", step)
+        value = result.get(self.metric) if isinstance(self.metric, str) else None
+        if value is not None and math.isfinite(value) and step > 0:
+            ot_trial.report(float(value), step)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        stopped = (
+            result is not None
+            and not error
+            and not result.get("diverged")
+            and int(result.get("requests_done", self.n_requests)) < self.n_requests
+        )
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            super().on_trial_complete(trial_id, result, error)
+            return
+        if not stopped:
+            if result is not None and "requests_done" in result:  # a trial's last result comes here only
+                self._ot_trials[trial_id].set_user_attr("requests_done", int(result["requests_done"]))
+            super().on_trial_complete(trial_id, result, error)
+            return
+        self.on_trial_result(trial_id, result)  # the result the scheduler stopped it on reaches the searcher here
+        self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+
+__all__ = [
+    "TESTED_RAY",
+    "StoppedIsPruned",
+    "check_ray_version",
+    "find_local_head",
+    "reinstall_callbacks",
+    "resolve_auto_address",
+]

@@ -37,6 +37,9 @@ _BATCH = 900  # MLflow takes at most 1000 metrics per log_batch
 
 @dataclass
 class Synced:
+    """What ``clutune.sync`` wrote: the store (its password masked), the parent run, and the counts it added (all
+    zero when MLflow already held everything)."""
+
     uri: str
     parent_id: str
     runs_created: int = 0

@@ -59,11 +59,18 @@ SEED = 0
 
 @dataclass
 class Aggregate:
+    """What ``clutune.aggregate`` returns: the per-run scores, the per-method table, the performance profile and
+    the floor of each scenario."""
+
     scores: pd.DataFrame  # one row per (scenario, method, seed): kl, floor, score, duplicate_of
     table: pd.DataFrame  # per method: runs, scenarios, iqm, lo, hi, median
     profile: pd.DataFrame  # per (method, tau): share of runs with score <= tau, lo, hi
     skipped: list[str]  # methods left out: not run in every scenario
     floors: pd.DataFrame  # per scenario: floor, source, n (values it is the mean of), lo, hi
+
+    def to_markdown(self) -> str:
+        """The table as the command prints it and ``aggregate.md`` holds it."""
+        return markdown(self)
 
 
 @dataclass

@@ -73,6 +73,28 @@ def _table_html(table: pd.DataFrame, key: str) -> str:
     return f'<table id="comparison"><tr><th>{key}</th>{head}</tr>{"".join(body)}</table>'
 
 
+def _complete_trials(rows: pd.DataFrame, folder: Path, key: str) -> tuple[pd.DataFrame, str]:
+    """A sweep's comparison ranks complete trials only: a trial the scheduler stopped early (``PRUNED`` in
+    ``trials.csv``) has a mean over the few requests it reached, which early requests flatter. Those trials are
+    listed under the table with the requests they reached."""
+    trials_csv = folder / "trials.csv" if folder.is_dir() else None
+    if key != "trial_id" or trials_csv is None or not trials_csv.exists():
+        return rows, ""
+    trials = pd.read_csv(trials_csv, dtype={"trial_id": str})
+    pruned = trials[trials["status"] == "PRUNED"]
+    if pruned.empty:
+        return rows, ""
+    total = int(trials["requests_done"].max())
+    items = "".join(
+        f'<li data-state="pruned">{html.escape(str(r.trial_id))}: pruned after {int(r.requests_done)} of {total} '
+        "requests</li>"
+        for r in pruned.itertuples()
+    )
+    kept = rows[~rows["trial_id"].astype(str).isin(set(pruned["trial_id"]))]
+    head = f"<p>{len(pruned)} trial(s) stopped early by the scheduler, left out of the table (state PRUNED):</p>"
+    return (kept if len(kept) else rows), f'{head}<ul id="pruned">{items}</ul>'
+
+
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<figure><img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}"></figure>'
@@ -153,6 +175,7 @@ def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Pat
         rows, plots, config, what = _source(source, tracking_uri, Path(scratch))
         key = table_groups(rows)
         folder = Path(source)
+        rows, stopped = _complete_trials(rows, folder, key)
         rdb = (config.get("sweep") or {}).get("study_storage") and (folder / "trials.csv").exists()
         is_sweep = folder.is_dir() and ((folder / "optuna-journal.log").exists() or rdb)
         optuna = _optuna_html(folder, config) if is_sweep else ""
@@ -165,6 +188,7 @@ def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Pat
 <h2>Comparison</h2><p>Per run the mean over its requests, then over the runs (seeds) of each {key}.
 {html.escape(caption(table, "runs (seeds)")).replace("**Bold**", "<b>Bold</b>")}</p>
 {_table_html(table, key)}
+{stopped}
 {converged}
 <h2>Plots</h2>{_plots_html(plots)}
 {optuna}

@@ -6,6 +6,7 @@ opens an experiment on its GenAI overview, which is empty for training runs.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -16,12 +17,12 @@ import threading
 import time
 import urllib.request
 import webbrowser
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clutune.errors import UserError
+from clutune.errors import RunFailed, UserError
 from clutune.guards.masking import drop_masked_password, mask
+from clutune.platform.run.log import Log, print_line
 
 
 def latest_experiment(uri: str) -> str | None:
@@ -88,35 +89,69 @@ def _stop_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_server(cmd: list[str], env: dict[str, str], health: str, what: str, on_ready: Callable[[], None]) -> int:
-    """Run a server in a process group of its own until it exits or this process gets SIGINT or SIGTERM, then
-    stop the group: nothing keeps listening after clutune is gone. Returns 0 when stopped by a signal, 1 when
-    the server exited before it answered at ``health``, else the server's own exit status."""
-    main_thread = threading.current_thread() is threading.main_thread()  # only it may take signals
-    previous = signal.signal(signal.SIGTERM, _raise_stop) if main_thread else None
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    ready = False
-    try:
-        while proc.poll() is None and not ready:
-            ready = _answers(health)
-            if not ready:
+class Server:
+    """A running server in a process group of its own, as ``clutune.ui`` and ``clutune.dashboard`` return it.
+
+    Nothing keeps listening after clutune is gone: from the start until :meth:`stop`, SIGTERM to this process
+    (when the server was started from the main thread) stops it as Ctrl-C does, and so does the interpreter's
+    exit."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], address: str) -> None:
+        self.address = address
+        self.stopped = False
+        self._takes_sigterm = threading.current_thread() is threading.main_thread()  # only it may take signals
+        self._previous = signal.signal(signal.SIGTERM, _raise_stop) if self._takes_sigterm else None
+        self._proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+        atexit.register(self.stop)
+
+    @classmethod
+    def start(cls, cmd: list[str], env: dict[str, str], health: str, what: str, address: str) -> Server:
+        """Start a server and return once it answers at ``health``. One that exits before it answers is a
+        failure (:class:`~clutune.errors.RunFailed`), never a silent success; a signal while it starts stops it,
+        and the handle returned is then already stopped (its :meth:`wait` returns 0 at once)."""
+        server = cls(cmd, env, address)
+        try:
+            while server._proc.poll() is None:
+                if _answers(health):
+                    return server
                 time.sleep(0.2)
-        if not ready:
-            print(f"clutune: error: {what} exited before it answered (exit {proc.returncode})", file=sys.stderr)
-            return 1
-        on_ready()
-        return proc.wait()
-    except (KeyboardInterrupt, _Stop):
-        return 0
-    finally:
-        _stop_group(proc)
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        except (KeyboardInterrupt, _Stop):
+            server.stop()
+            return server
+        server.stop()
+        raise RunFailed(f"{what} exited before it answered (exit {server._proc.returncode})")
+
+    @property
+    def pid(self) -> int:
+        """The server process, leader of its process group."""
+        return self._proc.pid
+
+    def wait(self) -> int:
+        """Serve until the server exits or this process gets SIGINT or SIGTERM, then stop its group. Returns 0 when
+        it was stopped (by a signal or :meth:`stop`), else the server's own exit status."""
+        try:
+            code = self._proc.wait()
+            return 0 if self.stopped else code
+        except (KeyboardInterrupt, _Stop):
+            return 0
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop the server's whole process group; calling it again does nothing. From another thread it stops the
+        server, and the main thread's :meth:`wait` gives SIGTERM back to its previous handler."""
+        if self._takes_sigterm and threading.current_thread() is threading.main_thread():
+            self._takes_sigterm = False
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
+        if not self.stopped:
+            self.stopped = True
+            atexit.unregister(self.stop)
+            _stop_group(self._proc)
 
 
-def _open_browser(address: str, open_browser: bool) -> None:
+def _open_browser(address: str, open_browser: bool, log: Log) -> None:
     """Open the address where a graphical browser exists; never fail."""
-    print(f"MLflow UI ready: {address}", flush=True)
+    log(f"MLflow UI ready: {address}")
     graphical = sys.platform in ("darwin", "win32") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     if open_browser and graphical:
         try:
@@ -125,7 +160,10 @@ def _open_browser(address: str, open_browser: bool) -> None:
             pass
 
 
-def serve_mlflow(tracking_uri: str | None, host: str, port: int, open_browser: bool = True) -> int:
+def serve_mlflow(
+    tracking_uri: str | None, host: str, port: int, open_browser: bool = True, log: Log = print_line
+) -> Server:
+    """The MLflow UI over a tracking store, started and answering; its address is the runs table's."""
     from clutune.platform.record.tracking import resolve_tracking_uri
 
     check_port(host, port)
@@ -138,9 +176,12 @@ def serve_mlflow(tracking_uri: str | None, host: str, port: int, open_browser: b
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
     cmd += ["--host", host, "--port", str(port), "--workers", "1"]
-    print(f"MLflow UI for {mask(uri)}: runs table at {address} (Ctrl-C stops it)", flush=True)
+    log(f"MLflow UI for {mask(uri)}: runs table at {address} (Ctrl-C stops it)")
     health = runs_address(host, port, None) + "health"
-    return run_server(cmd, env, health, "the MLflow server", lambda: _open_browser(address, open_browser))
+    server = Server.start(cmd, env, health, "the MLflow server", address)
+    if not server.stopped:
+        _open_browser(address, open_browser, log)
+    return server
 
 
 def sweep_storage(sweep_dir: Path) -> tuple[Any, str]:
@@ -163,9 +204,10 @@ def sweep_storage(sweep_dir: Path) -> tuple[Any, str]:
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))), sweep_dir.name
 
 
-def serve_dashboard(sweep_dir: Path, host: str, port: int) -> int:
-    """optuna-dashboard in a process group of its own (``clutune.platform.reports.dashboard_server``); the storage URL
-    travels in the environment, not on a command line every user of the machine can list."""
+def serve_dashboard(sweep_dir: Path, host: str, port: int, log: Log = print_line) -> Server:
+    """optuna-dashboard in a process group of its own (``clutune.platform.reports.dashboard_server``), started and
+    answering; the storage URL travels in the environment, not on a command line every user of the machine can
+    list."""
     check_port(host, port)
     storage, name = sweep_storage(sweep_dir)
     journal = Path(sweep_dir) / "optuna-journal.log"
@@ -174,9 +216,17 @@ def serve_dashboard(sweep_dir: Path, host: str, port: int) -> int:
     )
     env = {**os.environ, **source}
     cmd = [sys.executable, "-m", "clutune.platform.reports.dashboard_server", host, str(port)]
-    print(f"optuna-dashboard for {sweep_dir} (study {name}): http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    address = f"http://{host}:{port}/"
+    log(f"optuna-dashboard for {sweep_dir} (study {name}): {address} (Ctrl-C stops it)")
     health = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api/studies"
-    return run_server(cmd, env, health, "optuna-dashboard", lambda: None)
+    return Server.start(cmd, env, health, "optuna-dashboard", address)
 
 
-__all__ = ["latest_experiment", "runs_address", "serve_dashboard", "serve_mlflow", "sweep_storage"]
+__all__ = [
+    "Server",
+    "latest_experiment",
+    "runs_address",
+    "serve_dashboard",
+    "serve_mlflow",
+    "sweep_storage",
+]

@@ -15,7 +15,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from ray import tune
 
 from clutune.clu.methods import get_method
 from clutune.core.config import Config, ConfigSource, Overrides, bare_overrides, load_config
-from clutune.core.experiment import Prepared, build_method, method_hparams, validate_methods_section
+from clutune.core.experiment import Prepared, build_method, hparams_source, method_hparams, validate_methods_section
 from clutune.core.results import check_out_dir
 from clutune.errors import UserError
 from clutune.platform.record.publish import publish_grid
@@ -77,6 +77,10 @@ class CompareResult:
     oracles_total: int
     oracles_trained: int
     seconds: float
+
+    def to_markdown(self) -> str:
+        """The tables as the command prints them and ``comparison.md`` holds them: the means, then KLoM."""
+        return format_table(self.table) + "\n\n" + klom_section(self.klom, self.klom_note)
 
 
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -161,17 +165,18 @@ def method_grid(
     else:
         check_out_dir(out, options.overwrite)
     prep = prepare_command(config, cluster)
-    fixed = {}
+    fixed, effective = {}, {}
     for m in options.methods:
         fixed[m] = {k: v for k, v in bare.items() if _has(m, k)}
         hp = method_hparams(config, m, config.dataset.name, fixed[m])
         build_method(prep, m, hp, options.seeds[0])  # refuses a scenario the method cannot serve (clpu)
+        effective[m] = {**asdict(hp), "source": hparams_source(m, config.dataset.name)}
     if not options.resume:
         for stale in ("parts", "tune"):  # with --overwrite: an earlier grid's rows and state must not leak in
             shutil.rmtree(out / stale, ignore_errors=True)
     floor = floor_count(config.oracle.ensemble, len(options.seeds))
     with session(prep, out, cluster, log, floor) as run:
-        meta = {"methods": options.methods, "seeds": options.seeds, "fixed": bare}
+        meta = {"methods": options.methods, "seeds": options.seeds, "fixed": bare, "hparams": effective}
         run.tracker.start_parent(f"{config.name}-{role}", config.as_dict(), {}, meta, role)
         res = config.sweep.trial_resources
         grid = Grid(

@@ -30,16 +30,16 @@ from ray.tune.logger import CSVLoggerCallback
 
 from clutune.core import storage
 from clutune.core.config import Config
-from clutune.core.experiment import Prepared
+from clutune.core.experiment import Prepared, hparam_columns, hparams_source, method_hparams, no_tuned_defaults_notice
 from clutune.core.results import ResultStream, compact, dedupe, read_parts
 from clutune.errors import RunFailed, UserError
-from clutune.platform.cluster.oracle_pool import OraclePlan, plan_oracles, submit_oracles
+from clutune.platform.cluster.oracle_pool import OraclePlan, leased_plan, submit_oracles
 from clutune.platform.cluster.ray_address import joins_cluster, local_head
 from clutune.platform.cluster.ray_internals import check_ray_version, reinstall_callbacks
 from clutune.platform.cluster.tune_storage import settle, tune_storage
 from clutune.platform.record.publish import attach_runs, draw_runs, publish_runs
 from clutune.platform.record.tracking import SweepTracker
-from clutune.platform.run.trainable import clu_trainable, seed_mean
+from clutune.platform.run.trainable import clu_trainable, seed_mean, trial_setup
 
 
 def absolutize(config: Config) -> None:
@@ -104,8 +104,7 @@ def leased_oracles(prep: Prepared, log: Callable[[str], None], floor: int = 0) -
     """Plan the command's oracles (with ``floor`` KLoM floor models per scored request), lease their cache entries
     (``clutune oracles --prune`` keeps away from them while the command runs), then submit the missing ones as Ray
     tasks."""
-    plan = plan_oracles(prep, floor)
-    with prep.cache.lease(set(plan.owned)):
+    with leased_plan(prep, floor) as plan:
         needed = sum(1 for k in plan.key_of_request if k is not None)
         log(
             f"oracles ({prep.config.oracle.policy} policy): {len(plan.owned)} distinct for {needed} of "
@@ -136,6 +135,8 @@ class Grid:
     # Checkpoints Tune keeps per trial. A population keeps two: a member that copies another's state restores the
     # source's checkpoint of the last decision after the source may already have written the next one.
     checkpoints_kept: int = 1
+    # A stability check counts divergences instead of refusing the grid (a confirmation's neighbours may diverge).
+    tolerate_diverged: bool = False
 
 
 class Background:
@@ -174,9 +175,16 @@ class EngineCallback(tune.Callback):
     """Driver side of every trial event: results stream, MLflow child runs, progress with time left."""
 
     def __init__(
-        self, grid: Grid, tracker: SweepTracker, n_requests: int, total_trials: int, log: Callable[[str], None]
+        self,
+        grid: Grid,
+        tracker: SweepTracker,
+        config: Config,
+        n_requests: int,
+        total_trials: int,
+        log: Callable[[str], None],
     ) -> None:
         self.grid = grid
+        self.config = config
         self.tracker = tracker
         self.n_requests = n_requests
         self.total_trials = total_trials
@@ -208,9 +216,18 @@ class EngineCallback(tune.Callback):
         self.writer.drain()
 
     def _open(self, trial: Any) -> None:
-        """Create the trial's child run, or mark a known one RUNNING again (a resumed or restarted trial)."""
+        """Create the trial's child run, or mark a known one RUNNING again (a resumed or restarted trial). It
+        is named for what it runs (``<method>-s<seed>``; a sweep trial ``<trial>-s<seeds>``, a confirmation
+        ``<trial>-s<seed>``) and carries the run's effective hyperparameters as ``hp.*`` params with their source
+        (``hp.source``: a tuned-defaults file or the class defaults), as the rows carry them in ``hp_*``."""
         params = {k: trial.config[k] for k in self.grid.param_keys if k in trial.config}
-        self.writer.submit(self.tracker.child, trial.trial_id, str(trial), params, self.grid.role)
+        method, seeds, overrides = trial_setup(trial.config, self.grid.context)
+        hparams = method_hparams(self.config, method, self.config.dataset.name, overrides)
+        params.update({f"hp.{k[3:]}": v for k, v in hparam_columns(hparams).items()})
+        params["hp.source"] = hparams_source(method, self.config.dataset.name)
+        who = trial.config.get("candidate") or (method if "method" in trial.config else trial.trial_id)
+        name = f"{who}-s{'+'.join(str(s) for s in seeds)}"
+        self.writer.submit(self.tracker.child, trial.trial_id, name, params, self.grid.role)
         self.started.add(trial.trial_id)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -300,7 +317,12 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
     context = {**grid.context, "margins_out": str(grid.out)}  # where trials write margins (clutune.core.margins)
     trainable = tune.with_resources(tune.with_parameters(clu_trainable, context=context), grid.resources)
     total = grid_size(grid.param_space) if grid.search_alg is None else grid.num_samples
-    callback = EngineCallback(grid, tracker, len(prep.scenario), total, log)
+    callback = EngineCallback(grid, tracker, prep.config, len(prep.scenario), total, log)
+    if grid.role != "confirm":
+        for method in grid_methods(grid):
+            notice = no_tuned_defaults_notice(method, prep.config.dataset.name)
+            if notice:
+                log(notice)
     callbacks = [callback, CSVLoggerCallback()]
     # Tune would add its JSON and TensorBoard loggers too: per result, on the trial's critical path, files that
     # repeat what MLflow and results.parquet hold. progress.csv (the cheapest) stays, for Tune's own result grid.
@@ -349,22 +371,38 @@ def execute(grid: Grid, prep: Prepared, tracker: SweepTracker, resume: bool, log
                 rows = compact(grid.out)
     callback.draw_remaining(rows)
     if grid.search_alg is None:  # a fixed grid; a searcher's (or PBT population's) trials may fail alone
-        require_complete(results, grid.out)
+        require_complete(results, grid.out, grid.tolerate_diverged, prep.config.dataset.name)
     return results
 
 
-def require_complete(results: Any, out: Path) -> None:
+def grid_methods(grid: Grid) -> list[str]:
+    """The methods a grid runs: its ``method`` grid values (compare, study), else the context's one method."""
+    values = (grid.param_space or {}).get("method")
+    if isinstance(values, dict) and "grid_search" in values:
+        return list(dict.fromkeys(values["grid_search"]))
+    return [grid.context["method"]] if grid.context.get("method") else []
+
+
+def require_complete(results: Any, out: Path, tolerate_diverged: bool = False, dataset: str | None = None) -> None:
     """A fixed grid (compare, study, confirmation) is a table with a row per (run, request): one with a run
     missing, or a run that diverged (its rows stop at the divergence), is refused instead of summarised. A
-    sweep's errored trial is one of its results (Optuna records it failed), so sweeps do not come here."""
+    sweep's errored trial is one of its results (Optuna records it failed), so sweeps do not come here; a
+    confirmation counts its divergences (``tolerate_diverged``)."""
     failed = [r for r in results if r.error is not None]
-    diverged = [r for r in results if r.error is None and (r.metrics or {}).get("diverged")]
+    diverged = [r for r in results if r.error is None and (r.metrics or {}).get("diverged") and not tolerate_diverged]
     if diverged and not failed:  # a finished trial: --resume has nothing to continue, so it is not offered
         first, metrics = diverged[0], diverged[0].metrics
         what = ", ".join(f"{k} {v}" for k, v in sorted((first.config or {}).items())) or first.path
+        method = (first.config or {}).get("method")
+        untuned = dataset is not None and method and no_tuned_defaults_notice(method, dataset)
+        hint = (
+            f"; {method} ran on its class defaults (no tuned defaults for dataset {dataset}): "
+            "`clutune sweep` tunes them"
+        )
         raise RunFailed(
             f"{len(diverged)} of {len(results)} runs diverged, first {what} at request {metrics.get('request')}: "
             f"{metrics.get('error')}; the grid is incomplete and is not summarised (its rows are in {out})"
+            + (hint if untuned else "")
         )
     if not failed:
         return

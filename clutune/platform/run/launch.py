@@ -1,14 +1,15 @@
-"""The one set-up path of every grid command (sweep, compare, study): inputs checked whole, then the record.
+"""The one set-up path of every command that runs on Ray (sweep, compare, study, oracles): inputs checked whole,
+then the record.
 
 Two phases, so that nothing exists until everything is known good:
 
 1. :func:`prepare_command`: the Ray address answers, every path is absolute, the data loads and the scenario
    builds. No folder, MLflow store, run, cache entry or Ray instance exists yet; the command adds its own checks
    (methods, search space, output folder) around it, all before phase 2.
-2. :func:`session`: the MLflow tracker, Ray (started here only when no Ray is running in the process, and shut
-   down again when the command ends, so that a second call in the same process starts clean), and the leased
-   oracles. When the command fails inside it, its MLflow parent run is marked FAILED, from Python as from the
-   shell.
+2. :func:`session`: the MLflow tracker, Ray (:func:`local_ray`: started here only when no Ray is running in the
+   process, and shut down again when the command ends, so that a second call in the same process starts clean),
+   and the leased oracles. When the command fails inside it, its MLflow parent run is marked FAILED, from Python
+   as from the shell. ``clutune oracles`` records nothing: it takes the same lease and Ray, without a tracker.
 """
 
 from __future__ import annotations
@@ -56,22 +57,30 @@ class Session:
 
 
 @contextlib.contextmanager
-def session(prep: Prepared, folder: Path, cluster: Cluster, log: Log = print_line, floor: int = 0) -> Iterator[Session]:
-    """Phase 2: the record, Ray and the oracles (``floor``: KLoM floor models per scored request), for a command
-    whose inputs :func:`prepare_command` passed."""
-    uri = resolve_tracking_uri(cluster.tracking_uri)
-    tracker = SweepTracker(uri, prep.config.sweep.experiment or prep.config.name, folder, enabled=cluster.tracking)
+def local_ray(cluster: Cluster) -> Iterator[None]:
+    """Ray for one command: joined or started here only when none is running in the process, and then shut down
+    when the command ends, so that a second call in the same process starts clean."""
     started = not ray.is_initialized()
     try:
         ensure_ray(cluster.address, cluster.num_cpus)
-        with leased_oracles(prep, log, floor) as oracles:
-            yield Session(prep, tracker, oracles)
-    except BaseException:
-        tracker.fail_parent()
-        raise
+        yield
     finally:
         if started and ray.is_initialized():
             ray.shutdown()
 
 
-__all__ = ["Cluster", "Session", "prepare_command", "session"]
+@contextlib.contextmanager
+def session(prep: Prepared, folder: Path, cluster: Cluster, log: Log = print_line, floor: int = 0) -> Iterator[Session]:
+    """Phase 2: the record, Ray and the oracles (``floor``: KLoM floor models per scored request), for a command
+    whose inputs :func:`prepare_command` passed."""
+    uri = resolve_tracking_uri(cluster.tracking_uri)
+    tracker = SweepTracker(uri, prep.config.sweep.experiment or prep.config.name, folder, enabled=cluster.tracking)
+    try:
+        with local_ray(cluster), leased_oracles(prep, log, floor) as oracles:
+            yield Session(prep, tracker, oracles)
+    except BaseException:
+        tracker.fail_parent()
+        raise
+
+
+__all__ = ["Cluster", "Session", "local_ray", "prepare_command", "session"]

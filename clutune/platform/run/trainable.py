@@ -83,10 +83,15 @@ class RunningMeans:
 
 
 def seed_mean(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One row per seed -> the mean over seeds of every numeric metric (NaN where every seed has NaN)."""
+    """One row per seed -> the mean over seeds of every numeric metric (NaN where every seed has NaN). A run's
+    constant hyperparameters (``hp_*``) are params of its child run, not metrics; a PBT trial's, which change
+    at its decisions, stay metrics."""
     out: dict[str, Any] = {"request": rows[0]["request"], "kind": rows[0]["kind"]}
+    population = "exploited_from" in rows[0]
     for key, value in rows[0].items():
         if key in out or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key.startswith("hp_") and not population:
             continue
         values = np.array([float(r[key]) for r in rows], dtype=np.float64)
         out[key] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
@@ -110,7 +115,7 @@ class CheckpointCadence:
         return False
 
 
-def _trial_setup(params: dict[str, Any], context: dict[str, Any]) -> tuple[str, list[int], dict[str, Any]]:
+def trial_setup(params: dict[str, Any], context: dict[str, Any]) -> tuple[str, list[int], dict[str, Any]]:
     """(method, seeds, hyperparameter overrides). A sweep trial carries sampled hyperparameters; a grid trial
     names its method (compare, study) or the sweep trial it confirms (``candidate``), and one seed."""
     params = dict(params)
@@ -129,7 +134,7 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     prep = prepare_in_worker({**context["config"], "threads": max(1, int(cpus))})
     config = prep.config
-    method, seeds, overrides = _trial_setup(params, context)
+    method, seeds, overrides = trial_setup(params, context)
     hparams = method_hparams(config, method, config.dataset.name, overrides)
     refs: list[list[ray.ObjectRef] | None] = context["oracle_refs"]  # per request: its members, member 0 first
 
@@ -192,7 +197,8 @@ def clu_trainable(params: dict[str, Any], context: dict[str, Any]) -> None:
             # which the driver takes off the result for its records.
             result = {"request": rows[0]["request"], "kind": rows[0]["kind"]}
             result.update(means.report(context["robust"]))
-            result.update(requests_done=done, method=method, rows=rows)
+            # reported_at: the order in which trials completed, which the convergence verdict follows
+            result.update(requests_done=done, method=method, rows=rows, reported_at=time.time())
             decision = False
             if pbt is not None:
                 # Lineage and the hyperparameters of this request, per row: a trial's settings change over its

@@ -1,14 +1,20 @@
 """Convergence diagnostics of a sweep: did the search stop improving, or had it hardly begun?
 
-One objective: the best value found so far against the trial number. Several: the dominated hypervolume of the
-Pareto front found so far, against a reference point fixed for the whole curve (``sweep.reference_point``, or
-10% beyond the worst complete trial on each objective) and recorded in the parent run. Only complete trials
-(every request done, not diverged) count: a trial pruned early reports a mean over fewer requests, which does
-not compare with the others. Trials are in order of their number (the order the sampler suggested them).
+One rule, applied the same way by the stopper during a sweep (``sweep.stop_converged``) and by the verdict the
+sweep records at its end:
 
-The closing verdict compares the value at the end with the value before the last quarter of trials: a relative
-improvement above ``sweep.converged_tolerance`` means the search was still improving, and more trials would
-likely pay.
+- only complete trials count (every request done, not diverged): a trial the scheduler stopped early (state
+  ``PRUNED``) reports a mean over fewer requests, which does not compare with the others;
+- complete trials are taken in the order they completed;
+- the curve is the best value so far (one objective) or the dominated hypervolume of the Pareto front so far
+  (several), against a reference point fixed for the whole curve (``sweep.reference_point``, or 10% beyond the
+  worst complete trial on each objective), recorded in the parent run;
+- below ``sweep.min_trials`` complete trials the verdict is "too few complete trials (k of n)", never converged;
+- from there, the search has converged when the last quarter of complete trials improved the curve by no more than
+  ``sweep.converged_tolerance`` of its value before them.
+
+``convergence.csv`` keeps every finished trial, pruned ones included (its ``state`` and ``requests_done``), so a
+verdict can be recomputed from the sweep folder alone.
 """
 
 from __future__ import annotations
@@ -90,18 +96,36 @@ class Convergence:
         return {"params": params, "metrics": metrics}
 
 
+def _states(trials: pd.DataFrame, n_requests: int) -> np.ndarray:
+    """Each trial's state for the curve: complete, pruned (stopped before the last request), diverged, error."""
+    status = trials["status"].astype(str) if "status" in trials else pd.Series("OK", index=trials.index)
+    done = trials["requests_done"] if "requests_done" in trials else pd.Series(n_requests, index=trials.index)
+    state = status.str.lower().where(status != "OK", np.where(done >= n_requests, "complete", "pruned"))
+    return state.to_numpy(dtype=object)
+
+
+def _completion_order(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials in the order they completed (``finished_at``), ties and unknown times by trial number."""
+    keys = [k for k in ("finished_at", "number") if k in trials]
+    return trials.sort_values(keys, kind="stable", na_position="last") if keys else trials
+
+
 def curve(
     trials: pd.DataFrame, columns: list[str], n_requests: int, reference: Sequence[float] | None = None
 ) -> tuple[pd.DataFrame, list[float] | None]:
-    """One row per finished trial in trial order: ``trial`` (1..n), ``trial_id``, ``complete``, the objective
-    columns, and ``best`` (one objective) or ``hypervolume`` (several); and the reference point used."""
-    order = trials.sort_values("number", kind="stable") if "number" in trials else trials
+    """One row per finished trial in the order trials completed: ``trial`` (1..n), ``trial_id``, ``state``,
+    ``requests_done``, ``complete``, the objective columns, and ``best`` (one objective) or ``hypervolume``
+    (several), each over the complete trials so far; and the reference point used."""
+    order = _completion_order(trials)
     frame = order[["trial_id", *columns]].reset_index(drop=True).copy()
-    ok = order["status"].eq("OK").to_numpy() & order["requests_done"].eq(n_requests).to_numpy()
+    state = _states(order, n_requests)
     values = frame[columns].to_numpy(dtype=float)
-    complete = ok & np.isfinite(values).all(axis=1)
+    complete = (state == "complete") & np.isfinite(values).all(axis=1)
     frame.insert(0, "trial", np.arange(1, len(frame) + 1))
-    frame.insert(2, "complete", complete)
+    frame.insert(2, "state", np.where((state == "complete") & ~complete, "diverged", state))
+    done = order["requests_done"].to_numpy() if "requests_done" in order else np.full(len(frame), n_requests)
+    frame.insert(3, "requests_done", done)
+    frame.insert(4, "complete", complete)
     if len(columns) == 1:
         seen = np.where(complete, values[:, 0], np.inf)
         best = np.minimum.accumulate(seen) if len(seen) else seen
@@ -118,15 +142,26 @@ def curve(
     return frame, [float(v) for v in ref]
 
 
-def verdict(values: Sequence[float], kind: str, tolerance: float) -> tuple[bool, float, str]:
-    """(converged, relative improvement, one line) for a curve: did the last quarter of trials improve the best
-    value (``kind`` "best", minimised) or the hypervolume (maximised) by more than ``tolerance`` of the value
-    before it?"""
+def verdict(
+    values: Sequence[float], kind: str, tolerance: float, min_trials: int = 1, finished: int | None = None
+) -> tuple[bool, float, str]:
+    """(converged, relative improvement, one line) for the curve over the complete trials in the order they
+    completed: did the last quarter of them improve the best value (``kind`` "best", minimised) or the
+    hypervolume (maximised) by more than ``tolerance`` of the value before it? Fewer than ``min_trials``
+    complete trials give no verdict; ``finished`` (all trials that ended, pruned ones too) goes in the line."""
     series = np.asarray(values, dtype=float)
     n = len(series)
+    total = n if finished is None else finished
     what = "the best value" if kind == "best" else "the hypervolume"
-    if n == 0 or not np.isfinite(series[-1]):
-        return False, math.nan, "not converged: no trial completed every request; run more trials"
+    if n == 0:
+        return False, math.nan, f"not converged: no trial completed every request (0 of {total}); run more trials"
+    if n < min_trials:
+        return (
+            False,
+            math.nan,
+            f"not converged: too few complete trials ({n} of {total}); a verdict needs {min_trials} "
+            "(sweep.min_trials)",
+        )
     quarter = max(1, math.ceil(n / 4))
     before = series[n - quarter - 1] if n - quarter - 1 >= 0 else math.nan
     end = float(series[-1])
@@ -137,14 +172,20 @@ def verdict(values: Sequence[float], kind: str, tolerance: float) -> tuple[bool,
     else:
         gain = (end - before) / abs(before) if before != 0 else (math.inf if end > before else 0.0)
     share = "all" if math.isinf(gain) else f"{100 * gain:.3g}%"
-    head = f"the last quarter of trials ({quarter} of {n}) improved {what} by {share}"
+    head = f"the last quarter of complete trials ({quarter} of {n}; {total} finished) improved {what} by {share}"
     if gain > tolerance:
         return (
             False,
             gain,
-            (f"not converged: {head} (> {100 * tolerance:g}%): more trials would likely help, e.g. {2 * n} in all"),
+            (f"not converged: {head} (> {100 * tolerance:g}%): more trials would likely help, e.g. {2 * total} in all"),
         )
     return True, gain, f"converged: {head} (<= {100 * tolerance:g}%)"
+
+
+def judge(frame: pd.DataFrame, kind: str, tolerance: float, min_trials: int) -> tuple[bool, float, str]:
+    """The verdict on a curve frame (``curve``'s, or ``convergence.csv`` read back): its complete rows only."""
+    complete = frame[frame["complete"].astype(bool)]
+    return verdict(complete[kind].to_numpy(dtype=float), kind, tolerance, min_trials, len(frame))
 
 
 def analyse(
@@ -153,18 +194,20 @@ def analyse(
     n_requests: int,
     tolerance: float,
     reference: Sequence[float] | None = None,
+    min_trials: int = 1,
 ) -> Convergence:
     """The sweep's convergence curve and verdict from its trial table."""
     frame, ref = curve(trials, columns, n_requests, reference)
     kind = "best" if len(columns) == 1 else "hypervolume"
-    converged, gain, line = verdict(frame[kind].to_numpy(dtype=float), kind, tolerance)
+    converged, gain, line = judge(frame, kind, tolerance, min_trials)
     return Convergence(frame, kind, columns, ref, tolerance, converged, gain, line)
 
 
 class ConvergedStopper(Stopper):
     """Ends a sweep early once it has converged (``sweep.stop_converged``): after each trial that completes
-    every request, from ``min_trials`` complete trials on, the verdict on the complete trials so far (in the order
-    they completed). ``--trials`` stays the cap. A Tune experiment stopper: never stops a single trial."""
+    every request, the module's one rule on the complete trials so far, in the order they completed (so never
+    before ``min_trials`` of them). ``--trials`` stays the cap. A Tune experiment stopper: never stops a single
+    trial."""
 
     def __init__(
         self, columns: list[str], n_requests: int, tolerance: float, min_trials: int, reference: Any = None
@@ -180,12 +223,13 @@ class ConvergedStopper(Stopper):
             return False
         if trial_id not in self.complete:
             self.complete[trial_id] = values
-            if len(self.complete) >= self.min_trials:
-                trials = pd.DataFrame(list(self.complete.values()), columns=self.columns)
-                trials = trials.assign(trial_id=list(self.complete), status="OK", requests_done=self.n_requests)
-                self.converged = analyse(
-                    trials, self.columns, self.n_requests, self.tolerance, self.reference
-                ).converged
+            trials = pd.DataFrame(list(self.complete.values()), columns=self.columns)
+            trials = trials.assign(
+                trial_id=list(self.complete), status="OK", requests_done=self.n_requests, finished_at=range(len(trials))
+            )
+            self.converged = analyse(
+                trials, self.columns, self.n_requests, self.tolerance, self.reference, self.min_trials
+            ).converged
         return False
 
     def stop_all(self) -> bool:
@@ -237,8 +281,9 @@ def report_html(folder: Path, config: dict[str, Any]) -> str:
         return ""
     frame = pd.read_csv(path)
     kind = "best" if "best" in frame else "hypervolume"
-    tolerance = float((config.get("sweep") or {}).get("converged_tolerance", 0.01))
-    _, _, line = verdict(frame[kind].to_numpy(dtype=float), kind, tolerance)
+    sweep = config.get("sweep") or {}
+    tolerance = float(sweep.get("converged_tolerance", 0.01))
+    _, _, line = judge(frame, kind, tolerance, int(sweep.get("min_trials", 1)))
     parts = [f'<h2>Convergence</h2><p id="converged">{html.escape(line)}</p>']
     plot = Path(folder) / PLOT
     if plot.exists():
@@ -253,6 +298,7 @@ __all__ = [
     "analyse",
     "compute_hypervolume",
     "curve",
+    "judge",
     "report_html",
     "trial_number",
     "verdict",

@@ -53,6 +53,37 @@ class SearchSpace:
         return int(round(clipped)) if isinstance(dist, optuna.distributions.IntDistribution) else float(clipped)
 
 
+    def _scale(self, name: str) -> tuple[float, float, bool]:
+        dist = self.distributions[name]
+        return float(dist.low), float(dist.high), bool(getattr(dist, "log", False))
+
+    def on_bound(self, name: str, value: Any) -> bool:
+        """Whether a numeric ``value`` sits on a bound of its range (a pick there asks for a wider space)."""
+        if isinstance(self.distributions[name], optuna.distributions.CategoricalDistribution):
+            return False
+        low, high, _ = self._scale(name)
+        span = high - low
+        return span > 0 and min(abs(value - low), abs(high - value)) <= 1e-9 * span
+
+    def inward(self, name: str, value: Any, step: float) -> Any:
+        """``value`` moved ``step`` of its range toward the middle of the range, in the space's own scale (log
+        for a log range), at least one unit for an int range; a categorical value stays. A pick's neighbour."""
+        dist = self.distributions[name]
+        if isinstance(dist, optuna.distributions.CategoricalDistribution) or step == 0:
+            return value
+        low, high, log = self._scale(name)
+        to, back = (math.log, math.exp) if log else (float, float)
+        lo, hi, v = to(low), to(high), to(value)
+        moved = v + step * (hi - lo) * (1 if v < (lo + hi) / 2 else -1)
+        out = back(min(max(moved, lo), hi))
+        if isinstance(dist, optuna.distributions.IntDistribution):
+            rounded = int(round(out))
+            if rounded == value and high > low:
+                rounded = value + (1 if value < (low + high) / 2 else -1)
+            return int(min(max(rounded, low), high))
+        return float(out)
+
+
 def start_point(space: SearchSpace, keys: list[str], defaults: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The first trial's point: the method's tuned defaults, each projected into the space when the space
     excludes it (a narrowed range, a one-value categorical), so the sampler always gets a complete point; and

@@ -18,13 +18,13 @@ import optuna
 import pandas as pd
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from clutune.core import storage
 from clutune.core.config import Config, ConfigSource, Overrides, bare_overrides, load_config
 from clutune.core.experiment import method_hparams, validate_methods_section
 from clutune.core.results import OBJECTIVE_METRICS
 from clutune.errors import UserError
+from clutune.platform.cluster.ray_internals import StoppedIsPruned
 from clutune.platform.record.publish import publish_sweep
 from clutune.platform.record.tracking import SweepTracker
 from clutune.platform.run.engine import Grid, absolutize, check_resumable, execute
@@ -53,7 +53,8 @@ class SweepResult:
     pareto: pd.DataFrame | None = None
     confirmed: pd.DataFrame | None = None
     convergence: pd.DataFrame | None = None  # best-so-far or hypervolume per finished trial (convergence.csv)
-    converged: bool = False  # the last quarter of trials improved by no more than sweep.converged_tolerance
+    converged: bool = False  # clutune.platform.search.convergence's one rule, over the complete trials
+    verdict: str = ""  # that rule's line, as the sweep printed it
     seconds: float = 0.0
 
 
@@ -65,10 +66,11 @@ def _searcher(
     trials: int,
     start: dict[str, Any],
     keys: list[str],
-) -> OptunaSearch:
+    n_requests: int,
+) -> StoppedIsPruned:
     """``sweep.sampler`` (clutune/platform/search/samplers.py), its first trial at the method's current defaults, so a
     sweep starts from the known-good point and a short sweep still leaves the sampler room after its random
-    start-up trials."""
+    start-up trials. A trial stopped before the last request is told to Optuna as pruned, not complete."""
     sw = config.sweep
     metrics = [objective_name(m) for m in sw.objectives]
     sampler = make_sampler(sw.sampler, sw.sampler_seed, trials)
@@ -78,7 +80,8 @@ def _searcher(
         study_path.parent.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(study_path)))
     single = len(metrics) == 1
-    return OptunaSearch(
+    return StoppedIsPruned(
+        n_requests=n_requests,
         space={k: space.distributions[k] for k in keys},
         metric=metrics[0] if single else metrics,
         mode="min" if single else ["min"] * len(metrics),
@@ -158,7 +161,7 @@ def run_sweep(
         pbt.check_pbt(sw, space_keys, config.oracle.policy, config.oracle.every, kinds)
     else:
         check_objectives(sw.objectives, config.oracle.policy, config.oracle.every, kinds, sw.asha, log)
-    log(f"{start_line}; sampler {'random (pbt population)' if population else sw.sampler}")
+    log(f"{start_line}; sampler {'random (pbt population)' if population else sw.sampler}; {pick_line(sw)}")
     sweep_dir = _driver_folder(sweep_uri, resume)
     try:
         with session(prep, sweep_dir, cluster, log) as run:
@@ -194,7 +197,7 @@ def run_sweep(
                 search_alg, param_space, scheduler, concurrency = pbt.population(sw, space, space_keys, start, trials)
             else:
                 journal = sweep_dir / "optuna-journal.log"
-                search_alg, param_space = _searcher(config, space, journal, name, trials, start, space_keys), None
+                search_alg, param_space = _searcher(config, space, journal, name, trials, start, space_keys, n), None
             grid = Grid(
                 name=name,
                 storage_path=sw.storage_path,
@@ -213,14 +216,19 @@ def run_sweep(
                 checkpoints_kept=pbt.CHECKPOINTS_KEPT if population else 1,
             )
             results = execute(grid, prep, tracker, resume, log)
-            trials_table = _trial_table(results, space_keys, sw.objectives)
-            front = _front(trials_table, n, sw.objectives)
+            trials_table = _trial_table(results, space_keys, sw.objectives, n)
+            front = _front(trials_table, n, sw)
             columns = [objective_name(m) for m in sw.objectives]
-            conv = convergence.analyse(trials_table, columns, n, sw.converged_tolerance, sw.reference_point)
+            conv = convergence.analyse(
+                trials_table, columns, n, sw.converged_tolerance, sw.reference_point, sw.min_trials
+            )
             log(conv.line)
             confirmed = None
             if sw.confirm_seeds and len(front):
-                confirmed = _confirm(config, prep, tracker, front, context, space_keys, concurrency, resume, log, grid)
+                confirmed = _confirm(
+                    config, prep, tracker, front, context, space, space_keys, concurrency, resume, log, grid
+                )
+                front = _stable_first(front, confirmed, log)
             objectives = [objective_name(m) for m in sw.objectives]  # figures: plots/, MLflow
             publish_sweep(tracker, sweep_dir, sw.study_storage, name, trials_table, objectives, not population)
             for path in convergence.write(conv, sweep_dir):
@@ -239,6 +247,7 @@ def run_sweep(
                 confirmed=confirmed,
                 convergence=conv.curve,
                 converged=conv.converged,
+                verdict=conv.line,
                 seconds=time.perf_counter() - t_start,
             )
     finally:
@@ -260,15 +269,20 @@ def _driver_folder(sweep_uri: str, resume: bool) -> Path:
     return folder
 
 
-def _trial_table(grid: Any, space_keys: list[str], objectives: list[str]) -> pd.DataFrame:
-    """One row per trial: status, requests done, final objectives with their mean and std over seeds, params."""
+def _trial_table(grid: Any, space_keys: list[str], objectives: list[str], n_requests: int) -> pd.DataFrame:
+    """One row per trial: status (``OK`` complete, ``PRUNED`` stopped by the scheduler before the last request,
+    ``DIVERGED``, ``ERROR``), requests done, when it finished, final objectives with their mean and std over seeds,
+    params."""
     trials = []
     for result in grid:
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or Path(result.path).name.split("_")[1]
+        done = metrics.get("requests_done", 0)
         status = "ERROR" if result.error else ("DIVERGED" if metrics.get("diverged") else "OK")
+        if status == "OK" and done < n_requests:
+            status = "PRUNED"
         row = {"trial_id": trial_id, "number": convergence.trial_number(result.path, metrics.get("trial_id"))}
-        row.update(status=status, requests_done=metrics.get("requests_done", 0))
+        row.update(status=status, requests_done=done, finished_at=metrics.get("reported_at", math.nan))
         for m in objectives:
             for prefix in ("objective", "mean", "std"):
                 row[f"{prefix}_{m}"] = metrics.get(f"{prefix}_{m}", math.nan)
@@ -279,29 +293,62 @@ def _trial_table(grid: Any, space_keys: list[str], objectives: list[str]) -> pd.
     return pd.DataFrame(trials)
 
 
-def pick_order(front: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The front ordered by the pick rule, picked trial first: the smallest sum over objectives of the trial's
-    value divided by the best value on the front (a scale-free knee: no objective's units dominate), ties
-    broken by the first objective. One objective: simply best first."""
+def pick_order(
+    front: pd.DataFrame,
+    columns: list[str],
+    rule: str = "knee",
+    tolerance: float | None = None,
+    weights: list[float] | None = None,
+) -> pd.DataFrame:
+    """The front ordered by the pick rule (``sweep.pick``), picked trial first. Every rule divides each value by
+    the best value on the front, so no objective's units dominate:
+
+    - ``knee``: the smallest sum of those ratios, ties broken by the first objective;
+    - ``weights``: the same sum weighted by ``weights`` (one per objective);
+    - ``first``: the best on the first objective among the members whose every other objective is within
+      ``tolerance`` (relative) of the front's best on it; the rest follow by the first objective. With no
+      tolerance it is simply the best on the first objective, so the headline metric is never traded away.
+
+    One objective: simply best first."""
     if len(columns) == 1 or front.empty:
         return front.sort_values(columns[0])
     floor = 1e-12
-    best = front[columns].min().clip(lower=floor)
-    score = (front[columns].clip(lower=floor) / best).sum(axis=1)
+    ratio = front[columns].clip(lower=floor) / front[columns].min().clip(lower=floor)
+    if rule == "first":
+        others = ratio[columns[1:]]
+        inside = (others <= 1 + tolerance).all(axis=1) if tolerance is not None else pd.Series(True, front.index)
+        return front.assign(_out=~inside).sort_values(["_out", columns[0]]).drop(columns="_out")
+    w = pd.Series(weights if rule == "weights" and weights else [1.0] * len(columns), index=columns, dtype=float)
+    score = (ratio * w).sum(axis=1)
     return front.assign(_score=score).sort_values(["_score", columns[0]]).drop(columns="_score")
 
 
-def _front(trials: pd.DataFrame, n_requests: int, objectives: list[str]) -> pd.DataFrame:
+def pick_line(sweep: Any) -> str:
+    """The pick rule in words, for the sweep's first line, its record and every file of tuned defaults."""
+    if len(sweep.objectives) == 1:
+        return f"pick: best {sweep.objectives[0]}"
+    if sweep.pick == "first":
+        slack = "any" if sweep.pick_tolerance is None else f"{100 * sweep.pick_tolerance:g}%"
+        return f"pick: first (best {sweep.objectives[0]}; slack on the others: {slack})"
+    if sweep.pick == "weights":
+        return f"pick: weights {list(sweep.pick_weights)} over {', '.join(sweep.objectives)}"
+    return f"pick: knee over {', '.join(sweep.objectives)}"
+
+
+def _front(trials: pd.DataFrame, n_requests: int, sweep: Any) -> pd.DataFrame:
     """The complete trials worth reporting: the best (one objective) or the Pareto front in pick order."""
     if trials.empty:
         return trials
-    columns = [objective_name(m) for m in objectives]
+    columns = [objective_name(m) for m in sweep.objectives]
     complete = trials[(trials["requests_done"] == n_requests) & (trials["status"] == "OK")]
     if complete.empty:
         return complete
     if len(columns) == 1:
         return complete.sort_values(columns[0]).iloc[:1]
-    return pick_order(pareto_front(complete, columns), columns)
+    return pick_order(pareto_front(complete, columns), columns, sweep.pick, sweep.pick_tolerance, sweep.pick_weights)
+
+
+NEIGHBOUR = "~near"  # a confirmed trial's neighbour: "<trial_id>~near"
 
 
 def _confirm(
@@ -310,17 +357,24 @@ def _confirm(
     tracker: SweepTracker,
     front: pd.DataFrame,
     context: dict[str, Any],
+    space: SearchSpace,
     space_keys: list[str],
     concurrency: int,
     resume: bool,
     log: Any,
     search: Grid,
 ) -> pd.DataFrame:
-    """Re-run each front trial on the confirmation seeds (never used for tuning) as a fixed grid."""
+    """Re-run each front trial on the confirmation seeds (never used for tuning) as a fixed grid, with a
+    neighbour of it (``sweep.stability_step``), and count the runs that diverged: one row per confirmed trial."""
     sw = config.sweep
     chosen = front if sw.confirm_front else front.iloc[:1]
     candidates = {str(r["trial_id"]): {k: _plain(r[k]) for k in space_keys} for _, r in chosen.iterrows()}
-    log(f"confirming {len(candidates)} trial(s) on fresh seeds {sw.confirm_seeds}")
+    if sw.stability_step > 0:
+        for trial_id, params in list(candidates.items()):
+            candidates[trial_id + NEIGHBOUR] = {k: space.inward(k, v, sw.stability_step) for k, v in params.items()}
+    log(f"confirming {len(chosen)} trial(s) on fresh seeds {sw.confirm_seeds}" + (
+        f", each with a neighbour {100 * sw.stability_step:g}% of every range inward" if sw.stability_step else ""
+    ))
     grid = Grid(
         name=f"{search.name}-confirm",
         storage_path=search.storage_path,
@@ -333,26 +387,82 @@ def _confirm(
         resources=search.resources,
         max_failures=search.max_failures,
         reuse_actors=search.reuse_actors,
+        tolerate_diverged=True,
     )
     execute(grid, prep, tracker, resume, log)
     rows = pd.read_parquet(grid.out / "results.parquet")
+    return confirmation_table(rows, front, chosen, list(sw.objectives), sw, len(prep.scenario), space, space_keys)
+
+
+def confirmation_table(
+    rows: pd.DataFrame,
+    front: pd.DataFrame,
+    chosen: pd.DataFrame,
+    objectives: list[str],
+    sw: Any,
+    n_requests: int,
+    space: SearchSpace,
+    space_keys: list[str],
+) -> pd.DataFrame:
+    """Per confirmed trial, in pick order: on every objective its tuned value beside the confirmed one on fresh
+    seeds (mean + robust x std, the mean with its 95% t-interval, and the optimism: confirmed minus tuned); the
+    stability check (runs of the trial and its neighbour, how many diverged: a run whose rows stop before the
+    last request); and the values that sit on a bound of the space. ``picked`` marks the first trial in pick
+    order whose runs never diverged (the first trial when all did)."""
+    from scipy import stats
+
     out = []
-    for trial_id, frame in rows.groupby("candidate"):
-        per_seed = frame.groupby("seed")[list(sw.objectives)].mean()
+    for _, tuned_row in chosen.iterrows():
+        trial_id = str(tuned_row["trial_id"])
+        own = rows[rows["candidate"] == trial_id]
+        near = rows[rows["candidate"] == trial_id + NEIGHBOUR]
+        reached = pd.concat([own, near]).groupby(["candidate", "seed"])["request"].nunique()
+        per_seed = own.groupby("seed")[objectives].mean()
         record: dict[str, Any] = {"trial_id": trial_id, "seeds": len(per_seed)}
-        tuned_row = front[front["trial_id"].astype(str) == trial_id].iloc[0]
         worse = False
-        for m in sw.objectives:
-            mean = float(per_seed[m].mean())
-            std = float(per_seed[m].std(ddof=1)) if len(per_seed) > 1 else 0.0
+        for m in objectives:
+            values = per_seed[m].dropna()
+            mean = float(values.mean()) if len(values) else math.nan
+            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            half = float(stats.t.ppf(0.975, len(values) - 1) * std / math.sqrt(len(values))) if len(values) > 1 else 0
             value = mean + sw.robust * std
             tuned = float(tuned_row[objective_name(m)])
             record.update({f"tuned_{m}": tuned, f"confirmed_{m}": value, f"confirmed_mean_{m}": mean})
-            record[f"confirmed_std_{m}"] = std
+            record.update({f"confirmed_std_{m}": std, f"confirmed_lo_{m}": mean - half})
+            record[f"confirmed_hi_{m}"] = mean + half
+            record[f"optimism_{m}"] = value - tuned
+            if len(near):
+                record[f"neighbour_{m}"] = float(near.groupby("seed")[m].mean().mean())
             worse |= value - tuned > sw.confirm_tolerance * abs(tuned)
         record["worse_than_tuned"] = worse
+        record["stability_runs"] = int(len(reached))
+        record["diverged_runs"] = int((reached < n_requests).sum())
+        record["divergence_rate"] = record["diverged_runs"] / max(1, record["stability_runs"])
+        record["on_bound"] = ",".join(k for k in space_keys if space.on_bound(k, tuned_row[k]))
         out.append(record)
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    if len(table):
+        stable = table.index[table["diverged_runs"] == 0]
+        table["picked"] = False
+        table.loc[stable[0] if len(stable) else table.index[0], "picked"] = True
+    return table
+
+
+def _stable_first(front: pd.DataFrame, confirmed: pd.DataFrame, log: Log) -> pd.DataFrame:
+    """The front with the confirmed pick first: a trial whose confirmation or neighbour diverged gives way to the
+    next in pick order that never did, and the sweep says so."""
+    if confirmed.empty or not confirmed["picked"].any():
+        return front
+    picked = str(confirmed.loc[confirmed["picked"], "trial_id"].iloc[0])
+    first = confirmed.iloc[0]
+    if first["diverged_runs"]:
+        verdict = f"; it gives way to trial {picked}" if picked != first["trial_id"] else "; none confirmed was stable"
+        log(
+            f"stability: trial {first['trial_id']} diverged in {first['diverged_runs']} of {first['stability_runs']} "
+            f"confirmation runs (its own and its neighbour's){verdict}"
+        )
+    ids = front["trial_id"].astype(str)
+    return pd.concat([front[ids == picked], front[ids != picked]])
 
 
 def _plain(value: Any) -> Any:
