@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from clutune.core.klom import klom_grid, markdown
+from clutune.core.klom import CLIP, klom_grid, markdown
 from clutune.core.margins import (
     correct_class_margin,
     floor_margins_path,
@@ -83,7 +83,8 @@ def _splits(margins: dict[str, tuple[np.ndarray, np.ndarray]], forget_ids: np.nd
     """KLoM's splits of one margins file, as [models x samples] (a run's (n,) becomes [1 x n])."""
 
     def rows(name: str) -> np.ndarray:
-        return np.atleast_2d(margins[name][1])
+        # float16 keeps margins up to 65504 and stores one past it as infinite; KLoM clips at ±CLIP anyway
+        return np.clip(np.atleast_2d(margins[name][1]), -CLIP, CLIP)
 
     out = {"retain": np.concatenate([rows("remain"), rows("learn")], axis=1), "test": rows("test")}
     if forget_ids is not None:
