@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -254,25 +255,40 @@ def klom_grid(
 
 
 def markdown(grid: pd.DataFrame) -> str:
-    """The grid as the table comparison.md and the study summary show: KLoM beside its floor, always."""
+    """The grid as the table comparison.md and the study summary show: KLoM beside its floor, always. A grid with
+    a ``split`` column (several splits in one table) shows it first."""
+    by_split = "split" in grid.columns
     lines = [
         "KLoM: per-sample KL between the margin distribution over the method's seeds and over the oracle members, "
         "the mean over the split's samples [95% jackknife interval over models], and the 95th percentile. "
         "klom_floor: the same for retrain runs (seeds other than the members') at the same counts. "
-        "▲: the method's interval lies wholly above the floor's.",
+        "▲: the method's interval lies wholly above the floor's; ≈: it does not clear the floor's (the method is "
+        "not distinguishable from retraining at these counts); ▼: wholly below it; no mark: no interval.",
         "",
-        "| method | klom | klom p95 | klom_floor | floor p95 | mark | estimator | n_method | n_oracle |",
-        "|---|---|---|---|---|---|---|---|---|",
+        ("| split " if by_split else "")
+        + "| method | klom | klom p95 | klom_floor | floor p95 | mark | estimator | n_method | n_oracle |",
+        ("|---" if by_split else "") + "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in grid.itertuples():
         lines.append(
-            f"| {r.method} | {_cell(r.klom_mean, r.klom_mean_lo, r.klom_mean_hi)} "
+            (f"| {r.split} " if by_split else "")
+            + f"| {r.method} | {_cell(r.klom_mean, r.klom_mean_lo, r.klom_mean_hi)} "
             f"| {_cell(r.klom_p95, r.klom_p95_lo, r.klom_p95_hi)} "
             f"| {_cell(r.floor_mean, r.floor_mean_lo, r.floor_mean_hi)} "
             f"| {_cell(r.floor_p95, r.floor_p95_lo, r.floor_p95_hi)} "
-            f"| {'▲' if r.above_floor else ''} | {r.estimator} | {r.n_method} | {r.n_oracle} |"
+            f"| {_mark(r)} | {r.estimator} | {r.n_method} | {r.n_oracle} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _mark(r: Any) -> str:
+    """Where the method's interval lies against the floor's (see :func:`markdown`'s caption)."""
+    bounds = (r.klom_mean_lo, r.klom_mean_hi, r.floor_mean_lo, r.floor_mean_hi)
+    if not np.isfinite(bounds).all():
+        return ""
+    if r.above_floor:
+        return "▲"
+    return "▼" if r.klom_mean_hi < r.floor_mean_lo else "≈"
 
 
 def _cell(value: float, lo: float, hi: float) -> str:

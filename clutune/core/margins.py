@@ -8,6 +8,8 @@ at each request scored against an oracle, next to its results, compactly:
 ```
 <out>/margins/members/request-<k>.npz       the members 0..M-1 of request k
 <out>/margins/runs/<run_id>/request-<k>.npz  the run's model after request k (run_id: the results' run_id)
+<out>/margins/floor/request-<k>.npz         KLoM's floor models of request k (compare and study, written by the
+                                            parent after the grid; same layout as the members' file)
 ```
 
 ``<out>`` is the folder that holds ``results.parquet`` (``clutune run --out``, or the folder of a compare, a
@@ -42,6 +44,10 @@ MARGINS_DIR = "margins"
 
 def member_margins_path(out: str | Path, k: int) -> str:
     return storage.join(str(out), MARGINS_DIR, "members", f"request-{k}.npz")
+
+
+def floor_margins_path(out: str | Path, k: int) -> str:
+    return storage.join(str(out), MARGINS_DIR, "floor", f"request-{k}.npz")
 
 
 def run_margins_path(out: str | Path, run_id: str, k: int) -> str:

@@ -12,6 +12,12 @@ distribution. With ``oracle.ensemble: M`` a scored request has M oracles, the me
   index, so member 2 of seed 0 and member 1 of seed 1 (both seed 2) are the same cache entry.
 
 Each member is a cache entry of its own: raising M trains only the new members.
+
+KLoM's floor (:mod:`clutune.core.klom`) needs exact retrains with seeds other than the members': the ``retrain``
+method retrains with the oracle recipe, so a model of that recipe with a further oracle seed is one. A command
+that computes KLoM over n method seeds adds n floor models, seeds ``seed+M .. seed+M+n-1`` (:func:`floor_seeds`),
+trained, keyed and cached exactly as members (a floor model is member M of a larger ensemble, and a later larger
+ensemble finds it cached) but never counted in the ensemble columns.
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ from clutune.data import Dataset
 def member_seeds(seed: int, ensemble: int) -> list[int]:
     """The oracle seeds of members 0..M-1."""
     return [seed + m for m in range(ensemble)]
+
+
+def floor_seeds(seed: int, ensemble: int, count: int) -> list[int]:
+    """The oracle seeds of the ``count`` floor models, the seeds right after the M members'."""
+    return [seed + ensemble + i for i in range(count)]
 
 
 def member_key(fingerprint: str, owned_ids: torch.Tensor, recipe: OracleRecipe, seed: int) -> str:

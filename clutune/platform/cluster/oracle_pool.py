@@ -8,7 +8,9 @@ requests that ``oracle.policy`` gives an oracle are planned; the others get None
 With ``oracle.ensemble`` ≥ 2 a request's members 1..M-1 (:mod:`clutune.core.members`) go through the same plan,
 lease and pool: each is a key of its own, and the missing members of one owned set train together, in packs of
 at most ``oracle.pack`` (:func:`clutune.core.members.train_members`, packed by :mod:`clutune.core.packed_oracles`),
-one task per pack and one ref per member.
+one task per pack and one ref per member. KLoM's floor models (``floor`` of them per scored request,
+:func:`clutune.core.members.floor_seeds`) are planned the same way, in the same packs, and kept apart in
+``floor_of_request``: the trials never see them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import ray
 import torch
 
 from clutune.core.experiment import Prepared, prepare_in_worker
-from clutune.core.members import ensure_members, member_key, member_seeds
+from clutune.core.members import ensure_members, floor_seeds, member_key, member_seeds
 from clutune.core.oracle import OracleOutputs, SplitShape, get_oracle, oracle_key, oracle_requests
 
 
@@ -30,13 +32,15 @@ from clutune.core.oracle import OracleOutputs, SplitShape, get_oracle, oracle_ke
 class OraclePlan:
     """Request index -> oracle key (None: the policy gives it no oracle), and the distinct keys with the owned ids
     that define them. With an ensemble, ``owned`` holds every member's key too, and ``members_of_request`` the
-    keys of members 1..M-1 (empty where there is no oracle, and for M = 1), ``seed_of`` their oracle seeds."""
+    keys of members 1..M-1 (empty where there is no oracle, and for M = 1), ``floor_of_request`` the keys of
+    KLoM's floor models (empty unless asked for), ``seed_of`` the oracle seeds of both."""
 
     key_of_request: list[str | None]
     owned: dict[str, torch.Tensor]
     cached: set[str]
     members_of_request: list[list[str]]
     seed_of: dict[str, int]
+    floor_of_request: list[list[str]]
 
     @property
     def missing(self) -> list[str]:
@@ -53,47 +57,60 @@ class OraclePlan:
             for key, others in zip(self.key_of_request, self.members_of_request, strict=True)
         ]
 
+    def floor_refs(self, refs: dict[str, ray.ObjectRef]) -> list[list[ray.ObjectRef]]:
+        """Per request, the refs of its floor models' outputs (empty where there are none)."""
+        return [[refs[m] for m in floor] for floor in self.floor_of_request]
+
     def packs(self, size: int) -> list[list[str]]:
-        """The missing members 1..M-1, grouped by owned set in packs of at most ``size``: each pack trains in one
-        task."""
+        """The missing members 1..M-1 and floor models, grouped by owned set in packs of at most ``size``: each
+        pack trains in one task."""
         groups: dict[str, list[str]] = {}
-        for key, others in zip(self.key_of_request, self.members_of_request, strict=True):
+        for key, others, floor in zip(self.key_of_request, self.members_of_request, self.floor_of_request, strict=True):
             if key is not None:
-                groups.setdefault(key, [m for m in others if m not in self.cached])
+                groups.setdefault(key, [m for m in [*others, *floor] if m not in self.cached])
         return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
-def plan_oracles(prep: Prepared) -> OraclePlan:
+def plan_oracles(prep: Prepared, floor: int = 0) -> OraclePlan:
+    """The command's oracles; ``floor``: KLoM's floor models per scored request (0: none)."""
     cfg = prep.config.oracle
     wanted = oracle_requests(cfg.policy, cfg.every, [r.kind for r in prep.scenario.requests])
     keys: list[str | None] = []
     members: list[list[str]] = []
     owned: dict[str, torch.Tensor] = {}
     seed_of: dict[str, int] = {}
+    floors: list[list[str]] = []
     for k, want in enumerate(wanted):
         if not want:
             keys.append(None)
             members.append([])
+            floors.append([])
             continue
         ids = prep.owned_ids(k)
         key = oracle_key(prep.dataset.fingerprint, ids, prep.recipe, cfg.seed)
         keys.append(key)
         owned.setdefault(key, ids)
         members.append([])
-        for seed in member_seeds(cfg.seed, cfg.ensemble)[1:]:
-            member = member_key(prep.dataset.fingerprint, ids, prep.recipe, seed)
-            members[-1].append(member)
-            owned.setdefault(member, ids)
-            seed_of[member] = seed
+        floors.append([])
+        for group, seeds in (
+            (members[-1], member_seeds(cfg.seed, cfg.ensemble)[1:]),
+            (floors[-1], floor_seeds(cfg.seed, cfg.ensemble, floor)),
+        ):
+            for seed in seeds:
+                member = member_key(prep.dataset.fingerprint, ids, prep.recipe, seed)
+                group.append(member)
+                owned.setdefault(member, ids)
+                seed_of[member] = seed
     shape = SplitShape.of(prep.dataset)
-    return OraclePlan(keys, owned, {k for k in owned if prep.cache.has(k, shape)}, members, seed_of)
+    return OraclePlan(keys, owned, {k for k in owned if prep.cache.has(k, shape)}, members, seed_of, floors)
 
 
 @contextlib.contextmanager
-def leased_plan(prep: Prepared) -> Iterator[OraclePlan]:
-    """The command's oracle plan, its cache entries leased while the block runs: ``clutune oracles --prune`` keeps
-    away from every key a running command uses or is training."""
-    plan = plan_oracles(prep)
+def leased_plan(prep: Prepared, floor: int = 0) -> Iterator[OraclePlan]:
+    """The command's oracle plan (with ``floor`` KLoM floor models per scored request), its cache entries leased
+    while the block runs: ``clutune oracles --prune`` keeps away from every key a running command uses or is
+    training."""
+    plan = plan_oracles(prep, floor)
     with prep.cache.lease(set(plan.owned)):
         yield plan
 

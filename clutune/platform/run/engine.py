@@ -92,15 +92,21 @@ class Oracles:
         """Per request, the refs of its oracle members (member 0 first; one for ``oracle.ensemble`` 1), or None."""
         return self.plan.member_refs(self.refs)
 
+    @property
+    def floor_per_request(self) -> list[list[ray.ObjectRef]]:
+        """Per request, the refs of KLoM's floor models (empty where none were planned)."""
+        return self.plan.floor_refs(self.refs)
+
     def trained(self) -> int:
         return sum(1 for k in self.plan.missing if not ray.get(self.refs[k]).cached)
 
 
 @contextlib.contextmanager
-def leased_oracles(prep: Prepared, log: Callable[[str], None]) -> Iterator[Oracles]:
-    """Plan the command's oracles, lease their cache entries (``clutune oracles --prune`` keeps away from them
-    while the command runs), then submit the missing ones as Ray tasks."""
-    with leased_plan(prep) as plan:
+def leased_oracles(prep: Prepared, log: Callable[[str], None], floor: int = 0) -> Iterator[Oracles]:
+    """Plan the command's oracles (with ``floor`` KLoM floor models per scored request), lease their cache entries
+    (``clutune oracles --prune`` keeps away from them while the command runs), then submit the missing ones as Ray
+    tasks."""
+    with leased_plan(prep, floor) as plan:
         needed = sum(1 for k in plan.key_of_request if k is not None)
         log(
             f"oracles ({prep.config.oracle.policy} policy): {len(plan.owned)} distinct for {needed} of "

@@ -78,12 +78,13 @@ def local_ray(cluster: Cluster) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def session(prep: Prepared, folder: Path, cluster: Cluster, log: Log = print_line) -> Iterator[Session]:
-    """Phase 2: the record, Ray and the oracles, for a command whose inputs :func:`prepare_command` passed."""
+def session(prep: Prepared, folder: Path, cluster: Cluster, log: Log = print_line, floor: int = 0) -> Iterator[Session]:
+    """Phase 2: the record, Ray and the oracles (``floor``: KLoM floor models per scored request), for a command
+    whose inputs :func:`prepare_command` passed."""
     uri = resolve_tracking_uri(cluster.tracking_uri)
     tracker = SweepTracker(uri, prep.config.sweep.experiment or prep.config.name, folder, enabled=cluster.tracking)
     try:
-        with local_ray(cluster), leased_oracles(prep, log) as oracles:
+        with local_ray(cluster), leased_oracles(prep, log, floor) as oracles:
             yield Session(prep, tracker, oracles)
     except BaseException:
         tracker.fail_parent()

@@ -2,7 +2,8 @@
 
 A study is a comparison read differently: what matters is how each metric moves over hundreds of requests,
 not its mean. So it runs the same grid as ``compare`` (same trainable, checkpoints, resume and MLflow record)
-and reports curves per request and drift slopes instead of a table of means.
+and reports curves per request and drift slopes instead of a table of means, and KLoM beside its floor as compare
+does (with at least 2 seeds and an oracle ensemble; klom.csv per request).
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from clutune.platform.run.log import Log, print_line
 @dataclass
 class StudyResult:
     """What ``clutune.study`` returns: every row (one per run and request), the summary (final value and drift
-    slope per method and metric, with intervals over seeds: summary.md's numbers) and where the files are."""
+    slope per method and metric, with intervals over seeds: summary.md's numbers), the KLoM table (empty, and
+    ``klom_note`` says why, where none was computed) and where the files are."""
 
     rows: pd.DataFrame
     summary: pd.DataFrame
+    klom: pd.DataFrame
+    klom_note: str | None
     out: Path
     oracles_total: int
     oracles_trained: int
@@ -57,7 +61,7 @@ def run_study(
             f"{done.oracles_total - done.oracles_trained} found cached.\n\n"
         )
         plot_curves(rows, done.out / "curves.png")
-        (done.out / "summary.md").write_text(header + summary_markdown(rows))
+        (done.out / "summary.md").write_text(header + summary_markdown(rows) + "\n" + done.klom_text)
         tracker = done.tracker
         tracker.client.log_artifact(tracker.parent_id, str(done.out / "curves.png"))
         tracker.client.log_artifact(tracker.parent_id, str(done.out / "summary.md"))
@@ -67,6 +71,8 @@ def run_study(
         return StudyResult(
             rows=rows,
             summary=summary_frame(rows),
+            klom=done.klom,
+            klom_note=done.klom_note,
             out=done.out,
             oracles_total=done.oracles_total,
             oracles_trained=done.oracles_trained,
