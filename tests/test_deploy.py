@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import yaml
@@ -19,8 +18,9 @@ JOB = yaml.safe_load((REPO / "deploy" / "rayjob.yaml").read_text())
 
 
 def _pinned_ray() -> str:
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    return next(re.search(r"==(\S+)", d)[1] for d in deps if d.startswith("ray["))
+    """The tested Ray release: pinned in constraints.txt (pyproject.toml states a compatible range)."""
+    lines = (REPO / "constraints.txt").read_text().splitlines()
+    return next(re.match(r"ray==(\S+)", line)[1] for line in lines if line.startswith("ray=="))
 
 
 def test_rayjob_runs_the_documented_sweep_command():
