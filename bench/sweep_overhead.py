@@ -539,8 +539,8 @@ def measure(args: argparse.Namespace, config_path: str, base: list[str], tmp: st
     return rows
 
 
-# The sweep's trials table: these (bookkeeping, the trial number included) and STATS, then the params.
-TABLE_COLUMNS = ("trial_id", "number", "status", "requests_done")
+# The sweep's trials table: these (bookkeeping: the trial number, when it finished) and STATS, then the params.
+TABLE_COLUMNS = ("trial_id", "number", "status", "requests_done", "finished_at")
 STATS = ("objective_", "mean_", "std_")
 
 
