@@ -136,7 +136,7 @@ def test_a_narrowed_space_starts_from_the_defaults_projected_into_it(local_ray, 
     )
     assert lines[0] == (
         "first trial: the method's tuned defaults, projected into the space "
-        "(lr 0.2 -> 0.05, K_in 6 -> 2, decay True -> False); sampler gp"
+        "(lr 0.2 -> 0.05, K_in 6 -> 2, decay True -> False); sampler gp; pick: knee over kl_oracle_all, avg_gap"
     )
     first = summary.trials.sort_values("number").iloc[0]
     assert (first["lr"], first["K_in"], first["decay"], first["gamma"]) == (0.05, 2, False, 0.5)
@@ -189,7 +189,7 @@ def test_pbt_records_lineage_and_copies_state_exactly(local_ray, tmp_path, monke
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         log=lines.append,
     )
-    assert lines[0].endswith("sampler random (pbt population)"), lines[0]
+    assert lines[0].endswith("sampler random (pbt population); pick: best kl_oracle_all"), lines[0]
     rows = pd.read_parquet(summary.sweep_dir / "results.parquet")
     # One continuous stream per trial: one row per request.
     assert sorted(rows.groupby("trial_id")["request"].apply(list).tolist()) == [[0, 1, 2, 3], [0, 1, 2, 3]]
