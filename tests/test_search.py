@@ -147,6 +147,8 @@ def test_a_narrowed_space_starts_from_the_defaults_projected_into_it(local_ray, 
     assert list(curve.columns) == [
         "trial",
         "trial_id",
+        "state",
+        "requests_done",
         "complete",
         "objective_kl_oracle_all",
         "objective_avg_gap",
