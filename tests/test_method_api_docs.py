@@ -61,7 +61,7 @@ def test_the_list_covers_the_whole_api() -> None:
     names = {path for path, _ in author_symbols()}
     for expected in (
         "clutune.clu.methods.base.Method.learn",
-        "clutune.clu.methods.base.BaseHparams.validate",
+        "clutune.clu.methods.base.hparam",
         "clutune.core.scenarios.Request",
         "clutune.clu.buffer.ReservoirBuffer.add",
         "clutune.clu.buffer.ReservoirBuffer.sample",

@@ -88,9 +88,12 @@ def test_robust_objective_is_mean_plus_kappa_std_over_seeds(multi_seed):
 
 def test_confirmation_uses_only_fresh_seeds_and_lands_on_the_parent(multi_seed):
     tmp, _, uri, summary = multi_seed
-    confirm = pd.read_parquet(summary.sweep_dir / "confirm" / "results.parquet")
-    assert set(confirm["seed"]) == {100, 101}
-    assert set(confirm["candidate"]) == {summary.best["best_trial"]}
+    rows = pd.read_parquet(summary.sweep_dir / "confirm" / "results.parquet")
+    best = summary.best["best_trial"]
+    assert set(rows["seed"]) == {100, 101}
+    # the pick and its neighbour (the stability check, sweep.stability_step), each on both fresh seeds
+    assert set(rows["candidate"]) == {best, f"{best}~near"}
+    confirm = rows[rows["candidate"] == best]
     assert len(confirm) == 2 * 8
     client = MlflowClient(uri)
     parent = client.get_run(summary.parent_run_id)
@@ -103,7 +106,8 @@ def test_confirmation_uses_only_fresh_seeds_and_lands_on_the_parent(multi_seed):
     worse = row["confirmed_kl_oracle_all"] - row["tuned_kl_oracle_all"] > tol * abs(row["tuned_kl_oracle_all"])
     assert bool(row["worse_than_tuned"]) == worse
     _, confirm_children = _child_history(uri, summary, role="confirm")
-    assert len(confirm_children) == 2
+    assert len(confirm_children) == 2 * 2
+    assert row["stability_runs"] == 4 and row["diverged_runs"] == 0
 
 
 @pytest.mark.slow  # a five-trial sweep
