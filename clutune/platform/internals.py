@@ -25,6 +25,7 @@ import math
 from typing import Any
 
 import numpy as np
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
@@ -118,10 +119,13 @@ class StoppedIsPruned(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         step = int(result.get("requests_done", 0))
-        ot_trial.set_user_attr("requests_done", step)
         value = result.get(self.metric) if isinstance(self.metric, str) else None
-        if value is not None and math.isfinite(value) and step > 0:
-            ot_trial.report(float(value), step)
+        try:
+            ot_trial.set_user_attr("requests_done", step)
+            if value is not None and math.isfinite(value) and step > 0:
+                ot_trial.report(float(value), step)
+        except UpdateFinishedTrialError:
+            pass  # a resumed driver replays a trial the study already holds as finished: nothing left to record
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         stopped = (
@@ -135,11 +139,17 @@ class StoppedIsPruned(OptunaSearch):
             return
         if not stopped:
             if result is not None and "requests_done" in result:  # a trial's last result comes here only
-                self._ot_trials[trial_id].set_user_attr("requests_done", int(result["requests_done"]))
+                try:
+                    self._ot_trials[trial_id].set_user_attr("requests_done", int(result["requests_done"]))
+                except UpdateFinishedTrialError:
+                    pass  # already finished in the study (a resumed driver): Tune's telling below warns and goes on
             super().on_trial_complete(trial_id, result, error)
             return
         self.on_trial_result(trial_id, result)  # the result the scheduler stopped it on reaches the searcher here
-        self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+        try:
+            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+        except UpdateFinishedTrialError:
+            pass  # told before the driver was killed
         self._completed_trials.add(trial_id)
 
 
