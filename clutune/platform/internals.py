@@ -146,10 +146,8 @@ class StoppedIsPruned(OptunaSearch):
             super().on_trial_complete(trial_id, result, error)
             return
         self.on_trial_result(trial_id, result)  # the result the scheduler stopped it on reaches the searcher here
-        try:
-            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
-        except UpdateFinishedTrialError:
-            pass  # told before the driver was killed
+        # skip_if_finished: a resumed driver replays a trial told before the driver was killed
+        self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED, skip_if_finished=True)
         self._completed_trials.add(trial_id)
 
 
