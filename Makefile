@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/clutune sweep --config digits-agnostic-class --method ugclu --trials 8 --concurrency 2 \
 		--set 'sweep.objectives=[kl_oracle_all, avg_gap]' --set sweep.storage_path=runs/demo/$$(date +%Y%m%d-%H%M%S)
 
-# Everything, the slowest 25 tests named at the end (about 15-20 minutes on 2 cores).
+# Everything, the slowest 25 tests named at the end (docs/testing.md has the measured times).
 test: $(STAMP)
 	$(BIN)/ruff check clutune tests bench
 	$(MAKE) docs
