@@ -11,20 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from recipes import tiny_recipe
 
 from clutune.cli import main
-from clutune.core.oracle import OracleCache, OracleDiverged, OracleOutputs, OracleRecipe, get_oracle
+from clutune.core.oracle import OracleCache, OracleDiverged, OracleOutputs, get_oracle
 
-RECIPE = OracleRecipe(
-    model={"name": "mlp", "hidden": [16]},
-    epochs=1,
-    lr=0.05,
-    momentum=0.9,
-    weight_decay=5e-4,
-    batch_size=64,
-    schedule="cosine",
-    augment=False,
-)
+RECIPE = tiny_recipe()
 
 
 def _owned(ds) -> torch.Tensor:

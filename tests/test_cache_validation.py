@@ -13,21 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from recipes import tiny_recipe
 
 from clutune.cli import main
-from clutune.core.oracle import OracleCache, OracleRecipe, SplitShape, get_oracle
+from clutune.core.oracle import OracleCache, SplitShape, get_oracle
 from clutune.data import load_dataset
 
-RECIPE = OracleRecipe(
-    model={"name": "mlp", "hidden": [16]},
-    epochs=1,
-    lr=0.05,
-    momentum=0.9,
-    weight_decay=5e-4,
-    batch_size=64,
-    schedule="cosine",
-    augment=False,
-)
+RECIPE = tiny_recipe()
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from recipes import tiny_recipe
 
 from clutune.clu import compute
 from clutune.clu.access import TrainAccess, UnlearnedAccessError, crop_flip
@@ -189,16 +190,7 @@ def test_crop_flip_without_masks_is_the_same_augmentation():
 
 
 def test_oracle_keys_change_only_with_precision():
-    recipe = OracleRecipe(
-        model={"name": "mlp", "hidden": [16]},
-        epochs=2,
-        lr=0.05,
-        momentum=0.9,
-        weight_decay=5e-4,
-        batch_size=64,
-        schedule="cosine",
-        augment=False,
-    )
+    recipe = tiny_recipe(epochs=2)
     ids = torch.arange(10)
     legacy = {"model": recipe.model, "epochs": 2, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
     legacy |= {"batch_size": 64, "schedule": "cosine", "augment": False}

@@ -6,24 +6,16 @@ import json
 from pathlib import Path
 
 import torch
+from recipes import tiny_recipe
 
 from clutune.clu.training import predict_logits
 from clutune.core.config import load_config
 from clutune.core.experiment import oracle_for, prepare
-from clutune.core.oracle import OracleCache, OracleRecipe, get_oracle, oracle_key, train_oracle
+from clutune.core.oracle import OracleCache, get_oracle, oracle_key, train_oracle
 from clutune.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = OracleRecipe(
-    model={"name": "mlp", "hidden": [32]},
-    epochs=3,
-    lr=0.05,
-    momentum=0.9,
-    weight_decay=5e-4,
-    batch_size=64,
-    schedule="cosine",
-    augment=False,
-)
+RECIPE = tiny_recipe(hidden=32, epochs=3)
 
 
 def class_ids(ds, classes) -> torch.Tensor:

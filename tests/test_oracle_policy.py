@@ -13,26 +13,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from recipes import tiny_recipe
 
 from clutune.cli import main
 from clutune.core.config import load_config
 from clutune.core.experiment import oracle_for, prepare
-from clutune.core.oracle import LEASE_MAX_AGE_S, OracleCache, OracleRecipe, get_oracle, oracle_requests
+from clutune.core.oracle import LEASE_MAX_AGE_S, OracleCache, get_oracle, oracle_requests
 from clutune.errors import UserError
 from clutune.models import build_model
 from clutune.platform.cluster.oracle_pool import plan_oracles
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = OracleRecipe(
-    model={"name": "mlp", "hidden": [16]},
-    epochs=1,
-    lr=0.05,
-    momentum=0.9,
-    weight_decay=5e-4,
-    batch_size=64,
-    schedule="cosine",
-    augment=False,
-)
+RECIPE = tiny_recipe()
 # Seven requests, each changing the owned set, so every request's oracle is a distinct one.
 STREAM = """
 name: policy-stream
