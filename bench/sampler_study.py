@@ -166,9 +166,10 @@ def main() -> None:
     Path(args.tracking_db).parent.mkdir(parents=True, exist_ok=True)
     state_path = out / "sampler-study.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    for method in methods:
-        for sampler in samplers:
-            for seed in seeds:
+    # Seed by seed, so a study stopped early holds whole pairs (every method and sampler at each seed it reached).
+    for seed in seeds:
+        for method in methods:
+            for sampler in samplers:
                 key = f"{method}/{sampler}/{seed}"
                 if key in state or args.report_only:
                     continue
