@@ -90,7 +90,8 @@ def oracle_model(
     """The oracle of ``key`` as a model: its cached weights, or, where it was cached without them, trained again
     (training is deterministic for a seed on a device) and its weights added to the entry."""
     if cache.has_weights(key):
-        model = build_model(recipe.model, dataset.input_shape, dataset.num_classes).to(dataset.x_train.device)
+        with torch.random.fork_rng(devices=_cuda(dataset)):  # the initialisation's draws, overwritten at once
+            model = build_model(recipe.model, dataset.input_shape, dataset.num_classes).to(dataset.x_train.device)
         model.load_state_dict(cache.load_weights(key))
         return model.eval()
     model, _ = train_oracle(dataset, owned_ids, recipe, seed, key)
@@ -110,15 +111,13 @@ def relearn_columns(
     eval_batch_size: int,
 ) -> dict[str, float]:
     """The columns the module's docstring defines; the oracle's, and the gap, NaN where the request has none."""
-    devices = [dataset.x_train.device] if dataset.x_train.device.type == "cuda" else []
-
     def scored(net: nn.Module) -> tuple[float, float]:
         """(forget accuracy after the attack, its recovery: after minus before)."""
         before = forget_accuracy(net, dataset, forget, to_inputs, eval_batch_size)
         after = forget_accuracy(relearned(net, batches, cfg.lr, precision), dataset, forget, to_inputs, eval_batch_size)
         return after, after - before
 
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=_cuda(dataset)):
         acc, recovery = scored(model)
         oracle_acc, oracle_recovery = (NAN, NAN) if oracle is None else scored(oracle)
     return {
@@ -128,6 +127,11 @@ def relearn_columns(
         "oracle_relearn_recovery": oracle_recovery,
         "relearn_gap": recovery - oracle_recovery,
     }
+
+
+def _cuda(dataset: Dataset) -> list[torch.device]:
+    """The devices whose RNG a forked RNG must also restore."""
+    return [dataset.x_train.device] if dataset.x_train.device.type == "cuda" else []
 
 
 def no_relearn_columns() -> dict[str, float]:
