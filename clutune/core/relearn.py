@@ -149,6 +149,6 @@ def attack_cost(config: Config, kinds: list[str], oracle_at: list[bool]) -> str 
     copies = unlearns + with_oracle
     samples = copies * cfg.steps * cfg.batch_size
     return (
-        f"relearning attack: {unlearns} unlearn requests x {cfg.steps} steps of {cfg.batch_size} on the method's "
+        f"relearning attack: {unlearns} unlearn request(s) x {cfg.steps} steps of {cfg.batch_size} on the method's "
         f"copy, {with_oracle} on the oracle's: {copies * cfg.steps} SGD steps ({samples} samples) per run"
     )
