@@ -77,6 +77,15 @@ class TrainAccess:
         self._blocked[:] = True
         self._blocked[ids.cpu()] = False
 
+    def fork(self) -> TrainAccess:
+        """A door over the same data that refuses every id this one refuses now, with an audit of its own.
+
+        An attack on a copy of the model (the relearning attack) must read through the same refusals as the
+        method, yet leave the method's audit (``touched``, ``samples``) as the method left it."""
+        door = TrainAccess(self._x, self._y, self._to_inputs, self._augment)
+        door._blocked = self._blocked.clone()
+        return door
+
     def fetch(
         self, ids: torch.Tensor, generator: torch.Generator | None = None, augment: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -218,10 +218,32 @@ class KlomConfig(Section):
         return self
 
 
+# The attacks on a run's forgetting (clutune.core.relearn, clutune.core.relapse): off by default, each adds
+# columns to the run's rows and changes none of the others.
+class RelearnConfig(Section):
+    """The relearning attack after each unlearn request (clutune.core.relearn): a copy of the model, and one of
+    the request's oracle, fine-tuned on the same batches of retained data."""
+
+    steps: Int = setting(0, ge=0, le=MAX_COUNT, says=f"must be in 0..{MAX_COUNT} (0: no attack), got {{value}}")
+    lr: Float = setting(0.01, gt=0, le=1e3, says="must be a finite number in (0, 1000], got {value!r}")
+    batch_size: Int = setting(64, **COUNT)
+    # draws the attack's batches with the request index, so every method, seed and the oracle see the same ones
+    seed: Int = setting(0, **SEED)
+
+
+class RelapseConfig(Section):
+    """Relapse (clutune.core.relapse): every earlier unlearned set scored again at each later request."""
+
+    enabled: bool = False
+
+
 class EvaluationConfig(Section):
-    """Evaluation that spans several runs, computed in the parent after a grid: it never changes a run's rows."""
+    """Evaluation beyond the per-request metrics. KLoM spans several runs and is computed in the parent after a
+    grid; the relearning attack and relapse add columns to each run's rows, and change none of the others."""
 
     klom: KlomConfig = setting(factory=KlomConfig)
+    relearn: RelearnConfig = setting(factory=RelearnConfig)
+    relapse: RelapseConfig = setting(factory=RelapseConfig)
 
 
 class GenerateConfig(Section):
@@ -445,7 +467,8 @@ class Config(Section):
     oracle: OracleConfig = setting(factory=OracleConfig)
     scenario: ScenarioConfig = setting(factory=ScenarioConfig)
     sweep: SweepConfig = setting(factory=SweepConfig, identity=Identity.EXCLUDED)
-    # evaluation across runs (KLoM) happens in the parent after a grid and never changes a run's rows
+    # evaluation beyond the per-request metrics (KLoM, the relearning attack, relapse): never in the hash, as it
+    # changes none of the metrics the hash stands for
     evaluation: EvaluationConfig = setting(factory=EvaluationConfig, identity=Identity.EXCLUDED)
     # methods.<name>.<hyperparameter>, checked against each method's own Hparams (clutune.core.hparams)
     methods: dict[str, Any] = setting(factory=dict, identity=Identity.EXCLUDED)

@@ -47,6 +47,14 @@ from clutune.core.metrics import SPLITS, Split, request_metrics, softmax64, test
 from clutune.core.oracle import OracleCache, OracleOutputs, OracleRecipe, get_oracle, oracle_requests
 from clutune.core.placement import placement
 from clutune.core.predictions import write_predictions
+from clutune.core.relapse import relapse_columns
+from clutune.core.relearn import (
+    attack_batches,
+    keeps_oracle_weights,
+    no_relearn_columns,
+    oracle_model,
+    relearn_columns,
+)
 from clutune.core.scenario_generator import scenario_requests
 from clutune.core.scenarios import Request, Scenario, build_scenario
 from clutune.data import Dataset, read_dataset
@@ -170,7 +178,8 @@ def oracle_for(prep: Prepared, k: int) -> OracleOutputs | None:
     cfg = prep.config.oracle
     if not prep.oracle_at[k]:
         return None
-    return get_oracle(prep.dataset, prep.owned_ids(k), prep.recipe, cfg.seed, prep.cache, cfg.keep_weights)
+    weights = keeps_oracle_weights(prep.config)
+    return get_oracle(prep.dataset, prep.owned_ids(k), prep.recipe, cfg.seed, prep.cache, weights)
 
 
 def members_for(prep: Prepared, k: int) -> list[OracleOutputs]:
@@ -200,6 +209,7 @@ class Evaluator:
     margins_out: str | None = None  # the results folder whose margins/ receives the margins (clutune.core.margins)
     run_id: str = ""
     probe: tuple[torch.Tensor, torch.Tensor] | None = None  # (train ids, test ids), drawn once per stream
+    door: TrainAccess | None = None  # the method's data door, forked by the relearning attack
     forgetting: StreamForgetting = field(init=False)
 
     def __post_init__(self) -> None:
@@ -264,6 +274,12 @@ class Evaluator:
             row.update(self.ensemble(k, splits, logits, oracle))
         row.update(self.class_metrics(request, splits["test"], with_oracle=oracle is not None))
         row.update(self.diagnostics(k, model))
+        evaluation = self.prep.config.evaluation
+        if evaluation.relearn.steps > 0:
+            row.update(self.relearn(request, model, oracle))
+        if evaluation.relapse.enabled:
+            oracle_train = None if oracle is None else oracle.logits_train
+            row.update(relapse_columns(sc.requests, k, logits[0], oracle_train, ds.y_train.cpu().numpy()))
         row.update(
             n_learn=len(splits["learn"]),
             n_unlearn=len(request.ids) if request.kind == "unlearn" else 0,
@@ -282,6 +298,32 @@ class Evaluator:
             test_task = sc.class_task(ds.num_classes).numpy()
             write_predictions(self.predictions_dir / f"request-{k}.parquet", splits, task_of, test_task)
         return row
+
+    def relearn(self, request: Request, model: torch.nn.Module, oracle: OracleOutputs | None) -> dict[str, float]:
+        """The relearning attack's columns (:mod:`clutune.core.relearn`) after an unlearn request; NaN after a
+        learn request."""
+        if request.kind != "unlearn" or self.door is None:
+            return no_relearn_columns()
+        prep, k = self.prep, request.index
+        cfg, ds = prep.config, prep.dataset
+        retained = prep.owned_ids(k)
+        batches = attack_batches(self.door.fork(), retained, cfg.evaluation.relearn, k)
+        oracle_net = (
+            None if oracle is None else oracle_model(ds, retained, prep.recipe, cfg.oracle.seed, prep.cache, oracle.key)
+        )
+        to_inputs = input_layout(ds.inputs, prep.device, cfg.compute.channels_last)
+        compute = cfg.compute
+        return relearn_columns(
+            model,
+            oracle_net,
+            batches,
+            request.ids,
+            ds,
+            to_inputs,
+            cfg.evaluation.relearn,
+            compute.precision,
+            compute.eval_batch_size,
+        )
 
     def ensemble(
         self, k: int, splits: dict[str, Split], logits: tuple[torch.Tensor, torch.Tensor], oracle: OracleOutputs | None
@@ -401,6 +443,7 @@ class ExperimentRun:
             predictions_dir,
             members or (lambda k: members_for(prep, k)),
             None if margins_out is None else str(margins_out),
+            door=self.method.data,
         )
         self.head = {
             "run_id": run_id or uuid.uuid4().hex[:12],

@@ -358,6 +358,16 @@ class OracleCache:
             ) from None
         return torch.load(io.BytesIO(data), weights_only=True)
 
+    def has_weights(self, key: str) -> bool:
+        return storage.exists(storage.join(self.path(key), "weights.pt"))
+
+    def store_weights(self, key: str, weights: dict[str, torch.Tensor]) -> None:
+        """Add the weights to a committed entry whose oracle was cached without them (the relearning attack needs
+        the model, not only its outputs); written whole and moved into place, so a reader finds them or none."""
+        storage.write_bytes(
+            storage.join(self.path(key), "weights.pt"), _tensors({k: v.cpu() for k, v in weights.items()})
+        )
+
     def store(self, outputs: OracleOutputs, meta: dict[str, Any], weights: dict[str, torch.Tensor] | None) -> None:
         """Data files first, ``meta.json`` last (the commit); a concurrent writer of the same key writes the same
         content, so whichever move lands last changes nothing."""

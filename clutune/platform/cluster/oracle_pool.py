@@ -26,6 +26,7 @@ import torch
 from clutune.core.experiment import Prepared, prepare_in_worker
 from clutune.core.members import ensure_members, floor_seeds, member_key, member_seeds
 from clutune.core.oracle import OracleOutputs, SplitShape, get_oracle, oracle_key, oracle_requests
+from clutune.core.relearn import keeps_oracle_weights
 
 
 @dataclass
@@ -120,7 +121,8 @@ def _oracle_task(config: dict[str, Any], owned_ids: torch.Tensor) -> OracleOutpu
     """Runs on any worker: builds the data there, trains (or finds) the oracle, stores it, returns outputs."""
     prep = prepare_in_worker(config)
     oracle = prep.config.oracle
-    return get_oracle(prep.dataset, owned_ids, prep.recipe, oracle.seed, prep.cache, oracle.keep_weights)
+    weights = keeps_oracle_weights(prep.config)  # the relearning attack trains a copy of the oracle
+    return get_oracle(prep.dataset, owned_ids, prep.recipe, oracle.seed, prep.cache, weights)
 
 
 @ray.remote(max_retries=2)

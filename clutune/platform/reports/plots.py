@@ -2,7 +2,8 @@
 
 Per run: the accuracy matrix (test accuracy per task after each request, model beside oracle), KL to the oracle
 per split, both MIA values per unlearn request, and the accuracy gaps to the oracle. Per comparison: the same
-curves with one line per method, mean ± std band over seeds. Every figure is a fixed-size PNG (``PLOT_PX``)
+curves with one line per method, mean ± std band over seeds. Rows with relapse (``evaluation.relapse``) add the
+relapse curves of every unlearned set. Every figure is a fixed-size PNG (``PLOT_PX``)
 drawn with Agg; past ``ANNOTATE_MAX`` requests the heatmap drops its numbers and dense curves their markers, so
 a stream of hundreds of requests stays readable.
 
@@ -21,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from clutune.platform.reports.relapse_report import relapse_frame
 
 PLOT_PX = (1200, 600)
 DPI = 100
@@ -177,7 +180,43 @@ def run_figures(run: pd.DataFrame, title: str) -> dict[str, Any]:
     ax.set_ylabel("|accuracy − oracle accuracy|")
     ax.set_title(f"{title}: accuracy gaps to the oracle")
     figures["gaps.png"] = fig
+    relapse = relapse_frame(run)
+    if not relapse.empty:
+        figures["relapse.png"] = relapse_figure(relapse, title)
     return figures
+
+
+def relapse_plot(rows: pd.DataFrame, path: Path, title: str) -> Path | None:
+    """The relapse curves of ``rows`` saved at ``path``; None (and no file) where the rows carry no relapse."""
+    relapse = relapse_frame(rows)
+    return None if relapse.empty else _save(relapse_figure(relapse, title), path)
+
+
+def relapse_figure(relapse: pd.DataFrame, title: str) -> Figure:
+    """Relapse curves (:mod:`clutune.platform.reports.relapse_report`): one panel per method, one line per
+    unlearned set, its accuracy minus the oracle's from its unlearn request on (mean over seeds). A line that
+    climbs after its start is a set coming back."""
+    methods = sorted(relapse["method"].unique())
+    fig, axes = _figure(len(methods))
+    for ax, method in zip(axes, methods, strict=True):
+        frame = relapse[relapse["method"] == method]
+        drawn = False
+        for (at, label), curve in frame.groupby(["unlearned_at", "set"], sort=True):
+            mean = curve.groupby("request")["acc_over_oracle"].mean()
+            if mean.notna().any():
+                sparse_line(ax, mean.index, mean, label=f"{label} (request {int(at)})")
+                drawn = True
+        if drawn:
+            ax.axhline(0, color="grey", lw=0.5)
+            ax.legend(fontsize=7)
+        else:
+            no_values(ax, "no oracle scored after an unlearn request")
+        ax.set_title(str(method), fontsize=9)
+        ax.set_xlabel("request")
+    axes[0].set_ylabel("accuracy on the unlearned set − oracle's")
+    seeds = relapse.groupby("method")["seed"].nunique().max()
+    fig.suptitle(f"{title}: relapse of each unlearned set (mean over {seeds} seed(s))")
+    return fig
 
 
 def _band(ax: Any, rows: pd.DataFrame, column: str, group: str = "method") -> bool:
@@ -221,6 +260,9 @@ def method_figures(rows: pd.DataFrame, title: str) -> dict[str, Any]:
             ax.set_xlabel("request")
         fig.suptitle(f"{title}: {what} per request, one line per method (mean ± std over {seeds} seed(s))")
         figures[name] = fig
+    relapse = relapse_frame(rows)
+    if not relapse.empty:
+        figures["methods_relapse.png"] = relapse_figure(relapse, title)
     return figures
 
 
@@ -269,6 +311,8 @@ __all__ = [
     "method_plots",
     "optuna_figures",
     "optuna_html",
+    "relapse_figure",
+    "relapse_plot",
     "run_figures",
     "run_plots",
     "sparse_line",

@@ -29,7 +29,7 @@ from clutune.core.storage import write_local_atomic
 from clutune.errors import UserError
 from clutune.platform.record.tracking import RECORD_DIR
 from clutune.platform.reports.stats import bold_note, cell, cells_note, is_paired, method_table
-from clutune.platform.run.compare import TABLE_METRICS
+from clutune.platform.run.compare import ATTACK_TABLE_METRICS, TABLE_METRICS
 from clutune.platform.search.convergence import report_section
 
 _TEMPLATES = jinja2.Environment(
@@ -52,7 +52,7 @@ def summary(rows: pd.DataFrame, key: str) -> pd.DataFrame:
     """Per run: the mean over requests (NaN-skipping); per ``key``: mean, 95% t-interval over runs (seeds) and
     the marks of :func:`clutune.platform.reports.stats.method_table`, paired by seed when every group ran the same
     ones."""
-    metrics = [m for m in TABLE_METRICS if m in rows]
+    metrics = [m for m in (*TABLE_METRICS, *ATTACK_TABLE_METRICS) if m in rows]
     how = {m: "mean" for m in metrics} | ({"seed": "first"} if "seed" in rows else {})
     per_run = rows.groupby([key, "run_id"]).agg(how).reset_index()
     if "seed" not in per_run:

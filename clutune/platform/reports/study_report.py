@@ -153,7 +153,17 @@ def _seed_counts(rows: pd.DataFrame) -> str:
     return "seeds per method: " + "; ".join(f"{m} {len(s)} ({', '.join(str(x) for x in s)})" for m, s in counts.items())
 
 
-COMPARED = ("kl_oracle_all", "avg_gap", "acc_remain", "forgetting", "dead_units", "effective_rank")
+# the attacks' columns (evaluation.relearn, evaluation.relapse) only where the rows carry them
+COMPARED = (
+    "kl_oracle_all",
+    "avg_gap",
+    "acc_remain",
+    "forgetting",
+    "dead_units",
+    "effective_rank",
+    "relearn_gap",
+    "relapse_acc",
+)
 
 
 def comparison_markdown(rows: pd.DataFrame) -> str:

@@ -26,6 +26,7 @@ from ray import tune
 from clutune.clu.methods import get_method
 from clutune.core.config import Config, ConfigSource, Overrides, bare_overrides, load_config
 from clutune.core.experiment import Prepared, build_method, hparams_source, method_hparams, validate_methods_section
+from clutune.core.relearn import attack_cost
 from clutune.core.results import check_out_dir
 from clutune.errors import UserError
 from clutune.guards.folder_lock import check_unlocked, folder_lock
@@ -39,6 +40,7 @@ from clutune.platform.reports.klom_report import (
     why_no_klom,
     write_floor_margins,
 )
+from clutune.platform.reports.relapse_report import write_relapse
 from clutune.platform.reports.stats import is_paired, markdown, method_table
 from clutune.platform.run.engine import Grid, Oracles, check_resumable, execute
 from clutune.platform.run.launch import Cluster, prepare_command, session
@@ -62,6 +64,8 @@ TABLE_METRICS = (
 )
 # With an oracle ensemble: the KL to the members' mean, the method's KL to a member over their floor, and the floor
 ENSEMBLE_TABLE_METRICS = ("kl_oracle_ens", "kl_over_floor", "oracle_floor")
+# With evaluation.relearn / evaluation.relapse on: the attacks' columns, each where the rows carry it
+ATTACK_TABLE_METRICS = ("relearn_gap", "relearn_acc", "relapse_acc")
 
 
 @dataclass
@@ -99,9 +103,11 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 def _metrics(columns: pd.Index) -> list[str]:
-    """The table's columns: the ensemble's where the rows carry them (``oracle.ensemble`` ≥ 2)."""
+    """The table's columns: the ensemble's where the rows carry them (``oracle.ensemble`` ≥ 2), and the attacks'
+    where they were on."""
     with_ensemble = set(ENSEMBLE_TABLE_METRICS) <= set(columns)
-    return [*TABLE_METRICS, *(ENSEMBLE_TABLE_METRICS if with_ensemble else ())]
+    attacks = [m for m in ATTACK_TABLE_METRICS if m in set(columns)]
+    return [*TABLE_METRICS, *(ENSEMBLE_TABLE_METRICS if with_ensemble else ()), *attacks]
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,9 @@ def method_grid(
     else:
         check_out_dir(out, options.overwrite)
     prep = prepare_command(config, cluster)
+    cost = attack_cost(config, [r.kind for r in prep.scenario.requests], prep.oracle_at)
+    if cost is not None:
+        log(f"{cost}, {len(options.methods) * len(options.seeds)} runs")
     fixed, effective = {}, {}
     for m in options.methods:
         fixed[m] = {k: v for k, v in bare.items() if _has(m, k)}
@@ -206,6 +215,7 @@ def method_grid(
         )
         execute(grid, prep, run.tracker, options.resume, log)
         rows = pd.read_parquet(out / "results.parquet")
+        write_relapse(rows, out)
         klom, note = grid_klom(prep, run.oracles, out, rows, options, log)
         yield GridRun(
             rows=rows,

@@ -20,12 +20,14 @@ from clutune.core.config import ConfigSource, Overrides, bare_overrides, load_co
 from clutune.core.experiment import ExperimentRun, method_hparams, oracle_for, prepare, validate_methods_section
 from clutune.core.margins import MARGINS_DIR
 from clutune.core.oracle import SplitShape, oracle_key, oracle_requests
+from clutune.core.relearn import attack_cost
 from clutune.core.results import ResultStream, check_out_dir, compact, format_row
 from clutune.errors import MethodFailed, UserError
 from clutune.guards.folder_lock import check_unlocked, folder_lock
 from clutune.guards.seeds import check_seed_option
 from clutune.platform.record.publish import publish_runs
 from clutune.platform.record.tracking import SweepTracker, resolve_tracking_uri
+from clutune.platform.reports.relapse_report import write_relapse
 from clutune.platform.run.log import Log, print_line
 from clutune.platform.run.recurring import RECURRING, failure_line
 
@@ -94,7 +96,8 @@ def run_single(
         tracker.start_run(f"{loaded.name}-{options.method}-s{loaded.seed}", run_key, loaded.as_dict(), params)
         total = len(prep.scenario)
         what = f"{loaded.name} ({loaded.dataset.name}, {total} requests, seed {loaded.seed})"
-        log(f"clutune run: {options.method} on {what}")
+        cost = attack_cost(loaded, [r.kind for r in prep.scenario.requests], prep.oracle_at)
+        log(f"clutune run: {options.method} on {what}" + ("" if cost is None else f"; {cost}"))
 
         def on_row(row: dict, _run: object) -> None:
             stream.append("run", [row])  # appended as it is measured: a crash loses nothing before it
@@ -114,6 +117,7 @@ def run_single(
             stream.close()
             rows = compact(out)
         frame = pd.DataFrame(rows)
+        write_relapse(frame, out)
         if rows:
             publish_runs(tracker, out, frame)  # figures into out/plots/<run_id>/ and onto the run
         tracker.finish({}, {}, {})
