@@ -218,10 +218,40 @@ class KlomConfig(Section):
         return self
 
 
+# --- attacks on forgetting: U-LiRA and the competition's ε score (docs/attacks.md) ---
+class UliraConfig(Section):
+    """Per-example U-LiRA at scored unlearn requests (clutune.core.ulira); off while ``shadows`` is 0."""
+
+    # shadow models per attacked request, each trained on a random half of its pool (even; 0: off)
+    shadows: Int = setting(0, ge=0, le=4096, says="must be in 0..4096 (0: off), got {value}")
+    every: Int = setting(1, **COUNT)  # attack every every-th unlearn request the oracle policy scores
+    seed: Int = setting(0, **SEED)  # draws the shadows' halves
+
+    @model_validator(mode="after")
+    def _even(self) -> UliraConfig:
+        if self.shadows and (self.shadows < 2 or self.shadows % 2):
+            raise problem("shadows", f"must be even and at least 2, so each sample is in for half (got {self.shadows})")
+        return self
+
+
+class EpsilonConfig(Section):
+    """The NeurIPS 2023 competition's ε score of a grid's method seeds against the oracle members, beside the
+    score of exact retrains at the same counts (clutune.core.epsilon)."""
+
+    enabled: bool = False
+    bootstrap: Int = setting(1000, ge=10, le=1 << 20, says="must be in 10..1048576, got {value}")  # resamples
+
+
+# --- end of the attacks' block ---
+
+
 class EvaluationConfig(Section):
-    """Evaluation that spans several runs, computed in the parent after a grid: it never changes a run's rows."""
+    """Evaluation beyond the per-request metrics. KLoM and the ε score span several runs and are computed in the
+    parent after a grid; U-LiRA attacks each run's model and adds columns to its rows, never changing the others."""
 
     klom: KlomConfig = setting(factory=KlomConfig)
+    ulira: UliraConfig = setting(factory=UliraConfig)
+    epsilon: EpsilonConfig = setting(factory=EpsilonConfig)
 
 
 class GenerateConfig(Section):
@@ -445,7 +475,7 @@ class Config(Section):
     oracle: OracleConfig = setting(factory=OracleConfig)
     scenario: ScenarioConfig = setting(factory=ScenarioConfig)
     sweep: SweepConfig = setting(factory=SweepConfig, identity=Identity.EXCLUDED)
-    # evaluation across runs (KLoM) happens in the parent after a grid and never changes a run's rows
+    # KLoM and the ε score happen in the parent after a grid; U-LiRA adds its own columns to a run's rows
     evaluation: EvaluationConfig = setting(factory=EvaluationConfig, identity=Identity.EXCLUDED)
     # methods.<name>.<hyperparameter>, checked against each method's own Hparams (clutune.core.hparams)
     methods: dict[str, Any] = setting(factory=dict, identity=Identity.EXCLUDED)
