@@ -49,7 +49,16 @@ from clutune.core.placement import placement
 from clutune.core.predictions import write_predictions
 from clutune.core.scenario_generator import scenario_requests
 from clutune.core.scenarios import Request, Scenario, build_scenario
-from clutune.core.shadows import ShadowSet, attacked_requests, get_shadows, write_attack_scores
+from clutune.core.shadows import (
+    ShadowSet,
+    attacked_requests,
+    get_shadows,
+    pool_dataset,
+    pool_ids,
+    shadow_cost,
+    shadow_specs,
+    write_attack_scores,
+)
 from clutune.core.ulira import attack_columns, auc, confidence, likelihood_ratios, no_columns
 from clutune.data import Dataset, read_dataset
 from clutune.errors import UserError
@@ -199,6 +208,26 @@ def shadows_for(prep: Prepared, k: int) -> ShadowSet:
     ulira, oracle = prep.config.evaluation.ulira, prep.config.oracle
     return get_shadows(
         prep.dataset, prep.scenario, k, prep.recipe, prep.cache, ulira.shadows, ulira.seed, oracle.seed, oracle.pack
+    )
+
+
+def attack_cost_line(prep: Prepared) -> str | None:
+    """The cost of the attacks a config asks for, known before any work; None when it asks for none."""
+    ulira, oracle, ds = prep.config.evaluation.ulira, prep.config.oracle, prep.dataset
+    attacked = [k for k, on in enumerate(prep.ulira_at) if on]
+    if not ulira.shadows:
+        return None
+    pooled = pool_dataset(ds)
+    pools = [pool_ids(prep.scenario, k, ds.n_train, ds.n_test) for k in attacked]
+    cached = sum(
+        prep.cache.has(spec.key)
+        for pool in pools
+        for spec in shadow_specs(pooled, pool, prep.recipe, ulira.shadows, ulira.seed, oracle.seed)[1]
+    )
+    models, samples = shadow_cost([len(p) for p in pools], ulira.shadows, oracle.epochs)
+    return (
+        f"U-LiRA: {ulira.shadows} shadow models of the oracle recipe at each of {len(attacked)} attacked unlearn "
+        f"request(s): {models} models ({cached} cached), about {samples:,} samples processed if none were"
     )
 
 

@@ -17,7 +17,14 @@ import pandas as pd
 
 from clutune.core import storage
 from clutune.core.config import ConfigSource, Overrides, bare_overrides, load_config
-from clutune.core.experiment import ExperimentRun, method_hparams, oracle_for, prepare, validate_methods_section
+from clutune.core.experiment import (
+    ExperimentRun,
+    attack_cost_line,
+    method_hparams,
+    oracle_for,
+    prepare,
+    validate_methods_section,
+)
 from clutune.core.margins import MARGINS_DIR
 from clutune.core.oracle import SplitShape, oracle_key, oracle_requests
 from clutune.core.results import ResultStream, check_out_dir, compact, format_row
@@ -94,7 +101,8 @@ def run_single(
         tracker.start_run(f"{loaded.name}-{options.method}-s{loaded.seed}", run_key, loaded.as_dict(), params)
         total = len(prep.scenario)
         what = f"{loaded.name} ({loaded.dataset.name}, {total} requests, seed {loaded.seed})"
-        log(f"clutune run: {options.method} on {what}")
+        cost = attack_cost_line(prep)
+        log(f"clutune run: {options.method} on {what}" + (f"; {cost}" if cost else ""))
 
         def on_row(row: dict, _run: object) -> None:
             stream.append("run", [row])  # appended as it is measured: a crash loses nothing before it
