@@ -63,3 +63,18 @@ def test_buckets_halve_and_stop_at_ceil_log_n_minus_1():
     eps = np.array([0.0, 0.49, 0.5, 1.2, 2.9, 3.0, 50.0])
     assert points(eps, 16).tolist() == [1, 1, 0.5, 0.25, 1 / 32, 0, 0]
     assert forget_score(eps, 16) == pytest.approx((2.5 + 0.25 + 1 / 32) / 7)
+
+
+def test_no_unlearning_scores_near_zero_beside_its_ceiling():
+    """A method that unlearned nothing: its outputs on the forget set are the original model's, which trained on
+    it (confidence 4 higher per seed than a retrain's), so every forget sample tells its runs from the retrains
+    and scores next to nothing, while exact retrains at the same counts score their ceiling."""
+    rng = np.random.default_rng(7)
+    models, samples = 16, 40
+    hardness = rng.normal(0, 1, samples)  # per sample, shared by every model: some samples are harder than others
+    members, floor = (hardness + rng.normal(0, 1, (models, samples)) for _ in range(2))
+    original = hardness + 4.0 + rng.normal(0, 1, (models, samples))
+    f = forget_score(example_epsilons(original, members), models)
+    ceiling = forget_score(example_epsilons(floor, members), models)
+    assert ceiling > 0.1  # the figure at 16 models a side (0.16 on two identical normals)
+    assert f < 0.02 and f / ceiling < 0.1
