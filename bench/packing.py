@@ -203,9 +203,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ks", default=",".join(map(str, KS)))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--report-only", action="store_true", help="rebuild packing.md and .png from packing.json"
-    )
+    parser.add_argument("--report-only", action="store_true", help="rebuild packing.md and .png from packing.json")
     parser.add_argument("--threads", type=int, default=1, help="torch threads: an oracle task's, the config's threads")
     args = parser.parse_args()
     args.ks = [int(k) for k in args.ks.split(",")]

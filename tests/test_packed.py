@@ -32,9 +32,7 @@ def digits():
 @pytest.fixture(scope="module")
 def digit_images(digits):
     """The same digits as 1x8x8 images, for the convolutional model."""
-    return dataclasses.replace(
-        digits, x_train=digits.x_train.view(-1, 1, 8, 8), x_test=digits.x_test.view(-1, 1, 8, 8)
-    )
+    return dataclasses.replace(digits, x_train=digits.x_train.view(-1, 1, 8, 8), x_test=digits.x_test.view(-1, 1, 8, 8))
 
 
 def recipe(model: dict, epochs: int, augment: bool = False) -> OracleRecipe:

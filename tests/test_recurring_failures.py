@@ -91,8 +91,23 @@ def _clutune(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
 COMMANDS = {
     "run": ["run", "--method", "reads_unlearned", "--out", "run"],
     "compare": ["compare", "--methods", "reads_unlearned", "--seeds", "0", "--out", "compare", "--num-cpus", "2"],
-    "sweep": ["sweep", "--method", "reads_unlearned", "--space", "space.yaml", "--trials", "3", "--concurrency", "1",
-              "--num-cpus", "2", "--set", "sweep.asha=false", "--set", "sweep.storage_path=sweeps"],
+    "sweep": [
+        "sweep",
+        "--method",
+        "reads_unlearned",
+        "--space",
+        "space.yaml",
+        "--trials",
+        "3",
+        "--concurrency",
+        "1",
+        "--num-cpus",
+        "2",
+        "--set",
+        "sweep.asha=false",
+        "--set",
+        "sweep.storage_path=sweeps",
+    ],
 }
 
 

@@ -43,8 +43,14 @@ def test_a_stopped_trial_is_pruned_in_every_record(local_ray, tmp_path, monkeypa
         f"sweep.storage_path={tmp_path / 'sweeps'}",
     ]
     result = clutune.sweep(
-        "digits-agnostic-class", method="ugclu", trials=8, space=str(space), overrides=sets, concurrency=1,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", log=lambda _line: None,
+        "digits-agnostic-class",
+        method="ugclu",
+        trials=8,
+        space=str(space),
+        overrides=sets,
+        concurrency=1,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        log=lambda _line: None,
     )
     n = 6
     trials = result.trials
@@ -95,7 +101,12 @@ def test_a_compare_records_what_each_run_ran_with(local_ray, tmp_path):
     fast = {"epochs_per_learn": 1, "iters_per_unlearn": 5, "buffer_size": 40}
     lines: list[str] = []
     result = clutune.compare(
-        config, methods=["er", "clpu"], seeds=[0, 1], out=tmp_path / "c", overrides=fast, tracking_uri=uri,
+        config,
+        methods=["er", "clpu"],
+        seeds=[0, 1],
+        out=tmp_path / "c",
+        overrides=fast,
+        tracking_uri=uri,
         log=lines.append,
     )
     notices = [line for line in lines if "no tuned defaults" in line]

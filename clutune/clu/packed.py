@@ -108,9 +108,7 @@ def unstack_parameters(models: list[nn.Module], stacked: dict[str, torch.Tensor]
                 p.copy_(stacked[name][i])
 
 
-def _bmm_logits(
-    plan: list[tuple[str, nn.Module]], params: dict[str, torch.Tensor], x: torch.Tensor
-) -> torch.Tensor:
+def _bmm_logits(plan: list[tuple[str, nn.Module]], params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """(K, B, *input) -> (K, B, classes) with the layers of ``plan`` (name, layer) batched along the member axis."""
     k, b = x.shape[:2]
     for name, layer in plan:

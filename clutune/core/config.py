@@ -218,6 +218,33 @@ class KlomConfig(Section):
         return self
 
 
+# --- attacks on forgetting: U-LiRA and the competition's ε score (docs/attacks.md) ---
+class UliraConfig(Section):
+    """Per-example U-LiRA at scored unlearn requests (clutune.core.ulira); off while ``shadows`` is 0."""
+
+    # shadow models per attacked request, each trained on a random half of its pool (even; 0: off)
+    shadows: Int = setting(0, ge=0, le=4096, says="must be in 0..4096 (0: off), got {value}")
+    every: Int = setting(1, **COUNT)  # attack every every-th unlearn request the oracle policy scores
+    seed: Int = setting(0, **SEED)  # draws the shadows' halves
+
+    @model_validator(mode="after")
+    def _even(self) -> UliraConfig:
+        if self.shadows and (self.shadows < 2 or self.shadows % 2):
+            raise problem("shadows", f"must be even and at least 2, so each sample is in for half (got {self.shadows})")
+        return self
+
+
+class EpsilonConfig(Section):
+    """The NeurIPS 2023 competition's ε score of a grid's method seeds against the oracle members, beside the
+    score of exact retrains at the same counts (clutune.core.epsilon)."""
+
+    enabled: bool = False
+    bootstrap: Int = setting(1000, ge=10, le=1 << 20, says="must be in 10..1048576, got {value}")  # resamples
+
+
+# --- end of the attacks' block ---
+
+
 # The attacks on a run's forgetting (clutune.core.relearn, clutune.core.relapse): off by default, each adds
 # columns to the run's rows and changes none of the others.
 class RelearnConfig(Section):
@@ -238,10 +265,13 @@ class RelapseConfig(Section):
 
 
 class EvaluationConfig(Section):
-    """Evaluation beyond the per-request metrics. KLoM spans several runs and is computed in the parent after a
-    grid; the relearning attack and relapse add columns to each run's rows, and change none of the others."""
+    """Evaluation beyond the per-request metrics. KLoM and the ε score span several runs and are computed in the
+    parent after a grid; U-LiRA, the relearning attack and relapse add columns to each run's rows, and change none
+    of the others."""
 
     klom: KlomConfig = setting(factory=KlomConfig)
+    ulira: UliraConfig = setting(factory=UliraConfig)
+    epsilon: EpsilonConfig = setting(factory=EpsilonConfig)
     relearn: RelearnConfig = setting(factory=RelearnConfig)
     relapse: RelapseConfig = setting(factory=RelapseConfig)
 
@@ -467,8 +497,8 @@ class Config(Section):
     oracle: OracleConfig = setting(factory=OracleConfig)
     scenario: ScenarioConfig = setting(factory=ScenarioConfig)
     sweep: SweepConfig = setting(factory=SweepConfig, identity=Identity.EXCLUDED)
-    # evaluation beyond the per-request metrics (KLoM, the relearning attack, relapse): never in the hash, as it
-    # changes none of the metrics the hash stands for
+    # evaluation beyond the per-request metrics (KLoM, the ε score, U-LiRA, relearning, relapse): never in the
+    # hash, as it changes none of the metrics the hash stands for
     evaluation: EvaluationConfig = setting(factory=EvaluationConfig, identity=Identity.EXCLUDED)
     # methods.<name>.<hyperparameter>, checked against each method's own Hparams (clutune.core.hparams)
     methods: dict[str, Any] = setting(factory=dict, identity=Identity.EXCLUDED)

@@ -50,6 +50,7 @@ from clutune.core.predictions import write_predictions
 from clutune.core.relapse import relapse_columns
 from clutune.core.relearn import (
     attack_batches,
+    attack_cost,
     keeps_oracle_weights,
     no_relearn_columns,
     oracle_model,
@@ -57,6 +58,17 @@ from clutune.core.relearn import (
 )
 from clutune.core.scenario_generator import scenario_requests
 from clutune.core.scenarios import Request, Scenario, build_scenario
+from clutune.core.shadows import (
+    ShadowSet,
+    attacked_requests,
+    get_shadows,
+    pool_dataset,
+    pool_ids,
+    shadow_cost,
+    shadow_specs,
+    write_attack_scores,
+)
+from clutune.core.ulira import attack_columns, auc, confidence, likelihood_ratios, no_columns
 from clutune.data import Dataset, read_dataset
 from clutune.errors import UserError
 from clutune.models import build_model
@@ -97,9 +109,7 @@ def no_tuned_defaults_notice(method: str, dataset: str) -> str | None:
     """The one line a command prints at its start for a method that runs on its class defaults."""
     if hparams_source(method, dataset) != "class defaults":
         return None
-    return (
-        f"{method}: no tuned defaults for dataset {dataset}; using the class defaults; `clutune sweep` tunes them"
-    )
+    return f"{method}: no tuned defaults for dataset {dataset}; using the class defaults; `clutune sweep` tunes them"
 
 
 def hparam_columns(hparams: Any) -> dict[str, Any]:
@@ -140,6 +150,14 @@ class Prepared:
         """Whether each request gets an exact oracle (``oracle.policy``): asked at every request, computed once."""
         cfg = self.config.oracle
         return oracle_requests(cfg.policy, cfg.every, [r.kind for r in self.scenario.requests])
+
+    @functools.cached_property
+    def ulira_at(self) -> list[bool]:
+        """Whether U-LiRA attacks the model after each request (``evaluation.ulira``)."""
+        ulira = self.config.evaluation.ulira
+        if not ulira.shadows:
+            return [False] * len(self.scenario.requests)
+        return attacked_requests([r.kind for r in self.scenario.requests], self.oracle_at, ulira.every)
 
 
 def prepare(config: Config, dataset: Dataset | None = None) -> Prepared:
@@ -188,13 +206,48 @@ def members_for(prep: Prepared, k: int) -> list[OracleOutputs]:
     if cfg.ensemble == 1 or not prep.oracle_at[k]:
         return []
     ids = prep.owned_ids(k)
-    return get_members(
-        prep.dataset, ids, prep.recipe, cfg.seed, cfg.ensemble, prep.cache, cfg.keep_weights, cfg.pack
-    )
+    return get_members(prep.dataset, ids, prep.recipe, cfg.seed, cfg.ensemble, prep.cache, cfg.keep_weights, cfg.pack)
 
 
 def no_members(k: int) -> list[OracleOutputs]:
     return []
+
+
+def shadows_for(prep: Prepared, k: int) -> ShadowSet:
+    """Request k's U-LiRA shadows, from the cache or trained here (:mod:`clutune.core.shadows`)."""
+    ulira, oracle = prep.config.evaluation.ulira, prep.config.oracle
+    return get_shadows(
+        prep.dataset, prep.scenario, k, prep.recipe, prep.cache, ulira.shadows, ulira.seed, oracle.seed, oracle.pack
+    )
+
+
+def attack_cost_line(prep: Prepared, runs: int = 1) -> str | None:
+    """The cost of the attacks a config asks for (``runs`` runs of it), known before any work: one line, for the
+    first a command prints; None when it asks for none."""
+    parts = [_shadow_cost(prep), attack_cost(prep.config, [r.kind for r in prep.scenario.requests], prep.oracle_at)]
+    if parts[1] is not None and runs > 1:
+        parts[1] += f", {runs} runs"
+    return "; ".join(p for p in parts if p is not None) or None
+
+
+def _shadow_cost(prep: Prepared) -> str | None:
+    """U-LiRA's shadow models: how many, how many are cached, and the samples training the rest would process."""
+    ulira, oracle, ds = prep.config.evaluation.ulira, prep.config.oracle, prep.dataset
+    attacked = [k for k, on in enumerate(prep.ulira_at) if on]
+    if not ulira.shadows:
+        return None
+    pooled = pool_dataset(ds)
+    pools = [pool_ids(prep.scenario, k, ds.n_train, ds.n_test) for k in attacked]
+    cached = sum(
+        prep.cache.has(spec.key)
+        for pool in pools
+        for spec in shadow_specs(pooled, pool, prep.recipe, ulira.shadows, ulira.seed, oracle.seed)[1]
+    )
+    models, samples = shadow_cost([len(p) for p in pools], ulira.shadows, oracle.epochs)
+    return (
+        f"U-LiRA: {ulira.shadows} shadow models of the oracle recipe at each of {len(attacked)} attacked unlearn "
+        f"request(s): {models} models ({cached} cached), about {samples:,} samples processed if none were"
+    )
 
 
 @dataclass
@@ -210,6 +263,7 @@ class Evaluator:
     run_id: str = ""
     probe: tuple[torch.Tensor, torch.Tensor] | None = None  # (train ids, test ids), drawn once per stream
     door: TrainAccess | None = None  # the method's data door, forked by the relearning attack
+    shadows: Callable[[int], ShadowSet] | None = None  # request k's U-LiRA shadows (default: shadows_for)
     forgetting: StreamForgetting = field(init=False)
 
     def __post_init__(self) -> None:
@@ -272,6 +326,8 @@ class Evaluator:
         row.update(request_metrics(splits, request.kind == "learn", with_oracle=oracle is not None))
         if self.prep.config.oracle.ensemble > 1:
             row.update(self.ensemble(k, splits, logits, oracle))
+        if self.prep.config.evaluation.ulira.shadows:
+            row.update(self.ulira(request, logits, oracle) if self.prep.ulira_at[k] else no_columns())
         row.update(self.class_metrics(request, splits["test"], with_oracle=oracle is not None))
         row.update(self.diagnostics(k, model))
         evaluation = self.prep.config.evaluation
@@ -350,6 +406,44 @@ class Evaluator:
             own = {name: correct_class_margin(model[name], labels[name]) for name in SPLITS}
             write_margins(run_margins_path(self.margins_out, self.run_id, k), ids, own)
         return ensemble_metrics(p_model, p_members)
+
+    def ulira(
+        self, request: Request, logits: tuple[torch.Tensor, torch.Tensor], oracle: OracleOutputs | None
+    ) -> dict[str, float]:
+        """U-LiRA on the model after an unlearn request (:mod:`clutune.core.ulira`): the forget set and the
+        retained set, each against the test set, and the oracle's AUCs under the same attack. The model's
+        outputs were computed for evaluation already; nothing here fetches a sample through the method's door."""
+        ds, k = self.prep.dataset, request.index
+        shadows = (self.shadows or (lambda i: shadows_for(self.prep, i)))(k)
+        pool = shadows.pool
+        labels = torch.cat([ds.y_train.cpu(), ds.y_test.cpu()])[pool].numpy()
+        shadow = np.stack([confidence(o.logits_train[pool].numpy(), labels) for o in shadows.outputs])
+        test = pool.numpy() >= ds.n_train
+        groups = {}
+        for name, ids in (("forget", request.ids), ("retain", self.prep.owned_ids(k))):
+            members = np.isin(pool.numpy(), ids.numpy())
+            # the non-members of the members' classes only: a class the retrain never saw is unlike the others
+            groups[name] = members
+            groups[f"{name}_test"] = test & np.isin(labels, labels[members])
+
+        def scores(train: torch.Tensor, test: torch.Tensor) -> dict[str, np.ndarray]:
+            lr = likelihood_ratios(confidence(torch.cat([train, test])[pool].numpy(), labels), shadow, shadows.inside)
+            return {name: lr[mask] for name, mask in groups.items()}
+
+        own = scores(*logits)
+        row = {
+            **attack_columns(own["forget"], own["forget_test"]),
+            **attack_columns(own["retain"], own["retain_test"], "_retain"),
+        }
+        if oracle is not None:
+            theirs = scores(oracle.logits_train, oracle.logits_test)
+            row["oracle_ulira_auc"] = auc(theirs["forget"], theirs["forget_test"])
+            row["oracle_ulira_auc_retain"] = auc(theirs["retain"], theirs["retain_test"])
+        else:
+            row["oracle_ulira_auc"] = row["oracle_ulira_auc_retain"] = math.nan
+        if self.margins_out is not None:
+            write_attack_scores(self.margins_out, self.run_id, k, own)
+        return row
 
     def class_metrics(self, request: Request, test: Split, with_oracle: bool = True) -> dict[str, float]:
         """acc_test_owned / acc_test_unlearned, and forgetting from the per-class test accuracies."""

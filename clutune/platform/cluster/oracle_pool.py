@@ -130,9 +130,7 @@ def _members_task(config: dict[str, Any], owned_ids: torch.Tensor, seeds: list[i
     """Members of one owned set as one pack: each trained (or found), stored, and returned as its own object."""
     prep = prepare_in_worker(config)
     oracle = prep.config.oracle
-    outputs = ensure_members(
-        prep.dataset, owned_ids, prep.recipe, seeds, prep.cache, oracle.keep_weights, oracle.pack
-    )
+    outputs = ensure_members(prep.dataset, owned_ids, prep.recipe, seeds, prep.cache, oracle.keep_weights, oracle.pack)
     return outputs if len(outputs) > 1 else outputs[0]  # Ray splits a list into num_returns objects
 
 

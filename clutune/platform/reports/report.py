@@ -28,6 +28,7 @@ from markupsafe import Markup
 from clutune.core.storage import write_local_atomic
 from clutune.errors import UserError
 from clutune.platform.record.tracking import RECORD_DIR
+from clutune.platform.reports.attack_plots import ATTACK_PLOTS, attack_plots
 from clutune.platform.reports.stats import bold_note, cell, cells_note, is_paired, method_table
 from clutune.platform.run.compare import ATTACK_TABLE_METRICS, TABLE_METRICS
 from clutune.platform.search.convergence import report_section
@@ -127,7 +128,7 @@ def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.Da
         record = folder / RECORD_DIR / "record.json"
         config = json.loads(record.read_text()).get("config", {}) if record.exists() else {}
         plots = folder / "plots"
-        if not plots.exists() or not any(plots.glob("**/*.png")):
+        if not plots.exists() or not any(p.name not in ATTACK_PLOTS for p in plots.glob("**/*.png")):
             plots = _draw(rows, scratch)
         return rows, plots, config, f"folder {folder.resolve()}"
     if _names_a_path(source):
@@ -172,6 +173,8 @@ def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Pat
         rdb = (config.get("sweep") or {}).get("study_storage") and (folder / "trials.csv").exists()
         is_sweep = folder.is_dir() and ((folder / "optuna-journal.log").exists() or rdb)
         table = summary(rows, key)
+        # into the folder's plots/, beside the grid's figures; an MLflow experiment has no such files
+        attacks = attack_plots(folder, rows, folder / "plots") if folder.is_dir() else []
         page = _TEMPLATES.get_template("report.html").render(
             what=what,
             runs=rows["run_id"].nunique(),
@@ -184,7 +187,8 @@ def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Pat
             rows=table_rows(table),
             pruned=pruned,
             convergence=report_section(folder, config) if folder.is_dir() else None,  # a sweep's convergence.csv
-            plots=[image(p) for p in sorted(plots.glob("*.png"))],
+            plots=[image(p) for p in sorted(plots.glob("*.png")) if p.name not in ATTACK_PLOTS],
+            attacks=[image(p) for p in attacks],
             run_plots=[
                 {"name": run.name, "images": [image(p) for p in sorted(run.glob("*.png"))]}
                 for run in sorted(p for p in plots.iterdir() if p.is_dir())

@@ -15,7 +15,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,28 @@ from ray import tune
 
 from clutune.clu.methods import get_method
 from clutune.core.config import Config, ConfigSource, Overrides, bare_overrides, load_config
-from clutune.core.experiment import Prepared, build_method, hparams_source, method_hparams, validate_methods_section
-from clutune.core.relearn import attack_cost
+from clutune.core.experiment import (
+    Prepared,
+    attack_cost_line,
+    build_method,
+    hparams_source,
+    method_hparams,
+    prepare_in_worker,
+    shadows_for,
+    validate_methods_section,
+)
 from clutune.core.results import check_out_dir
 from clutune.errors import UserError
 from clutune.guards.folder_lock import check_unlocked, folder_lock
 from clutune.guards.seeds import check_seed_option
 from clutune.platform.record.publish import publish_grid
 from clutune.platform.record.tracking import SweepTracker
+from clutune.platform.reports.epsilon_report import (
+    epsilon_frames,
+    epsilon_section,
+    grid_accuracies,
+    why_no_epsilon,
+)
 from clutune.platform.reports.klom_report import (
     floor_count,
     klom_frames,
@@ -64,6 +78,8 @@ TABLE_METRICS = (
 )
 # With an oracle ensemble: the KL to the members' mean, the method's KL to a member over their floor, and the floor
 ENSEMBLE_TABLE_METRICS = ("kl_oracle_ens", "kl_over_floor", "oracle_floor")
+# With evaluation.ulira: the attack on the forget set and on the retained set, and the oracle's AUC beside them
+ULIRA_TABLE_METRICS = ("ulira_auc", "ulira_tpr1", "ulira_tpr01", "ulira_auc_retain", "oracle_ulira_auc")
 # With evaluation.relearn / evaluation.relapse on: the attacks' columns, each where the rows carry it
 ATTACK_TABLE_METRICS = ("relearn_gap", "relearn_acc", "relapse_acc")
 
@@ -83,10 +99,18 @@ class CompareResult:
     oracles_total: int
     oracles_trained: int
     seconds: float
+    epsilon: pd.DataFrame = field(default_factory=pd.DataFrame)  # the ε score pooled (evaluation.epsilon)
+    epsilon_note: str | None = None  # why no ε score was computed (None: computed, or not asked for)
 
     def to_markdown(self) -> str:
-        """The tables as the command prints them and ``comparison.md`` holds them: the means, then KLoM."""
-        return format_table(self.table) + "\n\n" + klom_section(self.klom, self.klom_note)
+        """The tables as the command prints them and ``comparison.md`` holds them: the means, KLoM, then ε."""
+        klom = klom_section(self.klom, self.klom_note)
+        return format_table(self.table) + "\n\n" + klom + epsilon_text(self.epsilon, self.epsilon_note)
+
+
+def epsilon_text(summary: pd.DataFrame, note: str | None) -> str:
+    """The ε section after KLoM's; nothing where the ε score was not asked for."""
+    return "" if summary.empty and note is None else "\n" + epsilon_section(summary, note)
 
 
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -106,8 +130,14 @@ def _metrics(columns: pd.Index) -> list[str]:
     """The table's columns: the ensemble's where the rows carry them (``oracle.ensemble`` ≥ 2), and the attacks'
     where they were on."""
     with_ensemble = set(ENSEMBLE_TABLE_METRICS) <= set(columns)
+    with_ulira = set(ULIRA_TABLE_METRICS) <= set(columns)
     attacks = [m for m in ATTACK_TABLE_METRICS if m in set(columns)]
-    return [*TABLE_METRICS, *(ENSEMBLE_TABLE_METRICS if with_ensemble else ()), *attacks]
+    return [
+        *TABLE_METRICS,
+        *(ENSEMBLE_TABLE_METRICS if with_ensemble else ()),
+        *(ULIRA_TABLE_METRICS if with_ulira else ()),
+        *attacks,
+    ]
 
 
 @dataclass(frozen=True)
@@ -135,11 +165,13 @@ class GridRun:
     seconds: float
     klom: pd.DataFrame  # per split and method, pooled over the scored requests; empty: not computed
     klom_note: str | None  # why no KLoM was computed; None when it was
+    epsilon: pd.DataFrame = field(default_factory=pd.DataFrame)  # the ε score pooled; empty: not computed
+    epsilon_note: str | None = None  # why no ε score was computed (None: computed, or not asked for)
 
     @property
     def klom_text(self) -> str:
-        """The KLoM section of comparison.md and the study summary."""
-        return klom_section(self.klom, self.klom_note)
+        """The KLoM section of comparison.md and the study summary, and the ε section where it was asked for."""
+        return klom_section(self.klom, self.klom_note) + epsilon_text(self.epsilon, self.epsilon_note)
 
 
 def check_grid(config: Config, bare: dict[str, Any], options: GridOptions) -> None:
@@ -176,9 +208,9 @@ def method_grid(
     else:
         check_out_dir(out, options.overwrite)
     prep = prepare_command(config, cluster)
-    cost = attack_cost(config, [r.kind for r in prep.scenario.requests], prep.oracle_at)
+    cost = attack_cost_line(prep, len(options.methods) * len(options.seeds))
     if cost is not None:
-        log(f"{cost}, {len(options.methods) * len(options.seeds)} runs")
+        log(cost)
     fixed, effective = {}, {}
     for m in options.methods:
         fixed[m] = {k: v for k, v in bare.items() if _has(m, k)}
@@ -213,10 +245,12 @@ def method_grid(
             resources={"cpu": res.cpu, "gpu": res.gpu},
             max_failures=config.sweep.max_failures,
         )
+        train_shadows(prep)
         execute(grid, prep, run.tracker, options.resume, log)
         rows = pd.read_parquet(out / "results.parquet")
         write_relapse(rows, out)
         klom, note = grid_klom(prep, run.oracles, out, rows, options, log)
+        epsilon, epsilon_note = grid_epsilon(prep, run.oracles, out, rows, options, log)
         yield GridRun(
             rows=rows,
             config=config,
@@ -227,7 +261,56 @@ def method_grid(
             seconds=time.perf_counter() - t0,
             klom=klom,
             klom_note=note,
+            epsilon=epsilon,
+            epsilon_note=epsilon_note,
         )
+
+
+@ray.remote(max_retries=2)
+def _shadows_task(config: dict[str, Any], k: int) -> int:
+    """Request k's U-LiRA shadows trained (or found) and cached on any worker; the trials then read the cache."""
+    return len(shadows_for(prepare_in_worker(config), k).outputs)
+
+
+def train_shadows(prep: Prepared) -> None:
+    """Every attacked request's shadows, before the trials: each request's pack trains once, in parallel, rather
+    than in every trial that reaches it first."""
+    wanted = [k for k, attacked in enumerate(prep.ulira_at) if attacked]
+    if wanted:
+        config = prep.config.as_dict()
+        res = prep.config.sweep.oracle_resources
+        ray.get([_shadows_task.options(num_cpus=res.cpu, num_gpus=res.gpu).remote(config, k) for k in wanted])
+
+
+def grid_epsilon(
+    prep: Prepared, oracles: Oracles, out: Path, rows: pd.DataFrame, options: GridOptions, log: Log = print_line
+) -> tuple[pd.DataFrame, str | None]:
+    """The ε score of the finished grid beside its ceiling (``epsilon_summary.csv``; ``epsilon.csv`` per request,
+    ``epsilon_examples.csv`` per forget sample), or an empty frame and the line that says why there is none
+    (None where ``evaluation.epsilon`` is off). Reads the margins :func:`grid_klom` completed."""
+    cfg = prep.config
+    if not cfg.evaluation.epsilon.enabled:
+        return pd.DataFrame(), None
+    note = why_no_epsilon(True, cfg.oracle.ensemble, len(options.seeds))
+    scored = [
+        k
+        for k, key in enumerate(oracles.plan.key_of_request)
+        if key is not None and prep.scenario.requests[k].kind == "unlearn"
+    ]
+    if note is None and not scored:
+        note = "ε score not computed: no unlearn request is scored against an oracle"
+    if note is not None:
+        log(note)
+        return pd.DataFrame(), note
+    members, floors = oracles.per_request, oracles.floor_per_request
+    accuracies = {k: grid_accuracies(members[k], floors[k], prep.dataset, prep.owned_ids(k).numpy()) for k in scored}
+    per_request, summary, examples = epsilon_frames(
+        out, rows, options.methods, prep.scenario, scored, accuracies, cfg.evaluation.epsilon.bootstrap
+    )
+    per_request.to_csv(out / "epsilon.csv", index=False)
+    summary.to_csv(out / "epsilon_summary.csv", index=False)
+    examples.to_csv(out / "epsilon_examples.csv", index=False)
+    return summary, None
 
 
 def grid_klom(
@@ -271,6 +354,8 @@ def run_compare(
             table=table,
             klom=done.klom,
             klom_note=done.klom_note,
+            epsilon=done.epsilon,
+            epsilon_note=done.epsilon_note,
             out=done.out,
             parent_run_id=done.tracker.parent_id,
             tracking_uri=done.tracker.uri,

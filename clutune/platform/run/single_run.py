@@ -17,10 +17,16 @@ import pandas as pd
 
 from clutune.core import storage
 from clutune.core.config import ConfigSource, Overrides, bare_overrides, load_config
-from clutune.core.experiment import ExperimentRun, method_hparams, oracle_for, prepare, validate_methods_section
+from clutune.core.experiment import (
+    ExperimentRun,
+    attack_cost_line,
+    method_hparams,
+    oracle_for,
+    prepare,
+    validate_methods_section,
+)
 from clutune.core.margins import MARGINS_DIR
 from clutune.core.oracle import SplitShape, oracle_key, oracle_requests
-from clutune.core.relearn import attack_cost
 from clutune.core.results import ResultStream, check_out_dir, compact, format_row
 from clutune.errors import MethodFailed, UserError
 from clutune.guards.folder_lock import check_unlocked, folder_lock
@@ -96,8 +102,8 @@ def run_single(
         tracker.start_run(f"{loaded.name}-{options.method}-s{loaded.seed}", run_key, loaded.as_dict(), params)
         total = len(prep.scenario)
         what = f"{loaded.name} ({loaded.dataset.name}, {total} requests, seed {loaded.seed})"
-        cost = attack_cost(loaded, [r.kind for r in prep.scenario.requests], prep.oracle_at)
-        log(f"clutune run: {options.method} on {what}" + ("" if cost is None else f"; {cost}"))
+        cost = attack_cost_line(prep)
+        log(f"clutune run: {options.method} on {what}" + (f"; {cost}" if cost else ""))
 
         def on_row(row: dict, _run: object) -> None:
             stream.append("run", [row])  # appended as it is measured: a crash loses nothing before it

@@ -151,8 +151,7 @@ def verdict(
         return (
             False,
             math.nan,
-            f"not converged: too few complete trials ({n} of {total}); a verdict needs {min_trials} "
-            "(sweep.min_trials)",
+            f"not converged: too few complete trials ({n} of {total}); a verdict needs {min_trials} (sweep.min_trials)",
         )
     quarter = max(1, math.ceil(n / 4))
     before = series[n - quarter - 1] if n - quarter - 1 >= 0 else math.nan

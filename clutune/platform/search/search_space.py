@@ -52,7 +52,6 @@ class SearchSpace:
         clipped = min(max(value, dist.low), dist.high)
         return int(round(clipped)) if isinstance(dist, optuna.distributions.IntDistribution) else float(clipped)
 
-
     def _scale(self, name: str) -> tuple[float, float, bool]:
         dist = self.distributions[name]
         return float(dist.low), float(dist.high), bool(getattr(dist, "log", False))

@@ -376,9 +376,10 @@ def _confirm(
     if sw.stability_step > 0:
         for trial_id, params in list(candidates.items()):
             candidates[trial_id + NEIGHBOUR] = {k: space.inward(k, v, sw.stability_step) for k, v in params.items()}
-    log(f"confirming {len(chosen)} trial(s) on fresh seeds {sw.confirm_seeds}" + (
-        f", each with a neighbour {100 * sw.stability_step:g}% of every range inward" if sw.stability_step else ""
-    ))
+    log(
+        f"confirming {len(chosen)} trial(s) on fresh seeds {sw.confirm_seeds}"
+        + (f", each with a neighbour {100 * sw.stability_step:g}% of every range inward" if sw.stability_step else "")
+    )
     grid = Grid(
         name=f"{search.name}-confirm",
         storage_path=search.storage_path,
