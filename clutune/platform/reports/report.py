@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +153,22 @@ def _read_rows(path: Path) -> pd.DataFrame:
 Images = tuple[list[Path], list[tuple[str, list[Path]]]]
 
 
-def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.DataFrame, Images, str, Any]:
-    """(rows, images, what, the received folder or None) for a results folder, a sweep folder or an MLflow
-    experiment; a folder without plots gets them drawn from its rows."""
+@dataclass
+class _Source:
+    """What a page is made of: the rows, the config shown, the images, and for a folder the folder (read as
+    received) and its validated record."""
+
+    rows: pd.DataFrame
+    config: dict[str, Any]
+    images: Images
+    what: str
+    received: ReceivedFolder | None = None
+    record: dict[str, Any] | None = None
+
+
+def _source(source: str, tracking_uri: str | None, scratch: Path) -> _Source:
+    """A results folder, a sweep folder or an MLflow experiment; a folder's record and rows are checked before
+    anything is drawn, and a folder without plots gets them drawn from its rows."""
     folder = Path(source)
     if folder.is_dir():
         received = ReceivedFolder(folder)
@@ -162,10 +176,12 @@ def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.Da
         if results is None:
             raise UserError(f"{folder} holds no results.parquet: not a results or sweep folder")
         rows = _read_rows(results)
+        record = read_record(received)
         images = _images(received, "plots")
         if not images[0] and not any(found for _, found in images[1]):
             images = _images(ReceivedFolder(_draw(rows, scratch)), ".")
-        return rows, images, f"folder {folder.resolve()}", received
+        config = (record or {}).get("config") or {}
+        return _Source(rows, config, images, f"folder {folder.resolve()}", received, record)
     if _names_a_path(source):
         raise UserError(f"{source}: is not a folder (a report's source is a results or sweep folder, or an experiment)")
     from clutune.platform.record.export import experiment_rows
@@ -173,14 +189,10 @@ def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.Da
     rows = experiment_rows(source, tracking_uri)
     if rows.empty:
         raise UserError(f"MLflow experiment {source!r} has no runs with per-request metrics")
-    rows = rows.rename(columns={"run_id": "mlflow_run_id"}).assign(run_id=lambda f: f["mlflow_run_id"])
-    return rows, _images(ReceivedFolder(_draw(rows, scratch)), "."), f"MLflow experiment {source!r}", None
-
-
-def _experiment_config(rows: pd.DataFrame) -> dict[str, Any]:
-    """The parameters every run of an experiment shares, as the page's config."""
     params = [c for c in rows.columns if c.startswith("params.")]
-    return {c[len("params.") :]: rows[c].iloc[0] for c in params if rows[c].nunique() == 1}
+    config = {c[len("params.") :]: rows[c].iloc[0] for c in params if rows[c].nunique() == 1}
+    rows = rows.rename(columns={"run_id": "mlflow_run_id"}).assign(run_id=lambda f: f["mlflow_run_id"])
+    return _Source(rows, config, _images(ReceivedFolder(_draw(rows, scratch)), "."), f"MLflow experiment {source!r}")
 
 
 def _images(received: ReceivedFolder, under: str) -> Images:
@@ -224,15 +236,14 @@ def write_report(
     if not out.parent.exists():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
     with tempfile.TemporaryDirectory() as scratch:
-        rows, (plots, run_plots), what, received = _source(source, tracking_uri, Path(scratch))
-        record = read_record(received) if received is not None else None
-        config = ((record or {}).get("config") or {}) if received is not None else _experiment_config(rows)
-        key = table_groups(rows)
-        rows, pruned = _complete_trials(rows, received, key)
-        storage = _sweep_storage(received, record, study_storage_url, log) if received is not None else None
+        got = _source(source, tracking_uri, Path(scratch))
+        received, config, (plots, run_plots) = got.received, got.config, got.images
+        key = table_groups(got.rows)
+        rows, pruned = _complete_trials(got.rows, received, key)
+        storage = _sweep_storage(received, got.record, study_storage_url, log) if received is not None else None
         table = summary(rows, key)
         page = _TEMPLATES.get_template("report.html").render(
-            what=what,
+            what=got.what,
             runs=rows["run_id"].nunique(),
             n_rows=len(rows),
             stamp=time.strftime("%Y-%m-%d %H:%M"),
