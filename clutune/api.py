@@ -196,15 +196,26 @@ def oracles(
     return run_oracles(loaded, folder, limits, address, num_cpus, log)
 
 
-def report(source: PathLike, *, out: PathLike, tracking_uri: str | None = None) -> Path:
+def report(
+    source: PathLike,
+    *,
+    out: PathLike,
+    tracking_uri: str | None = None,
+    study_storage: str | None = None,
+    log: Log = print_line,
+) -> Path:
     """One self-contained HTML page (comparison table, plots, config) from a results folder, a sweep folder or an
-    MLflow experiment name: ``clutune report``. Returns the page's path."""
+    MLflow experiment name: ``clutune report``. Returns the page's path.
+
+    A folder is read as untrusted: only files inside it, its record validated, and the study storage its record
+    names is not opened unless given as ``study_storage`` (``log`` says so)."""
     _check_path("source", source)
     _check_path("out", out)
     _check_optional_str("tracking_uri", tracking_uri)
+    _check_optional_str("study_storage", study_storage)
     from clutune.platform.reports.report import write_report
 
-    return write_report(str(source), Path(out), tracking_uri)
+    return write_report(str(source), Path(out), tracking_uri, study_storage, log)
 
 
 def export(experiment: str, *, out: PathLike, tracking_uri: str | None = None) -> pd.DataFrame:
@@ -218,14 +229,17 @@ def export(experiment: str, *, out: PathLike, tracking_uri: str | None = None) -
     return export_experiment(experiment, tracking_uri, Path(out))
 
 
-def sync(source: PathLike, *, tracking_uri: str | None = None) -> Synced:
+def sync(source: PathLike, *, tracking_uri: str | None = None, log: Log = print_line) -> Synced:
     """Write to MLflow what a run, compare, study or sweep folder holds and MLflow misses, without duplicates:
-    ``clutune sync``. Returns what it created."""
+    ``clutune sync``. Returns what it created.
+
+    The folder is read as untrusted: only files inside it, its record validated whole before anything is
+    written, and the store its record names is not opened unless given as ``tracking_uri`` (``log`` says so)."""
     _check_path("source", source)
     _check_optional_str("tracking_uri", tracking_uri)
     from clutune.platform.record.sync import sync_folder
 
-    return sync_folder(Path(source), tracking_uri)
+    return sync_folder(Path(source), tracking_uri, log)
 
 
 def check_method(method: str | type[Method], *, seed: int = 0) -> MethodReport:
@@ -250,7 +264,7 @@ def ui(
 ) -> Server:
     """Serve the MLflow UI (bound to loopback unless ``host`` says otherwise) and return once it answers:
     ``clutune ui``. ``server.address`` is the runs table of the most recent experiment; ``browser=False`` is
-    ``--no-browser``. ``server.wait()`` serves until Ctrl-C or SIGTERM, ``server.stop()`` ends it."""
+    ``--no-browser``. ``server.wait()`` serves until Ctrl-C, SIGTERM or SIGHUP, ``server.stop()`` ends it."""
     _check_optional_str("tracking_uri", tracking_uri)
     _check_str("host", host)
     _check_int("port", port)
@@ -260,15 +274,26 @@ def ui(
     return serve_mlflow(tracking_uri, host, port, open_browser=browser, log=log)
 
 
-def dashboard(sweep_dir: PathLike, *, host: str = "127.0.0.1", port: int = 8080, log: Log = print_line) -> Server:
+def dashboard(
+    sweep_dir: PathLike,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    study_storage: str | None = None,
+    log: Log = print_line,
+) -> Server:
     """Serve optuna-dashboard on a sweep's own Optuna study and return once it answers: ``clutune dashboard``.
-    ``server.wait()`` serves until Ctrl-C or SIGTERM, ``server.stop()`` ends it."""
+    ``server.wait()`` serves until Ctrl-C, SIGTERM or SIGHUP, ``server.stop()`` ends it.
+
+    The folder is read as untrusted: its journal is read only from inside it, and the study storage its record
+    names is not opened unless given as ``study_storage``."""
     _check_path("sweep_dir", sweep_dir)
     _check_str("host", host)
     _check_int("port", port)
+    _check_optional_str("study_storage", study_storage)
     from clutune.platform.reports.serve import serve_dashboard
 
-    return serve_dashboard(Path(sweep_dir), host, port, log=log)
+    return serve_dashboard(Path(sweep_dir), host, port, study_storage, log=log)
 
 
 def tracking_failures() -> list[str]:

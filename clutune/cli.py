@@ -163,6 +163,15 @@ def _add_tracking_uri(p: argparse.ArgumentParser, what: str = _TRACKING_URI_HELP
     p.add_argument("--tracking-uri", default=None, help=what)
 
 
+def _add_study_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--study-storage",
+        default=None,
+        metavar="URL",
+        help="the sweep's Optuna RDB storage; a storage the folder's record names is never opened on its own",
+    )
+
+
 def _add_tracking_args(p: argparse.ArgumentParser) -> None:
     _add_tracking_uri(p)
     p.add_argument("--no-tracking", action="store_true", help="record nothing in MLflow (results.parquet only)")
@@ -178,13 +187,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import clutune
 
-    return clutune.dashboard(args.sweep_dir, host=args.host, port=args.port).wait()
+    return clutune.dashboard(args.sweep_dir, host=args.host, port=args.port, study_storage=args.study_storage).wait()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     import clutune
 
-    path = clutune.report(args.source, out=args.out, tracking_uri=args.tracking_uri)
+    path = clutune.report(args.source, out=args.out, tracking_uri=args.tracking_uri, study_storage=args.study_storage)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, self-contained: open it in any browser, offline)")
     return 0
 
@@ -303,12 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep_dir", help="a sweep folder (holds optuna-journal.log, or names its RDB study storage)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=8080)
+    _add_study_storage(p)
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("report", help="one self-contained HTML page: comparison table, plots, config")
     p.add_argument("source", help="a results folder, a sweep folder, or an MLflow experiment name")
     p.add_argument("--out", required=True, help="the HTML file to write")
     _add_tracking_uri(p, "MLflow URI for an experiment name")
+    _add_study_storage(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("aggregate", help="IQM of KL / retrain noise floor across compare or study folders, with CIs")

@@ -1,10 +1,11 @@
-"""``clutune report`` on a folder a compare with the attacks left: U-LiRA's ROC curves and the ε histogram as
-files in plots/ and on the page, and no section where the files are absent. The folder is written directly (rows,
-likelihood ratios, per-sample ε), so no model is trained."""
+"""``clutune report`` on a folder a compare with the attacks left: U-LiRA's ROC curves and the ε histogram on
+the page, the received folder left as it was, and no section where the files are absent. The folder is written
+directly (rows, likelihood ratios, per-sample ε), so no model is trained."""
 
 from __future__ import annotations
 
 import base64
+import io
 import re
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from clutune.core.shadows import GROUPS, write_attack_scores
+from clutune.guards.received_folder import ReceivedFolder
 from clutune.platform.reports.attack_plots import EPSILON_PLOT, ROC_PLOT, attack_scores
 from clutune.platform.reports.epsilon_report import CEILING
 from clutune.platform.reports.plots import PLOT_PX
@@ -35,6 +37,7 @@ def _rows() -> pd.DataFrame:
 
 
 def _folder(tmp_path, attacks: bool = True):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     rows = _rows()
     rows.to_parquet(tmp_path / "results.parquet")
     if not attacks:
@@ -66,15 +69,15 @@ def _inlined(page: str, name: str) -> bytes:
     return base64.b64decode(match.group(1))
 
 
-def test_report_draws_the_roc_curves_and_the_epsilon_histogram_into_plots_and_the_page(tmp_path):
-    folder = _folder(tmp_path)
+def test_report_draws_the_roc_curves_and_the_epsilon_histogram_on_the_page(tmp_path):
+    folder = _folder(tmp_path / "received")
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
     page = write_report(str(folder), tmp_path / "report.html").read_text()
     attacks = page[page.index('<div id="attacks">') :]
     attacks = attacks[: attacks.index("</div>")]
     for name in (ROC_PLOT, EPSILON_PLOT):
-        path = folder / "plots" / name
-        assert path.exists() and Image.open(path).size == PLOT_PX
-        assert _inlined(attacks, name) == path.read_bytes()  # the page shows the file written beside it
+        assert Image.open(io.BytesIO(_inlined(attacks, name))).size == PLOT_PX
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # a received folder is only read
     # the attack figures have a section of their own, and the grid's figures are still drawn beside them
     plots = page[page.index("<h2>Plots</h2>") : page.index("<h2>Attacks</h2>")]
     assert ROC_PLOT not in plots and 'alt="methods_kl_oracle.png"' in plots
@@ -84,7 +87,7 @@ def test_report_draws_the_roc_curves_and_the_epsilon_histogram_into_plots_and_th
 
 def test_roc_scores_pool_the_runs_of_each_method_in_the_rows_only(tmp_path):
     folder = _folder(tmp_path)
-    scores = attack_scores(folder, _rows())
+    scores = attack_scores(ReceivedFolder(folder), _rows())
     assert sorted(scores) == list(METHODS)
     forget, test = scores["finetune"]
     assert len(forget) == FORGET * len(SEEDS) and len(test) == TEST * len(SEEDS)

@@ -1,4 +1,4 @@
-"""The registry core and the config contracts plugins rely on: built-in names cost no metadata scan, `import
+"""The registry core and the config contracts plugins rely on: built-in names import no plugin, `import
 clutune` stays light, the dataset and model sections carry a plugin's own keys without changing old hashes."""
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from clutune.models import MODELS
 from clutune.plugins.registry import BUILT_IN, Registry
 
 
-def test_a_built_in_name_reads_no_entry_points():
+def test_a_built_in_name_reads_the_entry_points_once_and_imports_none():
     registry = Registry("clutune.test_group", "thing", {"a": "clutune.errors:UserError"}, lambda obj, name: None)
+    assert registry._plugins is None
     assert registry.get("a") is UserError
-    assert registry._plugins is None  # the installed packages' metadata was never read
+    assert registry._plugins == {}  # read (a package claiming 'a' would be refused there), nothing imported
     assert registry.origin("a") == BUILT_IN
     with pytest.raises(UserError, match=r"^unknown thing 'b'; known: a$"):
         registry.get("b")

@@ -1,4 +1,5 @@
-"""``clutune ui`` and ``clutune dashboard`` stop their servers on SIGINT and SIGTERM (real signals, real servers):
+"""``clutune ui`` and ``clutune dashboard`` stop their servers on SIGINT, SIGTERM and SIGHUP (real signals, real
+servers; SIGHUP once left the MLflow server orphaned, still listening):
 the server runs in a process group of its own and the whole group goes; a port nobody can use, or a server that
 dies before it answers, is an error, never exit 0."""
 
@@ -70,7 +71,7 @@ def _journal_sweep(folder: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
 @pytest.mark.parametrize("command", ["ui", "dashboard"])
 def test_a_signal_stops_the_server_and_its_whole_group(tmp_path, command, sig, free_port):
     port = free_port()
@@ -123,7 +124,7 @@ def test_a_port_out_of_range_or_taken_is_one_line_and_exit_2(tmp_path, capsys, c
 
 def test_a_server_that_dies_before_answering_is_a_failure(free_port):
     port = free_port()
-    before = signal.getsignal(signal.SIGTERM)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
     with pytest.raises(RunFailed, match=r"the test server exited before it answered \(exit 0\)"):
         Server.start(
             [sys.executable, "-c", "import sys; sys.exit(0)"],  # exits 0 without ever listening
@@ -132,4 +133,20 @@ def test_a_server_that_dies_before_answering_is_a_failure(free_port):
             "the test server",
             f"http://127.0.0.1:{port}/",
         )
-    assert signal.getsignal(signal.SIGTERM) == before  # SIGTERM is the process's own again
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)) == before  # the process's own again
+
+
+def test_a_hangup_the_process_ignores_stays_ignored(free_port):
+    """Under ``nohup`` the user asked the server to outlive the terminal: SIGHUP is left ignored."""
+    port = free_port()
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        server = Server([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), f"http://x:{port}/")
+        try:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # SIGTERM still stops it
+        finally:
+            server.stop()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

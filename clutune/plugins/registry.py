@@ -1,10 +1,11 @@
 """Names to methods, models and dataset readers, resolved the same way in every process.
 
-A name is looked up in clutune's built-in table first; only a name that is not built in makes the process read
-the installed packages' entry points of the group (``clutune.methods``, ``clutune.models``,
-``clutune.datasets``), once, and import the one entry point asked for. A Ray worker or an oracle task resolves
-a name exactly as the driver does, because both read the same installed metadata; nothing registered at run
-time in one process is needed in another.
+The first lookup of a kind reads the installed packages' entry points of its group (``clutune.methods``,
+``clutune.models``, ``clutune.datasets``), once per process, importing none: a package that claims a built-in's
+name is refused whichever name is asked for, since a user who installed it would otherwise run clutune's
+``er`` believing it theirs. A name is then looked up in clutune's built-in table first, and only the one entry
+point asked for is imported. A Ray worker or an oracle task resolves a name exactly as the driver does, because
+both read the same installed metadata; nothing registered at run time in one process is needed in another.
 
 Standard library only, so the PyTorch-only algorithm library can use it.
 """
@@ -46,8 +47,7 @@ class Registry(Generic[T]):
     """One kind of named thing: built-ins (objects or ``module:attribute`` references imported on first use),
     then entry points of ``group``. ``check(obj, name)`` returns what is wrong with a loaded object, or None.
 
-    Loaded objects are cached per process; entry points are read at most once per process, and only when a name
-    is not built in or the full list is asked for.
+    Loaded objects are cached per process; entry points are read once per process, on the first lookup.
     """
 
     def __init__(
@@ -68,11 +68,12 @@ class Registry(Generic[T]):
         """The thing called ``name``; an unknown name, a clash or a broken plugin is a one-line UserError."""
         if name in self._loaded:
             return self._loaded[name]
+        plugins = self.plugins()  # refuses a package claiming a built-in name, even when the built-in is asked for
         if name in self._builtins:
             ref = self._builtins[name]
             obj = load_reference(ref) if isinstance(ref, str) else ref
         else:
-            ep = self.plugins().get(name)
+            ep = plugins.get(name)
             if ep is None:
                 raise UserError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
             obj = self._load(ep)
@@ -114,7 +115,9 @@ class Registry(Generic[T]):
         where = f"{self.kind} {ep.name!r} from {_package(ep)} (entry point {ep.value!r})"
         try:
             obj = ep.load()
-        except Exception as e:  # any import-time failure of foreign code is that package's bad input
+        # any import-time failure of foreign code is that package's bad input; a sys.exit(0) or a raised
+        # KeyboardInterrupt in a plugin's module would otherwise end clutune itself, with exit 0 or 130
+        except (Exception, SystemExit, KeyboardInterrupt) as e:
             raise UserError(f"{where} failed to import: {_first_line(e)}") from None
         problem = self._check(obj, ep.name)
         if problem is not None:

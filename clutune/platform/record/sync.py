@@ -20,17 +20,19 @@ from mlflow.entities import Metric, Param, RunTag
 
 from clutune.errors import UserError
 from clutune.guards.masking import mask
+from clutune.guards.received_folder import ReceivedFolder
 from clutune.platform.record.mlflow_filter import runs_with_tags
+from clutune.platform.record.record_file import not_connecting, require_record
 from clutune.platform.record.tracking import (
     PARENT_TAG,
     ROLE_TAG,
     SWEEP_TAG,
     TRIAL_TAG,
     ensure_experiment,
-    read_record,
     request_metrics,
     resolve_tracking_uri,
 )
+from clutune.platform.run.log import Log, print_line
 
 _BATCH = 900  # MLflow takes at most 1000 metrics per log_batch
 
@@ -47,9 +49,24 @@ class Synced:
     artifacts_logged: int = 0
 
 
-def _results(folder: Path) -> pd.DataFrame:
-    paths = [p for p in (folder / "results.parquet", folder / "confirm" / "results.parquet") if p.exists()]
-    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+def _results(folder: ReceivedFolder) -> pd.DataFrame:
+    """Every row the folder holds, read (and checked to be a results table) before anything is written, so a
+    junk file is one line, never a sync left halfway."""
+    paths = [p for p in (folder.file("results.parquet"), folder.file("confirm/results.parquet")) if p is not None]
+    if not paths:
+        raise UserError(f"{folder.given} holds no results.parquet: nothing to sync")
+    frames = []
+    for path in paths:
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as e:  # noqa: BLE001 (a received file may hold anything)
+            line = str(e).splitlines()[0][:200] if str(e) else ""
+            raise UserError(f"{path}: not a results table ({type(e).__name__}: {line})") from None
+        missing = [c for c in ("request", "seed") if c not in frame]
+        if missing:
+            raise UserError(f"{path}: not a results table (no column {missing[0]!r})")
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 def _records(rows: pd.DataFrame) -> list[dict[str, Any]]:
@@ -82,33 +99,40 @@ def _per_request(rows: pd.DataFrame, objectives: list[str], robust: float, singl
     return out
 
 
-def sync_folder(folder: Path, tracking_uri: str | None) -> Synced:
+def sync_folder(folder: Path, tracking_uri: str | None, log: Log = print_line) -> Synced:
+    """Sync a folder, read as untrusted input: its record validated whole and its rows read before MLflow is
+    opened; the store its record names is opened only when the user names it (``tracking_uri``)."""
     from mlflow.tracking import MlflowClient
 
     folder = Path(folder).resolve()
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder")
-    record = read_record(folder)
-    if not (folder / "results.parquet").exists():
-        raise UserError(f"{folder} holds no results.parquet: nothing to sync")
+    received = ReceivedFolder(folder)
+    record = require_record(received)
+    rows = _results(received)
+    if record.get("uri") and tracking_uri is None:
+        log(not_connecting("tracking store", record["uri"], "--tracking-uri"))
     uri = resolve_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=uri)
     try:
         experiment_id = ensure_experiment(client, record["experiment"], uri)
     except Exception as e:  # noqa: BLE001
         raise UserError(mask(f"MLflow at {uri} did not answer: {str(e).splitlines()[0]}")) from None
-    return _Sync(client, experiment_id, folder, record, Synced(mask(uri), "")).run()
+    return _Sync(client, experiment_id, received, record, rows, Synced(mask(uri), "")).run()
 
 
 class _Sync:
-    def __init__(self, client: Any, experiment_id: str, folder: Path, record: dict[str, Any], done: Synced) -> None:
-        self.client, self.experiment_id, self.folder, self.record, self.done = (
-            client,
-            experiment_id,
-            folder,
-            record,
-            done,
-        )
+    def __init__(
+        self,
+        client: Any,
+        experiment_id: str,
+        received: ReceivedFolder,
+        record: dict[str, Any],
+        rows: pd.DataFrame,
+        done: Synced,
+    ) -> None:
+        self.client, self.experiment_id, self.record, self.rows, self.done = client, experiment_id, record, rows, done
+        self.received, self.folder = received, received.root
         self.role = record["role"]
         self.single = bool(record.get("single"))
 
@@ -132,7 +156,7 @@ class _Sync:
         parent = found[0].info.run_id if found else self._create(rec["name"], tags, rec.get("params", {}))
         self.done.parent_id = parent
         self._texts(parent)
-        rows = _results(self.folder)
+        rows = self.rows
         children = {}
         for trial, info in rec["children"].items():
             children[trial] = parent if self.single else self._child(parent, trial, info)
@@ -146,8 +170,9 @@ class _Sync:
             if run and path is not None and path.is_file():
                 self._artifact(run, path, entry.get("artifact_path"))
         for extra in ("curves.png", "summary.md"):  # study's own files, logged outside the tracker
-            if self.role == "study" and (self.folder / extra).exists():
-                self._artifact(parent, self.folder / extra, None)
+            found = self.received.file(extra) if self.role == "study" else None
+            if found is not None:
+                self._artifact(parent, found, None)
         self._finish(parent)
         return self.done
 

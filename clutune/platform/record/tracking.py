@@ -359,13 +359,3 @@ def ensure_experiment(client: Any, experiment: str, uri: str) -> str | None:
 def _objectives(config: dict[str, Any]) -> list[str]:
     return list((config.get("sweep") or {}).get("objectives") or [])
 
-
-def read_record(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / RECORD_DIR / "record.json"
-    if not path.exists():
-        from clutune.errors import UserError
-
-        raise UserError(
-            f"{folder} has no {RECORD_DIR}/record.json: not a folder written by clutune run/compare/study/sweep"
-        )
-    return json.loads(path.read_text())

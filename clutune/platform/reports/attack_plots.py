@@ -8,7 +8,9 @@ few false positives, and a linear plot squeezes that corner into a few pixels; t
 The ε histogram comes from ``epsilon_examples.csv``: each method's per-sample ε beside the same score of exact
 retrains (the ceiling), since at a grid's counts even an exact retrain's ε is far from 0.
 
-A figure whose files are absent is not drawn: a folder without the attacks gets no figure and no error.
+A figure whose files are absent is not drawn: a folder without the attacks gets no figure and no error. The
+folder is read as received (:class:`clutune.guards.received_folder.ReceivedFolder`) and never written: the figures
+go to the report's scratch folder and into the page.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from matplotlib.figure import Figure
 from clutune.core.epsilon import BUCKET_WIDTH, EPSILON_CAP
 from clutune.core.shadows import SCORES_DIR, read_attack_scores
 from clutune.core.ulira import FPR_POINTS, auc, roc, tpr_at
+from clutune.guards.received_folder import ReceivedFolder
 from clutune.platform.reports.epsilon_report import CEILING
 from clutune.platform.reports.plots import DPI, MARGINS, PLOT_PX, no_values
 
@@ -45,13 +48,14 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def attack_scores(folder: Path, rows: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def attack_scores(folder: ReceivedFolder, rows: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per method, (forget, forget_test) likelihood ratios of all its runs and attacked requests; the runs of
     ``rows`` only, so a scores folder left by an earlier grid in the same folder is never mixed in."""
     method_of = rows.drop_duplicates("run_id").set_index("run_id")["method"].astype(str)
     pooled: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     for run_id, method in method_of.items():
-        for path in sorted((folder / SCORES_DIR / str(run_id)).glob("request-*.npz")):
+        found = folder.entries(f"{SCORES_DIR}/{run_id}")
+        for path in sorted(p for p in found if p.name.startswith("request-") and p.suffix == ".npz" and p.is_file()):
             scores = read_attack_scores(path)
             forget, test = pooled.setdefault(method, ([], []))
             forget.append(scores["forget"])
@@ -110,24 +114,24 @@ def epsilon_figure(examples: pd.DataFrame, path: Path, limit: float | None) -> P
     return _save(fig, path)
 
 
-def attack_plots(folder: Path, rows: pd.DataFrame, plots: Path) -> list[Path]:
+def attack_plots(folder: ReceivedFolder, rows: pd.DataFrame, plots: Path) -> list[Path]:
     """The attack figures a folder's files allow, written into ``plots``; none where the files are absent."""
     out = []
     scores = attack_scores(folder, rows)
     if scores:
         out.append(roc_figure(scores, plots / ROC_PLOT))
-    examples_csv = folder / "epsilon_examples.csv"
-    if examples_csv.exists():
+    examples_csv = folder.file("epsilon_examples.csv")
+    if examples_csv is not None:
         examples = pd.read_csv(examples_csv)
         if not examples.empty:
             out.append(epsilon_figure(examples, plots / EPSILON_PLOT, _bucket_limit(folder)))
     return out
 
 
-def _bucket_limit(folder: Path) -> float | None:
+def _bucket_limit(folder: ReceivedFolder) -> float | None:
     """Where the buckets stop (from ``epsilon_summary.csv``), or None when that file is absent."""
-    summary = folder / "epsilon_summary.csv"
-    if not summary.exists():
+    summary = folder.file("epsilon_summary.csv")
+    if summary is None:
         return None
     limits = pd.read_csv(summary).get("bucket_limit")
     return float(limits.max()) if limits is not None and limits.notna().any() else None

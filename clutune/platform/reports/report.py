@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,14 @@ from markupsafe import Markup
 
 from clutune.core.storage import write_local_atomic
 from clutune.errors import UserError
-from clutune.platform.record.tracking import RECORD_DIR
-from clutune.platform.reports.attack_plots import ATTACK_PLOTS, attack_plots
+from clutune.guards.received_folder import ReceivedFolder
+from clutune.platform.record.record_file import not_connecting, read_record, study_storage
+from clutune.platform.reports.attack_plots import attack_plots
 from clutune.platform.reports.stats import bold_note, cell, cells_note, is_paired, method_table
 from clutune.platform.run.compare import ATTACK_TABLE_METRICS, TABLE_METRICS
+from clutune.platform.run.log import Log, print_line
+from clutune.platform.search.convergence import CSV as CONVERGENCE_CSV
+from clutune.platform.search.convergence import PLOT as CONVERGENCE_PLOT
 from clutune.platform.search.convergence import report_section
 
 _TEMPLATES = jinja2.Environment(
@@ -82,12 +87,14 @@ def table_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def _complete_trials(rows: pd.DataFrame, folder: Path, key: str) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+def _complete_trials(
+    rows: pd.DataFrame, received: ReceivedFolder | None, key: str
+) -> tuple[pd.DataFrame, dict[str, Any] | None]:
     """A sweep's comparison ranks complete trials only: a trial the scheduler stopped early (``PRUNED`` in
     ``trials.csv``) has a mean over the few requests it reached, which early requests flatter. Those trials are
     listed under the table with the requests they reached."""
-    trials_csv = folder / "trials.csv" if folder.is_dir() else None
-    if key != "trial_id" or trials_csv is None or not trials_csv.exists():
+    trials_csv = received.file("trials.csv") if received is not None and key == "trial_id" else None
+    if trials_csv is None:
         return rows, None
     trials = pd.read_csv(trials_csv, dtype={"trial_id": str})
     pruned = trials[trials["status"] == "PRUNED"]
@@ -103,34 +110,79 @@ def image(path: Path) -> dict[str, str]:
     return {"name": path.name, "data": base64.b64encode(path.read_bytes()).decode()}
 
 
-def _optuna(sweep_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+def _optuna(storage: Any, study_name: str) -> dict[str, Any] | None:
     """plotly.js and Optuna's interactive views, HTML that plotly writes (so marked safe, never escaped)."""
     from plotly.offline import get_plotlyjs
 
-    from clutune.platform.record.publish import study_storage
     from clutune.platform.reports.plots import optuna_figures
 
-    storage = study_storage(sweep_dir, (config.get("sweep") or {}).get("study_storage"))
-    figures = optuna_figures(storage, sweep_dir.name)
+    figures = optuna_figures(storage, study_name)
     if not figures:
         return None
     views = [(n, Markup(f.to_html(full_html=False, include_plotlyjs=False))) for n, f in figures.items()]
     return {"plotly_js": Markup(get_plotlyjs()), "figures": views}
 
 
-def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.DataFrame, Path, dict[str, Any], str]:
-    """(rows, plots folder, config, what) for a results folder, a sweep folder or an MLflow experiment."""
+def _sweep_storage(received: ReceivedFolder, record: dict[str, Any] | None, given: str | None, log: Log) -> Any:
+    """The Optuna storage of a sweep folder: the one the user named, else the folder's own journal; None for a
+    folder that is not a sweep. A storage the received record names is never opened on its own: it could create
+    a file anywhere, or send the user's database credentials to a host the sender chose."""
+    named = study_storage(record)
+    if named and not given:
+        log(not_connecting("study storage", named, "--study-storage"))
+    journal = received.file("optuna-journal.log")
+    if given and (journal is not None or received.file("trials.csv") is not None):
+        return given
+    if journal is None:
+        return None
+    import optuna
+
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+
+
+def _read_rows(path: Path) -> pd.DataFrame:
+    try:
+        rows = pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 (a received file may hold anything)
+        raise UserError(f"{path}: not a results table ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    missing = [c for c in ("method", "run_id", "request") if c not in rows]
+    if missing:
+        raise UserError(f"{path}: not a results table (no column {missing[0]!r})")
+    return rows
+
+
+Images = tuple[list[Path], list[tuple[str, list[Path]]]]
+
+
+@dataclass
+class _Source:
+    """What a page is made of: the rows, the config shown, the images, and for a folder the folder (read as
+    received) and its validated record."""
+
+    rows: pd.DataFrame
+    config: dict[str, Any]
+    images: Images
+    what: str
+    received: ReceivedFolder | None = None
+    record: dict[str, Any] | None = None
+
+
+def _source(source: str, tracking_uri: str | None, scratch: Path) -> _Source:
+    """A results folder, a sweep folder or an MLflow experiment; a folder's record and rows are checked before
+    anything is drawn, and a folder without plots gets them drawn from its rows."""
     folder = Path(source)
     if folder.is_dir():
-        if not (folder / "results.parquet").exists():
+        received = ReceivedFolder(folder)
+        results = received.file("results.parquet")
+        if results is None:
             raise UserError(f"{folder} holds no results.parquet: not a results or sweep folder")
-        rows = pd.read_parquet(folder / "results.parquet")
-        record = folder / RECORD_DIR / "record.json"
-        config = json.loads(record.read_text()).get("config", {}) if record.exists() else {}
-        plots = folder / "plots"
-        if not plots.exists() or not any(p.name not in ATTACK_PLOTS for p in plots.glob("**/*.png")):
-            plots = _draw(rows, scratch)
-        return rows, plots, config, f"folder {folder.resolve()}"
+        rows = _read_rows(results)
+        record = read_record(received)
+        images = _images(received, "plots")
+        if not images[0] and not any(found for _, found in images[1]):
+            images = _images(ReceivedFolder(_draw(rows, scratch)), ".")
+        config = (record or {}).get("config") or {}
+        return _Source(rows, config, images, f"folder {folder.resolve()}", received, record)
     if _names_a_path(source):
         raise UserError(f"{source}: is not a folder (a report's source is a results or sweep folder, or an experiment)")
     from clutune.platform.record.export import experiment_rows
@@ -141,7 +193,20 @@ def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.Da
     params = [c for c in rows.columns if c.startswith("params.")]
     config = {c[len("params.") :]: rows[c].iloc[0] for c in params if rows[c].nunique() == 1}
     rows = rows.rename(columns={"run_id": "mlflow_run_id"}).assign(run_id=lambda f: f["mlflow_run_id"])
-    return rows, _draw(rows, scratch), config, f"MLflow experiment {source!r}"
+    return _Source(rows, config, _images(ReceivedFolder(_draw(rows, scratch)), "."), f"MLflow experiment {source!r}")
+
+
+def _images(received: ReceivedFolder, under: str) -> Images:
+    """``<under>/*.png`` and ``<under>/<run>/*.png``, every entry checked before any is read: a link out of the
+    folder (to ``~/.ssh``, to ``/``) is refused, never embedded in the page."""
+    top, runs = [], []
+    for entry in received.entries(under):
+        if entry.is_dir():
+            found = [p for p in received.entries(f"{under}/{entry.name}") if p.suffix == ".png" and p.is_file()]
+            runs.append((entry.name, found))
+        elif entry.suffix == ".png" and entry.is_file():
+            top.append(entry)
+    return top, runs
 
 
 def _names_a_path(source: str) -> bool:
@@ -160,23 +225,28 @@ def _draw(rows: pd.DataFrame, scratch: Path) -> Path:
     return scratch
 
 
-def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Path:
+def write_report(
+    source: str,
+    out: Path,
+    tracking_uri: str | None = None,
+    study_storage_url: str | None = None,
+    log: Log = print_line,
+) -> Path:
     if out.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out {out}: expected an .html file name")
     if not out.parent.exists():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
     with tempfile.TemporaryDirectory() as scratch:
-        rows, plots, config, what = _source(source, tracking_uri, Path(scratch))
-        key = table_groups(rows)
-        folder = Path(source)
-        rows, pruned = _complete_trials(rows, folder, key)
-        rdb = (config.get("sweep") or {}).get("study_storage") and (folder / "trials.csv").exists()
-        is_sweep = folder.is_dir() and ((folder / "optuna-journal.log").exists() or rdb)
+        got = _source(source, tracking_uri, Path(scratch))
+        received, config, (plots, run_plots) = got.received, got.config, got.images
+        key = table_groups(got.rows)
+        rows, pruned = _complete_trials(got.rows, received, key)
+        storage = _sweep_storage(received, got.record, study_storage_url, log) if received is not None else None
         table = summary(rows, key)
-        # into the folder's plots/, beside the grid's figures; an MLflow experiment has no such files
-        attacks = attack_plots(folder, rows, folder / "plots") if folder.is_dir() else []
+        # drawn beside the page, never into the received folder; an MLflow experiment has no such files
+        attacks = attack_plots(received, rows, Path(scratch) / "attacks") if received is not None else []
         page = _TEMPLATES.get_template("report.html").render(
-            what=what,
+            what=got.what,
             runs=rows["run_id"].nunique(),
             n_rows=len(rows),
             stamp=time.strftime("%Y-%m-%d %H:%M"),
@@ -186,18 +256,23 @@ def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Pat
             metrics=list(dict.fromkeys(m for m, _ in table.columns)),
             rows=table_rows(table),
             pruned=pruned,
-            convergence=report_section(folder, config) if folder.is_dir() else None,  # a sweep's convergence.csv
-            plots=[image(p) for p in sorted(plots.glob("*.png")) if p.name not in ATTACK_PLOTS],
+            convergence=_convergence(received, config),
+            plots=[image(p) for p in plots],
             attacks=[image(p) for p in attacks],
-            run_plots=[
-                {"name": run.name, "images": [image(p) for p in sorted(run.glob("*.png"))]}
-                for run in sorted(p for p in plots.iterdir() if p.is_dir())
-            ],
-            optuna=_optuna(folder, config) if is_sweep else None,
+            run_plots=[{"name": name, "images": [image(p) for p in found]} for name, found in run_plots],
+            optuna=_optuna(storage, received.root.name) if storage is not None else None,
             config=json.dumps(config, indent=1, default=str),
         )
     write_local_atomic(out, lambda tmp: tmp.write_text(page))
     return out
+
+
+def _convergence(received: ReceivedFolder | None, config: dict[str, Any]) -> dict[str, Any] | None:
+    """A sweep's convergence section, its files checked to lie inside the folder first."""
+    if received is None or received.file(CONVERGENCE_CSV) is None:
+        return None
+    received.file(CONVERGENCE_PLOT)
+    return report_section(received.given, config)
 
 
 __all__ = ["summary", "table_groups", "write_report"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from clutune.errors import RunFailed, UserError
-from clutune.guards.masking import drop_masked_password, mask
+from clutune.guards.masking import mask
 from clutune.platform.run.log import Log, print_line
 
 
@@ -57,7 +57,22 @@ def check_port(host: str, port: int, flag: str = "--port") -> None:
 
 
 class _Stop(Exception):
-    """SIGTERM arrived: stop the server's process group, as Ctrl-C (SIGINT) does."""
+    """SIGTERM or SIGHUP arrived: stop the server's process group, as Ctrl-C (SIGINT) does."""
+
+
+# SIGHUP too: a closed terminal or an ended ssh session sends it, and the server, in a session of its own, never
+# hears it; left to the default action clutune would die and orphan the server, still listening
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _take_stop_signals() -> dict[int, Any]:
+    """Each stop signal routed to :class:`_Stop`; the handlers it replaced, to give back. A signal the process
+    ignores stays ignored: under ``nohup`` the user asked the server to outlive the terminal."""
+    previous = {}
+    for sig in _STOP_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, _raise_stop)
+    return previous
 
 
 def _raise_stop(signum: int, frame: object) -> None:
@@ -92,15 +107,15 @@ def _stop_group(proc: subprocess.Popen) -> None:
 class Server:
     """A running server in a process group of its own, as ``clutune.ui`` and ``clutune.dashboard`` return it.
 
-    Nothing keeps listening after clutune is gone: from the start until :meth:`stop`, SIGTERM to this process
-    (when the server was started from the main thread) stops it as Ctrl-C does, and so does the interpreter's
-    exit."""
+    Nothing keeps listening after clutune is gone: from the start until :meth:`stop`, SIGTERM or SIGHUP to this
+    process (when the server was started from the main thread) stops it as Ctrl-C does, and so does the
+    interpreter's exit."""
 
     def __init__(self, cmd: list[str], env: dict[str, str], address: str) -> None:
         self.address = address
         self.stopped = False
-        self._takes_sigterm = threading.current_thread() is threading.main_thread()  # only it may take signals
-        self._previous = signal.signal(signal.SIGTERM, _raise_stop) if self._takes_sigterm else None
+        self._takes_signals = threading.current_thread() is threading.main_thread()  # only it may take signals
+        self._previous = _take_stop_signals() if self._takes_signals else {}
         self._proc = subprocess.Popen(cmd, env=env, start_new_session=True)
         atexit.register(self.stop)
 
@@ -127,8 +142,8 @@ class Server:
         return self._proc.pid
 
     def wait(self) -> int:
-        """Serve until the server exits or this process gets SIGINT or SIGTERM, then stop its group. Returns 0 when
-        it was stopped (by a signal or :meth:`stop`), else the server's own exit status."""
+        """Serve until the server exits or this process gets SIGINT, SIGTERM or SIGHUP, then stop its group. Returns
+        0 when it was stopped (by a signal or :meth:`stop`), else the server's own exit status."""
         try:
             code = self._proc.wait()
             return 0 if self.stopped else code
@@ -139,10 +154,11 @@ class Server:
 
     def stop(self) -> None:
         """Stop the server's whole process group; calling it again does nothing. From another thread it stops the
-        server, and the main thread's :meth:`wait` gives SIGTERM back to its previous handler."""
-        if self._takes_sigterm and threading.current_thread() is threading.main_thread():
-            self._takes_sigterm = False
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
+        server, and the main thread's :meth:`wait` gives SIGTERM and SIGHUP back to their previous handlers."""
+        if self._takes_signals and threading.current_thread() is threading.main_thread():
+            self._takes_signals = False
+            for sig, previous in self._previous.items():
+                signal.signal(sig, signal.SIG_DFL if previous is None else previous)
         if not self.stopped:
             self.stopped = True
             atexit.unregister(self.stop)
@@ -186,32 +202,42 @@ def serve_mlflow(
     return server
 
 
-def sweep_storage(sweep_dir: Path) -> tuple[Any, str]:
-    """(Optuna storage, study name) of a sweep folder: its RDB URL when the sweep named one, else its journal."""
-    from clutune.platform.record.tracking import RECORD_DIR, read_record
+def sweep_storage(sweep_dir: Path, given: str | None = None, log: Log = print_line) -> tuple[Any, str]:
+    """(Optuna storage, study name) of a sweep folder: the storage the user named, else the folder's journal.
+    The folder is received input: its journal is read only from inside it, and a storage its record names is not
+    opened on its own (it could create a file anywhere, or send the user's database password to the sender's
+    host): the user names it with ``--study-storage``."""
+    from clutune.guards.received_folder import ReceivedFolder
+    from clutune.platform.record.record_file import not_connecting, read_record, study_storage
 
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise UserError(f"{sweep_dir} is not a folder")
-    journal = sweep_dir / "optuna-journal.log"
-    configured = None
-    if (sweep_dir / RECORD_DIR / "record.json").exists():
-        configured = (read_record(sweep_dir).get("config", {}).get("sweep") or {}).get("study_storage")
-    if configured:  # recorded masked: the database client takes the password from its environment instead
-        return drop_masked_password(configured), sweep_dir.name
-    if not journal.exists():
+    received = ReceivedFolder(sweep_dir)
+    name = received.root.name
+    journal = received.file("optuna-journal.log")
+    named = study_storage(read_record(received))
+    if given:
+        return given, name
+    if named and journal is None:
+        raise UserError(f"{sweep_dir}: {not_connecting('study storage', named, '--study-storage')}")
+    if named:
+        log(not_connecting("study storage", named, "--study-storage"))
+    if journal is None:
         raise UserError(f"{sweep_dir} holds no optuna-journal.log (and names no sweep.study_storage): not a sweep")
     import optuna
 
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))), sweep_dir.name
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))), name
 
 
-def serve_dashboard(sweep_dir: Path, host: str, port: int, log: Log = print_line) -> Server:
+def serve_dashboard(
+    sweep_dir: Path, host: str, port: int, study_storage: str | None = None, log: Log = print_line
+) -> Server:
     """optuna-dashboard in a process group of its own (``clutune.platform.reports.dashboard_server``), started and
     answering; the storage URL travels in the environment, not on a command line every user of the machine can
     list."""
     check_port(host, port)
-    storage, name = sweep_storage(sweep_dir)
+    storage, name = sweep_storage(sweep_dir, study_storage, log)
     journal = Path(sweep_dir) / "optuna-journal.log"
     source = (
         {"CLUTUNE_DASHBOARD_URL": storage} if isinstance(storage, str) else {"CLUTUNE_DASHBOARD_JOURNAL": str(journal)}
