@@ -33,13 +33,15 @@ from clutune.platform.reports.plots import DPI, MARGINS, PLOT_PX, no_values
 ROC_PLOT = "ulira_roc.png"
 EPSILON_PLOT = "epsilon_histogram.png"
 ATTACK_PLOTS = (ROC_PLOT, EPSILON_PLOT)
+PANELS_PER_ROW = 4  # the histogram's panels per row: more would squeeze each below a readable width
 
 
-def _figure(ncols: int) -> tuple[Any, Any]:
-    """A bare Figure at the report's size (:mod:`clutune.platform.reports.plots`), ``ncols`` panels."""
-    fig = Figure(figsize=(PLOT_PX[0] / DPI, PLOT_PX[1] / DPI), dpi=DPI)
-    fig.subplots_adjust(**{**MARGINS, "top": 0.85, "wspace": 0.3})  # room for a suptitle
-    return fig, fig.subplots(1, ncols, squeeze=False)[0]
+def _figure(ncols: int, nrows: int = 1) -> tuple[Any, Any]:
+    """A bare Figure at the report's width (:mod:`clutune.platform.reports.plots`), ``nrows`` x ``ncols`` panels
+    (flattened), each row as tall as the report's plots."""
+    fig = Figure(figsize=(PLOT_PX[0] / DPI, nrows * PLOT_PX[1] / DPI), dpi=DPI)
+    fig.subplots_adjust(**{**MARGINS, "top": 1 - 0.15 / nrows, "wspace": 0.3, "hspace": 0.45})  # room for a suptitle
+    return fig, fig.subplots(nrows, ncols, squeeze=False).ravel()
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -97,19 +99,25 @@ def epsilon_figure(examples: pd.DataFrame, path: Path, limit: float | None) -> P
     top = max(math.ceil((finite.max() if len(finite) else 0.0) / BUCKET_WIDTH) * BUCKET_WIDTH, limit or 0.0)
     top += BUCKET_WIDTH  # the last bar: ε past the largest uncapped value, the cap included
     edges = np.arange(0.0, top + BUCKET_WIDTH / 2, BUCKET_WIDTH)
-    fig, axes = _figure(max(len(methods), 1))
+    ncols = min(max(len(methods), 1), PANELS_PER_ROW)
+    fig, axes = _figure(ncols, math.ceil(max(len(methods), 1) / ncols))
     for ax, method in zip(axes, methods, strict=False):
         mine = examples.loc[examples["method"] == method, "epsilon"].to_numpy(dtype=float)
         sides = [np.minimum(mine, top - BUCKET_WIDTH / 2), np.minimum(ceiling, top - BUCKET_WIDTH / 2)]
-        ax.hist(sides, bins=edges, label=[method, CEILING] if len(ceiling) else [method, "(no ceiling)"])
+        ax.hist(sides, bins=edges, label=["the method", CEILING] if len(ceiling) else ["the method", "(no ceiling)"])
         if limit is not None:
             ax.axvline(limit, color="grey", lw=0.8, ls="--", label=f"bucket limit {limit:g}: beyond, 0 points")
         ax.set_title(method, fontsize=9)
-        ax.set_xlabel(f"ε per forget sample (last bar: ≥ {top - BUCKET_WIDTH:g}, cap {EPSILON_CAP:g} included)")
-        ax.legend(fontsize=7)
+    for ax in axes[len(methods) :]:
+        ax.set_visible(False)
     if not methods:
+        axes[0].set_visible(True)
         no_values(axes[0], "epsilon_examples.csv holds no method's ε")
+    else:
+        axes[0].legend(fontsize=7)
     axes[0].set_ylabel("forget samples")
+    last = f"last bar: ≥ {top - BUCKET_WIDTH:g}, the cap {EPSILON_CAP:g} included"
+    fig.supxlabel(f"ε per forget sample ({last})", fontsize=9)
     fig.suptitle("ε score per forget sample: each method beside exact retrains at the same counts (the ceiling)")
     return _save(fig, path)
 
