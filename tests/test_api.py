@@ -33,6 +33,7 @@ def _quiet(_line: str) -> None:
     pass
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_compare_and_sweep_from_a_dict_return_what_they_wrote(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = _config(tmp_path)
@@ -83,6 +84,7 @@ def test_run_returns_its_rows(tmp_path):
     assert list(result.rows["request"]) == [0, 1, 2]
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_a_failed_grid_marks_its_parent_failed_from_python(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # ugclu with a huge unlearning step diverges; a fixed grid refuses to summarise a run it lost

@@ -105,6 +105,7 @@ def test_no_tracking_writes_results_and_plots_but_no_mlflow(tmp_path, monkeypatc
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_compare_and_sweep_record_parent_children_and_plots(store):
     uri, client = store["uri"], MlflowClient(store["uri"])
     runs = runs_of(uri, "tiny-browse")

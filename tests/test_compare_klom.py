@@ -39,6 +39,7 @@ def stream(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_a_compare_gives_klom_beside_its_floor_retrain_inside_it_and_finetune_above(local_ray, stream, tmp_path):
     out = tmp_path / "c"
     result = clutune.compare(
@@ -81,6 +82,7 @@ def test_a_compare_gives_klom_beside_its_floor_retrain_inside_it_and_finetune_ab
     assert "kl_over_floor" in text and "oracle_floor" in text  # the ensemble columns in the main table
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_one_seed_or_one_member_computes_no_klom_and_says_why(local_ray, stream, tmp_path):
     fast = ["epochs_per_learn=1", "oracle.epochs=2"]
     lines: list[str] = []

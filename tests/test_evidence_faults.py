@@ -81,6 +81,7 @@ def test_study_summary_states_the_seeds_behind_each_final_value_and_never_prints
     assert "2 seeds" not in text.splitlines()[0].replace("ugclu 2 (0, 1)", "")
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_a_diverged_run_marks_its_grid_incomplete(local_ray, tmp_path, capsys, tiny_scenario):
     """finetune's gradient ascent at a huge rate diverges at the unlearn request; ugclu finishes. The compare
     exits 1 with one line naming the run, writes no table, and keeps the rows it has."""

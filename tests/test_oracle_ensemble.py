@@ -51,6 +51,7 @@ def cache_keys(tmp_path: Path) -> set[str]:
     return {e.key for e in OracleCache(tmp_path / "oracles").entries()}
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_members_of_a_grid_are_planned_cached_and_scored(local_ray, stream, tmp_path):
     def compare(m: int, out: str):
         return clutune.compare(

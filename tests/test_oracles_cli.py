@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from clutune.cli import main
 
 SCENARIO = """
@@ -18,6 +20,7 @@ scenario:
 """
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_oracles_command_trains_once_then_reports_cached(local_ray, tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(SCENARIO.replace("CACHE", str(tmp_path / "oracles")))

@@ -120,7 +120,10 @@ KINDS = {
 MODELS = {"npz-vectors": "{name: mlp, hidden: [16]}", "npz-images": "{name: cnn, width: 8}"}
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+# one kind in the fast loop, the npz kinds in `make test` (each a run and a Ray grid)
+@pytest.mark.parametrize(
+    "kind", [k if k == "imagefolder" else pytest.param(k, marks=pytest.mark.slow) for k in sorted(KINDS)]
+)
 def test_own_data_runs_and_compares_on_shared_oracles(local_ray, kind: str, tmp_path: Path, capsys) -> None:
     config = write_config(tmp_path, KINDS[kind](tmp_path), MODELS.get(kind, "{name: cnn, width: 8}"))
     run_out, grid_out = tmp_path / "run", tmp_path / "compare"

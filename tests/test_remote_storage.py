@@ -65,6 +65,7 @@ def _sweep(config: Path, storage: str, cwd: Path, env: dict[str, str], trials: i
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_sweep_on_s3_stores_everything_there_and_a_second_trains_no_oracle(s3, tmp_path, tiny_scenario, fast_sets):
     config = _config(tiny_scenario, tmp_path)
     home = tmp_path / "home"  # the driver's local working copy of the remote sweep folder lives under HOME
@@ -115,7 +116,7 @@ def test_an_unsupported_location_is_one_line_before_any_work(
     ("address", "message"),
     [
         ("127.0.0.1:FREE_PORT", "no Ray cluster answers at 127.0.0.1:"),
-        ("http://127.0.0.1:8265", "dashboard address"),
+        pytest.param("http://127.0.0.1:8265", "dashboard address", marks=pytest.mark.slow),  # waits out a connection
     ],
 )
 def test_an_unreachable_address_is_one_line_before_any_work(tmp_path, free_port, tiny_scenario, address, message):

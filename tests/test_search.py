@@ -75,6 +75,7 @@ def test_same_seed_same_suggestions(name, objectives):
     assert first != _suggestions(name, 4, directions)
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_each_sampler_sweeps_one_and_two_objectives_concurrently(local_ray, tmp_path, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
@@ -110,6 +111,7 @@ def test_each_sampler_sweeps_one_and_two_objectives_concurrently(local_ray, tmp_
         assert lines[-1].startswith(("converged: ", "not converged: ")), lines[-1]
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_a_narrowed_space_starts_from_the_defaults_projected_into_it(local_ray, tmp_path, monkeypatch):
     """lr narrowed below the default, one-value categoricals that exclude the defaults of K_in (6) and decay
     (true): the first trial is the whole default point projected into the space, and the sweep says so. The
@@ -178,6 +180,7 @@ PBT_SETS = [
 ]
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_pbt_records_lineage_and_copies_state_exactly(local_ray, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     space = _space(tmp_path, SPACE)

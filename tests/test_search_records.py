@@ -88,6 +88,7 @@ def test_a_stopped_trial_is_pruned_in_every_record(local_ray, tmp_path, monkeypa
         assert f'data-group="{trial_id}"' not in page  # never ranked beside complete trials
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_a_compare_records_what_each_run_ran_with(local_ray, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = {

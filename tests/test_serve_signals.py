@@ -72,7 +72,8 @@ def _journal_sweep(folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
-@pytest.mark.parametrize("command", ["ui", "dashboard"])
+# the MLflow server takes tens of seconds to start: its signals run in `make test`, the dashboard's in the fast loop
+@pytest.mark.parametrize("command", [pytest.param("ui", marks=pytest.mark.slow), "dashboard"])
 def test_a_signal_stops_the_server_and_its_whole_group(tmp_path, command, sig, free_port):
     port = free_port()
     if command == "ui":

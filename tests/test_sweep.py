@@ -37,6 +37,7 @@ def _runs(uri: str, experiment: str) -> tuple[list, list]:
     return parents, children
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_sweep_records_trials_and_trains_each_oracle_once(local_ray, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -147,6 +148,7 @@ def test_resume_after_killed_driver(tmp_path):
         assert steps == list(range(8)), steps
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_a_diverging_trial_fails_alone(local_ray, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     space = tmp_path / "wild.yaml"

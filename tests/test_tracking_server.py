@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from clutune.cli import main
@@ -33,6 +34,7 @@ def _serve(db: Path, artifacts: Path, port: int) -> subprocess.Popen:
     raise AssertionError("mlflow server did not start")
 
 
+@pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 def test_sweep_records_runs_and_artifacts_on_a_tracking_server(
     local_ray, tmp_path, monkeypatch, free_port, tiny_scenario, fast_sets
 ):
