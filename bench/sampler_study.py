@@ -55,6 +55,7 @@ def run_one(args: argparse.Namespace, method: str, sampler: str, seed: int) -> l
         f"sweep.sampler_seed={seed}",
         "sweep.experiment=sampler-study",
         "device=cpu",
+        "sweep.start=sampler",  # a first trial at tuned defaults can leave a sampler nothing to find
         *args.sets,
     ]
     if "buffer_size" in {f.name for f in fields(get_method(method).Hparams)}:
@@ -201,7 +202,7 @@ def main() -> None:
         + ", ".join(f"{s} {v:.3f}" for s, v in sorted(shares.items(), key=lambda kv: -kv[1]))
         + f". Highest on that share (not a test): {choice}.",
         "",
-        *paired_lines(per_method, seeds, args.default),
+        *paired_lines(per_method, args.default),
         "",
         "![hypervolume curves](sampler-study.png)",
         "",
@@ -219,9 +220,10 @@ def _seeds(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
-def paired_tests(finals: dict[str, np.ndarray]) -> list[tuple[str, str, float, float]]:
-    """(a, b, median of a - b, Holm-corrected p) for each pair of samplers: Wilcoxon signed-rank on the final
-    hypervolume paired by sampler seed (exact two-sided p; a pair with no difference at all has p = 1)."""
+def paired_tests(finals: dict[str, np.ndarray]) -> list[tuple[str, str, float, float, int]]:
+    """(a, b, median of a - b, Holm-corrected p, pairs) for each pair of samplers: Wilcoxon signed-rank on the
+    final hypervolume paired by sampler seed (exact two-sided p; a pair with no difference at all has p = 1). The
+    arrays run in seed order from the first seed, so a sampler with fewer finished seeds pairs on its prefix."""
     from scipy import stats
 
     names = sorted(finals)
@@ -231,24 +233,24 @@ def paired_tests(finals: dict[str, np.ndarray]) -> list[tuple[str, str, float, f
             n = min(len(finals[a]), len(finals[b]))
             diff = finals[a][:n] - finals[b][:n]
             p = 1.0 if not np.any(diff) else float(stats.wilcoxon(diff, alternative="two-sided").pvalue)
-            raw.append((a, b, float(np.median(diff)), p))
+            raw.append((a, b, float(np.median(diff)), p, n))
     order = sorted(range(len(raw)), key=lambda k: raw[k][3])
     holm, running = [0.0] * len(raw), 0.0
     for rank, k in enumerate(order):
         running = max(running, min(1.0, (len(raw) - rank) * raw[k][3]))
         holm[k] = running
-    return [(a, b, d, holm[k]) for k, (a, b, d, _) in enumerate(raw)]
+    return [(a, b, d, holm[k], n) for k, (a, b, d, _, n) in enumerate(raw)]
 
 
-def paired_lines(per_method: dict[str, dict[str, np.ndarray]], seeds: list[int], default: str) -> list[str]:
+def paired_lines(per_method: dict[str, dict[str, np.ndarray]], default: str) -> list[str]:
     """The paired comparison per method, and the default it supports, in words that match the tests."""
     lines = ["Paired by sampler seed (final hypervolume, Wilcoxon signed-rank, Holm over each method's pairs):", ""]
     beats_default: dict[str, set[str]] = {}
     for method, by in per_method.items():
         finals = {s: a[:, -1] for s, a in by.items()}
-        for a, b, diff, p in paired_tests(finals):
+        for a, b, diff, p, n in paired_tests(finals):
             words = "indistinguishable" if p >= 0.05 else (f"{a} higher" if diff > 0 else f"{b} higher")
-            lines.append(f"- {method}: {a} - {b} median {diff:+.4g}, p_holm = {p:.3g} ({words}, {len(seeds)} seeds)")
+            lines.append(f"- {method}: {a} - {b} median {diff:+.4g}, p_holm = {p:.3g} ({words}, {n} paired seeds)")
             if p < 0.05 and default in (a, b):
                 winner = a if diff > 0 else b
                 if winner != default:

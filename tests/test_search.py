@@ -75,6 +75,27 @@ def test_same_seed_same_suggestions(name, objectives):
     assert first != _suggestions(name, 4, directions)
 
 
+def test_sweep_start_sampler_draws_every_trial_with_the_sampler(local_ray, tmp_path, monkeypatch):
+    """A sampler study's sweeps: no trial sits at the method's defaults (pinned here, so they are known)."""
+    monkeypatch.chdir(tmp_path)
+    lines: list[str] = []
+    summary = clutune.sweep(
+        "digits-agnostic-class",
+        method="ugclu",
+        trials=2,
+        overrides=_sets(tmp_path, "sweep.start=sampler", "sweep.sampler=tpe", *PINNED),
+        space=_space(tmp_path, SPACE),
+        concurrency=2,
+        tracking=False,
+        log=lines.append,
+    )
+    assert lines[0] == "first trial: drawn by the sampler (sweep.start: sampler); sampler tpe; pick: best kl_oracle_all"
+    drawn = summary.trials[["lr", "gamma"]].to_numpy().tolist()
+    assert len(drawn) == 2 and [0.2, 0.5] not in drawn, drawn
+    with pytest.raises(UserError, match="config key 'sweep.start': expected defaults, sampler, got 'first'"):
+        clutune.sweep("digits-agnostic-class", method="ugclu", trials=1, overrides=["sweep.start=first"], log=print)
+
+
 @pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_each_sampler_sweeps_one_and_two_objectives_concurrently(local_ray, tmp_path, monkeypatch, name):

@@ -373,6 +373,7 @@ class PBTConfig(Section):
 
 
 PICK_RULES = ("knee", "first", "weights")
+STARTS = ("defaults", "sampler")
 
 
 class SweepConfig(Section):
@@ -409,6 +410,10 @@ class SweepConfig(Section):
     # members within pick_tolerance of the front's best on every other objective), or weights (the knee's sum
     # weighted by pick_weights).
     pick: str = "knee"
+    # The first trial: the method's defaults (tuned where a file ships them), so a sweep starts from the known-good
+    # point; or sampler, every trial drawn by the sampler, for a study of the samplers themselves (a first trial at
+    # already-tuned defaults can leave no room to improve, and every sampler then scores the same).
+    start: str = "defaults"
     # first: relative slack allowed on the other objectives; null: any
     pick_tolerance: Float | None = setting(None, ge=0, says="must be >= 0 (null: no limit)")
     pick_weights: list[Float] | None = None  # weights: one per objective
@@ -458,6 +463,8 @@ class SweepConfig(Section):
             raise problem("sampler", f"expected tpe, gp or random, got {self.sampler!r}")
         if self.reference_point is not None and len(self.reference_point) != len(self.objectives):
             raise problem("reference_point", "give one value per objective")
+        if self.start not in STARTS:
+            raise problem("start", f"expected {', '.join(STARTS)}, got {self.start!r}")
         if self.pick not in PICK_RULES:
             raise problem("pick", f"expected {', '.join(PICK_RULES)}, got {self.pick!r}")
         weights = self.pick_weights

@@ -118,9 +118,9 @@ def population(
     sweep: SweepConfig, space: SearchSpace, keys: list[str], start: dict[str, Any], trials: int
 ) -> tuple[BasicVariantGenerator, dict[str, Any], PopulationBasedTraining, int]:
     """(search algorithm, param space, scheduler, concurrency) of a PBT sweep: ``trials`` members drawn by Tune's
-    seeded random search, the first at ``start``, all running at once (they wait for each other at each
+    seeded random search, the first at ``start`` (when given), all running at once (they wait for each other at each
     decision, which frees their resources for the members still queued)."""
-    draw = BasicVariantGenerator(points_to_evaluate=[start], random_state=sweep.sampler_seed)
+    draw = BasicVariantGenerator(points_to_evaluate=[start] if start else None, random_state=sweep.sampler_seed)
     return draw, param_space(space, keys), scheduler(sweep, space, keys), trials
 
 

@@ -141,6 +141,8 @@ def run_sweep(
     space = load_space(options.space or default_space_path(method), method)
     space_keys = [k for k in space.distributions if k not in fixed]
     start, start_line = start_point(space, space_keys, defaults)
+    if config.sweep.start == "sampler":
+        start, start_line = {}, "first trial: drawn by the sampler (sweep.start: sampler)"
     unknown = [m for m in config.sweep.objectives if m not in OBJECTIVE_METRICS]
     if unknown:
         raise UserError(
