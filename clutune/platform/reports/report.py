@@ -28,7 +28,7 @@ from markupsafe import Markup
 from clutune.core.storage import write_local_atomic
 from clutune.errors import UserError
 from clutune.platform.record.tracking import RECORD_DIR
-from clutune.platform.reports.stats import bold_note, cell, cells_note, is_paired, method_table
+from clutune.platform.reports.stats import bold_note, cell, cells_note, is_paired, method_table, single_run
 from clutune.platform.run.compare import TABLE_METRICS
 from clutune.platform.search.convergence import report_section
 
@@ -64,6 +64,7 @@ def table_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     """The comparison table as the template reads it: per group its cells, each with its text, its mark and its
     unrounded mean, std, interval, Holm p-value and run count (written as ``data-`` attributes)."""
     metrics = list(dict.fromkeys(m for m, _ in table.columns))
+    single = single_run(table)
     rows = []
     for name, row in table.iterrows():
         most = max(int(row[(m, "n")]) for m in metrics)
@@ -73,7 +74,7 @@ def table_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
                 **{s: repr(float(row[(m, s)])) for s in ("mean", "std", "lo", "hi", "p_holm")},
                 "n": int(row[(m, "n")]),
                 "tied": bool(row[(m, "tied")]),
-                "text": cell(row, m, most),
+                "text": cell(row, m, most, single),
             }
             for m in metrics
         ]

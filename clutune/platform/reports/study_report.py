@@ -137,12 +137,15 @@ def summary_frame(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _cell(mean: float, lo: float, hi: float, n: int, seeds: int) -> str:
-    """``mean ± half-width of the 95% interval (n of N seeds)``; one seed gives the value alone, never ± 0."""
+def _cell(mean: float, lo: float, hi: float, n: int, seeds: int, counted: bool = True) -> str:
+    """``mean ± half-width of the 95% interval (n of N seeds)``; one seed gives the value alone, never ± 0.
+    ``counted`` False (a study where every method ran one seed) leaves the count out: it would be the same
+    "1 of 1" in every cell."""
     if math.isnan(mean):
         return "nan (0 seeds)"
     spread = f" ± {(hi - lo) / 2:.2g}" if math.isfinite(lo) else ""
-    return f"{mean:.4g}{spread} ({n} of {seeds} seed{'s' if seeds != 1 else ''})"
+    count = f" ({n} of {seeds} seed{'s' if seeds != 1 else ''})" if counted else ""
+    return f"{mean:.4g}{spread}{count}"
 
 
 def _seed_counts(rows: pd.DataFrame) -> str:
@@ -168,6 +171,7 @@ def summary_markdown(rows: pd.DataFrame) -> str:
     """The methods compared over the stream, then a Markdown table per method: final value and last-half
     drift slope of the headline and diagnostics, each with its interval and the seeds behind it."""
     summary = summary_frame(rows)
+    counted = bool((summary["seeds"] > 1).any())
     n_requests = int(rows["request"].max()) + 1
     lines = [
         f"{n_requests} requests, {_seed_counts(rows)}.",
@@ -178,9 +182,13 @@ def summary_markdown(rows: pd.DataFrame) -> str:
         "",
         "## Final values and drift per method",
         "",
-        "Each cell: mean ± half-width of the 95% Student-t interval over the seeds behind it (n of the method's "
-        "seeds: a final value counts the seeds scored at the method's last scored request); drift slope = "
-        "least-squares slope per request over the last half of the stream, per seed.",
+        (
+            "Each cell: mean ± half-width of the 95% Student-t interval over the seeds behind it (n of the method's "
+            "seeds: a final value counts the seeds scored at the method's last scored request)"
+            if counted
+            else "Each cell: the one seed's value (one run gives no interval)"
+        )
+        + "; drift slope = least-squares slope per request over the last half of the stream, per seed.",
     ]
     for method, table in summary.groupby("method", sort=True):
         lines += [
@@ -192,7 +200,7 @@ def summary_markdown(rows: pd.DataFrame) -> str:
         ]
         for r in table.itertuples():
             at = "-" if math.isnan(r.final_request) else str(int(r.final_request))
-            final = _cell(r.final_mean, r.final_lo, r.final_hi, r.final_n, r.seeds)
-            slope = _cell(r.slope_mean, r.slope_lo, r.slope_hi, r.slope_n, r.seeds)
+            final = _cell(r.final_mean, r.final_lo, r.final_hi, r.final_n, r.seeds, counted)
+            slope = _cell(r.slope_mean, r.slope_lo, r.slope_hi, r.slope_n, r.seeds, counted)
             lines.append(f"| {r.metric} | {final} | {at} | {slope} |")
     return "\n".join(lines) + "\n"

@@ -39,7 +39,7 @@ from clutune.platform.reports.klom_report import (
     why_no_klom,
     write_floor_margins,
 )
-from clutune.platform.reports.stats import is_paired, markdown, method_table
+from clutune.platform.reports.stats import is_paired, long_form, markdown, method_table
 from clutune.platform.run.engine import Grid, Oracles, check_resumable, execute
 from clutune.platform.run.launch import Cluster, prepare_command, session
 from clutune.platform.run.log import Log, print_line
@@ -66,8 +66,9 @@ ENSEMBLE_TABLE_METRICS = ("kl_oracle_ens", "kl_over_floor", "oracle_floor")
 
 @dataclass
 class CompareResult:
-    """What ``clutune.compare`` returns: every row, the table of means over seeds and the KLoM table (both also
-    in comparison.md; ``klom`` is empty, and ``klom_note`` says why, where the grid computes no KLoM)."""
+    """What ``clutune.compare`` returns: every row, the table of means over seeds (``summary``: the same in long
+    form) and the KLoM table (both also in comparison.md; ``klom`` is empty, and ``klom_note`` says why, where
+    the grid computes no KLoM)."""
 
     rows: pd.DataFrame
     table: pd.DataFrame
@@ -79,6 +80,13 @@ class CompareResult:
     oracles_total: int
     oracles_trained: int
     seconds: float
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """``table`` in long form, one row per (method, metric): method, metric, mean, lo, hi, n, p (Holm-adjusted
+        against the column's best), tied. A notebook filters it (``summary.query("metric == 'avg_gap'")``) or
+        pivots it as it likes, where ``table``'s two-level header would first need unstacking."""
+        return long_form(self.table)
 
     def to_markdown(self) -> str:
         """The tables as the command prints them and ``comparison.md`` holds them: the means, then KLoM."""
