@@ -29,6 +29,7 @@ from clutune.core.storage import write_local_atomic
 from clutune.errors import UserError
 from clutune.platform.record.tracking import RECORD_DIR
 from clutune.platform.reports.stats import bold_note, cell, cells_note, is_paired, method_table, single_run
+from clutune.platform.reports.study_report import DRIFT_HEADER, STUDY_SUMMARY, drift_tables
 from clutune.platform.run.compare import TABLE_METRICS
 from clutune.platform.search.convergence import report_section
 
@@ -98,9 +99,25 @@ def _complete_trials(rows: pd.DataFrame, folder: Path, key: str) -> tuple[pd.Dat
     return (kept if len(kept) else rows), {"total": int(trials["requests_done"].max()), "trials": listed}
 
 
-def image(path: Path) -> dict[str, str]:
-    """A PNG as the page inlines it: its name and its bytes in base64."""
-    return {"name": path.name, "data": base64.b64encode(path.read_bytes()).decode()}
+def image(path: Path, root: Path) -> dict[str, str]:
+    """A PNG as the page inlines it: its path under ``root`` (the source folder: the alt text, so every figure
+    can be found by the file it came from) and its bytes in base64."""
+    return {"name": path.relative_to(root).as_posix(), "data": base64.b64encode(path.read_bytes()).decode()}
+
+
+def folder_figures(folder: Path, shown: set[str]) -> list[dict[str, str]]:
+    """The figures at the top of a results folder (a study's ``curves.png``) that no section shows already."""
+    if not folder.is_dir():
+        return []
+    return [image(p, folder) for p in sorted(folder.glob("*.png")) if p.name not in shown]
+
+
+def study_section(folder: Path, rows: pd.DataFrame) -> dict[str, Any] | None:
+    """A study folder's drift tables (summary.md's final values and slopes per method), or None elsewhere."""
+    if not folder.is_dir() or not (folder / STUDY_SUMMARY).exists():
+        return None
+    note, tables = drift_tables(rows)
+    return {"note": note, "header": DRIFT_HEADER, "tables": tables}
 
 
 def _optuna(sweep_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -118,8 +135,11 @@ def _optuna(sweep_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     return {"plotly_js": Markup(get_plotlyjs()), "figures": views}
 
 
-def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.DataFrame, Path, dict[str, Any], str]:
-    """(rows, plots folder, config, what) for a results folder, a sweep folder or an MLflow experiment."""
+def _source(
+    source: str, tracking_uri: str | None, scratch: Path
+) -> tuple[pd.DataFrame, Path, Path, dict[str, Any], str]:
+    """(rows, plots folder, the folder figure names are relative to, config, what) for a results folder, a sweep
+    folder or an MLflow experiment."""
     folder = Path(source)
     if folder.is_dir():
         if not (folder / "results.parquet").exists():
@@ -129,8 +149,8 @@ def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.Da
         config = json.loads(record.read_text()).get("config", {}) if record.exists() else {}
         plots = folder / "plots"
         if not plots.exists() or not any(plots.glob("**/*.png")):
-            plots = _draw(rows, scratch)
-        return rows, plots, config, f"folder {folder.resolve()}"
+            return rows, _draw(rows, scratch), scratch, config, f"folder {folder.resolve()}"
+        return rows, plots, folder, config, f"folder {folder.resolve()}"
     if _names_a_path(source):
         raise UserError(f"{source}: is not a folder (a report's source is a results or sweep folder, or an experiment)")
     from clutune.platform.record.export import experiment_rows
@@ -141,7 +161,7 @@ def _source(source: str, tracking_uri: str | None, scratch: Path) -> tuple[pd.Da
     params = [c for c in rows.columns if c.startswith("params.")]
     config = {c[len("params.") :]: rows[c].iloc[0] for c in params if rows[c].nunique() == 1}
     rows = rows.rename(columns={"run_id": "mlflow_run_id"}).assign(run_id=lambda f: f["mlflow_run_id"])
-    return rows, _draw(rows, scratch), config, f"MLflow experiment {source!r}"
+    return rows, _draw(rows, scratch), scratch, config, f"MLflow experiment {source!r}"
 
 
 def _names_a_path(source: str) -> bool:
@@ -166,13 +186,15 @@ def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Pat
     if not out.parent.exists():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
     with tempfile.TemporaryDirectory() as scratch:
-        rows, plots, config, what = _source(source, tracking_uri, Path(scratch))
+        rows, plots, root, config, what = _source(source, tracking_uri, Path(scratch))
         key = table_groups(rows)
         folder = Path(source)
         rows, pruned = _complete_trials(rows, folder, key)
         rdb = (config.get("sweep") or {}).get("study_storage") and (folder / "trials.csv").exists()
         is_sweep = folder.is_dir() and ((folder / "optuna-journal.log").exists() or rdb)
         table = summary(rows, key)
+        convergence = report_section(folder, config) if folder.is_dir() else None  # a sweep's convergence.csv
+        shown = {convergence["image"]["name"]} if convergence and convergence["image"] else set()
         page = _TEMPLATES.get_template("report.html").render(
             what=what,
             runs=rows["run_id"].nunique(),
@@ -184,10 +206,11 @@ def write_report(source: str, out: Path, tracking_uri: str | None = None) -> Pat
             metrics=list(dict.fromkeys(m for m, _ in table.columns)),
             rows=table_rows(table),
             pruned=pruned,
-            convergence=report_section(folder, config) if folder.is_dir() else None,  # a sweep's convergence.csv
-            plots=[image(p) for p in sorted(plots.glob("*.png"))],
+            convergence=convergence,
+            study=study_section(folder, rows),
+            plots=folder_figures(folder, shown) + [image(p, root) for p in sorted(plots.glob("*.png"))],
             run_plots=[
-                {"name": run.name, "images": [image(p) for p in sorted(run.glob("*.png"))]}
+                {"name": run.name, "images": [image(p, root) for p in sorted(run.glob("*.png"))]}
                 for run in sorted(p for p in plots.iterdir() if p.is_dir())
             ],
             optuna=_optuna(folder, config) if is_sweep else None,

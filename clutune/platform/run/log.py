@@ -1,11 +1,70 @@
-"""Where a command's progress lines go: stdout by default, anything that takes a line from Python."""
+"""Where a command's lines go: its own progress lines to ``log`` (stdout by default, anything that takes a line
+from Python), the libraries' own (Ray, Tune, MLflow, Optuna) to ``libraries.log`` in the run's folder.
+
+The libraries log through Python's ``logging`` with handlers of their own on stderr, so a notebook that passes a
+quiet ``log`` would still get Ray's start-up line, Tune's trial lines, MLflow's database messages and Optuna's
+study line. While a command runs, those loggers write to the file instead; their warnings and errors also reach
+``log`` as one line each (the whole record stays in the file), so nothing that needs attention goes unseen.
+Tune's printed experiment box is turned off where Ray is configured (:mod:`clutune.platform.run.runtime`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 Log = Callable[[str], None]
 print_line: Log = functools.partial(print, flush=True)
 
-__all__ = ["Log", "print_line"]
+LIBRARY_LOG = "libraries.log"
+LIBRARY_LOGGERS = ("ray", "mlflow", "optuna", "alembic")
+
+
+class _FirstLine(logging.Handler):
+    """A library's warning or error as one line of the command's log, naming the file that holds all of it."""
+
+    def __init__(self, log: Log, path: Path) -> None:
+        super().__init__(logging.WARNING)
+        self.log = log
+        self.path = path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            lines = record.getMessage().strip().splitlines() or [""]
+            more = f" (all of it in {self.path})" if len(lines) > 1 or record.exc_info else ""
+            self.log(f"{record.name} {record.levelname.lower()}: {lines[0]}{more}")
+        except Exception:  # a log line must never end the command
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def libraries_logged(folder: Path, log: Log = print_line) -> Iterator[Path]:
+    """While the block runs, the libraries' records go to ``folder/libraries.log`` (created on the first one),
+    their warnings and errors also to ``log``; the loggers' own handlers are put back afterwards."""
+    import optuna  # noqa: F401  Optuna installs its handler on import: it must be there before it is set aside
+
+    path = Path(folder) / LIBRARY_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.handlers[:], logger.propagate))
+        # Handlers of its own per logger: ray.init sets the format of the "ray" logger's handlers to Ray's.
+        to_file = logging.FileHandler(path, encoding="utf-8", delay=True)
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.handlers = [to_file, _FirstLine(log, path)]
+        logger.propagate = False
+    try:
+        yield path
+    finally:
+        for logger, own, propagate in saved:
+            for handler in logger.handlers:
+                handler.close()
+            logger.handlers = own
+            logger.propagate = propagate
+
+
+__all__ = ["LIBRARY_LOG", "LIBRARY_LOGGERS", "Log", "libraries_logged", "print_line"]
