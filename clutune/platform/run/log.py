@@ -3,8 +3,9 @@ from Python), the libraries' own (Ray, Tune, MLflow, Optuna) to ``libraries.log`
 
 The libraries log through Python's ``logging`` with handlers of their own on stderr, so a notebook that passes a
 quiet ``log`` would still get Ray's start-up line, Tune's trial lines, MLflow's database messages and Optuna's
-study line. While a command runs, those loggers write to the file instead; their warnings and errors also reach
-``log`` as one line each (the whole record stays in the file), so nothing that needs attention goes unseen.
+study line, and Python's warnings print on stderr. While a command runs, those loggers and the warnings write to
+the file instead; warnings and errors also reach ``log`` as one line each (the whole record stays in the file), so
+nothing that needs attention goes unseen.
 Tune's printed experiment box is turned off where Ray is configured (:mod:`clutune.platform.run.runtime`).
 """
 
@@ -13,14 +14,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 Log = Callable[[str], None]
 print_line: Log = functools.partial(print, flush=True)
 
 LIBRARY_LOG = "libraries.log"
-LIBRARY_LOGGERS = ("ray", "mlflow", "optuna", "alembic")
+LIBRARY_LOGGERS = ("ray", "mlflow", "optuna", "alembic", "py.warnings")  # py.warnings: Python's warnings
 
 
 class _FirstLine(logging.Handler):
@@ -38,6 +41,19 @@ class _FirstLine(logging.Handler):
             self.log(f"{record.name} {record.levelname.lower()}: {lines[0]}{more}")
         except Exception:  # a log line must never end the command
             self.handleError(record)
+
+
+def _warning_to_log(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` as ``logging.captureWarnings`` makes it, for the span of a command only."""
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    logging.getLogger("py.warnings").warning("%s", text.strip())
 
 
 @contextlib.contextmanager
@@ -58,7 +74,9 @@ def libraries_logged(folder: Path, log: Log = print_line) -> Iterator[Path]:
         logger.handlers = [to_file, _FirstLine(log, path)]
         logger.propagate = False
     try:
-        yield path
+        with warnings.catch_warnings():  # a library's warnings.warn (Optuna's on a one-trial study): to the file too
+            warnings.showwarning = _warning_to_log
+            yield path
     finally:
         for logger, own, propagate in saved:
             for handler in logger.handlers:
