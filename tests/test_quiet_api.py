@@ -3,16 +3,21 @@ experiment box, MLflow's database messages or Optuna's study line, which go to `
 folder instead. Given its folders and tracking store, a command adds nothing to the folder it runs in: MLflow's
 artifacts lie in ``mlruns/`` beside the sqlite store (docs/data.md, Where clutune reads and writes).
 
-Each case is a fresh Python process in an empty folder, as a notebook or a script would be."""
+Each case is a fresh Python process in an empty folder, as a notebook or a script would be; the libraries' warnings
+still reach ``log``, one line each."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
+
+from clutune.platform.run.log import libraries_logged
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,9 +54,30 @@ LIBRARY_LINES = {
 }
 
 
-pytestmark = pytest.mark.slow  # a fresh process starting its own Ray per case: minutes on a loaded 2-core machine
+def test_a_librarys_warning_reaches_the_log_as_one_line_and_all_of_it_the_file(tmp_path: Path) -> None:
+    ray_logger = logging.getLogger("ray")
+    before = (ray_logger.handlers[:], ray_logger.propagate)
+    lines: list[str] = []
+    with libraries_logged(tmp_path, lines.append) as path:
+        logging.getLogger("optuna.storages").info("A new study created")
+        logging.getLogger("mlflow.store").warning("the store is slow\nsecond line")
+        warnings.warn("too few trials", UserWarning, stacklevel=1)
+    assert lines == [
+        f"mlflow.store warning: the store is slow (all of it in {path})",
+        f"py.warnings warning: {__file__}:{_line_of('too few trials')}: UserWarning: too few trials "
+        f"(all of it in {path})",
+    ]
+    text = path.read_text()
+    assert "INFO optuna.storages: A new study created" in text and "second line" in text
+    assert (ray_logger.handlers, ray_logger.propagate) == before  # the library's own handlers are back
 
 
+def _line_of(text: str) -> int:
+    return next(n for n, line in enumerate(Path(__file__).read_text().splitlines(), 1) if f'"{text}"' in line)
+
+
+# a fresh process starting its own Ray per case: minutes on a loaded 2-core machine
+@pytest.mark.slow
 @pytest.mark.parametrize("calls", ["compare,run", "sweep"])
 def test_a_quiet_log_prints_nothing_and_the_working_folder_stays_empty(tmp_path: Path, calls: str) -> None:
     cwd, tmp = tmp_path / "cwd", tmp_path / "t"
