@@ -60,12 +60,13 @@ def test_a_librarys_logged_warning_reaches_the_log_as_one_line_and_all_of_it_the
     lines: list[str] = []
     with libraries_logged(tmp_path, lines.append) as path:
         logging.getLogger("optuna.storages").info("A new study created")
-        logging.getLogger("mlflow.store").warning("the store is slow\nsecond line")
+        logging.getLogger("mlflow.store").warning("the store is slow\nsecond line, http://alice:pw-123@host:5000")
         warnings.warn("too few trials", UserWarning, stacklevel=1)
     assert lines == [f"mlflow.store warning: the store is slow (all of it in {path})"]  # the warning: file only
     text = path.read_text()
     assert "INFO optuna.storages: A new study created" in text and "second line" in text
     assert f"{__file__}:{_line_of('too few trials')}: UserWarning: too few trials" in text
+    assert "http://alice:***@host:5000" in text and "pw-123" not in text  # a URI's password never reaches the file
     assert (ray_logger.handlers, ray_logger.propagate) == before  # the library's own handlers are back
 
 

@@ -20,12 +20,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+from clutune.guards.masking import mask_text
+
 Log = Callable[[str], None]
 print_line: Log = functools.partial(print, flush=True)
 
 LIBRARY_LOG = "libraries.log"
 LIBRARY_LOGGERS = ("ray", "mlflow", "optuna", "alembic")
 WARNINGS_LOGGER = "py.warnings"  # Python's warnings (Optuna's on a sweep too small to rank parameters): file only
+
+
+class _Masked(logging.Formatter):
+    """A library's record as written to the file, with the secrets of any URI in it masked (a tracking URI with
+    its password, in an MLflow message about a failed request)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_text(super().format(record))
 
 
 class _FirstLine(logging.Handler):
@@ -40,7 +50,7 @@ class _FirstLine(logging.Handler):
         try:
             lines = record.getMessage().strip().splitlines() or [""]
             more = f" (all of it in {self.path})" if len(lines) > 1 or record.exc_info else ""
-            self.log(f"{record.name} {record.levelname.lower()}: {lines[0]}{more}")
+            self.log(mask_text(f"{record.name} {record.levelname.lower()}: {lines[0]}{more}"))
         except Exception:  # a log line must never end the command
             self.handleError(record)
 
@@ -73,7 +83,7 @@ def libraries_logged(folder: Path, log: Log = print_line) -> Iterator[Path]:
         saved.append((logger, logger.handlers[:], logger.propagate))
         # Handlers of its own per logger: ray.init sets the format of the "ray" logger's handlers to Ray's.
         to_file = logging.FileHandler(path, encoding="utf-8", delay=True)
-        to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        to_file.setFormatter(_Masked("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.handlers = [to_file] if name == WARNINGS_LOGGER else [to_file, _FirstLine(log, path)]
         logger.propagate = False
     try:
