@@ -34,9 +34,13 @@ def _quiet(_line: str) -> None:
 
 
 @pytest.mark.slow  # a sweep, a grid or an oracle plan on Ray: `make test` runs it (docs/testing.md)
-def test_compare_and_sweep_from_a_dict_return_what_they_wrote(tmp_path):
+def test_compare_and_sweep_from_a_dict_return_what_they_wrote(tmp_path, monkeypatch, capfd):
+    """Quiet as well: with a no-op ``log`` nothing reaches stdout or stderr (Ray's, Tune's, MLflow's and Optuna's
+    lines are in each folder's libraries.log), and the folder the calls run in stays empty."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = _config(tmp_path)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     first = clutune.compare(
         config,
         methods=["er", "finetune"],
@@ -51,6 +55,11 @@ def test_compare_and_sweep_from_a_dict_return_what_they_wrote(tmp_path):
     pd.testing.assert_frame_equal(first.rows.reset_index(drop=True), on_disk.reset_index(drop=True))
     assert len(first.rows) == 2 * 2 * 3 and set(first.table.index) == {"er", "finetune"}
     assert "| er |" in (tmp_path / "c1" / "comparison.md").read_text()
+    summary = first.summary  # the table in long form: one row per (method, metric)
+    assert list(summary.columns) == ["method", "metric", "mean", "lo", "hi", "n", "p", "tied"]
+    kl = summary[summary["metric"] == "kl_oracle_all"].set_index("method")
+    assert set(kl.index) == {"er", "finetune"} and (kl["n"] == 2).all()
+    assert kl.loc["er", "mean"] == pytest.approx(first.table.loc["er", ("kl_oracle_all", "mean")])
     assert MlflowClient(uri).get_run(first.parent_run_id).info.status == "FINISHED"
 
     # a second grid in the same process: the oracles come from the cache, the record is a new parent run
@@ -76,6 +85,11 @@ def test_compare_and_sweep_from_a_dict_return_what_they_wrote(tmp_path):
         found.trials.reset_index(drop=True), pd.read_csv(found.sweep_dir / "trials.csv"), check_dtype=False
     )
     assert found.best["best_trial"] in set(found.trials["trial_id"])
+
+    assert capfd.readouterr() == ("", "")
+    assert list((tmp_path / "cwd").iterdir()) == [] and (tmp_path / "mlruns").is_dir()  # beside mlflow.db
+    assert "Started a local Ray instance" in (tmp_path / "c1" / "libraries.log").read_text()
+    assert "A new study created" in (found.sweep_dir / "libraries.log").read_text()
 
 
 def test_run_returns_its_rows(tmp_path):

@@ -417,7 +417,7 @@ def test_browser_shows_runs_charts_artifacts_and_the_report(store, browser, tmp_
             assert mean == "nan" and text == "nan", (group, metric, mean, text)
         else:
             assert float(mean) == pytest.approx(want, rel=1e-12, abs=1e-12), (group, metric)
-            assert text == f"{want:.4g} (n=1)", (group, metric, text)  # one seed: no interval, never "± 0"
+            assert text == f"{want:.4g}", (group, metric, text)  # one seed: no interval, never "± 0", no "(n=1)"
     browser.save_screenshot(str(shots / "report.png"))
 
     if os.environ.get("CLUTUNE_SCREENSHOTS") == "docs":  # README's images: real UI screenshots, as a person sees them

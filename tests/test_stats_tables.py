@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from clutune.platform.reports.report import write_report
-from clutune.platform.reports.stats import holm, method_table
+from clutune.platform.reports.stats import holm, long_form, method_table
 from clutune.platform.run.compare import TABLE_METRICS, format_table, summary_table
 
 SEEDS = (0, 1, 2, 3, 4)
@@ -137,3 +137,32 @@ def test_holm_adjusts_step_down_and_stays_monotone():
     p = [0.01, 0.04, 0.03, 0.2, 0.005]
     assert holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.2, 0.025])
     assert holm([0.5, float("nan"), 0.6]) == pytest.approx([1.0, float("nan"), 1.0], nan_ok=True)
+
+
+def test_a_table_of_one_seed_reads_plain_values_without_n_1(tmp_path):
+    rows = _results({"a": [0.10], "b": [0.30]})
+    table = summary_table(rows)
+    text = format_table(table)
+    rows.to_parquet(tmp_path / "results.parquet")
+    page = write_report(str(tmp_path), tmp_path / "report.html").read_text()
+    for method in ("a", "b"):
+        mean = rows.loc[rows["method"] == method, "kl_oracle_all"].mean()
+        assert f"| {method} | {mean:.4g} |" in text or f"| {method} | **{mean:.4g}** |" in text
+    assert "(n=" not in text and "(n=" not in page and "± 0 " not in text
+
+
+def test_the_long_form_has_one_row_per_method_and_metric_with_the_tables_numbers():
+    rows = _results({"ugclu": [0.50, 0.52, 0.55], "er": [0.60, 0.66, 0.61], "finetune": [0.9, 0.95, 0.93]})
+    table = summary_table(rows)
+    long = long_form(table)
+    assert list(long.columns) == ["method", "metric", "mean", "lo", "hi", "n", "p", "tied"]
+    assert len(long) == 3 * len(TABLE_METRICS) and not long.duplicated(["method", "metric"]).any()
+    assert list(dict.fromkeys(long["method"])) == list(table.index)  # the table's order: best KL first
+    for r in long.itertuples():
+        for stat in ("mean", "lo", "hi", "n"):
+            assert getattr(r, stat) == pytest.approx(table.loc[r.method, (r.metric, stat)], nan_ok=True)
+        assert r.p == pytest.approx(table.loc[r.method, (r.metric, "p_holm")], nan_ok=True)
+        assert r.tied == bool(table.loc[r.method, (r.metric, "tied")])
+    kl = long[long["metric"] == "kl_oracle_all"].set_index("method")
+    assert kl.loc["ugclu", "tied"] and not kl.loc["finetune", "tied"] and math.isnan(kl.loc["ugclu", "p"])
+    assert long["n"].dtype.kind == "i" and long["tied"].dtype == bool

@@ -101,3 +101,13 @@ def test_summary_markdown_reports_the_numbers_per_method():
     slope_cell = f"{0.0075:.4g} ± {slope_half:.2g} (2 of 2 seeds)"
     ugclu = text.split("### ugclu")[1]
     assert f"| weight_magnitude | {final_cell} | 39 | {slope_cell} |" in ugclu
+
+
+def test_a_study_of_one_seed_gives_plain_values_without_seed_counts():
+    text = summary_markdown(_rows(seeds=(0,)))
+    cells = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(cells) > 10 and not any("(n=" in c or "seed" in c or "± " in c for c in cells), cells
+    finals = text.split("## Final values and drift per method")[1]
+    assert "the one seed's value" in finals
+    row = next(line for line in finals.split("### ugclu")[1].splitlines() if line.startswith("| acc_remain |"))
+    assert row.startswith(f"| acc_remain | {0.9 - 0.001 * (N_REQUESTS - 1):.4g} | {N_REQUESTS - 1} | ")

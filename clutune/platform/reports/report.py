@@ -31,7 +31,8 @@ from clutune.errors import UserError
 from clutune.guards.received_folder import ReceivedFolder
 from clutune.platform.record.record_file import not_connecting, read_record, study_storage
 from clutune.platform.reports.attack_plots import attack_plots
-from clutune.platform.reports.stats import bold_note, cell, cells_note, is_paired, method_table
+from clutune.platform.reports.stats import bold_note, cell, cells_note, is_paired, method_table, single_run
+from clutune.platform.reports.study_report import DRIFT_HEADER, STUDY_SUMMARY, drift_tables
 from clutune.platform.run.compare import ATTACK_TABLE_METRICS, TABLE_METRICS
 from clutune.platform.run.log import Log, print_line
 from clutune.platform.search.convergence import CSV as CONVERGENCE_CSV
@@ -70,6 +71,7 @@ def table_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     """The comparison table as the template reads it: per group its cells, each with its text, its mark and its
     unrounded mean, std, interval, Holm p-value and run count (written as ``data-`` attributes)."""
     metrics = list(dict.fromkeys(m for m, _ in table.columns))
+    single = single_run(table)
     rows = []
     for name, row in table.iterrows():
         most = max(int(row[(m, "n")]) for m in metrics)
@@ -79,7 +81,7 @@ def table_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
                 **{s: repr(float(row[(m, s)])) for s in ("mean", "std", "lo", "hi", "p_holm")},
                 "n": int(row[(m, "n")]),
                 "tied": bool(row[(m, "tied")]),
-                "text": cell(row, m, most),
+                "text": cell(row, m, most, single),
             }
             for m in metrics
         ]
@@ -105,9 +107,27 @@ def _complete_trials(
     return (kept if len(kept) else rows), {"total": int(trials["requests_done"].max()), "trials": listed}
 
 
-def image(path: Path) -> dict[str, str]:
-    """A PNG as the page inlines it: its name and its bytes in base64."""
-    return {"name": path.name, "data": base64.b64encode(path.read_bytes()).decode()}
+def image(path: Path, root: Path) -> dict[str, str]:
+    """A PNG as the page inlines it: its path under ``root`` (the source folder: the alt text, so every figure
+    can be found by the file it came from) and its bytes in base64."""
+    return {"name": path.relative_to(root).as_posix(), "data": base64.b64encode(path.read_bytes()).decode()}
+
+
+def folder_figures(received: ReceivedFolder | None, shown: set[str]) -> list[dict[str, str]]:
+    """The figures at the top of a results folder (a study's ``curves.png``) that no section shows already, each
+    checked to lie inside the folder."""
+    if received is None:
+        return []
+    found = [p for p in received.entries(".") if p.suffix == ".png" and p.is_file() and p.name not in shown]
+    return [image(p, received.given) for p in found]
+
+
+def study_section(received: ReceivedFolder | None, rows: pd.DataFrame) -> dict[str, Any] | None:
+    """A study folder's drift tables (summary.md's final values and slopes per method), or None elsewhere."""
+    if received is None or received.file(STUDY_SUMMARY) is None:
+        return None
+    note, tables = drift_tables(rows)
+    return {"note": note, "header": DRIFT_HEADER, "tables": tables}
 
 
 def _optuna(storage: Any, study_name: str) -> dict[str, Any] | None:
@@ -162,6 +182,7 @@ class _Source:
     rows: pd.DataFrame
     config: dict[str, Any]
     images: Images
+    root: Path  # the folder the images' names are relative to: the source folder, or the scratch they were drawn in
     what: str
     received: ReceivedFolder | None = None
     record: dict[str, Any] | None = None
@@ -178,11 +199,11 @@ def _source(source: str, tracking_uri: str | None, scratch: Path) -> _Source:
             raise UserError(f"{folder} holds no results.parquet: not a results or sweep folder")
         rows = _read_rows(results)
         record = read_record(received)
-        images = _images(received, "plots")
+        images, root = _images(received, "plots"), received.given
         if not images[0] and not any(found for _, found in images[1]):
-            images = _images(ReceivedFolder(_draw(rows, scratch)), ".")
+            images, root = _images(ReceivedFolder(_draw(rows, scratch)), "."), scratch
         config = (record or {}).get("config") or {}
-        return _Source(rows, config, images, f"folder {folder.resolve()}", received, record)
+        return _Source(rows, config, images, root, f"folder {folder.resolve()}", received, record)
     if _names_a_path(source):
         raise UserError(f"{source}: is not a folder (a report's source is a results or sweep folder, or an experiment)")
     from clutune.platform.record.export import experiment_rows
@@ -193,7 +214,8 @@ def _source(source: str, tracking_uri: str | None, scratch: Path) -> _Source:
     params = [c for c in rows.columns if c.startswith("params.")]
     config = {c[len("params.") :]: rows[c].iloc[0] for c in params if rows[c].nunique() == 1}
     rows = rows.rename(columns={"run_id": "mlflow_run_id"}).assign(run_id=lambda f: f["mlflow_run_id"])
-    return _Source(rows, config, _images(ReceivedFolder(_draw(rows, scratch)), "."), f"MLflow experiment {source!r}")
+    images = _images(ReceivedFolder(_draw(rows, scratch)), ".")
+    return _Source(rows, config, images, scratch, f"MLflow experiment {source!r}")
 
 
 def _images(received: ReceivedFolder, under: str) -> Images:
@@ -245,6 +267,8 @@ def write_report(
         table = summary(rows, key)
         # drawn beside the page, never into the received folder; an MLflow experiment has no such files
         attacks = attack_plots(received, rows, Path(scratch) / "attacks") if received is not None else []
+        convergence = _convergence(received, config)
+        shown = {convergence["image"]["name"]} if convergence and convergence["image"] else set()
         page = _TEMPLATES.get_template("report.html").render(
             what=got.what,
             runs=rows["run_id"].nunique(),
@@ -256,10 +280,11 @@ def write_report(
             metrics=list(dict.fromkeys(m for m, _ in table.columns)),
             rows=table_rows(table),
             pruned=pruned,
-            convergence=_convergence(received, config),
-            plots=[image(p) for p in plots],
-            attacks=[image(p) for p in attacks],
-            run_plots=[{"name": name, "images": [image(p) for p in found]} for name, found in run_plots],
+            convergence=convergence,
+            study=study_section(received, rows),
+            plots=folder_figures(received, shown) + [image(p, got.root) for p in plots],
+            attacks=[image(p, Path(scratch) / "attacks") for p in attacks],
+            run_plots=[{"name": name, "images": [image(p, got.root) for p in found]} for name, found in run_plots],
             optuna=_optuna(storage, received.root.name) if storage is not None else None,
             config=json.dumps(config, indent=1, default=str),
         )

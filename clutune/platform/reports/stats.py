@@ -157,6 +157,28 @@ def method_table(per_run: pd.DataFrame, group: str, metrics: Sequence[str], pair
     return table
 
 
+LONG_COLUMNS = ("mean", "lo", "hi", "n", "p", "tied")
+
+
+def long_form(table: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`method_table` as one row per (group, metric) with columns ``mean``, ``lo``, ``hi``, ``n``, ``p``
+    (Holm-adjusted, against the column's best) and ``tied``: what a notebook filters, sorts and plots without
+    unstacking a two-level header. Rows keep the table's order (groups by ``kl_oracle_all``, then metrics)."""
+    group = table.index.name or "method"
+    metrics = list(dict.fromkeys(m for m, _ in table.columns))
+    records = [
+        {
+            group: name,
+            "metric": metric,
+            **{stat: row[(metric, "p_holm" if stat == "p" else stat)] for stat in LONG_COLUMNS},
+        }
+        for name, row in table.iterrows()
+        for metric in metrics
+    ]
+    frame = pd.DataFrame.from_records(records, columns=[group, "metric", *LONG_COLUMNS])
+    return frame.astype({"mean": float, "lo": float, "hi": float, "n": int, "p": float, "tied": bool})
+
+
 def caption(table: pd.DataFrame, runs: str = "seeds") -> str:
     """What a table's cells and marks mean, the test named (paired or Welch) and why, in Markdown."""
     return f"{cells_note(runs)} **Bold**: {bold_note(table)}"
@@ -184,13 +206,21 @@ def bold_note(table: pd.DataFrame) -> str:
     )
 
 
-def cell(row: pd.Series, metric: str, runs: int | None = None) -> str:
-    """``mean ± half`` (4 and 2 significant digits), ``(n=k)`` when fewer runs than ``runs`` back it."""
+def single_run(table: pd.DataFrame) -> bool:
+    """Every cell of a :func:`method_table` rests on one run at most (one seed throughout)."""
+    counts = [int(v) for (_, stat), column in table.items() if stat == "n" for v in column]
+    return max(counts, default=0) <= 1
+
+
+def cell(row: pd.Series, metric: str, runs: int, single: bool = False) -> str:
+    """``mean ± half`` (4 and 2 significant digits), ``(n=k)`` when fewer runs than the row's ``runs`` back it,
+    or one run where others have more. In a table of one run throughout (``single``) every cell is plain: the
+    same ``(n=1)`` everywhere would say nothing the missing intervals do not."""
     mean, lo, hi, n = row[(metric, "mean")], row[(metric, "lo")], row[(metric, "hi")], int(row[(metric, "n")])
     if not math.isfinite(mean):
         return "nan"
     text = f"{mean:.4g} ± {(hi - lo) / 2:.2g}" if math.isfinite(lo) else f"{mean:.4g}"
-    if n < 2 or (runs is not None and n != runs):
+    if n != runs or (n < 2 and not single):
         text += f" (n={n})"
     return text
 
@@ -199,11 +229,12 @@ def markdown(table: pd.DataFrame, metrics: Sequence[str], label: str = "method",
     """The table as Markdown, the caption first; marked cells in bold."""
     lines = [caption(table, runs), "", f"| {label} | " + " | ".join(metrics) + " |"]
     lines.append("|" + "---|" * (len(metrics) + 1))
+    single = single_run(table)
     for name, row in table.iterrows():
         most = max(int(row[(m, "n")]) for m in metrics)
         cells = []
         for m in metrics:
-            text = cell(row, m, most)
+            text = cell(row, m, most, single)
             cells.append(f"**{text}**" if row[(m, "tied")] else text)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -219,7 +250,9 @@ __all__ = [
     "direction",
     "holm",
     "is_paired",
+    "long_form",
     "markdown",
     "method_table",
+    "single_run",
     "t_interval",
 ]

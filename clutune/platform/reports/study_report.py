@@ -36,6 +36,8 @@ TITLES = {
     "weight_magnitude": "mean |weight|",
     "effective_rank": "effective rank of the representation",
 }
+CURVES = "curves.png"  # a study folder's files, read back by the HTML report
+STUDY_SUMMARY = "summary.md"
 SUMMARY_METRICS = ("kl_oracle_all", "acc_remain", "dead_units", "weight_magnitude", "effective_rank")
 FIG_INCHES = (18.0, 8.0)
 DPI = 100
@@ -137,12 +139,15 @@ def summary_frame(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _cell(mean: float, lo: float, hi: float, n: int, seeds: int) -> str:
-    """``mean ± half-width of the 95% interval (n of N seeds)``; one seed gives the value alone, never ± 0."""
+def _cell(mean: float, lo: float, hi: float, n: int, seeds: int, counted: bool = True) -> str:
+    """``mean ± half-width of the 95% interval (n of N seeds)``; one seed gives the value alone, never ± 0.
+    ``counted`` False (a study where every method ran one seed) leaves the count out: it would be the same
+    "1 of 1" in every cell."""
     if math.isnan(mean):
         return "nan (0 seeds)"
     spread = f" ± {(hi - lo) / 2:.2g}" if math.isfinite(lo) else ""
-    return f"{mean:.4g}{spread} ({n} of {seeds} seed{'s' if seeds != 1 else ''})"
+    count = f" ({n} of {seeds} seed{'s' if seeds != 1 else ''})" if counted else ""
+    return f"{mean:.4g}{spread}{count}"
 
 
 def _seed_counts(rows: pd.DataFrame) -> str:
@@ -174,11 +179,40 @@ def comparison_markdown(rows: pd.DataFrame) -> str:
     return markdown(method_table(per_run, "method", metrics, is_paired(rows, "method")), metrics)
 
 
+DRIFT_HEADER = ("metric", "final value", "at request", "drift slope per request (last half)")
+
+
+def drift_tables(rows: pd.DataFrame) -> tuple[str, dict[str, list[tuple[str, str, str, str]]]]:
+    """The drift tables of a study, as summary.md and the HTML report both show them: the note on what a cell
+    holds, then per method one (metric, final value, at request, drift slope) row of text per metric."""
+    summary = summary_frame(rows)
+    counted = bool((summary["seeds"] > 1).any())
+    cells = (
+        "Each cell: mean ± half-width of the 95% Student-t interval over the seeds behind it (n of the method's "
+        "seeds: a final value counts the seeds scored at the method's last scored request)"
+        if counted
+        else "Each cell: the one seed's value (one run gives no interval)"
+    )
+    note = f"{cells}; drift slope = least-squares slope per request over the last half of the stream, per seed."
+    tables = {}
+    for method, table in summary.groupby("method", sort=True):
+        tables[str(method)] = [
+            (
+                r.metric,
+                _cell(r.final_mean, r.final_lo, r.final_hi, r.final_n, r.seeds, counted),
+                "-" if math.isnan(r.final_request) else str(int(r.final_request)),
+                _cell(r.slope_mean, r.slope_lo, r.slope_hi, r.slope_n, r.seeds, counted),
+            )
+            for r in table.itertuples()
+        ]
+    return note, tables
+
+
 def summary_markdown(rows: pd.DataFrame) -> str:
     """The methods compared over the stream, then a Markdown table per method: final value and last-half
     drift slope of the headline and diagnostics, each with its interval and the seeds behind it."""
-    summary = summary_frame(rows)
     n_requests = int(rows["request"].max()) + 1
+    note, tables = drift_tables(rows)
     lines = [
         f"{n_requests} requests, {_seed_counts(rows)}.",
         "",
@@ -188,21 +222,9 @@ def summary_markdown(rows: pd.DataFrame) -> str:
         "",
         "## Final values and drift per method",
         "",
-        "Each cell: mean ± half-width of the 95% Student-t interval over the seeds behind it (n of the method's "
-        "seeds: a final value counts the seeds scored at the method's last scored request); drift slope = "
-        "least-squares slope per request over the last half of the stream, per seed.",
+        note,
     ]
-    for method, table in summary.groupby("method", sort=True):
-        lines += [
-            "",
-            f"### {method}",
-            "",
-            "| metric | final value | at request | drift slope per request (last half) |",
-            "|---|---|---|---|",
-        ]
-        for r in table.itertuples():
-            at = "-" if math.isnan(r.final_request) else str(int(r.final_request))
-            final = _cell(r.final_mean, r.final_lo, r.final_hi, r.final_n, r.seeds)
-            slope = _cell(r.slope_mean, r.slope_lo, r.slope_hi, r.slope_n, r.seeds)
-            lines.append(f"| {r.metric} | {final} | {at} | {slope} |")
+    for method, cells in tables.items():
+        lines += ["", f"### {method}", "", "| " + " | ".join(DRIFT_HEADER) + " |", "|---|---|---|---|"]
+        lines += ["| " + " | ".join(cell) + " |" for cell in cells]
     return "\n".join(lines) + "\n"

@@ -55,7 +55,7 @@ from clutune.platform.reports.klom_report import (
     write_floor_margins,
 )
 from clutune.platform.reports.relapse_report import write_relapse
-from clutune.platform.reports.stats import is_paired, markdown, method_table
+from clutune.platform.reports.stats import is_paired, long_form, markdown, method_table
 from clutune.platform.run.engine import Grid, Oracles, check_resumable, execute
 from clutune.platform.run.launch import Cluster, prepare_command, session
 from clutune.platform.run.log import Log, print_line
@@ -86,8 +86,9 @@ ATTACK_TABLE_METRICS = ("relearn_gap", "relearn_acc", "relapse_acc")
 
 @dataclass
 class CompareResult:
-    """What ``clutune.compare`` returns: every row, the table of means over seeds and the KLoM table (both also
-    in comparison.md; ``klom`` is empty, and ``klom_note`` says why, where the grid computes no KLoM)."""
+    """What ``clutune.compare`` returns: every row, the table of means over seeds (``summary``: the same in long
+    form) and the KLoM table (both also in comparison.md; ``klom`` is empty, and ``klom_note`` says why, where
+    the grid computes no KLoM)."""
 
     rows: pd.DataFrame
     table: pd.DataFrame
@@ -101,6 +102,13 @@ class CompareResult:
     seconds: float
     epsilon: pd.DataFrame = field(default_factory=pd.DataFrame)  # the ε score pooled (evaluation.epsilon)
     epsilon_note: str | None = None  # why no ε score was computed (None: computed, or not asked for)
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """``table`` in long form, one row per (method, metric): method, metric, mean, lo, hi, n, p (Holm-adjusted
+        against the column's best), tied. A notebook filters it (``summary.query("metric == 'avg_gap'")``) or
+        pivots it as it likes, where ``table``'s two-level header would first need unstacking."""
+        return long_form(self.table)
 
     def to_markdown(self) -> str:
         """The tables as the command prints them and ``comparison.md`` holds them: the means, KLoM, then ε."""

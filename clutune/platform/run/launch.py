@@ -6,10 +6,12 @@ Two phases, so that nothing exists until everything is known good:
 1. :func:`prepare_command`: the Ray address answers, every path is absolute, the data loads and the scenario
    builds. No folder, MLflow store, run, cache entry or Ray instance exists yet; the command adds its own checks
    (methods, search space, output folder) around it, all before phase 2.
-2. :func:`session`: the MLflow tracker, Ray (:func:`local_ray`: started here only when no Ray is running in the
-   process, and shut down again when the command ends, so that a second call in the same process starts clean),
-   and the leased oracles. When the command fails inside it, its MLflow parent run is marked FAILED, from Python
-   as from the shell. ``clutune oracles`` records nothing: it takes the same lease and Ray, without a tracker.
+2. :func:`session`: the libraries' own log lines sent to the folder's ``libraries.log``
+   (:mod:`clutune.platform.run.log`), the MLflow tracker, Ray (:func:`local_ray`: started here only when no Ray
+   is running in the process, and shut down again when the command ends, so that a second call in the same process
+   starts clean), and the leased oracles. When the command fails inside it, its MLflow parent run is marked FAILED,
+   from Python as from the shell. ``clutune oracles`` records nothing: it takes the same lease and Ray, without a
+   tracker.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from clutune.guards.pack_memory import check_pack_fits
 from clutune.platform.cluster.ray_address import check_ray_address
 from clutune.platform.record.tracking import SweepTracker, resolve_tracking_uri
 from clutune.platform.run.engine import Oracles, absolutize, ensure_ray, leased_oracles
-from clutune.platform.run.log import Log, print_line
+from clutune.platform.run.log import Log, libraries_logged, print_line
 
 
 @dataclass(frozen=True)
@@ -81,14 +83,16 @@ def local_ray(cluster: Cluster) -> Iterator[None]:
 def session(prep: Prepared, folder: Path, cluster: Cluster, log: Log = print_line, floor: int = 0) -> Iterator[Session]:
     """Phase 2: the record, Ray and the oracles (``floor``: KLoM floor models per scored request), for a command
     whose inputs :func:`prepare_command` passed."""
-    uri = resolve_tracking_uri(cluster.tracking_uri)
-    tracker = SweepTracker(uri, prep.config.sweep.experiment or prep.config.name, folder, enabled=cluster.tracking)
-    try:
-        with local_ray(cluster), leased_oracles(prep, log, floor) as oracles:
-            yield Session(prep, tracker, oracles)
-    except BaseException:
-        tracker.fail_parent()
-        raise
+    with libraries_logged(folder, log):
+        uri = resolve_tracking_uri(cluster.tracking_uri)
+        experiment = prep.config.sweep.experiment or prep.config.name
+        tracker = SweepTracker(uri, experiment, folder, enabled=cluster.tracking)
+        try:
+            with local_ray(cluster), leased_oracles(prep, log, floor) as oracles:
+                yield Session(prep, tracker, oracles)
+        except BaseException:
+            tracker.fail_parent()
+            raise
 
 
 __all__ = ["Cluster", "Session", "local_ray", "prepare_command", "session"]

@@ -18,7 +18,9 @@ from collections.abc import Mapping
 # on every interface), no token file in the home folder, no usage reporting, trials keep the driver's cwd (relative
 # paths in a config stay right), worker logs not folded, and no warning at every per-request checkpoint. Tune's JSON
 # and TensorBoard loggers stay off: per result, on the trial's critical path, they write files that repeat what
-# MLflow and results.parquet hold (progress.csv, the cheapest, stays for Tune's own result grid).
+# MLflow and results.parquet hold (progress.csv, the cheapest, stays for Tune's own result grid). Tune's printed
+# experiment box and "View detailed results here" go too: the reporter Tune uses in notebooks prints nothing at
+# verbose=0, where the newer one prints both whatever the verbosity (clutune prints its own progress through log=).
 LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 RAY_ENV = {
     LOOPBACK: "0",
@@ -28,6 +30,7 @@ RAY_ENV = {
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "RAY_DEDUP_LOGS": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
 }
 
 # MLflow 3 sends usage events by default. A user who sets either variable decides, for both:

@@ -34,7 +34,7 @@ from clutune.guards.seeds import check_seed_option
 from clutune.platform.record.publish import publish_runs
 from clutune.platform.record.tracking import SweepTracker, resolve_tracking_uri
 from clutune.platform.reports.relapse_report import write_relapse
-from clutune.platform.run.log import Log, print_line
+from clutune.platform.run.log import Log, libraries_logged, print_line
 from clutune.platform.run.recurring import RECURRING, failure_line
 
 
@@ -91,7 +91,7 @@ def run_single(
         prep, options.method, hparams, loaded.seed, run_key, oracle=oracle, predictions_dir=predictions, margins_out=out
     )
     # Every input is known good from here on: the folder, the stream and the MLflow run may now exist.
-    with folder_lock(out):
+    with folder_lock(out), libraries_logged(out, log):
         if options.overwrite:  # a shorter stream must not leave an earlier run's later requests behind
             for stale in [*(out / "predictions").glob("request-*.parquet"), *(out / "parts").glob("*.arrows")]:
                 stale.unlink()

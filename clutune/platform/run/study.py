@@ -16,7 +16,13 @@ import pandas as pd
 from clutune.core.config import ConfigSource, Overrides, bare_overrides, load_config
 from clutune.platform.record.publish import publish_grid
 from clutune.platform.reports.plots import relapse_plot
-from clutune.platform.reports.study_report import plot_curves, summary_frame, summary_markdown
+from clutune.platform.reports.study_report import (
+    CURVES,
+    STUDY_SUMMARY,
+    plot_curves,
+    summary_frame,
+    summary_markdown,
+)
 from clutune.platform.run.compare import GridOptions, method_grid
 from clutune.platform.run.launch import Cluster
 from clutune.platform.run.log import Log, print_line
@@ -61,14 +67,14 @@ def run_study(
             f"exact oracle; {done.oracles_total} distinct oracles, {done.oracles_trained} trained by this study, "
             f"{done.oracles_total - done.oracles_trained} found cached.\n\n"
         )
-        plot_curves(rows, done.out / "curves.png")
+        plot_curves(rows, done.out / CURVES)
         relapse = relapse_plot(rows, done.out / "relapse.png", f"{done.config.name} study")
         if relapse is not None:  # do unlearned sets come back as the stream goes on? (relapse.csv beside it)
             done.tracker.client.log_artifact(done.tracker.parent_id, str(relapse))
-        (done.out / "summary.md").write_text(header + summary_markdown(rows) + "\n" + done.klom_text)
+        (done.out / STUDY_SUMMARY).write_text(header + summary_markdown(rows) + "\n" + done.klom_text)
         tracker = done.tracker
-        tracker.client.log_artifact(tracker.parent_id, str(done.out / "curves.png"))
-        tracker.client.log_artifact(tracker.parent_id, str(done.out / "summary.md"))
+        tracker.client.log_artifact(tracker.parent_id, str(done.out / CURVES))
+        tracker.client.log_artifact(tracker.parent_id, str(done.out / STUDY_SUMMARY))
         publish_grid(tracker, done.out, rows, f"{done.config.name} study")  # figures: plots/, MLflow
         oracle_counts = {"oracles_total": done.oracles_total, "oracles_trained": done.oracles_trained}
         tracker.finish({"metrics": oracle_counts}, {}, {})
