@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from clutune.docs_links import docs_page
-from clutune.errors import RunFailed, UserError
+from clutune.errors import DISK_FULL_ERRNOS, DiskFull, RunFailed, UserError
 from clutune.guards.masking import mask
 
 
@@ -349,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RunFailed as e:
         print(f"clutune: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a write for want of room outside clutune's own writers (a library's, a log's)
+        if e.errno not in DISK_FULL_ERRNOS:
+            raise
+        print(f"clutune: error: {DiskFull.of(e)}", file=sys.stderr)
         return 1
     except RuntimeError as e:
         from clutune.clu.runner import Diverged

@@ -41,6 +41,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
+from clutune.core.storage import write_local_atomic, write_local_text
 from clutune.errors import UserError
 from clutune.platform.record.tracking import RECORD_DIR
 
@@ -339,7 +340,7 @@ def profile_figure(result: Aggregate, path: Path) -> Figure:
     ax.set_title(f"Performance profile over {n} scenario{'s' if n != 1 else ''} (95% stratified bootstrap bands)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.savefig(path, format="png")
+    write_local_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     return fig
 
 
@@ -392,10 +393,9 @@ def write_aggregate(folders: list[Path], out: Path, reps: int = REPS) -> Aggrega
         raise UserError(f"--out {out} exists and is not a folder")
     result = aggregate(folders, reps)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "aggregate.md").write_text(markdown(result))
-    result.table.to_csv(out / "aggregate.csv", index=False)
-    result.scores.to_csv(out / "scores.csv", index=False)
-    result.floors.to_csv(out / "floors.csv", index=False)
+    write_local_text(out / "aggregate.md", markdown(result))
+    for name, frame in (("aggregate.csv", result.table), ("scores.csv", result.scores), ("floors.csv", result.floors)):
+        write_local_atomic(out / name, lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
     profile_figure(result, out / "performance_profile.png")
     return result
 

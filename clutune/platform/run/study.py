@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from clutune.core.config import ConfigSource, Overrides, bare_overrides, load_config
+from clutune.core.storage import write_local_text
 from clutune.platform.record.publish import publish_grid
 from clutune.platform.reports.study_report import plot_curves, summary_frame, summary_markdown
 from clutune.platform.run.compare import GridOptions, method_grid
@@ -61,7 +62,7 @@ def run_study(
             f"{done.oracles_total - done.oracles_trained} found cached.\n\n"
         )
         plot_curves(rows, done.out / "curves.png")
-        (done.out / "summary.md").write_text(header + summary_markdown(rows) + "\n" + done.klom_text)
+        write_local_text(done.out / "summary.md", header + summary_markdown(rows) + "\n" + done.klom_text)
         tracker = done.tracker
         tracker.client.log_artifact(tracker.parent_id, str(done.out / "curves.png"))
         tracker.client.log_artifact(tracker.parent_id, str(done.out / "summary.md"))
