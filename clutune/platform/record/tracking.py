@@ -362,11 +362,18 @@ def _objectives(config: dict[str, Any]) -> list[str]:
 
 
 def read_record(folder: Path) -> dict[str, Any]:
+    """A received folder's record, or one line saying why it is not one (missing, not UTF-8 JSON, not an object)."""
+    from clutune.errors import UserError
+
     path = Path(folder) / RECORD_DIR / "record.json"
     if not path.exists():
-        from clutune.errors import UserError
-
         raise UserError(
             f"{folder} has no {RECORD_DIR}/record.json: not a folder written by clutune run/compare/study/sweep"
         )
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise UserError(f"{path} is not a record clutune wrote: {str(e).splitlines()[0]}") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path} is not a record clutune wrote: a JSON {type(record).__name__}, not an object")
+    return record

@@ -28,6 +28,7 @@ pandas 3.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -101,8 +103,11 @@ def _scenario(folder: Path) -> str:
     """The scenario's name as its record states it, with the folder's name to tell two runs of one preset."""
     record = folder / RECORD_DIR / "record.json"
     name = ""
-    if record.exists():
-        name = (json.loads(record.read_text()).get("config") or {}).get("name", "")
+    with contextlib.suppress(OSError, ValueError):  # a damaged record only costs the scenario its name
+        data = json.loads(record.read_text())
+        config = data.get("config") if isinstance(data, dict) else None
+        name = config.get("name", "") if isinstance(config, dict) else ""
+    name = name if isinstance(name, str) else ""
     return f"{name} ({folder.name})" if name and name != folder.name else folder.name
 
 
@@ -110,9 +115,12 @@ def _read_rows(folder: Path) -> pd.DataFrame:
     path = folder / "results.parquet"
     if not path.is_file():
         raise UserError(f"aggregate: {folder} holds no results.parquet: not a compare or study folder")
-    present = set(pq.read_schema(path).names)
-    wanted = ["method", "seed", "run_id", "request", METRIC, FLOOR_COLUMN, *IDENTITY]
-    return pd.read_parquet(path, columns=list(dict.fromkeys(c for c in wanted if c in present)))
+    try:
+        present = set(pq.read_schema(path).names)
+        wanted = ["method", "seed", "run_id", "request", METRIC, FLOOR_COLUMN, *IDENTITY]
+        return pd.read_parquet(path, columns=list(dict.fromkeys(c for c in wanted if c in present)))
+    except (OSError, ValueError, pa.ArrowException) as e:  # ArrowInvalid is a ValueError; a truncated file too
+        raise UserError(f"aggregate: {path} is not a results table: {str(e).splitlines()[0]}") from None
 
 
 def _floor(folder: Path, rows: pd.DataFrame, per_run: pd.DataFrame) -> Floor:
