@@ -142,3 +142,26 @@ def test_every_api_function_returns_or_raises_one_line_and_writes_only_where_tol
     _record(case, outcome, time.monotonic() - start)
     allowed = case.writable() + (_defaults_on_success(case) if outcome == "returned" else []) + _named(case, kwargs)
     assert changed(before, snapshot(workspace.root, allowed)) == [], (function, kwargs)
+
+
+# Found by this fuzzer: each was a traceback (or argparse's usage over several lines) before.
+FOUND = [
+    (["sweep", "--config", "x", "--method", "er", "--trials", "abc"], "argument --trials: invalid int value: 'abc'"),
+    (["compare", "--config", "x"], "the following arguments are required: --methods, --out"),
+    (["aggregate", "{folder}", "--out", "{out}"], "is not a results table"),
+    (["sync", "{folder}", "--tracking-uri", "sqlite:///{store}"], "is not a record clutune wrote"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), FOUND, ids=["bad-int", "missing-flag", "junk-table", "junk-record"])
+def test_inputs_the_fuzzer_found_are_one_line(tmp_path, monkeypatch, capsys, argv, message):
+    folder = tmp_path / "received"
+    (folder / "mlflow-record").mkdir(parents=True)
+    (folder / "results.parquet").write_bytes(b"PAR1 not a table PAR1")
+    (folder / "mlflow-record" / "record.json").write_bytes(b"\xff\xfe{")
+    monkeypatch.chdir(tmp_path)
+    names = {"folder": folder, "out": tmp_path / "out", "store": tmp_path / "store" / "m.db"}
+    code = main([a.format(**names) for a in argv])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and line.startswith("clutune: error: ") and message in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["received"]
