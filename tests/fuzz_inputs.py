@@ -11,12 +11,12 @@ longer and writes what it drew to bench/results/fuzz.md.
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import io
 import json
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -278,6 +278,20 @@ def _tracking(draw: Any, case: Case) -> list[str]:
     return ["--tracking-uri", draw(st.sampled_from(["ftp://h/x", "http://", "sqlite://x.db", "", "bogus://"]))]
 
 
+def _store(draw: Any, case: Case, copy: bool = False) -> list[str]:
+    """``--tracking-uri`` of the commands that only read or sync a store: the case's own (``copy``: a copy of the
+    received run's, to read), a hostile one, or none (the default ``./mlflow.db``)."""
+    kind = draw(st.sampled_from(["store"] * 3 + ["hostile", "absent"]))
+    if kind == "absent":
+        return []
+    if kind == "hostile":
+        return ["--tracking-uri", draw(st.sampled_from(["ftp://h/x", "http://", "sqlite://x.db", "", "bogus://"]))]
+    case.store.parent.mkdir(parents=True, exist_ok=True)
+    if copy:
+        shutil.copyfile(case.ws.store, case.store)
+    return ["--tracking-uri", f"sqlite:///{case.store}"]
+
+
 def _data_sets(draw: Any, case: Case) -> list[str]:
     """The config's dataset, now and then an npz archive or an image folder of the drawn kind."""
     kind = draw(st.sampled_from(["digits"] * 4 + ["npz"] * 2 + ["images"] * 2))
@@ -341,7 +355,7 @@ def command_lines(draw: Any, case: Case, commands: tuple[str, ...] = COMMANDS) -
     if command == "ui":
         return ["ui", "--no-browser", *_flag(draw, "--host", ["127.0.0.1"]), "--port",
                 draw(st.sampled_from([str(_free_port()), "0", "99999", "abc", "-1"])),
-                *_tracking(draw, case)[-2:]]  # fmt: skip
+                *_store(draw, case, copy=True)]  # fmt: skip
     if command == "dashboard":
         return ["dashboard", str(_received(draw, case)), *_flag(draw, "--host", ["127.0.0.1"]),
                 "--port", draw(st.sampled_from([str(_free_port()), "99999", "x"]))]  # fmt: skip
@@ -349,7 +363,7 @@ def command_lines(draw: Any, case: Case, commands: tuple[str, ...] = COMMANDS) -
         source = draw(st.sampled_from(["folder", "folder", "experiment"]))
         src = str(_received(draw, case)) if source == "folder" else draw(st.sampled_from(["fuzz", "nope", ""]))
         out = draw(st.sampled_from([str(case.out / "report.html"), str(case.out / "report.html"), "", str(case.out)]))
-        return ["report", src, "--out", out, *_tracking(draw, case)[-2:]]
+        return ["report", src, "--out", out, *_store(draw, case, copy=True)]
     if command == "aggregate":
         folders = [str(_received(draw, case, f"r{i}")) for i in range(draw(st.integers(1, 2)))]
         return ["aggregate", *folders, "--out", draw(st.sampled_from([str(case.out), ""]))]
@@ -362,7 +376,7 @@ def command_lines(draw: Any, case: Case, commands: tuple[str, ...] = COMMANDS) -
         out = draw(st.sampled_from([str(case.out / "x.parquet"), str(case.out / "x.parquet"), "", str(case.dir)]))
         return ["export", "--experiment", name, "--tracking-uri", f"sqlite:///{case.store}", "--out", out]
     if command == "sync":
-        return ["sync", str(_received(draw, case)), *_tracking(draw, case)[-2:]]
+        return ["sync", str(_received(draw, case)), *_store(draw, case)]
     assert command == "check-method"
     return ["check-method", draw(st.sampled_from(["finetune", "bogus", "", "../x", "os:system"])),
             *_flag(draw, "--seed", ["0"])]  # fmt: skip
@@ -401,7 +415,8 @@ def changed(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]
 @contextlib.contextmanager
 def interrupt_when_serving(argv: list[str]):
     """A valid ``ui`` or ``dashboard`` serves until Ctrl-C: once its port answers, this sends the main thread the
-    KeyboardInterrupt Ctrl-C would, so the command ends as a user ends it."""
+    SIGINT Ctrl-C would (a real signal, which ends the wait for the server's process), so the command ends as a
+    user ends it."""
     port = argv[argv.index("--port") + 1] if "--port" in argv else None
     if argv[0] not in ("ui", "dashboard") or port is None or not port.isdigit() or not 0 < int(port) < 65536:
         yield
@@ -414,7 +429,7 @@ def interrupt_when_serving(argv: list[str]):
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", int(port)), timeout=1):
                 time.sleep(1.0)  # answered: let the command reach its wait before Ctrl-C
                 if not stop.is_set():
-                    _thread.interrupt_main()
+                    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
                 return
             time.sleep(0.2)
 
