@@ -433,6 +433,8 @@ def interrupt_when_serving(argv: list[str]):
                 return
             time.sleep(0.2)
 
+    # Ctrl-C as a terminal delivers it, even where this process was started with SIGINT ignored (a background job)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
@@ -440,6 +442,7 @@ def interrupt_when_serving(argv: list[str]):
     finally:
         stop.set()
         watcher.join()
+        signal.signal(signal.SIGINT, previous)
 
 
 def judge_cli(code: int, stderr: str, argv: list[str]) -> None:
