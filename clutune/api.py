@@ -38,6 +38,24 @@ from typing import TYPE_CHECKING, Any
 
 from clutune.core.config import ConfigSource, Overrides
 from clutune.errors import UserError
+from clutune.guards.arguments import (
+    check_bool,
+    check_choice,
+    check_config,
+    check_int,
+    check_log,
+    check_names,
+    check_optional_int,
+    check_optional_path,
+    check_optional_seed,
+    check_optional_str,
+    check_overrides,
+    check_path,
+    check_paths,
+    check_seed,
+    check_seeds,
+    check_str,
+)
 from clutune.platform.run.log import Log, print_line
 from clutune.platform.run.runtime import set_ray_env
 
@@ -72,6 +90,12 @@ def run(
     log: Log = print_line,
 ) -> RunResult:
     """One method through the scenario in this process (no Ray): ``clutune run``."""
+    _check_command(config, overrides, log, tracking_uri, tracking)
+    check_str("method", method)
+    check_path("out", out)
+    check_optional_seed("seed", seed)
+    check_bool("save_predictions", save_predictions)
+    check_bool("overwrite", overwrite)
     from clutune.platform.run.single_run import RunOptions, run_single
 
     options = RunOptions(method, str(out), seed, save_predictions, overwrite, tracking_uri, tracking)
@@ -95,6 +119,7 @@ def compare(
     log: Log = print_line,
 ) -> CompareResult:
     """Several methods on the same scenario, seeds and oracles, in parallel on Ray: ``clutune compare``."""
+    _check_command(config, overrides, log, tracking_uri, tracking)
     grid = _Grid(methods, seeds, out, overwrite, resume, concurrency, address, num_cpus, tracking_uri, tracking)
     return grid.run("compare", config, overrides, log)
 
@@ -117,6 +142,7 @@ def study(
 ) -> StudyResult:
     """A long-stream stability study (curves per request, drift slopes): ``clutune study``. It runs the grid
     ``compare`` runs, and reports it differently."""
+    _check_command(config, overrides, log, tracking_uri, tracking)
     grid = _Grid(methods, seeds, out, overwrite, resume, concurrency, address, num_cpus, tracking_uri, tracking)
     return grid.run("study", config, overrides, log)
 
@@ -140,6 +166,16 @@ def sweep(
 ) -> SweepResult:
     """Tune a method with Ray Tune and Optuna, oracles trained once: ``clutune sweep``. ``scheduler`` is
     ``"asha"`` or ``"pbt"`` (population-based training over the stream), the same as ``sweep.scheduler``."""
+    _check_command(config, overrides, log, tracking_uri, tracking)
+    check_str("method", method)
+    check_int("trials", trials, minimum=1)
+    check_optional_path("space", space)
+    check_int("concurrency", concurrency, minimum=1)
+    check_bool("resume", resume)
+    check_optional_seed("seed", seed)
+    if scheduler is not None:
+        check_choice("scheduler", scheduler, ("asha", "pbt"))
+    _check_cluster(address, num_cpus)
     set_ray_env(address)
     from clutune.core.config import with_override
     from clutune.platform.run.launch import Cluster
@@ -156,9 +192,8 @@ def aggregate(folders: Sequence[PathLike], *, out: PathLike | None = None) -> Ag
     """The interquartile mean of each method's KL to the oracle over the retrain noise floor, across the (scenario,
     seed) runs of several compare or study folders, with stratified bootstrap intervals: ``clutune aggregate``.
     With ``out`` the table, the scores and the performance profile are also written there."""
-    _check_paths("folders", folders)
-    if out is not None:
-        _check_path("out", out)
+    check_paths("folders", folders)
+    check_optional_path("out", out)
     from clutune.platform.reports.aggregate import aggregate as compute
     from clutune.platform.reports.aggregate import write_aggregate
 
@@ -182,10 +217,13 @@ def oracles(
     ``max_age`` in days and/or ``max_size``, ``"500M"`` or bytes), or describe a cache (``cache_dir`` alone):
     ``clutune oracles``. Training takes the oracle-cache lease every grid command takes, so a prune elsewhere
     spares what it trains. Returns the cache's state after the call and the keys it trained, removed or kept."""
-    _check_bool("prune", prune)
-    if cache_dir is not None:
-        _check_path("cache_dir", cache_dir)
-    _check_optional_int("num_cpus", num_cpus)
+    if config is not None:
+        check_config(config)
+    check_overrides(overrides)
+    check_log(log)
+    check_bool("prune", prune)
+    check_optional_path("cache_dir", cache_dir)
+    _check_cluster(address, num_cpus)
     set_ray_env(address)
     from clutune.core.config import load_config
     from clutune.platform.run.oracles import oracle_options, run_oracles
@@ -209,10 +247,11 @@ def report(
 
     A folder is read as untrusted: only files inside it, its record validated, and the study storage its record
     names is not opened unless given as ``study_storage`` (``log`` says so)."""
-    _check_path("source", source)
-    _check_path("out", out)
-    _check_optional_str("tracking_uri", tracking_uri)
-    _check_optional_str("study_storage", study_storage)
+    check_path("source", source)
+    check_path("out", out)
+    check_optional_str("tracking_uri", tracking_uri)
+    check_optional_str("study_storage", study_storage)
+    check_log(log)
     from clutune.platform.reports.report import write_report
 
     return write_report(str(source), Path(out), tracking_uri, study_storage, log)
@@ -221,9 +260,9 @@ def report(
 def export(experiment: str, *, out: PathLike, tracking_uri: str | None = None) -> pd.DataFrame:
     """Every run of an MLflow experiment as one table in the results schema, written to ``out`` (a .parquet
     file): ``clutune export``. Returns the table."""
-    _check_str("experiment", experiment)
-    _check_path("out", out)
-    _check_optional_str("tracking_uri", tracking_uri)
+    check_str("experiment", experiment)
+    check_path("out", out)
+    check_optional_str("tracking_uri", tracking_uri)
     from clutune.platform.record.export import export_experiment
 
     return export_experiment(experiment, tracking_uri, Path(out))
@@ -235,8 +274,9 @@ def sync(source: PathLike, *, tracking_uri: str | None = None, log: Log = print_
 
     The folder is read as untrusted: only files inside it, its record validated whole before anything is
     written, and the store its record names is not opened unless given as ``tracking_uri`` (``log`` says so)."""
-    _check_path("source", source)
-    _check_optional_str("tracking_uri", tracking_uri)
+    check_path("source", source)
+    check_optional_str("tracking_uri", tracking_uri)
+    check_log(log)
     from clutune.platform.record.sync import sync_folder
 
     return sync_folder(Path(source), tracking_uri, log)
@@ -248,7 +288,9 @@ def check_method(method: str | type[Method], *, seed: int = 0) -> MethodReport:
     not an exception."""
     if not isinstance(method, (str, type)):
         raise UserError(f"method={method!r}: expected a method name or a Method class")
-    _check_int("seed", seed)
+    if isinstance(method, str):
+        check_str("method", method)
+    check_seed("seed", seed)
     from clutune.plugins.check_method import check_method as run_checks
 
     return run_checks(method, seed=seed)
@@ -265,10 +307,11 @@ def ui(
     """Serve the MLflow UI (bound to loopback unless ``host`` says otherwise) and return once it answers:
     ``clutune ui``. ``server.address`` is the runs table of the most recent experiment; ``browser=False`` is
     ``--no-browser``. ``server.wait()`` serves until Ctrl-C, SIGTERM or SIGHUP, ``server.stop()`` ends it."""
-    _check_optional_str("tracking_uri", tracking_uri)
-    _check_str("host", host)
-    _check_int("port", port)
-    _check_bool("browser", browser)
+    check_optional_str("tracking_uri", tracking_uri)
+    check_str("host", host)
+    check_int("port", port)
+    check_bool("browser", browser)
+    check_log(log)
     from clutune.platform.reports.serve import serve_mlflow
 
     return serve_mlflow(tracking_uri, host, port, open_browser=browser, log=log)
@@ -287,10 +330,11 @@ def dashboard(
 
     The folder is read as untrusted: its journal is read only from inside it, and the study storage its record
     names is not opened unless given as ``study_storage``."""
-    _check_path("sweep_dir", sweep_dir)
-    _check_str("host", host)
-    _check_int("port", port)
-    _check_optional_str("study_storage", study_storage)
+    check_path("sweep_dir", sweep_dir)
+    check_str("host", host)
+    check_int("port", port)
+    check_optional_str("study_storage", study_storage)
+    check_log(log)
     from clutune.platform.reports.serve import serve_dashboard
 
     return serve_dashboard(Path(sweep_dir), host, port, study_storage, log=log)
@@ -322,14 +366,17 @@ class _Grid:
     ) -> None:
         from clutune.core import storage
 
-        if isinstance(methods, str) or isinstance(seeds, (str, int)):
-            raise UserError("methods and seeds are lists, e.g. methods=['er', 'ugclu'], seeds=[0, 1]")
-        location = str(out)
+        check_names("methods", methods)
+        check_seeds("seeds", seeds)
+        check_path("out", out)
+        check_bool("overwrite", overwrite)
+        check_bool("resume", resume)
+        check_optional_int("concurrency", concurrency, minimum=1)
+        _check_cluster(address, num_cpus)
+        location = os.fspath(out)
         storage.check_location(location, "--out")
         if storage.is_remote(location):
             raise UserError(f"--out {location}: compare and study write to a folder (a shared mount), not {location}")
-        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-            raise UserError(f"seeds {list(seeds)!r}: expected integers")
         self.methods, self.seeds, self.folder = list(methods), list(seeds), Path(storage.local_path(location))
         self.overwrite, self.resume, self.concurrency = overwrite, resume, concurrency
         self.address, self.num_cpus, self.tracking_uri, self.tracking = address, num_cpus, tracking_uri, tracking
@@ -346,45 +393,18 @@ class _Grid:
         return runner(config, options, overrides, cluster, log)
 
 
-def _check_type(name: str, value: object, kinds: tuple[type, ...], expected: str) -> None:
-    """A wrong type is one line naming the keyword, before anything starts (``True`` is no number here)."""
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise UserError(f"{name}={value!r}: expected {expected}")
+def _check_command(config: object, overrides: object, log: object, tracking_uri: object, tracking: object) -> None:
+    """The arguments every command that runs a config shares."""
+    check_config(config)
+    check_overrides(overrides)
+    check_log(log)
+    check_optional_str("tracking_uri", tracking_uri)
+    check_bool("tracking", tracking)
 
 
-def _check_bool(name: str, value: object) -> None:
-    _check_type(name, value, (bool,), "True or False")
-
-
-def _check_int(name: str, value: object) -> None:
-    _check_type(name, value, (int,), "an integer")
-
-
-def _check_optional_int(name: str, value: object) -> None:
-    if value is not None:
-        _check_int(name, value)
-
-
-def _check_str(name: str, value: object) -> None:
-    _check_type(name, value, (str,), "a string")
-    if not value.strip():
-        raise UserError(f"{name}={value!r}: expected a non-empty string")
-
-
-def _check_optional_str(name: str, value: object) -> None:
-    if value is not None:
-        _check_str(name, value)
-
-
-def _check_path(name: str, value: object) -> None:
-    _check_type(name, value, (str, os.PathLike), "a path")
-
-
-def _check_paths(name: str, values: object) -> None:
-    if isinstance(values, (str, os.PathLike)) or not isinstance(values, Sequence) or not values:
-        raise UserError(f"{name}={values!r}: expected a list of folders")
-    for value in values:
-        _check_path(name, value)
+def _check_cluster(address: object, num_cpus: object) -> None:
+    check_optional_str("address", address)
+    check_optional_int("num_cpus", num_cpus, minimum=1)
 
 
 __all__ = [

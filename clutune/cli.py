@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from clutune.docs_links import docs_page
-from clutune.errors import RunFailed, UserError
+from clutune.errors import DISK_FULL_ERRNOS, DiskFull, RunFailed, UserError
 from clutune.guards.masking import mask
 
 
@@ -234,8 +235,17 @@ def cmd_check_method(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's own refusals (a missing flag, ``--trials abc``) in the one line every other refusal takes;
+    argparse would print the usage first, over several lines, and name the subcommand in the prefix."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("clutune").strip()
+        self.exit(2, f"clutune: error: {message} (see clutune {command + ' ' if command else ''}--help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clutune", description=__doc__)
+    parser = _Parser(prog="clutune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run one method through a scenario and write results.parquet")
@@ -346,7 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a refusal (2), already printed: a status to return, as for the rest
+        return e.code if isinstance(e.code, int) else 2
     try:
         code = args.func(args)
         from clutune.api import tracking_failures
@@ -360,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RunFailed as e:
         print(f"clutune: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a write for want of room outside clutune's own writers (a library's, a log's)
+        if e.errno not in DISK_FULL_ERRNOS:
+            raise
+        print(f"clutune: error: {DiskFull.of(e)}", file=sys.stderr)
         return 1
     except RuntimeError as e:
         from clutune.clu.runner import Diverged

@@ -125,9 +125,9 @@ def test_a_failed_grid_marks_its_parent_failed_from_python(tmp_path):
 def test_bad_options_are_refused_before_anything_exists(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = _config(tmp_path)
-    with pytest.raises(UserError, match="methods and seeds are lists"):
+    with pytest.raises(UserError, match="methods='er': expected a non-empty list of names"):
         clutune.compare(config, methods="er", seeds=[0], out=tmp_path / "c", log=_quiet)
-    with pytest.raises(UserError, match="expected integers"):
+    with pytest.raises(UserError, match="--seeds '0': a seed is an integer"):
         clutune.compare(config, methods=["er"], seeds=["0"], out=tmp_path / "c", log=_quiet)
     with pytest.raises(UserError, match="unknown method"):
         clutune.study(config, methods=["nope"], out=tmp_path / "s", log=_quiet)

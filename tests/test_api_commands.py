@@ -139,7 +139,7 @@ def test_check_method_returns_the_report_the_command_prints():
         clutune.check_method("no_such_method")
     with pytest.raises(UserError, match="method=3: expected a method name"):
         clutune.check_method(3)
-    with pytest.raises(UserError, match="seed='0': expected an integer"):
+    with pytest.raises(UserError, match="--seed '0': a seed is an integer"):
         clutune.check_method("finetune", seed="0")
 
 

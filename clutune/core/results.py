@@ -9,6 +9,7 @@ last copy of each (run, request): a trial that restarts from a checkpoint report
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clutune.core import storage
-from clutune.errors import UserError
+from clutune.errors import UserError, raise_if_disk_full
 
 # Per-request metrics a sweep may minimise (as their mean over the requests).
 OBJECTIVE_METRICS = (
@@ -76,8 +77,16 @@ class ResultStream:
 
     def _new_part(self, run: str, schema: pa.Schema) -> tuple[Any, Any, pa.Schema]:
         n = len(list(self.parts.glob(f"{run}-*.arrows")))
-        f = open(self.parts / f"{run}-{n:04d}.arrows", "wb")  # noqa: SIM115 (kept open across appends)
-        return f, pa.ipc.new_stream(f, schema), schema
+        path = self.parts / f"{run}-{n:04d}.arrows"
+        f = open(path, "wb")  # noqa: SIM115 (kept open across appends)
+        try:
+            writer = pa.ipc.new_stream(f, schema)
+            _sync(f)  # the header on the disk: a later torn append is cut back to whole batches, never below it
+        except BaseException as e:
+            _discard(f, path, 0)
+            raise_if_disk_full(e, path)
+            raise
+        return f, writer, schema
 
     def append(self, run: str, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
@@ -93,9 +102,15 @@ class ResultStream:
         if current is None:
             current = self._open[run] = self._new_part(run, table.schema)
         f, writer, _ = current
-        writer.write_table(table)
-        f.flush()
-        os.fsync(f.fileno())
+        whole = f.tell()  # everything before it is on the disk (the last append synced it)
+        try:
+            writer.write_table(table)
+            _sync(f)
+        except BaseException as e:  # a full disk midway: the part is cut back to its whole batches, and closed
+            self._open.pop(run)
+            _discard(f, Path(f.name), whole)
+            raise_if_disk_full(e, f.name)
+            raise
 
     def close(self, run: str | None = None) -> None:
         for key in [run] if run else list(self._open):
@@ -104,6 +119,22 @@ class ResultStream:
             f, writer, _ = self._open.pop(key)
             writer.close()
             f.close()
+
+
+def _sync(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _discard(f: Any, path: Path, whole: int) -> None:
+    """Close a part whose last write failed and cut it back to its first ``whole`` bytes (none: remove it).
+    Closing flushes what the failed write left buffered, so the cut comes after it."""
+    with contextlib.suppress(OSError):
+        f.close()
+    if whole:
+        os.truncate(path, whole)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def read_parts(folder: Path, run: str | None = None) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from urllib.request import url2pathname
 
 import pyarrow.fs as pafs
 
-from clutune.errors import UserError
+from clutune.errors import UserError, raise_if_disk_full
 from clutune.guards.masking import mask
 
 SCHEMES = ("file", "s3", "gs")
@@ -122,23 +122,54 @@ def write_bytes_to(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     try:
         with fs.open_output_stream(tmp) as f:
             f.write(data)
+        if isinstance(fs, pafs.LocalFileSystem):
+            _fsync(Path(tmp))
         fs.move(tmp, path)
-    except BaseException:
+    except BaseException as e:
         _delete_quietly(fs, tmp)
+        raise_if_disk_full(e, mask(path))
         raise
 
 
 def write_local_atomic(path: Path, writer: Callable[[Path], None]) -> None:
-    """A local file written whole or not at all: ``writer`` fills a temporary sibling, which is moved over
-    ``path`` only when it returned; when it raises, the sibling goes and the previous file stays whole."""
+    """A local file written whole or not at all: ``writer`` fills a temporary sibling, which is flushed to the
+    disk and moved over ``path`` only when it returned; when it raises (a full disk midway), the sibling goes and
+    the previous file stays whole. A writer that picks a format from the name must be told it: the sibling's
+    name ends in ``.tmp``."""
     path = Path(path)
     tmp = Path(temporary_sibling(str(path.parent), path.name))
     try:
         writer(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        raise_if_disk_full(e, path)
         raise
+    _fsync_folder(path.parent)
+
+
+def write_local_text(path: Path, text: str) -> None:
+    """:func:`write_local_atomic` of a text file (UTF-8)."""
+    write_local_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _fsync(path: Path) -> None:
+    """The file's bytes on the disk before its rename makes it visible: after a crash the name never points at
+    a file the disk holds only part of."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """The rename itself made durable; a filesystem that cannot sync a folder (some network mounts) is left be."""
+    try:
+        _fsync(folder)
+    except OSError:
+        pass
 
 
 def exists(location: str) -> bool:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from clutune.core.storage import write_local_atomic
 
 CACHE_ENV = "CLUTUNE_DATA_CACHE"
 _CHUNK = 1 << 20
@@ -68,14 +69,12 @@ def write_arrays(path: Path, arrays: dict[str, np.ndarray], what: str) -> None:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
     except OSError as e:
         warnings.warn(f"{what} cache not written to {path}: {e}", stacklevel=3)
         return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_local_atomic(path, lambda tmp: _savez(tmp, arrays))
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with path.open("wb") as f:  # a file object: given a name, np.savez would append .npz to it
+        np.savez(f, **arrays)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
 import torch
 
+from clutune.core.storage import write_local_atomic
 from clutune.data.dataset import Dataset, make_dataset
 
 
@@ -38,10 +38,7 @@ def _cached(samples: int | None) -> tuple[torch.Tensor, ...]:
             path.unlink(missing_ok=True)  # a torn file from a crash elsewhere: regenerate
     tensors = _generate(samples)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="tmp-mnist1d-", suffix=".pt")
-    os.close(fd)
-    torch.save(list(tensors), tmp)
-    os.replace(tmp, path)
+    write_local_atomic(path, lambda tmp: torch.save(list(tensors), tmp))
     return tensors
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from clutune.core.storage import write_local_text
 from clutune.guards.masking import drop_masked_password
 from clutune.platform.record.tracking import SweepTracker
 from clutune.platform.reports.plots import method_plots, optuna_html, run_plots
@@ -108,7 +109,7 @@ def publish_sweep(
         tracker.log_artifact(None, path, "plots")
         written.append(path)
     best = sweep_dir / "best_trials.md"
-    best.write_text(best_trials_markdown(trials, columns))
+    write_local_text(best, best_trials_markdown(trials, columns))
     tracker.log_artifact(None, best)
     return written + [best]
 

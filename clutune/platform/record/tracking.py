@@ -315,12 +315,13 @@ class SweepTracker:
         folder = Path(self.sweep_dir) / RECORD_DIR
         folder.mkdir(parents=True, exist_ok=True)
         for name, frame in tables.items():
-            frame.to_csv(folder / name, index=False)
+            write_local_atomic(folder / name, lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
             self.log_artifact(None, folder / name)
         for name, fig in plots.items():
             (Path(self.sweep_dir) / "plots").mkdir(parents=True, exist_ok=True)
-            fig.savefig(Path(self.sweep_dir) / "plots" / name, dpi=100)
-            self.log_artifact(None, Path(self.sweep_dir) / "plots" / name)
+            path = Path(self.sweep_dir) / "plots" / name
+            write_local_atomic(path, lambda tmp, fig=fig: fig.savefig(tmp, dpi=100, format="png"))
+            self.log_artifact(None, path)
         self._save_record()
         if self.parent_id:
             self.client.log_batch(

@@ -28,6 +28,7 @@ pandas 3.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -36,11 +37,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
+from clutune.core.storage import write_local_atomic, write_local_text
 from clutune.errors import UserError
 from clutune.platform.record.tracking import RECORD_DIR
 
@@ -100,8 +103,11 @@ def _scenario(folder: Path) -> str:
     """The scenario's name as its record states it, with the folder's name to tell two runs of one preset."""
     record = folder / RECORD_DIR / "record.json"
     name = ""
-    if record.exists():
-        name = (json.loads(record.read_text()).get("config") or {}).get("name", "")
+    with contextlib.suppress(OSError, ValueError):  # a damaged record only costs the scenario its name
+        data = json.loads(record.read_text())
+        config = data.get("config") if isinstance(data, dict) else None
+        name = config.get("name", "") if isinstance(config, dict) else ""
+    name = name if isinstance(name, str) else ""
     return f"{name} ({folder.name})" if name and name != folder.name else folder.name
 
 
@@ -109,9 +115,12 @@ def _read_rows(folder: Path) -> pd.DataFrame:
     path = folder / "results.parquet"
     if not path.is_file():
         raise UserError(f"aggregate: {folder} holds no results.parquet: not a compare or study folder")
-    present = set(pq.read_schema(path).names)
-    wanted = ["method", "seed", "run_id", "request", METRIC, FLOOR_COLUMN, *IDENTITY]
-    return pd.read_parquet(path, columns=list(dict.fromkeys(c for c in wanted if c in present)))
+    try:
+        present = set(pq.read_schema(path).names)
+        wanted = ["method", "seed", "run_id", "request", METRIC, FLOOR_COLUMN, *IDENTITY]
+        return pd.read_parquet(path, columns=list(dict.fromkeys(c for c in wanted if c in present)))
+    except (OSError, ValueError, pa.ArrowException) as e:  # ArrowInvalid is a ValueError; a truncated file too
+        raise UserError(f"aggregate: {path} is not a results table: {str(e).splitlines()[0]}") from None
 
 
 def _floor(folder: Path, rows: pd.DataFrame, per_run: pd.DataFrame) -> Floor:
@@ -339,7 +348,7 @@ def profile_figure(result: Aggregate, path: Path) -> Figure:
     ax.set_title(f"Performance profile over {n} scenario{'s' if n != 1 else ''} (95% stratified bootstrap bands)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.savefig(path, format="png")
+    write_local_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     return fig
 
 
@@ -392,10 +401,9 @@ def write_aggregate(folders: list[Path], out: Path, reps: int = REPS) -> Aggrega
         raise UserError(f"--out {out} exists and is not a folder")
     result = aggregate(folders, reps)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "aggregate.md").write_text(markdown(result))
-    result.table.to_csv(out / "aggregate.csv", index=False)
-    result.scores.to_csv(out / "scores.csv", index=False)
-    result.floors.to_csv(out / "floors.csv", index=False)
+    write_local_text(out / "aggregate.md", markdown(result))
+    for name, frame in (("aggregate.csv", result.table), ("scores.csv", result.scores), ("floors.csv", result.floors)):
+        write_local_atomic(out / name, lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
     profile_figure(result, out / "performance_profile.png")
     return result
 

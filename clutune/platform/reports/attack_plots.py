@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from clutune.core.epsilon import BUCKET_WIDTH, EPSILON_CAP
 from clutune.core.shadows import SCORES_DIR, read_attack_scores
+from clutune.core.storage import write_local_atomic
 from clutune.core.ulira import FPR_POINTS, auc, roc, tpr_at
 from clutune.guards.received_folder import ReceivedFolder
 from clutune.platform.reports.epsilon_report import CEILING
@@ -46,7 +47,7 @@ def _figure(ncols: int, nrows: int = 1) -> tuple[Any, Any]:
 
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    write_local_atomic(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
     return path
 
 

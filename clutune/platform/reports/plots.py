@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from clutune.core.storage import write_local_atomic, write_local_text
 from clutune.platform.reports.relapse_report import relapse_frame
 
 PLOT_PX = (1200, 600)
@@ -48,7 +49,8 @@ def _save(fig: Any, path: Path) -> Path:
     """Fixed margins (``MARGINS``) instead of tight_layout, which measures every text on the figure once more
     and was a third of a figure's CPU; PNG compression at its fastest level, another tenth. A sweep draws
     these for every trial on the driver, next to the trials."""
-    fig.savefig(_mkdir(path), dpi=DPI, pil_kwargs={"compress_level": 1})
+    options = {"format": "png", "dpi": DPI, "pil_kwargs": {"compress_level": 1}}
+    write_local_atomic(_mkdir(path), lambda tmp: fig.savefig(tmp, **options))
     return path
 
 
@@ -297,7 +299,8 @@ def optuna_html(storage: Any, study_name: str, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for name, figure in optuna_figures(storage, study_name).items():
-        figure.write_html(folder / f"{name}.html", include_plotlyjs=True, full_html=True)
+        html = figure.to_html(include_plotlyjs=True, full_html=True)
+        write_local_text(folder / f"{name}.html", html)
         out.append(folder / f"{name}.html")
     return out
 

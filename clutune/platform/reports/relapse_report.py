@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from clutune.core.storage import write_local_atomic
+
 RELAPSE_FILE = "relapse.csv"
 COLUMNS = (
     "method",
@@ -49,7 +51,7 @@ def write_relapse(rows: pd.DataFrame, folder: Path) -> Path | None:
     if frame.empty:
         return None
     path = Path(folder) / RELAPSE_FILE
-    frame.to_csv(path, index=False)
+    write_local_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
     return path
 
 

@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from clutune.clu.diagnostics import drift_slope
+from clutune.core.storage import write_local_atomic
 from clutune.platform.reports.plots import no_values, sparse_line
 from clutune.platform.reports.stats import is_paired, markdown, method_table, t_interval
 
@@ -101,7 +102,7 @@ def plot_curves(rows: pd.DataFrame, path: Path) -> Figure:
     for ax in axes[len(metrics) :]:
         ax.axis("off")
     fig.suptitle(f"Long-stream study: {n_requests} requests, {len(methods)} methods, {_seed_counts(rows)}")
-    fig.savefig(path, format="png")
+    write_local_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     return fig
 
 

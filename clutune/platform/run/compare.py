@@ -36,6 +36,7 @@ from clutune.core.experiment import (
     validate_methods_section,
 )
 from clutune.core.results import check_out_dir
+from clutune.core.storage import write_local_atomic, write_local_text
 from clutune.errors import UserError
 from clutune.guards.folder_lock import check_unlocked, folder_lock
 from clutune.guards.seeds import check_seed_option
@@ -315,9 +316,9 @@ def grid_epsilon(
     per_request, summary, examples = epsilon_frames(
         out, rows, options.methods, prep.scenario, scored, accuracies, cfg.evaluation.epsilon.bootstrap
     )
-    per_request.to_csv(out / "epsilon.csv", index=False)
-    summary.to_csv(out / "epsilon_summary.csv", index=False)
-    examples.to_csv(out / "epsilon_examples.csv", index=False)
+    write_local_atomic(out / "epsilon.csv", lambda tmp: per_request.to_csv(tmp, index=False))
+    write_local_atomic(out / "epsilon_summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+    write_local_atomic(out / "epsilon_examples.csv", lambda tmp: examples.to_csv(tmp, index=False))
     return summary, None
 
 
@@ -336,8 +337,8 @@ def grid_klom(
         write_floor_margins(out, k, ray.get(floors[k]), prep.dataset)
     estimator = prep.config.evaluation.klom.estimator
     per_request, summary = klom_frames(out, rows, options.methods, prep.scenario, scored, estimator)
-    per_request.to_csv(out / "klom.csv", index=False)
-    summary.to_csv(out / "klom_summary.csv", index=False)
+    write_local_atomic(out / "klom.csv", lambda tmp: per_request.to_csv(tmp, index=False))
+    write_local_atomic(out / "klom_summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
     return summary, None
 
 
@@ -353,7 +354,7 @@ def run_compare(
     with method_grid("compare", loaded, bare_overrides(overrides), options, cluster or Cluster(), log) as done:
         table = summary_table(done.rows)
         text = format_table(table) + "\n\n" + done.klom_text
-        (done.out / "comparison.md").write_text(text + "\n")
+        write_local_text(done.out / "comparison.md", text + "\n")
         done.tracker.log_text(done.tracker.parent_id, text, "comparison.md")
         publish_grid(done.tracker, done.out, done.rows, f"{done.config.name} compare")  # figures: plots/, MLflow
         done.tracker.finish({}, {"comparison.csv": table.reset_index()}, {})

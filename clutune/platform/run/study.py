@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from clutune.core.config import ConfigSource, Overrides, bare_overrides, load_config
+from clutune.core.storage import write_local_text
 from clutune.platform.record.publish import publish_grid
 from clutune.platform.reports.plots import relapse_plot
 from clutune.platform.reports.study_report import (
@@ -71,7 +72,7 @@ def run_study(
         relapse = relapse_plot(rows, done.out / "relapse.png", f"{done.config.name} study")
         if relapse is not None:  # do unlearned sets come back as the stream goes on? (relapse.csv beside it)
             done.tracker.client.log_artifact(done.tracker.parent_id, str(relapse))
-        (done.out / STUDY_SUMMARY).write_text(header + summary_markdown(rows) + "\n" + done.klom_text)
+        write_local_text(done.out / STUDY_SUMMARY, header + summary_markdown(rows) + "\n" + done.klom_text)
         tracker = done.tracker
         tracker.client.log_artifact(tracker.parent_id, str(done.out / CURVES))
         tracker.client.log_artifact(tracker.parent_id, str(done.out / STUDY_SUMMARY))

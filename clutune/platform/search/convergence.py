@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from ray.tune import Stopper
 
+from clutune.core.storage import write_local_atomic
 from clutune.platform.internals import exact_hypervolume
 
 CSV = "convergence.csv"
@@ -260,8 +261,9 @@ def figure(conv: Convergence) -> Any:
 def write(conv: Convergence, folder: Path) -> list[Path]:
     """``convergence.csv`` and ``convergence.png`` in the sweep folder; the paths written."""
     folder = Path(folder)
-    conv.curve.to_csv(folder / CSV, index=False)
-    figure(conv).savefig(folder / PLOT, dpi=100)
+    fig = figure(conv)
+    write_local_atomic(folder / CSV, lambda tmp: conv.curve.to_csv(tmp, index=False))
+    write_local_atomic(folder / PLOT, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     return [folder / CSV, folder / PLOT]
 
 

@@ -523,7 +523,7 @@ def _summarize(
         tables["pareto.csv"] = front
     if confirmed is not None:
         tables["confirmed.csv"] = confirmed
-        confirmed.to_csv(sweep_dir / "confirmed.csv", index=False)
+        storage.write_local_atomic(sweep_dir / "confirmed.csv", lambda tmp: confirmed.to_csv(tmp, index=False))
     results = sweep_dir / "results.parquet"
     plots = {}
     if results.exists():
@@ -532,5 +532,5 @@ def _summarize(
     record = conv.parent_record()  # the reference point and the verdict, on the parent run
     metrics = {**best.get("metrics", {}), **record["metrics"]}  # confirmed objectives and the verdict
     tracker.finish({**best, "params": record["params"], "metrics": metrics}, tables, plots)
-    trials.to_csv(sweep_dir / "trials.csv", index=False)
+    storage.write_local_atomic(sweep_dir / "trials.csv", lambda tmp: trials.to_csv(tmp, index=False))
     return best
