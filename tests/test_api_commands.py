@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import ray
 from mlflow.tracking import MlflowClient
 
 import clutune
@@ -49,7 +50,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_oracles_trains_under_the_lease_then_prunes(local_ray, tmp_path):
+def test_oracles_trains_under_the_lease_then_prunes(tmp_path, capfd):
     config = _config(tmp_path)
     cache = OracleCache(tmp_path / "oracles")
     lines: list[str] = []
@@ -60,12 +61,17 @@ def test_oracles_trains_under_the_lease_then_prunes(local_ray, tmp_path):
         if line.startswith("[1/"):  # an oracle has finished, the others may still train
             leased_while_training.append(cache.leased_keys())
 
+    starts_ray = not ray.is_initialized()  # another test of the session may hold Ray already
     first = clutune.oracles(config, log=log)
     assert lines[0] == "3 distinct oracles for 3 requests; 0 already cached"
     assert len(first.trained) == 3 and first.oracles == 3 and first.bytes > 0
     assert leased_while_training == [set(first.trained)]  # the same lease a grid command takes
     assert cache.leased_keys() == set()  # and it ends with the call
     assert first.root == cache.root and first.size.endswith(("K", "M"))
+    # Nothing reaches the terminal: Ray's start line, where the call started Ray, is in the cache's libraries.log
+    assert capfd.readouterr() == ("", "")
+    if starts_ray:
+        assert "Started a local Ray instance" in (Path(cache.root) / "libraries.log").read_text()
 
     again = clutune.oracles(config, overrides={"oracle.epochs": 2}, log=_quiet)
     assert again.trained == [] and again.oracles == 3

@@ -7,14 +7,19 @@ being trained), and Ray started only when an oracle is missing, shut down again 
 
 from __future__ import annotations
 
+import contextlib
 import re
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from clutune.core import storage
 from clutune.core.config import Config, OracleConfig
 from clutune.core.oracle import OracleCache
 from clutune.errors import UserError
-from clutune.platform.run.log import Log, print_line
+from clutune.platform.run.log import Log, libraries_logged, print_line
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -118,7 +123,7 @@ def train_oracles(config: Config, address: str | None, num_cpus: int | None, log
         )
         if not plan.missing:
             return []
-        with local_ray(cluster):
+        with _library_log_folder(prep.cache.root) as folder, libraries_logged(folder, log), local_ray(cluster):
             refs = submit_oracles(prep, plan)
             pending = {refs[k]: k for k in plan.missing}
             while pending:
@@ -129,6 +134,17 @@ def train_oracles(config: Config, address: str | None, num_cpus: int | None, log
                 cost = f"{outputs.seconds:.1f} s, {outputs.samples_processed} samples"
                 log(f"[{done}/{len(plan.missing)}] oracle {key}: {cost}")
     return plan.missing
+
+
+@contextlib.contextmanager
+def _library_log_folder(cache_root: str) -> Iterator[Path]:
+    """Where Ray's lines go while oracles train (``libraries.log``): the cache folder, which is the command's only
+    folder; for a remote cache a temporary one, kept for the call (the lines' warnings still reach ``log``)."""
+    if not storage.is_remote(cache_root):
+        yield Path(cache_root)
+        return
+    with tempfile.TemporaryDirectory(prefix="clutune-oracles-") as scratch:
+        yield Path(scratch)
 
 
 def run_oracles(
