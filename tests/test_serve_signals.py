@@ -83,7 +83,16 @@ def test_a_signal_stops_the_server_and_its_whole_group(tmp_path, command, sig, f
         args = ["dashboard", str(_journal_sweep(tmp_path / "sweep"))]
         health = f"http://127.0.0.1:{port}/api/studies"
     cmd = [sys.executable, "-m", "clutune.cli", *args, "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        # a test run started under nohup ignores SIGHUP, and a child inherits that; clutune keeps an ignored
+        # SIGHUP ignored (the test below), so each case starts from the default disposition of its signal
+        preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL),
+    )
     try:
         _wait_answer(health, proc)
         (server,) = _children(proc.pid)
