@@ -159,6 +159,7 @@ def _journal_sweep(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # an MLflow server start: `make test` runs it (docs/testing.md)
 def test_dashboard_and_ui_return_a_running_server_that_stops(tmp_path):
     lines: list[str] = []
     port = _free_port()

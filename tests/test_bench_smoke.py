@@ -52,6 +52,7 @@ print("spans ok")
     assert done.stdout.rstrip().endswith("spans ok")
 
 
+@pytest.mark.slow  # a CNN trained on fake CIFAR-10 images: `make test` runs it (docs/testing.md)
 def test_gpu_bench_runs_on_fake_cifar10_on_the_cpu(tmp_path):
     _run("fake_cifar10.py", str(tmp_path / "cifar"), "--train", "64", "--test", "16", cwd=tmp_path)
     tiny = ["--root", str(tmp_path / "cifar"), "--out", str(tmp_path), "--device", "cpu", "--model", "cnn"]

@@ -146,6 +146,7 @@ def _walk(client: MlflowClient, run_id: str, path: str) -> list:
     return out
 
 
+@pytest.mark.slow  # its store fixture is a compare and a sweep on Ray: `make test` runs it (docs/testing.md)
 def test_export_reads_back_one_row_per_run_and_request(store, tmp_path):
     out = tmp_path / "export.parquet"
     assert main(["export", "--experiment", "tiny-browse", "--tracking-uri", store["uri"], "--out", str(out)]) == 0
@@ -164,6 +165,7 @@ def test_export_reads_back_one_row_per_run_and_request(store, tmp_path):
     assert ours["kl_oracle_all"].to_numpy() == pytest.approx(theirs["kl_oracle_all"].to_numpy())
 
 
+@pytest.mark.slow  # its store fixture is a compare and a sweep on Ray: `make test` runs it (docs/testing.md)
 def test_report_is_one_offline_page_with_the_table_plots_and_config(store, tmp_path):
     out = tmp_path / "report.html"
     assert main(["report", str(store["compare"]), "--out", str(out)]) == 0
@@ -181,6 +183,7 @@ def test_report_is_one_offline_page_with_the_table_plots_and_config(store, tmp_p
     assert "Optuna study" in sweep_page.read_text()
 
 
+@pytest.mark.slow  # its store fixture is a compare and a sweep on Ray: `make test` runs it (docs/testing.md)
 def test_dashboard_answers_on_loopback_only(store, free_port):
     port = free_port()
     proc = subprocess.Popen(

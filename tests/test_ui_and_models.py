@@ -18,6 +18,7 @@ from clutune.errors import UserError
 from clutune.models import build_model
 
 
+@pytest.mark.slow  # an MLflow server start: `make test` runs it (docs/testing.md)
 def test_ui_serves_mlflow_on_loopback(tmp_path, free_port):
     port = free_port()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

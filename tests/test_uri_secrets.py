@@ -78,6 +78,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # an MLflow server start: `make test` runs it (docs/testing.md)
 def test_ui_puts_the_tracking_uri_on_no_command_line(tmp_path):
     store = tmp_path / "store-name-that-must-stay-private.db"
     port = _free_port()
