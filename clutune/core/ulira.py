@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from clutune.core.margins import correct_class_margin
+
 FPR_POINTS = (0.01, 0.001)  # the false-positive rates the attack's TPR is reported at
 # A side's spread is floored at this share of its median spread over examples: with a handful of shadows one
 # example can get a near-zero spread, and its ratio would then outrank every other example on its own.
@@ -28,15 +30,9 @@ SPREAD_FLOOR = 0.1
 
 
 def confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """log p − log(1 − p) of the true class per row of ``logits`` (..., n, C), computed stably: the true
-    class's logit minus the logsumexp of the others (float64)."""
-    z = np.asarray(logits, dtype=np.float64)
-    rows = np.arange(z.shape[-2])
-    correct = z[..., rows, labels]
-    others = z.copy()
-    others[..., rows, labels] = -np.inf
-    top = others.max(axis=-1)
-    return correct - (top + np.log(np.exp(others - top[..., None]).sum(axis=-1)))
+    """log p − log(1 − p) of the true class per row of ``logits`` (..., n, C): LiRA's logit-scaled confidence,
+    which is KLoM's correct-class margin (the true class's logit minus the logsumexp of the others), float64."""
+    return correct_class_margin(logits, labels)
 
 
 def membership(n_samples: int, shadows: int, seed: int) -> np.ndarray:
