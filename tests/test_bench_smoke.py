@@ -63,6 +63,7 @@ def test_gpu_bench_runs_on_fake_cifar10_on_the_cpu(tmp_path):
         assert record["mode"] == mode and record["result"]
 
 
+@pytest.mark.slow  # a bench script's grid on Ray: `make test` runs it (docs/testing.md)
 def test_compare_tables_rebuilds_its_tables_from_earlier_batches(tmp_path):
     rng = np.random.default_rng(0)
     for preset in ("digits-agnostic-class", "digits-random"):

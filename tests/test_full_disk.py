@@ -86,7 +86,8 @@ def _whole(path: Path) -> None:
         raise AssertionError(f"a file of an unexpected kind: {path}")
 
 
-@pytest.mark.parametrize("where", ["parts", "plots"])
+# parts/ in the fast loop, plots/ in `make test` (each a run in a child process)
+@pytest.mark.parametrize("where", ["parts", pytest.param("plots", marks=pytest.mark.slow)])
 def test_a_full_disk_is_one_line_and_leaves_every_file_whole_or_absent(tmp_path, cached, where):
     config, cache, sizes = cached
     (part,) = [n for n in sizes if n.startswith("parts/")]
@@ -114,4 +115,3 @@ def test_a_full_disk_is_one_line_and_leaves_every_file_whole_or_absent(tmp_path,
     if where == "parts":  # cut back to whole batches, not removed: the rows measured before the limit are kept
         with pa.ipc.open_stream((out / part).read_bytes()) as reader:
             assert 0 < reader.read_all().num_rows < len(CONFIG["scenario"]["requests"])
-

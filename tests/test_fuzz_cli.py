@@ -174,7 +174,7 @@ def workspace():
 
 
 @settings(
-    max_examples=int(os.environ.get("CLUTUNE_FUZZ_EXAMPLES", "50")),
+    max_examples=int(os.environ.get("CLUTUNE_FUZZ_EXAMPLES", "25")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     print_blob=True,

@@ -5,7 +5,7 @@ linking out), and hostile flag values.
 
 Each input succeeds, or fails with a non-zero status and one line ``clutune: error: ...`` (the API: one UserError
 or RunFailed line), never a traceback, and changes no file outside the places it names for writing. The suite
-draws a modest number of inputs (``CLUTUNE_FUZZ_EXAMPLES``, 20 by default); bench/fuzz.py draws many more and
+draws a modest number of inputs (``CLUTUNE_FUZZ_EXAMPLES``, 10 by default); bench/fuzz.py draws many more and
 records the outcome in bench/results/fuzz.md. A failure prints the falsifying input and a
 ``@reproduce_failure`` line that replays it.
 """
@@ -38,7 +38,7 @@ import clutune
 from clutune.cli import main
 from clutune.errors import RunFailed, UserError
 
-EXAMPLES = int(os.environ.get("CLUTUNE_FUZZ_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("CLUTUNE_FUZZ_EXAMPLES", "10"))
 LOG = os.environ.get("CLUTUNE_FUZZ_LOG")  # bench/fuzz.py: one JSON line per input drawn
 
 

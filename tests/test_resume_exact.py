@@ -16,7 +16,10 @@ FAST = {"epochs_per_learn": 2, "iters_per_unlearn": 10}
 VARYING = {"run_id", "seconds", "step_seconds", "rss_mb", "oracle_seconds", "oracle_cached"}
 
 
-@pytest.mark.parametrize("method", ["ugclu", "derpp", "clpu", "retrain"])
+# ugclu in the fast loop, the other methods in `make test`
+@pytest.mark.parametrize(
+    "method", ["ugclu", *(pytest.param(m, marks=pytest.mark.slow) for m in ("derpp", "clpu", "retrain"))]
+)
 def test_resume_from_checkpoint_equals_uninterrupted_run(method, tmp_path):
     preset = "digits-task-aware" if method == "clpu" else "digits-agnostic-class"
     config = load_config(preset, [f"oracle.cache_dir={tmp_path}", "oracle.epochs=3", "device=cpu"])

@@ -27,6 +27,7 @@ def _kl_forgotten(forget_sets, **over) -> list[float]:
     return values
 
 
+@pytest.mark.slow  # a calibration against the authors' numbers over three forget sets: `make test` runs it
 def test_sfron_kl_on_forgotten_samples_is_near_the_reference(forget_sets):
     unlearned = _kl_forgotten(forget_sets)
     slow_only = _kl_forgotten(forget_sets, alpha0=0.0)

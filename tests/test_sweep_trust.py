@@ -50,6 +50,7 @@ def _child_history(uri, summary, role="trial"):
     return client, [r for r in runs if r.data.tags["clutune.role"] == role]
 
 
+@pytest.mark.slow  # its fixture is a multi-seed sweep with confirmation on Ray: `make test` runs it (docs/testing.md)
 def test_multi_seed_trial_reports_the_mean_of_single_seed_runs(multi_seed):
     tmp, sets, uri, summary = multi_seed
     config = load_config("digits-agnostic-class", sets)
@@ -73,6 +74,7 @@ def test_multi_seed_trial_reports_the_mean_of_single_seed_runs(multi_seed):
                 assert history[k] == pytest.approx(expected, rel=1e-9, abs=1e-12), (trial_id, metric, k)
 
 
+@pytest.mark.slow  # its fixture is a multi-seed sweep with confirmation on Ray: `make test` runs it (docs/testing.md)
 def test_robust_objective_is_mean_plus_kappa_std_over_seeds(multi_seed):
     tmp, _, _, summary = multi_seed
     rows = pd.read_parquet(summary.sweep_dir / "results.parquet")
@@ -86,6 +88,7 @@ def test_robust_objective_is_mean_plus_kappa_std_over_seeds(multi_seed):
         assert shift == pytest.approx(KAPPA * trial["std_kl_oracle_all"], rel=1e-9)
 
 
+@pytest.mark.slow  # its fixture is a multi-seed sweep with confirmation on Ray: `make test` runs it (docs/testing.md)
 def test_confirmation_uses_only_fresh_seeds_and_lands_on_the_parent(multi_seed):
     tmp, _, uri, summary = multi_seed
     rows = pd.read_parquet(summary.sweep_dir / "confirm" / "results.parquet")

@@ -178,6 +178,7 @@ def _fails_for_two(config: dict) -> None:
     tune.report({"score": config["x"]})
 
 
+@pytest.mark.slow  # a Ray grid with a failing run: `make test` runs it (docs/testing.md)
 def test_a_fixed_grid_with_a_failed_run_is_refused(local_ray, tmp_path):
     path, fs = ts.tune_storage(str(tmp_path / "tune"))
     run_config = tune.RunConfig(name="grid", storage_path=path, storage_filesystem=fs, verbose=0)

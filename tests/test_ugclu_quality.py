@@ -14,6 +14,7 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("oracles")
 
 
+@pytest.mark.slow  # a quality check on two full presets: `make test` runs it (docs/testing.md)
 @pytest.mark.parametrize("preset", ["digits-agnostic-class", "digits-random"])
 def test_ugclu_is_closer_to_the_oracle_than_finetune(preset, cache):
     config = load_config(preset, [f"oracle.cache_dir={cache}", "device=cpu"])
