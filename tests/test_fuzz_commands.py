@@ -5,7 +5,7 @@ linking out), and hostile flag values.
 
 Each input succeeds, or fails with a non-zero status and one line ``clutune: error: ...`` (the API: one UserError
 or RunFailed line), never a traceback, and changes no file outside the places it names for writing. The suite
-draws a modest number of inputs (``CLUTUNE_FUZZ_EXAMPLES``, 10 by default); bench/fuzz.py draws many more and
+draws a modest number of inputs (``CLUTUNE_FUZZ_EXAMPLES``, 20 by default); bench/fuzz.py draws many more and
 records the outcome in bench/results/fuzz.md. A failure prints the falsifying input and a
 ``@reproduce_failure`` line that replays it.
 """
@@ -38,7 +38,7 @@ import clutune
 from clutune.cli import main
 from clutune.errors import RunFailed, UserError
 
-EXAMPLES = int(os.environ.get("CLUTUNE_FUZZ_EXAMPLES", "10"))
+EXAMPLES = int(os.environ.get("CLUTUNE_FUZZ_EXAMPLES", "20"))
 LOG = os.environ.get("CLUTUNE_FUZZ_LOG")  # bench/fuzz.py: one JSON line per input drawn
 
 
@@ -97,6 +97,7 @@ FUZZ = settings(
 )
 
 
+@pytest.mark.slow  # the command fuzzer: in `make test` (the default suite), with the inputs it found kept fast below
 @FUZZ
 @given(data=st.data())
 def test_every_command_succeeds_or_fails_in_one_line_and_writes_only_where_told(workspace, data):
@@ -120,6 +121,7 @@ def test_every_command_succeeds_or_fails_in_one_line_and_writes_only_where_told(
     assert changed(before, snapshot(workspace.root, allowed)) == [], (argv, stderr.getvalue())
 
 
+@pytest.mark.slow  # the API fuzzer: in `make test` (the default suite), with the inputs it found kept fast below
 @FUZZ
 @given(data=st.data())
 def test_every_api_function_returns_or_raises_one_line_and_writes_only_where_told(workspace, data):

@@ -115,7 +115,9 @@ def test_an_unsupported_location_is_one_line_before_any_work(
 @pytest.mark.parametrize(
     ("address", "message"),
     [
-        ("127.0.0.1:FREE_PORT", "no Ray cluster answers at 127.0.0.1:"),
+        pytest.param(
+            "127.0.0.1:FREE_PORT", "no Ray cluster answers at 127.0.0.1:", marks=pytest.mark.slow
+        ),  # waits too
         pytest.param("http://127.0.0.1:8265", "dashboard address", marks=pytest.mark.slow),  # waits out a connection
     ],
 )

@@ -47,6 +47,7 @@ def test_masked_secrets_are_dropped_before_a_recorded_uri_is_used_again():
     assert drop_masked_password(mask(f"s3://b/p?secret_key={SECRET}")) == "s3://b/p"
 
 
+@pytest.mark.slow  # waits out pyarrow's S3 connection attempts: `make test` runs it (docs/testing.md)
 def test_an_s3_netloc_with_credentials_never_becomes_a_path_an_error_prints():
     fs, path = resolve(f"s3://AK:{SECRET}@bkt/x?region=us-east-1")
     assert path == "bkt/x"
