@@ -41,6 +41,7 @@ def test_compare_and_sweep_from_a_dict_return_what_they_wrote(tmp_path, monkeypa
     config = _config(tmp_path)
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
+    ray_before = ray.is_initialized()  # another test of the session may hold Ray: a call leaves it as it was
     first = clutune.compare(
         config,
         methods=["er", "finetune"],
@@ -50,7 +51,7 @@ def test_compare_and_sweep_from_a_dict_return_what_they_wrote(tmp_path, monkeypa
         tracking_uri=uri,
         log=_quiet,
     )
-    assert not ray.is_initialized()  # the call started Ray and shut it down
+    assert ray.is_initialized() == ray_before  # a Ray the call started is shut down with it
     on_disk = pd.read_parquet(tmp_path / "c1" / "results.parquet")
     pd.testing.assert_frame_equal(first.rows.reset_index(drop=True), on_disk.reset_index(drop=True))
     assert len(first.rows) == 2 * 2 * 3 and set(first.table.index) == {"er", "finetune"}
@@ -79,7 +80,7 @@ def test_compare_and_sweep_from_a_dict_return_what_they_wrote(tmp_path, monkeypa
     found = clutune.sweep(
         config, method="er", trials=2, concurrency=1, overrides={**FAST, "lr": 0.02}, tracking_uri=uri, log=_quiet
     )
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == ray_before
     assert len(found.trials) == 2 and (found.trials["requests_done"] == 3).all()
     pd.testing.assert_frame_equal(
         found.trials.reset_index(drop=True), pd.read_csv(found.sweep_dir / "trials.csv"), check_dtype=False
@@ -103,6 +104,7 @@ def test_a_failed_grid_marks_its_parent_failed_from_python(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # ugclu with a huge unlearning step diverges; a fixed grid refuses to summarise a run it lost
     wild = {"epochs_per_learn": 1, "iters_per_unlearn": 5, "alpha0_unlearn": 1e5, "clip": 0.0, "K_in": 0}
+    ray_before = ray.is_initialized()
     with pytest.raises(RunFailed):
         clutune.compare(
             _config(tmp_path),
@@ -119,7 +121,7 @@ def test_a_failed_grid_marks_its_parent_failed_from_python(tmp_path):
         r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("clutune.role") == "compare"
     ]
     assert [p.info.status for p in parents] == ["FAILED"]
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == ray_before  # a failed grid shuts down a Ray it started too
 
 
 def test_bad_options_are_refused_before_anything_exists(tmp_path, monkeypatch):
