@@ -29,18 +29,9 @@ import numpy as np
 import yaml
 from hypothesis import strategies as st
 from PIL import Image
+from recipes import tiny_config
 
-CONFIG = {
-    "name": "fuzz",
-    "dataset": {"name": "digits"},
-    "model": {"name": "mlp", "hidden": [8]},
-    "oracle": {"epochs": 1, "policy": "final", "batch_size": 128},
-    "probe_size": 0,
-    "scenario": {"classes_per_task": 5, "requests": [{"learn": {"task": 0}}, {"unlearn": {"classes": [0]}}]},
-    "methods": {
-        m: {"epochs_per_learn": 1, "iters_per_unlearn": 1, "batch_size": 128} for m in ("finetune", "er")
-    },
-}
+CONFIG = tiny_config("fuzz", methods=("finetune", "er"))
 COMMANDS = ("run", "sweep", "compare", "study", "oracles", "ui", "dashboard", "report", "aggregate", "export",
             "sync", "check-method")  # fmt: skip
 HOSTILE = ["", " ", "-1", "0", "nan", "1e308", "99999999999999999999999", "abc", "../../x", "/etc/passwd",

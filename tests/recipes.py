@@ -1,5 +1,6 @@
-"""The small oracle recipe the cache and oracle tests train: an MLP on digits with the shipped SGD settings, so a
-test names only what it changes (width, epochs)."""
+"""The small recipes tests share, so a test names only what it changes: the oracle recipe the cache and oracle
+tests train (an MLP on digits with the shipped SGD settings), and the one-epoch digits config that the API, fuzzer
+and full-disk tests run."""
 
 from __future__ import annotations
 
@@ -17,3 +18,26 @@ def tiny_recipe(hidden: int = 16, epochs: int = 1) -> OracleRecipe:
         schedule="cosine",
         augment=False,
     )
+
+
+def tiny_config(
+    name: str,
+    *,
+    classes_per_task: int = 5,
+    requests: list[dict] | None = None,
+    methods: tuple[str, ...] = ("finetune",),
+) -> dict:
+    """A config dict whose run takes about a second: one epoch everywhere, an 8-unit MLP, the oracle of the final
+    request only; by default one learn and one class unlearn."""
+    return {
+        "name": name,
+        "dataset": {"name": "digits"},
+        "model": {"name": "mlp", "hidden": [8]},
+        "oracle": {"epochs": 1, "policy": "final", "batch_size": 128},
+        "probe_size": 0,
+        "scenario": {
+            "classes_per_task": classes_per_task,
+            "requests": requests or [{"learn": {"task": 0}}, {"unlearn": {"classes": [0]}}],
+        },
+        "methods": {m: {"epochs_per_learn": 1, "iters_per_unlearn": 1, "batch_size": 128} for m in methods},
+    }

@@ -9,19 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
+from recipes import tiny_config
 
 import clutune
 from clutune.errors import UserError
 
-CONFIG = {
-    "name": "api-args",
-    "dataset": {"name": "digits"},
-    "model": {"name": "mlp", "hidden": [8]},
-    "oracle": {"epochs": 1, "policy": "final", "batch_size": 128},
-    "probe_size": 0,
-    "scenario": {"classes_per_task": 5, "requests": [{"learn": {"task": 0}}, {"unlearn": {"classes": [0]}}]},
-    "methods": {"finetune": {"epochs_per_learn": 1, "iters_per_unlearn": 1, "batch_size": 128}},
-}
+CONFIG = tiny_config("api-args")
 
 
 def _quiet(line: str) -> None:

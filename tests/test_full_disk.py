@@ -20,23 +20,17 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from recipes import tiny_config
 
 from clutune.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
-CONFIG = {
-    "name": "full-disk",
-    "dataset": {"name": "digits"},
-    "model": {"name": "mlp", "hidden": [8]},
-    "oracle": {"epochs": 1, "policy": "final", "batch_size": 128},
-    "probe_size": 0,
-    "scenario": {
-        "classes_per_task": 2,
-        "requests": [{"learn": {"task": t}} for t in range(4)] + [{"unlearn": {"classes": [0]}}],
-    },
-    "methods": {"finetune": {"epochs_per_learn": 1, "iters_per_unlearn": 1, "batch_size": 128}},
-}
+CONFIG = tiny_config(
+    "full-disk",
+    classes_per_task=2,
+    requests=[{"learn": {"task": t}} for t in range(4)] + [{"unlearn": {"classes": [0]}}],
+)
 
 # The child: the limit first, then the command line, exactly as a user's shell would start it.
 CHILD = """
