@@ -25,11 +25,10 @@ from matplotlib.figure import Figure
 
 from clutune.core.epsilon import BUCKET_WIDTH, EPSILON_CAP
 from clutune.core.shadows import SCORES_DIR, read_attack_scores
-from clutune.core.storage import write_local_atomic
 from clutune.core.ulira import FPR_POINTS, auc, roc, tpr_at
 from clutune.guards.received_folder import ReceivedFolder
 from clutune.platform.reports.epsilon_report import CEILING
-from clutune.platform.reports.plots import DPI, MARGINS, PLOT_PX, no_values
+from clutune.platform.reports.plots import DPI, MARGINS, PLOT_PX, no_values, save_figure
 
 ROC_PLOT = "ulira_roc.png"
 EPSILON_PLOT = "epsilon_histogram.png"
@@ -43,12 +42,6 @@ def _figure(ncols: int, nrows: int = 1) -> tuple[Any, Any]:
     fig = Figure(figsize=(PLOT_PX[0] / DPI, nrows * PLOT_PX[1] / DPI), dpi=DPI)
     fig.subplots_adjust(**{**MARGINS, "top": 1 - 0.15 / nrows, "wspace": 0.3, "hspace": 0.45})  # room for a suptitle
     return fig, fig.subplots(nrows, ncols, squeeze=False).ravel()
-
-
-def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_local_atomic(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
-    return path
 
 
 def attack_scores(folder: ReceivedFolder, rows: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -88,7 +81,7 @@ def roc_figure(scores: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> 
     ax.set_ylabel("true positive rate on the forget set")
     ax.set_title("U-LiRA on the forget set, per method (pooled over runs and attacked requests)")
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def epsilon_figure(examples: pd.DataFrame, path: Path, limit: float | None) -> Path:
@@ -120,7 +113,7 @@ def epsilon_figure(examples: pd.DataFrame, path: Path, limit: float | None) -> P
     last = f"last bar: ≥ {top - BUCKET_WIDTH:g}, the cap {EPSILON_CAP:g} included"
     fig.supxlabel(f"ε per forget sample ({last})", fontsize=9)
     fig.suptitle("ε score per forget sample: each method beside exact retrains at the same counts (the ceiling)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def attack_plots(folder: ReceivedFolder, rows: pd.DataFrame, plots: Path) -> list[Path]:

@@ -45,7 +45,7 @@ def _figure(ncols: int = 1) -> tuple[Any, Any]:
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
     """Fixed margins (``MARGINS``) instead of tight_layout, which measures every text on the figure once more
     and was a third of a figure's CPU; PNG compression at its fastest level, another tenth. A sweep draws
     these for every trial on the driver, next to the trials."""
@@ -85,7 +85,7 @@ def accuracy_matrix(run: pd.DataFrame, path: Path, title: str) -> Path | None:
         ax.set_title(f"{who}: test accuracy per task")
     fig.colorbar(image, ax=list(axes), label="test accuracy")
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _mkdir(path: Path) -> Path:
@@ -144,7 +144,7 @@ def run_plots(run: pd.DataFrame, folder: Path, title: str) -> list[Path]:
     matrix = accuracy_matrix(run, folder / "accuracy_matrix.png", f"{title}: accuracy matrix")
     if matrix is not None:
         out.append(matrix)
-    return out + [_save(fig, folder / name) for name, fig in run_figures(run, title).items()]
+    return out + [save_figure(fig, folder / name) for name, fig in run_figures(run, title).items()]
 
 
 def run_figures(run: pd.DataFrame, title: str) -> dict[str, Any]:
@@ -191,7 +191,7 @@ def run_figures(run: pd.DataFrame, title: str) -> dict[str, Any]:
 def relapse_plot(rows: pd.DataFrame, path: Path, title: str) -> Path | None:
     """The relapse curves of ``rows`` saved at ``path``; None (and no file) where the rows carry no relapse."""
     relapse = relapse_frame(rows)
-    return None if relapse.empty else _save(relapse_figure(relapse, title), path)
+    return None if relapse.empty else save_figure(relapse_figure(relapse, title), path)
 
 
 def relapse_figure(relapse: pd.DataFrame, title: str) -> Figure:
@@ -236,7 +236,7 @@ def _band(ax: Any, rows: pd.DataFrame, column: str, group: str = "method") -> bo
 
 def method_plots(rows: pd.DataFrame, folder: Path, title: str) -> list[Path]:
     """Curves of a comparison or study: one line per method, mean ± std band over seeds, written into ``folder``."""
-    return [_save(fig, folder / name) for name, fig in method_figures(rows, title).items()]
+    return [save_figure(fig, folder / name) for name, fig in method_figures(rows, title).items()]
 
 
 def method_figures(rows: pd.DataFrame, title: str) -> dict[str, Any]:
@@ -318,5 +318,6 @@ __all__ = [
     "relapse_plot",
     "run_figures",
     "run_plots",
+    "save_figure",
     "sparse_line",
 ]
