@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -56,12 +55,6 @@ def test_an_s3_netloc_with_credentials_never_becomes_a_path_an_error_prints():
     assert SECRET not in str(caught.value)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _descendants(pid: int) -> list[int]:
     found, frontier = [], [pid]
     while frontier:
@@ -80,9 +73,9 @@ def _descendants(pid: int) -> list[int]:
 
 
 @pytest.mark.slow  # an MLflow server start: `make test` runs it (docs/testing.md)
-def test_ui_puts_the_tracking_uri_on_no_command_line(tmp_path):
+def test_ui_puts_the_tracking_uri_on_no_command_line(tmp_path, free_port):
     store = tmp_path / "store-name-that-must-stay-private.db"
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "clutune.cli", "ui", "--tracking-uri", f"sqlite:///{store}", "--no-browser"]
     cmd += ["--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
