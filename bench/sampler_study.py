@@ -9,9 +9,10 @@ curves of different samplers and seeds compare. The report gives, per method and
 min-max spread over sampler seeds of the hypervolume after 1/4, 1/2 and all of the budget, and plots the median
 curves with their spread.
 
-Each finished sweep's curve is kept in ``<out>/sampler-study.json``, so an interrupted study continues where it
-stopped, and ``--report-only`` rebuilds the report from the sweeps finished so far (a row per method and
-sampler says over how many sampler seeds).
+Each finished sweep's ``convergence.csv`` and ``trials.csv`` are kept in ``<out>/sampler-study-history/`` with the
+study's options (``options.json``): they are its raw records. An interrupted study continues from them, and
+``rebuild()`` (``--report-only``, ``make results``) recomputes the report from them alone: the table, the figure
+and ``sampler-study-summary.json``, which README and docs/search.md quote.
 
 Which sampler wins is a paired question: each pair of samplers is compared per method by a Wilcoxon signed-rank
 test on the final hypervolume, paired by sampler seed (Holm-corrected over the pairs of a method). The default
@@ -41,6 +42,8 @@ from clutune.platform.search.convergence import CSV, curve, default_reference
 OBJECTIVES = ["kl_oracle_all", "avg_gap"]
 COLUMNS = [f"objective_{m}" for m in OBJECTIVES]
 KAPPA = 1.0
+HISTORY = "sampler-study-history"  # each sweep's convergence.csv and trials.csv: the raw records
+OPTIONS = "options.json"  # in HISTORY: the options the study ran with
 
 
 def run_one(args: argparse.Namespace, method: str, sampler: str, seed: int) -> list[dict]:
@@ -71,8 +74,7 @@ def run_one(args: argparse.Namespace, method: str, sampler: str, seed: int) -> l
             log=lambda *a, **k: None,
         )
         frame = pd.read_csv(summary.sweep_dir / CSV)
-        history = Path(args.out) / "sampler-study-history"  # each sweep's own record, so a verdict can be rechecked
-        history.mkdir(parents=True, exist_ok=True)
+        history = Path(args.out) / HISTORY
         frame.to_csv(history / f"{method}-{sampler}-{seed}-convergence.csv", index=False)
         trials = pd.read_csv(summary.sweep_dir / "trials.csv")
         trials.to_csv(history / f"{method}-{sampler}-{seed}-trials.csv", index=False)
@@ -139,7 +141,7 @@ def plot(per_method: dict[str, dict[str, np.ndarray]], path: Path) -> None:
         ax.set_ylabel("hypervolume")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, metadata={"Software": None})  # no version stamp: the same curves, the same bytes
 
 
 def main() -> None:
@@ -160,30 +162,62 @@ def main() -> None:
         "--report-only", action="store_true", help="only rebuild the report from the sweeps already finished"
     )
     args = parser.parse_args()
-    methods, samplers = args.methods.split(","), args.samplers.split(",")
-    seeds = _seeds(args.sampler_seeds)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    Path(args.tracking_db).parent.mkdir(parents=True, exist_ok=True)
-    state_path = out / "sampler-study.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    # Seed by seed, so a study stopped early holds whole pairs (every method and sampler at each seed it reached).
+    if not args.report_only:
+        history = out / HISTORY
+        history.mkdir(parents=True, exist_ok=True)
+        Path(args.tracking_db).parent.mkdir(parents=True, exist_ok=True)
+        (history / OPTIONS).write_text(json.dumps(options(args), indent=1) + "\n")
+        methods, samplers = args.methods.split(","), args.samplers.split(",")
+        state = load_state(history, methods, samplers, _seeds(args.sampler_seeds))
+        # Seed by seed, so a study stopped early holds whole pairs (every method and sampler at each seed it reached).
+        for seed in _seeds(args.sampler_seeds):
+            for method in methods:
+                for sampler in samplers:
+                    key = f"{method}/{sampler}/{seed}"
+                    if key not in state:
+                        state[key] = run_one(args, method, sampler, seed)
+                        done = sum(r["complete"] for r in state[key])
+                        print(f"{key}: {done} of {args.trials} trials complete", flush=True)
+    rebuild(out, out)
+    print((out / "sampler-study.md").read_text(), flush=True)
+
+
+def options(args: argparse.Namespace) -> dict:
+    """The options a study ran with: its report's command and the sweeps it looks for."""
+    keys = ["preset", "methods", "samplers", "trials", "sampler_seeds", "default", "seeds", "buffer", "sets"]
+    return {k: getattr(args, k) for k in keys}
+
+
+def load_state(history: Path, methods: list[str], samplers: list[str], seeds: list[int]) -> dict[str, list[dict]]:
+    """Per finished sweep (``method/sampler/seed``) its trials in order, from the sweep's own convergence.csv:
+    the record a resumed study continues from and the report is rebuilt from."""
+    state = {}
     for seed in seeds:
         for method in methods:
             for sampler in samplers:
-                key = f"{method}/{sampler}/{seed}"
-                if key in state or args.report_only:
-                    continue
-                state[key] = run_one(args, method, sampler, seed)
-                state_path.write_text(json.dumps(state, indent=1))
-                print(f"{key}: {sum(r['complete'] for r in state[key])} of {args.trials} trials complete", flush=True)
+                path = history / f"{method}-{sampler}-{seed}-convergence.csv"
+                if path.is_file():
+                    frame = pd.read_csv(path)
+                    state[f"{method}/{sampler}/{seed}"] = frame[["trial", "complete", *COLUMNS]].to_dict("records")
+    return state
+
+
+def rebuild(results: Path, out: Path) -> None:
+    """sampler-study.md, -summary.json and .png from the sweeps' records under ``results``/sampler-study-history."""
+    opts = json.loads((results / HISTORY / OPTIONS).read_text())
+    args = argparse.Namespace(**opts)
+    methods, samplers, seeds = opts["methods"].split(","), opts["samplers"].split(","), _seeds(opts["sampler_seeds"])
+    state = load_state(results / HISTORY, methods, samplers, seeds)
     table, per_method, references = summarize(state, methods, samplers, seeds, args.trials)
     plot(per_method, out / "sampler-study.png")
     finals = {(m, s): float(np.median(a[:, -1])) for m, by in per_method.items() for s, a in by.items()}
     top = {m: max(v for (mm, _), v in finals.items() if mm == m) for m in per_method}
     best = {m: [s for (mm, s), v in finals.items() if mm == m and v == top[m]] for m in per_method}  # ties: all
     choice, shares = choose(finals, top, samplers)
+    pairs, winners = verdicts(per_method, args.default)
     refs = "; ".join(f"{m}: {', '.join(f'{v:.4g}' for v in r)}" for m, r in references.items())
+    command = "python bench/sampler_study.py " + " ".join(_argv(args))
     text = [
         f"# Sampler study: {', '.join(samplers)} at equal budget on {args.preset}",
         "",
@@ -202,15 +236,47 @@ def main() -> None:
         + ", ".join(f"{s} {v:.3f}" for s, v in sorted(shares.items(), key=lambda kv: -kv[1]))
         + f". Highest on that share (not a test): {choice}.",
         "",
-        *paired_lines(per_method, args.default),
+        *paired_lines(pairs, winners, args.default),
         "",
         "![hypervolume curves](sampler-study.png)",
         "",
-        "Command: `python bench/sampler_study.py " + " ".join(_argv(args)) + "`",
+        f"Command: `{command}`",
         "",
     ]
     (out / "sampler-study.md").write_text("\n".join(text))
-    print("\n".join(text), flush=True)
+    complete = [sum(bool(r["complete"]) for r in rows) for rows in state.values()]
+    summary = {
+        "command": command,
+        "preset": args.preset,
+        "trials": args.trials,
+        "sampler_seeds": seeds,
+        "default": args.default,
+        "complete_per_sweep": {"min": min(complete), "max": max(complete)},
+        "methods": {
+            m: {
+                "reference": references[m],
+                "best": best[m],
+                "samplers": {
+                    s: {
+                        "n": int(len(a)),
+                        "marks": {
+                            str(k): {
+                                "median": float(np.median(a[:, k - 1])),
+                                "min": float(a[:, k - 1].min()),
+                                "max": float(a[:, k - 1].max()),
+                            }
+                            for k in sorted({max(1, args.trials // 4), max(1, args.trials // 2), args.trials})
+                        },
+                    }
+                    for s, a in by.items()
+                },
+                "pairs": [p for p in pairs if p["method"] == m],
+            }
+            for m, by in per_method.items()
+        },
+        "beats_default": winners,
+    }
+    (out / "sampler-study-summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
 def _seeds(text: str) -> list[int]:
@@ -242,20 +308,28 @@ def paired_tests(finals: dict[str, np.ndarray]) -> list[tuple[str, str, float, f
     return [(a, b, d, holm[k], n) for k, (a, b, d, _, n) in enumerate(raw)]
 
 
-def paired_lines(per_method: dict[str, dict[str, np.ndarray]], default: str) -> list[str]:
-    """The paired comparison per method, and the default it supports, in words that match the tests."""
-    lines = ["Paired by sampler seed (final hypervolume, Wilcoxon signed-rank, Holm over each method's pairs):", ""]
-    beats_default: dict[str, set[str]] = {}
+def verdicts(per_method: dict[str, dict[str, np.ndarray]], default: str) -> tuple[list[dict], list[str]]:
+    """Every pair's test per method, and the samplers that beat the default significantly on every method."""
+    pairs, beats_default = [], {}
     for method, by in per_method.items():
         finals = {s: a[:, -1] for s, a in by.items()}
         for a, b, diff, p, n in paired_tests(finals):
-            words = "indistinguishable" if p >= 0.05 else (f"{a} higher" if diff > 0 else f"{b} higher")
-            lines.append(f"- {method}: {a} - {b} median {diff:+.4g}, p_holm = {p:.3g} ({words}, {n} paired seeds)")
-            if p < 0.05 and default in (a, b):
-                winner = a if diff > 0 else b
-                if winner != default:
-                    beats_default.setdefault(winner, set()).add(method)
-    winners = [s for s, ms in beats_default.items() if ms == set(per_method)]
+            winner = None if p >= 0.05 else (a if diff > 0 else b)
+            pairs.append({"method": method, "a": a, "b": b, "median_diff": diff, "p_holm": p, "n": n, "winner": winner})
+            if winner is not None and default in (a, b) and winner != default:
+                beats_default.setdefault(winner, set()).add(method)
+    return pairs, [s for s, ms in beats_default.items() if ms == set(per_method)]
+
+
+def paired_lines(pairs: list[dict], winners: list[str], default: str) -> list[str]:
+    """The paired comparison per method, and the default it supports, in words that match the tests."""
+    lines = ["Paired by sampler seed (final hypervolume, Wilcoxon signed-rank, Holm over each method's pairs):", ""]
+    for t in pairs:
+        words = "indistinguishable" if t["winner"] is None else f"{t['winner']} higher"
+        lines.append(
+            f"- {t['method']}: {t['a']} - {t['b']} median {t['median_diff']:+.4g}, p_holm = {t['p_holm']:.3g} "
+            f"({words}, {t['n']} paired seeds)"
+        )
     lines += [
         "",
         f"Sampler that beats the default ({default}) significantly on every method: "
