@@ -47,10 +47,6 @@ STUDIES = [
     "bench/raw_records.py",
     "bench/sampler_study.py",
     "bench/attacks_table.py",
-    "bench/packing.py",
-    "bench/cost_ratios.py",
-    "bench/klom_power.py",
-    "bench/sweep_overhead.py",
 ]
 TEXT_SUFFIXES = {".md", ".json", ".csv"}
 BLOCK = re.compile(r"<!-- results:(?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- /results:(?P=name) -->", re.DOTALL)
