@@ -249,6 +249,8 @@ def rebuild(results: Path, out: Path) -> None:
         "command": command,
         "preset": args.preset,
         "trials": args.trials,
+        "buffer": args.buffer,
+        "run_seeds": args.seeds,
         "sampler_seeds": seeds,
         "default": args.default,
         "complete_per_sweep": {"min": min(complete), "max": max(complete)},
