@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # mkdocs starts (it silences a banner about MkDocs 2), so only the shell can set it.
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test test-fast lint bench docs
+.PHONY: demo test test-fast lint bench docs results
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,6 +42,12 @@ test-fast: $(STAMP)
 # reference mkdocstrings cannot resolve) into a failure. `$(BIN)/mkdocs serve` previews it while editing.
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
+
+# Every table, figure and quoted number of README and docs/ rebuilt from the raw records in bench/results alone (no
+# training; seconds): the derived files in place, then README's and the docs' generated blocks. `$(BIN)/python
+# bench/make_results.py --check` changes nothing and lists what differs (tests/test_make_results.py runs it).
+results: $(STAMP)
+	$(BIN)/python bench/make_results.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/ablation.py

@@ -2,7 +2,8 @@
 
 The count is of the repository's tracked files (``git ls-files bench/results``), not of whatever a rebuild folder
 holds, so it states what a clone gets. ``raw-records.json`` leaves itself out of both numbers, or its own size
-would move them.
+would move them. The size is in MB to one decimal: a figure redrawn on another machine changes its bytes, not
+what the page states.
 """
 
 from __future__ import annotations
@@ -26,16 +27,15 @@ def tracked() -> list[Path]:
 def rebuild(results: Path, out: Path) -> None:
     files = tracked()
     sizes = {p: p.stat().st_size for p in files if p.is_file()}
-    studies: dict[str, dict[str, int]] = {}
-    for path, size in sizes.items():
+    folders: dict[str, int] = {}
+    for path in sizes:
         parts = path.relative_to(ROOT / "bench" / "results").parts
-        study = studies.setdefault(parts[0] if len(parts) > 1 else "(top level)", {"files": 0, "bytes": 0})
-        study["files"] += 1
-        study["bytes"] += size
+        name = parts[0] + "/" if len(parts) > 1 else "(top level)"
+        folders[name] = folders.get(name, 0) + 1
     summary = {
         "command": "git ls-files bench/results",
         "files": len(files),
-        "bytes": sum(sizes.values()),
-        "folders": dict(sorted(studies.items())),
+        "megabytes": round(sum(sizes.values()) / 1e6, 1),
+        "folders": dict(sorted(folders.items())),
     }
     (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
