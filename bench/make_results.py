@@ -46,6 +46,7 @@ TEMPLATES = ROOT / "bench" / "templates"
 STUDIES = [
     "bench/sampler_study.py",
     "bench/attacks_table.py",
+    "bench/packing.py",
     "bench/raw_records.py",  # last: it measures bench/results as the others leave it
 ]
 TEXT_SUFFIXES = {".md", ".json", ".csv"}
@@ -60,6 +61,8 @@ class ResultsError(Exception):
 def study_rebuild(relpath: str) -> Callable[[Path, Path], None]:
     """The script's rebuild(), imported by path: bench/ is not a package."""
     path = ROOT / relpath
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))  # the scripts import their helpers (table.py) as their own run does
     spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
     if spec is None or spec.loader is None:
         raise ResultsError(f"{relpath}: cannot be imported")

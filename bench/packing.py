@@ -15,7 +15,8 @@ all of them; the tables give medians over repeats. Torch runs on ``--threads`` t
 (the config's ``threads``, 1 by default).
 
 Writes packing.json (every timing), packing.md (models per second and the packed/solo ratios) and packing.png
-into ``--out`` (``--report-only``: packing.md and .png again from packing.json). Usage:
+into ``--out``; packing.json is the raw record, and ``rebuild()`` (``--report-only``, ``make results``) writes
+packing.md, packing.png and packing-summary.json (what docs/benchmarks.md quotes) from it alone. Usage:
 python bench/packing.py [--out bench/results] [--epochs 3] [--repeats 3] [--device cpu] [--report-only]
 """
 
@@ -173,9 +174,47 @@ def report(result: dict[str, Any], out: Path) -> None:
         if "MLP" in name and (name, GOAL_K, "solo") in rates:
             ratio = rates[(name, GOAL_K, pick[name][GOAL_K])] / rates[(name, GOAL_K, "solo")]
             lines.append(f"- {name}: {ratio:.2f}x, goal {'met' if ratio >= GOAL_RATIO else 'not met'}.")
-    lines += ["", "![models per second against K](packing.png)"]
+    lines += ["", "![models per second against K](packing.png)", "", f"Command: `{command(result)}`"]
     write_table(lines, out / "packing.md")
     plot(names, ks, rates, out / "packing.png")
+    summary = {
+        "command": command(result),
+        "repeats": result["repeats"],
+        "epochs": result["epochs"],
+        "goal": {"k": GOAL_K, "ratio": GOAL_RATIO},
+        "models": {
+            name: {
+                str(k): {
+                    "chosen": pick[name][k],
+                    **{f"{w}_over_solo": rates[(name, k, w)] / rates[(name, k, "solo")] for w in ("bmm", "vmap")},
+                    "chosen_over_solo": rates[(name, k, pick[name][k])] / rates[(name, k, "solo")],
+                    # in how many repeats vmap beat bmm (paired: the same repeat saw the same load)
+                    "vmap_faster_repeats": sum(
+                        seconds[(name, k, rep, "vmap")] < seconds[(name, k, rep, "bmm")]
+                        for rep in range(result["repeats"])
+                    ),
+                }
+                for k in ks
+            }
+            for name in names
+        },
+    }
+    (out / "packing-summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def command(result: dict[str, Any]) -> str:
+    """The command line that measured ``result``, from what it recorded."""
+    ks = ",".join(str(k) for k in sorted({r["k"] for r in result["records"]}))
+    machine = result["machine"]
+    return (
+        f"python bench/packing.py --epochs {result['epochs']} --repeats {result['repeats']} --ks {ks} "
+        f"--device {machine['device']} --threads {machine['threads']}"
+    )
+
+
+def rebuild(results: Path, out: Path) -> None:
+    """packing.md, .png and -summary.json from the timings in ``results``/packing.json alone."""
+    report(json.loads((results / "packing.json").read_text()), out)
 
 
 def plot(names: list[str], ks: list[int], rates: dict[tuple[str, int, str], float], path: Path) -> None:
@@ -193,7 +232,7 @@ def plot(names: list[str], ks: list[int], rates: dict[tuple[str, int, str], floa
         ax.set_ylabel("models per second (median)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, metadata={"Software": None})  # no version stamp: the same timings, the same bytes
 
 
 def main() -> None:
@@ -211,12 +250,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.report_only:
-        result = json.loads((out / "packing.json").read_text())
-    else:
-        result = measure(args)
-        (out / "packing.json").write_text(json.dumps(result, indent=1) + "\n")
-    report(result, out)
+    if not args.report_only:
+        (out / "packing.json").write_text(json.dumps(measure(args), indent=1) + "\n")
+    rebuild(out, out)
 
 
 if __name__ == "__main__":
