@@ -206,6 +206,29 @@ def table(records: list[dict[str, Any]], wall: dict[str, float], host: str, mism
     return [*lines, "", "Goals:", "", *goals(records, wall)]
 
 
+def rebuild(results: Path, out: Path) -> None:
+    """cost_ratios.md and cost_ratios-summary.json (what docs/gpu.md quotes) from the counts and the tiny run's
+    timings in ``results``/cost_ratios.json alone."""
+    payload = json.loads((results / "cost_ratios.json").read_text())
+    records, tiny = payload["records"], payload["tiny_run"]
+    lines = table(records, tiny["wall"], payload["machine"], len(tiny["mismatches"]))
+    write_table([*lines, "", "Command: `python bench/cost_ratios.py`"], out / "cost_ratios.md")
+    unlearn = [r for r in records if r["method"] == "ugclu" and r["kind"] == "unlearn"]
+    summary = {
+        "command": "python bench/cost_ratios.py",
+        "mismatches": len(tiny["mismatches"]),
+        "goal_unlearn": GOAL_UNLEARN,
+        "goal_wall": GOAL_WALL,
+        "ugclu_unlearn": [
+            {k: r[k] for k in ("preset", "request", "samples", "oracle_samples", "ratio")} for r in unlearn
+        ],
+        "k_in": method_hparams(load_config(PRESETS[0]), "ugclu", "cifar10").K_in,
+        "learn_worst": max(learn_sample_ratios(records).values()),
+        "wall": tiny["wall"],
+    }
+    (out / "cost_ratios-summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench/results")
@@ -218,7 +241,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     payload = {"machine": host, "records": records, "tiny_run": tiny}
     (out / "cost_ratios.json").write_text(json.dumps(payload, indent=1))
-    write_table(table(records, tiny["wall"], host, len(tiny["mismatches"])), out / "cost_ratios.md")
+    rebuild(out, out)
     if tiny["mismatches"]:
         sys.exit(f"count model disagrees with measured rows: {tiny['mismatches']}")
 

@@ -47,6 +47,7 @@ STUDIES = [
     "bench/sampler_study.py",
     "bench/attacks_table.py",
     "bench/packing.py",
+    "bench/cost_ratios.py",
     "bench/raw_records.py",  # last: it measures bench/results as the others leave it
 ]
 TEXT_SUFFIXES = {".md", ".json", ".csv"}
