@@ -3,7 +3,8 @@
 The records are one ``clutune compare`` on the ``digits-rigorous`` preset (its command is kept beside them, in
 ``command.txt``): ``results.parquet`` (every row: each method, seed and request), the per-request KLoM, ε and
 relapse tables, and each run's U-LiRA likelihood ratios. ``rebuild()`` recomputes from them
-``comparison.md`` as the command wrote it and ``attacks.json``, the numbers the docs quote: per method the mean and
+``comparison.md`` as the command wrote it, the report's two attack figures (``ulira_roc.png``,
+``epsilon_histogram.png``) and ``attacks.json``, the numbers the docs quote: per method the mean and
 95% t half-width over seeds of each run's mean over its scored requests, and the pooled ε score against its
 ceiling. The ε and KLoM summaries are read as the command wrote them (``epsilon_summary.csv``,
 ``klom_summary.csv``): they come from the oracle members' margins, which are not kept (tens of MB), so those two
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from clutune.guards.received_folder import ReceivedFolder
+from clutune.platform.reports.attack_plots import attack_scores, epsilon_figure, roc_figure
 from clutune.platform.run.compare import epsilon_text, format_table, klom_section, summary_table
 
 STUDY = "attacks-digits-rigorous"
@@ -76,6 +79,9 @@ def rebuild(results: Path, out: Path) -> None:
     table = summary_table(rows)
     comparison = format_table(table) + "\n\n" + klom_section(klom, None) + epsilon_text(eps, None)
     (target / "comparison.md").write_text(comparison + "\n")
+    roc_figure(attack_scores(ReceivedFolder(folder), rows), target / "ulira_roc.png")
+    limit = float(eps["bucket_limit"].max())
+    epsilon_figure(pd.read_csv(folder / "epsilon_examples.csv.gz"), target / "epsilon_histogram.png", limit)
     methods = per_method(table)
     epsilon = {
         r["method"]: {k: float(r[k]) for k in ("f_over_ceiling", "ratio_lo", "ratio_hi", "f_ceiling")}

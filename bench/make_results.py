@@ -29,6 +29,7 @@ import importlib.util
 import json
 import math
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -50,6 +51,13 @@ STUDIES = [
     "bench/cost_ratios.py",
     "bench/raw_records.py",  # last: it measures bench/results as the others leave it
 ]
+# The figures the docs site shows (mkdocs serves only docs/): each a copy of a rebuilt one, path under ``out``.
+DOC_FIGURES = {
+    "docs/img/sampler-study.png": "sampler-study.png",
+    "docs/img/packing.png": "packing.png",
+    "docs/img/attacks/ulira_roc.png": "attacks-digits-rigorous/ulira_roc.png",
+    "docs/img/attacks/epsilon_histogram.png": "attacks-digits-rigorous/epsilon_histogram.png",
+}
 TEXT_SUFFIXES = {".md", ".json", ".csv"}
 BLOCK = re.compile(r"<!-- results:(?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- /results:(?P=name) -->", re.DOTALL)
 OPENING = re.compile(r"<!-- results:([\w.-]+) -->")
@@ -186,8 +194,8 @@ def file_differences(out: Path, committed: Path) -> list[str]:
 def make(
     results: Path, out: Path, check: bool, studies: list[str] = STUDIES, log: Callable[[str], None] = print
 ) -> list[str]:
-    """Rebuild ``studies`` and render every block. Writes the blocks in place unless ``check``; returns the
-    differences (check only)."""
+    """Rebuild ``studies``, render every block and copy the docs' figures. Writes the blocks and figures in place
+    unless ``check``; returns the differences (always a figure not rebuilt; the rest in check only)."""
     start = time.perf_counter()
     rebuild_all(results, out, studies, log)
     env = environment(out)
@@ -201,6 +209,11 @@ def make(
         elif new != old:
             doc.write_text(new)
             log(f"{where}: blocks rewritten")
+    for doc_path, rel in DOC_FIGURES.items():
+        if not (out / rel).is_file():
+            differences.append(f"{doc_path}: its source {rel} was not rebuilt")
+        elif not check:
+            shutil.copyfile(out / rel, ROOT / doc_path)
     if check:
         differences += file_differences(out, RESULTS)
     log(f"rebuilt in {time.perf_counter() - start:.1f} s")
@@ -217,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if not args.check:
-            make(args.results, args.out or RESULTS, check=False)
-            return 0
+            missing = make(args.results, args.out or RESULTS, check=False)
+            for line in missing:
+                print(f"error: {line}", file=sys.stderr)
+            return 1 if missing else 0
         if args.out is not None and args.out.resolve() == RESULTS.resolve():
             raise ResultsError("--check compares against bench/results, so it rebuilds into another --out")
         with tempfile.TemporaryDirectory() as tmp:
