@@ -18,7 +18,8 @@ Two parts, each for both estimators (clutune.core.klom):
 
 Writes bench/results/klom_power.json, bench/results/klom_power.md, a figure of margin histograms
 (klom_power-margins.png) and the margins (float16) in bench/results/klom_power-margins.npz, from which
-``--from-margins`` recomputes everything without training.
+``--from-margins`` recomputes everything without training; ``rebuild()`` (``make results``) rewrites the report,
+the figure and klom_power-summary.json from the committed records in seconds.
 Usage: python bench/klom_power.py [--out bench/results] [--from-margins PATH]
 """
 
@@ -187,11 +188,11 @@ def chosen(counts: list[dict[str, Any]]) -> dict[str, Any]:
     return {"n_method": int(n), "n_oracle": int(m), "estimator": resolve_estimator("auto", n, m)}
 
 
-def costs(seconds: np.ndarray, pick: dict[str, Any]) -> dict[str, Any]:
+def costs(seconds: np.ndarray, pick: dict[str, Any], results: Path) -> dict[str, Any]:
     """What the chosen counts cost on digits-random: oracle members at every scored request, and method seeds, from
-    this run's model times and the committed compare runs' per-run seconds."""
+    this run's model times and the committed compare runs' per-run seconds (under ``results``)."""
     runs = pd.read_parquet(
-        Path(__file__).parent / "results" / "compare-runs" / f"{PRESET}-b200" / "results.parquet",
+        results / "compare-runs" / f"{PRESET}-b200" / "results.parquet",
         columns=["method", "seed", "request", "seconds"],
     )
     per_run = runs.groupby(["method", "seed"])["seconds"].sum().groupby("method").mean()
@@ -226,7 +227,7 @@ def figure(pools: dict[str, np.ndarray], path: Path) -> None:
         ax.set_xlabel("margin (correct logit − logsumexp of the others)", fontsize=8)
     fig.axes[0].set_ylabel("density over models")
     fig.axes[0].legend(fontsize=7)
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", metadata={"Software": None})  # no version stamp: the same margins, the same bytes
 
 
 def machine() -> dict[str, Any]:
@@ -353,7 +354,7 @@ def main() -> None:
     for pool in ("members", "retrain", "finetune"):
         res[pool] = {"models": int(len(pools[pool]))}
     pick = chosen(res["counts"])
-    cost = costs(pools["seconds_per_model"], pick)
+    cost = costs(pools["seconds_per_model"], pick, Path(__file__).parent / "results")
     payload = {
         "machine": machine(),
         "synthetic": syn,
@@ -368,8 +369,51 @@ def main() -> None:
         },
     }
     (out / "klom_power.json").write_text(json.dumps(payload, indent=1))
+    rebuild(out, out)
+
+
+def rebuild(results: Path, out: Path) -> None:
+    """klom_power.md, the margins figure and klom_power-summary.json (what docs/concepts.md quotes) from the
+    margins (klom_power-margins.npz) and the statistics recorded from them (klom_power.json: the synthetic
+    replications and the real-ensemble tables, whose random subsets take a minute to redraw, so they rebuild from
+    that record); the chosen counts and their cost are recomputed."""
+    payload = json.loads((results / "klom_power.json").read_text())
+    with np.load(results / "klom_power-margins.npz") as saved:
+        pools = dict(saved)
     figure(pools, out / "klom_power-margins.png")
-    write_table(table(syn, res, pick, cost, payload["seconds"]), out / "klom_power.md")
+    res = payload["real"]
+    pick = chosen(res["counts"])
+    cost = costs(pools["seconds_per_model"], pick, results)
+    write_table(table(payload["synthetic"], res, pick, cost, payload["seconds"]), out / "klom_power.md")
+    frame = pd.DataFrame(payload["synthetic"])
+    first = frame[(frame["n_method"] == SYNTHETIC_COUNTS[0][0]) & (frame["n_oracle"] == SYNTHETIC_COUNTS[0][1])]
+    at = [c for c in res["counts"] if pick and (c["n_method"], c["n_oracle"]) == (pick["n_method"], pick["n_oracle"])]
+    fewer = [
+        c
+        for c in res["counts"]
+        if pick
+        and c["n_method"] == pick["n_method"]
+        and c["n_oracle"] < pick["n_oracle"]
+        and c["estimator"] == resolve_estimator("auto", c["n_method"], c["n_oracle"])
+    ]
+    summary = {
+        "command": "python bench/klom_power.py",
+        "synthetic_first": {
+            "n_method": SYNTHETIC_COUNTS[0][0],
+            "n_oracle": SYNTHETIC_COUNTS[0][1],
+            **{
+                e: {k: float(first[first["estimator"] == e][k].mean()) for k in ("median_identical", "auc_1sd")}
+                for e in ESTIMATORS
+            },
+        },
+        "pools": {k: res[k]["models"] for k in ("members", "retrain", "finetune")},
+        "forget_samples": len(res["forget_ids"]),
+        "subsets": SUBSETS,
+        "chosen": pick,
+        "at_chosen": next((c for c in at if c["estimator"] == pick.get("estimator")), None),
+        "fewer_members": fewer,
+    }
+    (out / "klom_power-summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":
