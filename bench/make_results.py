@@ -52,6 +52,7 @@ STUDIES = [
     "bench/packing.py",
     "bench/cost_ratios.py",
     "bench/klom_power.py",
+    "bench/sweep_overhead.py",
     "bench/raw_records.py",  # last: it measures bench/results as the others leave it
 ]
 # The figures the docs site shows (mkdocs serves only docs/): each a copy of a rebuilt one, path under ``out``.
