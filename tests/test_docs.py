@@ -85,7 +85,9 @@ def test_every_command_has_a_page_in_the_nav() -> None:
 
 def test_readme_is_a_front_page() -> None:
     readme = (REPO / "README.md").read_text()
-    lines = readme.count("\n") + (not readme.endswith("\n"))
+    # a generated block's marker lines (`make results`) are not text a reader sees
+    markers = sum(line.startswith(("<!-- results:", "<!-- /results:")) for line in readme.splitlines())
+    lines = readme.count("\n") + (not readme.endswith("\n")) - markers
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines; the docs site holds the rest"
     assert "make demo" in readme and "make test" in readme and "make docs" in readme
     linked = [part.split(")")[0] for part in readme.split("](docs/")[1:]]
