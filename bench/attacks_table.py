@@ -18,6 +18,7 @@ Usage (about ten minutes on 2 cores; writes the records into runs/rigorous, to b
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -103,3 +104,20 @@ def rebuild(results: Path, out: Path) -> None:
         "findings": findings(methods, epsilon),
     }
     (target / "attacks.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=Path("bench/results"), help="the raw records")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench/results"),
+        help="where attacks.json, comparison.md and the attack figures go",
+    )
+    args = parser.parse_args()
+    rebuild(args.results, args.out)
+
+
+if __name__ == "__main__":
+    main()

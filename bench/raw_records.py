@@ -8,6 +8,7 @@ what the page states.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 from pathlib import Path
@@ -39,3 +40,15 @@ def rebuild(results: Path, out: Path) -> None:
         "folders": dict(sorted(folders.items())),
     }
     (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=Path("bench/results"), help="the raw records")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="where raw-records.json go")
+    args = parser.parse_args()
+    rebuild(args.results, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -41,7 +41,7 @@ def test_the_committed_tree_rebuilds_to_itself(tmp_path, capsys):
         assert f"{study}: " in printed  # each study's time
     assert (tmp_path / "sampler-study-summary.json").is_file()
     assert (tmp_path / "attacks-digits-rigorous" / "attacks.json").is_file()
-    assert seconds < 60, f"the whole rebuild took {seconds:.0f} s"
+    assert seconds < 100, f"the whole rebuild took {seconds:.0f} s"  # the issue allows 2 minutes
 
 
 @pytest.fixture
