@@ -61,6 +61,12 @@ def findings(methods: dict, epsilon: dict) -> dict:
         "same_order": all(
             epsilon[a]["f_over_ceiling"] >= epsilon[b]["f_over_ceiling"] for a, b in zip(by_kl, by_kl[1:], strict=False)
         ),
+        # neighbours in the ε order with the same score: level, whatever order the list puts them in
+        "epsilon_level": [
+            [a, b]
+            for a, b in zip(by_eps, by_eps[1:], strict=False)
+            if epsilon[a]["f_over_ceiling"] == epsilon[b]["f_over_ceiling"]
+        ],
         "auc_max_distance": max(abs(v["ulira_auc"]["mean"] - 0.5) for v in methods.values()),
         "oracle_auc_covers_half": abs(oracle_auc["mean"] - 0.5) <= oracle_auc["half"],
         "relearn_max": max(v["relearn_gap"]["mean"] for v in methods.values()),
