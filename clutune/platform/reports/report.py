@@ -69,7 +69,8 @@ def summary(rows: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def table_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     """The comparison table as the template reads it: per group its cells, each with its text, its mark and its
-    unrounded mean, std, interval, Holm p-value and run count (written as ``data-`` attributes)."""
+    unrounded mean, std, interval, Holm p-value and run count (written as ``data-`` attributes); an exact
+    method's label says it is the floor."""
     metrics = list(dict.fromkeys(m for m, _ in table.columns))
     single = single_run(table)
     rows = []
@@ -85,7 +86,8 @@ def table_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
             }
             for m in metrics
         ]
-        rows.append({"group": str(name), "cells": cells})
+        exact = str(name) in table.attrs.get("floors", ())
+        rows.append({"group": str(name), "label": f"{name} (exact)" if exact else str(name), "cells": cells})
     return rows
 
 

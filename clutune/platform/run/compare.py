@@ -85,6 +85,9 @@ ULIRA_TABLE_METRICS = ("ulira_auc", "ulira_tpr1", "ulira_tpr01", "ulira_auc_reta
 ATTACK_TABLE_METRICS = ("relearn_gap", "relearn_acc", "relapse_acc")
 
 
+COMPARISON_CSV = "comparison.csv"  # the table in long form beside comparison.md: Holm-adjusted p and comparator
+
+
 @dataclass
 class CompareResult:
     """What ``clutune.compare`` returns: every row, the table of means over seeds (``summary``: the same in long
@@ -106,8 +109,9 @@ class CompareResult:
 
     @property
     def summary(self) -> pd.DataFrame:
-        """``table`` in long form, one row per (method, metric): method, metric, mean, lo, hi, n, p (Holm-adjusted
-        against the column's best), tied. A notebook filters it (``summary.query("metric == 'avg_gap'")``) or
+        """``table`` in long form, one row per (method, metric): method, metric, mean, lo, hi, n, comparator (the
+        column's best approximate method), p_holm (Holm-adjusted, against the comparator), tied, exact; the rows
+        of comparison.csv. A notebook filters it (``summary.query("metric == 'avg_gap'")``) or
         pivots it as it likes, where ``table``'s two-level header would first need unstacking."""
         return long_form(self.table)
 
@@ -131,8 +135,9 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_table(table: pd.DataFrame) -> str:
-    """``comparison.md`` and the printed table: the caption naming the test, then one row per method."""
-    return markdown(table, _metrics(table.columns.get_level_values(0)))
+    """``comparison.md`` and the printed table: the caption naming the test and the comparators, then one row
+    per method."""
+    return markdown(table, _metrics(table.columns.get_level_values(0)), p_file=COMPARISON_CSV)
 
 
 def _metrics(columns: pd.Index) -> list[str]:
@@ -355,9 +360,10 @@ def run_compare(
         table = summary_table(done.rows)
         text = format_table(table) + "\n\n" + done.klom_text
         write_local_text(done.out / "comparison.md", text + "\n")
+        write_local_atomic(done.out / COMPARISON_CSV, lambda tmp: long_form(table).to_csv(tmp, index=False))
         done.tracker.log_text(done.tracker.parent_id, text, "comparison.md")
         publish_grid(done.tracker, done.out, done.rows, f"{done.config.name} compare")  # figures: plots/, MLflow
-        done.tracker.finish({}, {"comparison.csv": table.reset_index()}, {})
+        done.tracker.finish({}, {COMPARISON_CSV: long_form(table)}, {})
         return CompareResult(
             rows=done.rows,
             table=table,
