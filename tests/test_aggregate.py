@@ -151,3 +151,38 @@ def test_the_committed_baseline_aggregate_is_what_its_committed_runs_give():
     folders = sorted((results / "compare-runs").iterdir())
     assert len(folders) == 8
     assert markdown(aggregate(folders)) == (results / "aggregate" / "aggregate.md").read_text()
+
+
+def test_leave_one_scenario_out_shows_a_lead_that_rests_on_one_scenario(tmp_path):
+    """b scores 0.5 in scenarios 0 and 1 and 3 in scenarios 2 and 3; a scores 2 everywhere. Over all four, b's
+    IQM (1.75) is the lowest; without scenario 0 it is trim_mean(0.5, 3, 3, 3, 3, 0.5 ...) above 2, so b is
+    second there; retrain is the exact floor and has no rank."""
+    b = [[0.5, 0.5], [0.5, 0.5], [3.0, 3.0], [3.0, 3.0]]
+    folders = [_folder(tmp_path / f"s{i}", floor, b[i]) for i, floor in enumerate(FLOORS)]
+    out = tmp_path / "agg"
+    result = clutune.aggregate(folders, out=out)
+    loso = pd.read_csv(out / "leave_one_out.csv")
+    assert list(loso.columns) == ["left_out", "method", "iqm", "rank"]
+    rank = loso.pivot(index="method", columns="left_out", values="rank")
+    iqm = loso.pivot(index="method", columns="left_out", values="iqm")
+    assert iqm.loc["b", "(none)"] == pytest.approx(stats.trim_mean([0.5] * 4 + [3.0] * 4, 0.25))
+    assert iqm.loc["b", "s0"] == pytest.approx(stats.trim_mean([0.5] * 2 + [3.0] * 4, 0.25)) and iqm.loc["b", "s0"] > 2
+    assert iqm.loc["b", "s2"] == pytest.approx(stats.trim_mean([0.5] * 4 + [3.0] * 2, 0.25)) and iqm.loc["b", "s2"] < 2
+    assert rank["(none)"].to_dict() == pytest.approx({"a": 2.0, "b": 1.0, "retrain": float("nan")}, nan_ok=True)
+    assert (rank.loc["b", "s0"], rank.loc["b", "s1"], rank.loc["b", "s2"], rank.loc["b", "s3"]) == (2, 2, 1, 1)
+    # the whole-set IQM is the table's
+    assert iqm.loc["a", "(none)"] == pytest.approx(result.table.set_index("method").loc["a", "iqm"])
+    text = (out / "aggregate.md").read_text()
+    assert "| b | 1 | 2 | 2 | 1 | 1 |" in text and "| retrain | - |" in text
+    assert "b is first over every scenario but not without s0 (rank 2), s1 (rank 2)" in text
+
+
+def test_leave_one_out_counts_a_repeated_run_in_the_folder_that_remains(tmp_path):
+    """a's runs are identical in both folders and counted in the first; with the first left out they count in
+    the second, so a keeps its IQM rather than vanishing from the ranking."""
+    first = _folder(tmp_path / "s-b200", 0.1, [1.0, 3.0])
+    second = _folder(tmp_path / "s-b500", 0.1, [2.0, 5.0])
+    loso = aggregate([first, second], reps=200).loso
+    without_first = loso[loso["left_out"] == "s-b200"].set_index("method")
+    assert without_first.loc["a", "iqm"] == pytest.approx(2.0)
+    assert without_first.loc["b", "iqm"] == pytest.approx(stats.trim_mean([2.0, 5.0], 0.25))
