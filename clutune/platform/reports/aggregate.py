@@ -316,14 +316,14 @@ def loso_markdown(loso: pd.DataFrame) -> list[str]:
     top = every.index[0] if np.isfinite(every.iloc[0]) else None
     if top is not None:
         lost = [s for s in scenarios if rank.loc[top, s] != 1]
-        lines += [
-            "",
-            f"{top} is first over every scenario and stays first whichever one is left out."
+        listed = ", ".join(f"{s} (rank {rank.loc[top, s]:.0f})" for s in lost)
+        rests = "that scenario" if len(lost) == 1 else "those scenarios"
+        verdict = (
+            "and stays first whichever one is left out."
             if not lost
-            else f"{top} is first over every scenario but not without "
-            + ", ".join(f"{s} (rank {rank.loc[top, s]:.0f})" for s in lost)
-            + ": its lead rests on that scenario.",
-        ]
+            else f"but not without {listed}: the lead rests on {rests}."
+        )
+        lines += ["", f"{top} is first with every scenario in, {verdict}"]
     return lines
 
 
