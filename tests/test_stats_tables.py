@@ -52,7 +52,7 @@ def test_intervals_recomputed_with_scipy_from_results_parquet_equal_the_tables(t
     _results(kl).to_parquet(tmp_path / "results.parquet")
     rows = pd.read_parquet(tmp_path / "results.parquet")
     table = summary_table(rows)
-    text = format_table(table)
+    text = format_table(table, "comparison.csv")
     report = write_report(str(tmp_path), tmp_path / "report.html")
     page = report.read_text()
     for method, frame in rows.groupby("method"):
@@ -142,7 +142,7 @@ def test_holm_adjusts_step_down_and_stays_monotone():
 def test_a_table_of_one_seed_reads_plain_values_without_n_1(tmp_path):
     rows = _results({"a": [0.10], "b": [0.30]})
     table = summary_table(rows)
-    text = format_table(table)
+    text = format_table(table, "comparison.csv")
     rows.to_parquet(tmp_path / "results.parquet")
     page = write_report(str(tmp_path), tmp_path / "report.html").read_text()
     for method in ("a", "b"):
@@ -188,7 +188,7 @@ def test_an_exact_retrain_best_by_value_is_shown_as_the_floor_and_the_marks_rank
     assert _marks(table) == {"retrain": False, "ugclu": True, "er": True, "finetune": False}
     assert set(table[("kl_oracle_all", "comparator")]) == {"ugclu"}
     assert math.isnan(table.loc["retrain", ("kl_oracle_all", "p_holm")])
-    text = format_table(table)
+    text = format_table(table, "comparison.csv")
     assert "| retrain (exact) |" in text and "**" not in text.split("| retrain (exact) |")[1].splitlines()[0]
     assert "ugclu for kl_oracle_all" in text and "comparison.csv" in text
     rows.to_parquet(tmp_path / "results.parquet")

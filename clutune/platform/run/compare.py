@@ -118,7 +118,7 @@ class CompareResult:
     def to_markdown(self) -> str:
         """The tables as the command prints them and ``comparison.md`` holds them: the means, KLoM, then ε."""
         klom = klom_section(self.klom, self.klom_note)
-        return format_table(self.table) + "\n\n" + klom + epsilon_text(self.epsilon, self.epsilon_note)
+        return format_table(self.table, COMPARISON_CSV) + "\n\n" + klom + epsilon_text(self.epsilon, self.epsilon_note)
 
 
 def epsilon_text(summary: pd.DataFrame, note: str | None) -> str:
@@ -134,10 +134,10 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
     return method_table(per_run, "method", metrics, is_paired(rows, "method"))
 
 
-def format_table(table: pd.DataFrame) -> str:
-    """``comparison.md`` and the printed table: the caption naming the test and the comparators, then one row
-    per method."""
-    return markdown(table, _metrics(table.columns.get_level_values(0)), p_file=COMPARISON_CSV)
+def format_table(table: pd.DataFrame, p_file: str | None = None) -> str:
+    """``comparison.md`` and the printed table: the caption naming the test, the comparators and ``p_file`` (the
+    long form written beside it, where one is), then one row per method."""
+    return markdown(table, _metrics(table.columns.get_level_values(0)), p_file=p_file)
 
 
 def _metrics(columns: pd.Index) -> list[str]:
@@ -358,7 +358,7 @@ def run_compare(
     loaded = load_config(config, overrides)
     with method_grid("compare", loaded, bare_overrides(overrides), options, cluster or Cluster(), log) as done:
         table = summary_table(done.rows)
-        text = format_table(table) + "\n\n" + done.klom_text
+        text = format_table(table, COMPARISON_CSV) + "\n\n" + done.klom_text
         write_local_text(done.out / "comparison.md", text + "\n")
         write_local_atomic(done.out / COMPARISON_CSV, lambda tmp: long_form(table).to_csv(tmp, index=False))
         done.tracker.log_text(done.tracker.parent_id, text, "comparison.md")
