@@ -17,6 +17,8 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
+
 from clutune.clu.methods import exact_methods
 from clutune.platform.reports.aggregate import ALL, Aggregate, write_aggregate
 
@@ -56,12 +58,19 @@ def summary(result: Aggregate) -> dict:
             for r in result.table.itertuples()
         },
         "approximate_count": int(every["rank"].notna().sum()),
+        "order": [str(m) for m in every["method"]],
         "top": top,
+        # the top method's interval against the next one's: overlapping intervals do not separate them
+        "top_overlaps_next": _overlap(result.table.set_index("method"), top, str(every["method"].iloc[1])),
         "top_rank_without": {s: int(v) for s, v in without.items()},
         "top_holds_without_each": bool((without == 1).all()),
         "top_lost_without": [s for s, v in without.items() if v != 1],
         "ranks": {("all" if k == ALL else k): v for k, v in ranks.items()},
     }
+
+
+def _overlap(table: pd.DataFrame, a: str, b: str) -> bool:
+    return bool(table.loc[a, "hi"] >= table.loc[b, "lo"] and table.loc[b, "hi"] >= table.loc[a, "lo"])
 
 
 def rebuild(results: Path, out: Path) -> None:

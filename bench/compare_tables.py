@@ -282,6 +282,9 @@ def findings(tables: dict[str, dict]) -> dict:
                 # where ugclu is the comparator: the runner-up, its Holm p, and on how many seeds ugclu won
                 "runner_up_p": [_runner_up(t["metrics"][metric]) for t in mine.values()],
             }
+        kl = [t["metrics"]["kl_oracle_all"]["methods"] for t in mine.values()]
+        over = [m["ugclu"]["mean"] / m["retrain"]["mean"] for m in kl]
+        per_metric["ugclu_over_floor"] = {"min": min(over), "max": max(over)}  # UG-CLU's KL over retrain's
         by_dataset[dataset] = per_metric
     cost = {}
     for t in plain.values():
