@@ -40,6 +40,8 @@ def summary(result: Aggregate) -> dict:
     every = loso[loso["left_out"] == ALL].dropna(subset=["rank"]).sort_values("rank")
     top = str(every["method"].iloc[0])
     without = loso[(loso["left_out"] != ALL) & (loso["method"] == top)].set_index("left_out")["rank"]
+    counted = result.scores[result.scores["duplicate_of"] == ""].groupby("method")["score"]
+    highest = counted.max()
     ranks = {
         left_out: {r.method: int(r.rank) for r in frame.dropna(subset=["rank"]).itertuples()}
         for left_out, frame in loso.groupby("left_out", sort=False)
@@ -53,6 +55,7 @@ def summary(result: Aggregate) -> dict:
                 "hi": r.hi,
                 "runs": int(r.runs),
                 "scenarios": int(r.scenarios),
+                "max_score": float(highest[r.method]),  # the highest counted run: where its profile reaches 1
                 "exact": r.method in exact,
             }
             for r in result.table.itertuples()
