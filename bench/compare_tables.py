@@ -94,6 +94,9 @@ def main() -> None:
             kept = results / "klom-runs" / f"{base}{tag}" if tag else results / "compare-runs" / base
             _keep(batches, kept, [_command(preset, b, _methods(b), budget, extra, root) for b in batches], bool(tag))
     rebuild(results, results)
+    for preset in (f"{args.dataset}-{p}" for p in args.presets.split(",")):
+        for budget in budgets:
+            print((results / f"compare{tag}-{preset}-b{budget}.md").read_text(), flush=True)
 
 
 def _keep(batches: list[Path], kept: Path, commands: list[list[str]], klom: bool) -> None:
@@ -248,8 +251,11 @@ def _seeds_better(per_run: pd.DataFrame, metric: str, comparator: str | None, me
     return int(((a < b) if lower else (a > b)).sum())
 
 
-def _cost(per_run: pd.DataFrame) -> dict:
-    """samples_processed of ugclu over an exact retrain's: the ratio of the means, and its range over seeds."""
+def _cost(per_run: pd.DataFrame) -> dict | None:
+    """samples_processed of ugclu over an exact retrain's: the ratio of the means, and its range over seeds (None
+    where either did not run)."""
+    if not set(COST) <= set(per_run.index.get_level_values("method")):
+        return None
     top, bottom = (per_run.loc[m, "samples_processed"] for m in COST)
     per_seed = top / bottom.reindex(top.index)
     return {
@@ -261,34 +267,35 @@ def _cost(per_run: pd.DataFrame) -> dict:
 
 
 def findings(tables: dict[str, dict]) -> dict:
-    """What the prose claims, computed over the M = 1 tables: per dataset, in how many tables each method is the
-    best approximate one on each ranked column; UG-CLU's ranks; and the cost ratio per dataset and scenario kind."""
+    """What the prose claims, computed over the M = 1 tables: per dataset, the best approximate method of each
+    ranked column per table, in how many of them UG-CLU is that method, the runner-up's Holm p where it is, and
+    how far above the floor UG-CLU's KL sits; the cost ratio per dataset and scenario kind. Tables without ugclu
+    or retrain (a partial batch) give no UG-CLU findings and no cost."""
     plain = {name: t for name, t in tables.items() if t["members"] == 1}
-    datasets = sorted({t["dataset"] for t in plain.values()})
     by_dataset = {}
-    for dataset in datasets:
-        mine = {n: t for n, t in plain.items() if t["dataset"] == dataset}
-        per_metric = {}
+    for dataset in sorted({t["dataset"] for t in plain.values()}):
+        mine = [t for t in plain.values() if t["dataset"] == dataset]
+        if not all(set(COST) <= set(t["metrics"]["kl_oracle_all"]["methods"]) for t in mine):
+            continue
+        per_metric: dict[str, dict] = {}
         for metric in RANKED:
-            comparators = [t["metrics"][metric]["comparator"] for t in mine.values()]
-            ugclu = [t["metrics"][metric]["methods"]["ugclu"] for t in mine.values()]
+            comparators = [t["metrics"][metric]["comparator"] for t in mine]
             per_metric[metric] = {
                 "comparators": comparators,
-                "ugclu_ranks": [u["rank"] for u in ugclu],
                 "ugclu_best_in": sum(c == "ugclu" for c in comparators),
-                "ugclu_level_in": sum(u["tied"] for u in ugclu),
                 "tables": len(mine),
-                "approximate": len(next(iter(mine.values()))["metrics"][metric]["order"]),
-                # where ugclu is the comparator: the runner-up, its Holm p, and on how many seeds ugclu won
-                "runner_up_p": [_runner_up(t["metrics"][metric]) for t in mine.values()],
+                "approximate": len(mine[0]["metrics"][metric]["order"]),
+                # per table: the comparator, the next method, its Holm p and the seeds the comparator won
+                "runner_up_p": [_runner_up(t["metrics"][metric]) for t in mine],
             }
-        kl = [t["metrics"]["kl_oracle_all"]["methods"] for t in mine.values()]
-        over = [m["ugclu"]["mean"] / m["retrain"]["mean"] for m in kl]
+        over = [t["metrics"]["kl_oracle_all"]["methods"] for t in mine]
+        over = [m["ugclu"]["mean"] / m["retrain"]["mean"] for m in over]
         per_metric["ugclu_over_floor"] = {"min": min(over), "max": max(over)}  # UG-CLU's KL over retrain's
         by_dataset[dataset] = per_metric
-    cost = {}
+    cost: dict[str, list[float]] = {}
     for t in plain.values():
-        cost.setdefault(f"{t['dataset']}-{t['kind']}", []).append(t["cost"]["ratio"])
+        if t["cost"] is not None:
+            cost.setdefault(f"{t['dataset']}-{t['kind']}", []).append(t["cost"]["ratio"])
     return {
         "by_dataset": by_dataset,
         "cost_by_kind": {k: {"min": min(v), "max": max(v)} for k, v in sorted(cost.items())},
