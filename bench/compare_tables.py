@@ -58,6 +58,7 @@ SUMMARY = "compare-tables.json"
 SHOWN = ("kl_oracle_all", "kl_oracle_unlearn", "avg_gap", "gap_unlearn", "mia_member_rate", "acc_test")
 SHOWN += ("forgetting", "samples_processed")
 RANKED = ("kl_oracle_all", "avg_gap")
+ENSEMBLE = ("kl_over_floor",)  # with an oracle ensemble: each method's KL to a member over the members' floor
 COST = ("ugclu", "retrain")  # the samples_processed ratio README quotes: UG-CLU against an exact retrain
 FOLDER = re.compile(r"(?P<preset>(?P<dataset>[a-z0-9]+)-(?P<kind>.+))-b(?P<budget>\d+)(?:-m(?P<members>\d+))?")
 
@@ -149,6 +150,8 @@ def rebuild(results: Path, out: Path) -> None:
             text += "\n" + _floor_table(rows)
         (out / f"{name}.md").write_text(_header(folder, rows) + text + "\n")
         tables[name] = summarise(folder.name, rows, table)
+        if (folder / "klom_summary.csv").exists():
+            tables[name]["ensemble"] = ensemble(folder, rows)
     (out / SUMMARY).write_text(json.dumps(_finite({"tables": tables, **findings(tables)}), indent=1) + "\n")
 
 
@@ -198,10 +201,11 @@ def summarise(folder: str, rows: pd.DataFrame, table: pd.DataFrame) -> dict:
     """One table's numbers as README quotes them (see the module docstring)."""
     match = FOLDER.fullmatch(folder)
     assert match is not None
-    per_run = rows.groupby(["method", "seed"])[list(SHOWN)].mean()
+    shown = [*SHOWN, *(m for m in ENSEMBLE if m in rows)]
+    per_run = rows.groupby(["method", "seed"])[shown].mean()
     exact = sorted(exact_methods(table.index))
     metrics = {}
-    for metric in SHOWN:
+    for metric in shown:
         column = table[metric]
         comparator = str(column["comparator"].iloc[0]) or None
         approximate = [m for m in column.index if m not in exact]
@@ -239,6 +243,27 @@ def summarise(folder: str, rows: pd.DataFrame, table: pd.DataFrame) -> dict:
         "exact": exact,
         "metrics": metrics,
         "cost": _cost(per_run),
+    }
+
+
+def ensemble(folder: Path, rows: pd.DataFrame) -> dict:
+    """An ensemble table's KLoM (pooled over the scored requests, as kept), the samples each split pools, and
+    the oracle floor of every scored request."""
+    klom = pd.read_csv(folder / "klom_summary.csv")
+    per_request = pd.read_csv(folder / "klom.csv.gz").drop_duplicates(["request", "split"])
+    samples = per_request.groupby("split")["n_samples"].agg(["sum", "count", "min", "max"])
+    scored = rows[rows["oracle_floor"].notna()].drop_duplicates("request").sort_values("request")
+    return {
+        "klom": klom.to_dict("records"),
+        "samples": {
+            split: {"total": int(r["sum"]), "requests": int(r["count"]), "min": int(r["min"]), "max": int(r["max"])}
+            for split, r in samples.iterrows()
+        },
+        "floor": [
+            {"request": int(r.request), "kind": r.kind, "mean": r.oracle_floor, "lo": r.oracle_floor_lo}
+            | {"hi": r.oracle_floor_hi}
+            for r in scored.itertuples()
+        ],
     }
 
 
