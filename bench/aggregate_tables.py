@@ -8,11 +8,13 @@ aggregate, each method's IQM and interval and the leave-one-scenario-out ranks, 
 docs/aggregate.md quote: a "best overall" holds only where the top method stays first whichever scenario is
 left out.
 
-Usage: python bench/aggregate_tables.py     (seconds; no training: the compare runs are the raw records)
+Usage: python bench/aggregate_tables.py [--results bench/results]   (seconds; no training: the compare runs are
+       the raw records)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -100,7 +102,9 @@ def _finite(value: object) -> object:
 
 
 def main() -> None:
-    results = Path("bench/results")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="bench/results", help="the folder holding compare-runs/, and the output")
+    results = Path(parser.parse_args().results)
     rebuild(results, results)
     for one in json.loads((results / SUMMARY).read_text()).values():
         held = "holds" if one["top_holds_without_each"] else f"not without {', '.join(one['top_lost_without'])}"
