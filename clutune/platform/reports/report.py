@@ -5,7 +5,8 @@ config names are text wherever they appear, whatever characters they hold.
 
 Images are base64 data URIs, the style sheet is inline, and Optuna's interactive views share one inlined copy
 of plotly.js. The table is computed like ``comparison.md`` (per run the mean over requests, then the mean with a
-95% confidence interval over seeds, significance marks against the best); each cell also carries its unrounded
+95% confidence interval over seeds, significance marks against the best approximate method, exact methods
+labelled as the floor); each cell also carries its unrounded
 mean, std, interval, run count and mark as ``data-`` attributes, so a test (or a script) can read exact numbers
 back from the page.
 """
