@@ -3,19 +3,29 @@
 For each preset of a dataset (agnostic-class and random) and each of the dataset's two memory budgets, runs
 `clutune compare` over all methods (exact retrain included, as the noise floor) on the confirmation seeds
 100, 101, 102 (never used for tuning), with `--set buffer_size=B` so every replaying method keeps the same
-number of samples. Writes bench/results/compare-<preset>-b<B>.md, prints the exact commands, and keeps every run's
-rows in bench/results/compare-runs/<preset>-b<B>/results.parquet (all batches together), the folders that
-`clutune aggregate bench/results/compare-runs/*` summarises across scenarios.
+number of samples. The raw records are bench/results/compare-runs/<preset>-b<B>/: results.parquet (every run's
+rows, all batches together: the folders `clutune aggregate bench/results/compare-runs/*` summarises) and
+commands.json (the exact commands, with their wall seconds where they were timed).
+
+`rebuild(results, out)` derives everything else from those records alone, in seconds: each table
+compare-<preset>-b<B>.md (the commands first; marks against the best approximate method of each column, retrain
+shown as the floor), compare-<preset>-b<B>.csv beside it (the table in long form: comparator and Holm-adjusted p
+of every method in every column) and compare-tables.json, what README and docs/benchmarks.md quote: per table
+each method's mean and interval of kl_oracle_all and avg_gap, its rank among the approximate methods, the
+comparator, the Holm-corrected p against it and on how many seeds the comparator was better, and the
+samples_processed ratio of ugclu to an exact retrain (a cost claim holds per scenario kind, not across them).
 
 Methods can be run in batches (`--batch NAME --methods ...`, each its own `clutune compare` folder on the same
-cached oracles); every run of the script rebuilds the tables from all batches found.
+cached oracles); every run of the script gathers all batches found.
 
 `--ensemble M` (M >= 2) scores against M oracle members, which adds the ensemble columns and KLoM beside its floor
 (3 seeds against M = 8: the counts bench/results/klom_power.md chose). Its folders, tables and rows are apart from
 the M = 1 ones, so the aggregate's scenarios are not counted twice: runs/compare-m<M>/, bench/results/
-compare-m<M>-<preset>-b<B>.md, and bench/results/klom-runs/<preset>-b<B>-m<M>/ (results.parquet and klom.csv.gz).
-Each command's wall seconds go into the table's header; `--oracle-cache DIR` trains the oracles into DIR (a fresh
-folder: the cost of a table from scratch).
+compare-m<M>-<preset>-b<B>.md, and bench/results/klom-runs/<preset>-b<B>-m<M>/ (results.parquet, commands.json,
+klom.csv.gz: KLoM per scored request, and klom_summary.csv: KLoM pooled over the requests, which needs the
+members' margins and so is kept as the command wrote it; the committed one was transcribed from the table the
+command printed, at its 3 significant figures, since the margins behind it were not kept).
+`--oracle-cache DIR` trains the oracles into DIR (a fresh folder: the cost of a table from scratch).
 
 Usage: python bench/compare_tables.py --dataset digits|mnist1d [--methods ...] [--batch NAME] [--tables-only]
        [--presets random] [--budgets 200] [--ensemble 8] [--oracle-cache DIR]
@@ -25,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import subprocess
 import sys
 import time
@@ -32,13 +44,23 @@ from pathlib import Path
 
 import pandas as pd
 
+from clutune.clu.methods import exact_methods
 from clutune.core.klom import markdown as klom_markdown
+from clutune.platform.reports.stats import long_form
 from clutune.platform.run.compare import format_table, summary_table
 
 BUDGETS = {"digits": (200, 500), "mnist1d": (500, 1000)}
 METHODS = "retrain,ugclu,finetune,er,derpp,ewc,lwf,ga,rl,salun,sfron,scrub"
 SEEDS = "100,101,102"
 PRESETS = ("agnostic-class", "random")
+SUMMARY = "compare-tables.json"
+# The columns docs/benchmarks.md repeats of each table, and those compare-tables.json ranks in full
+SHOWN = ("kl_oracle_all", "kl_oracle_unlearn", "avg_gap", "gap_unlearn", "mia_member_rate", "acc_test")
+SHOWN += ("forgetting", "samples_processed")
+RANKED = ("kl_oracle_all", "avg_gap")
+ENSEMBLE = ("kl_over_floor",)  # with an oracle ensemble: each method's KL to a member over the members' floor
+COST = ("ugclu", "retrain")  # the samples_processed ratio README quotes: UG-CLU against an exact retrain
+FOLDER = re.compile(r"(?P<preset>(?P<dataset>[a-z0-9]+)-(?P<kind>.+))-b(?P<budget>\d+)(?:-m(?P<members>\d+))?")
 
 
 def main() -> None:
@@ -47,13 +69,12 @@ def main() -> None:
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--out", default=None, help="runs/compare, or runs/compare-m<M> with --ensemble")
     parser.add_argument("--batch", default="all", help="name of this batch of methods")
-    parser.add_argument("--tables-only", action="store_true", help="only rebuild the tables from earlier batches")
+    parser.add_argument("--tables-only", action="store_true", help="only gather the records of earlier batches")
     parser.add_argument("--presets", default=",".join(PRESETS), help="which of agnostic-class,random")
     parser.add_argument("--budgets", default=None, help="which of the dataset's budgets (default both)")
     parser.add_argument("--ensemble", type=int, default=1, help="oracle members per scored request (KLoM from 2)")
     parser.add_argument("--oracle-cache", default=None, help="oracle.cache_dir for the commands")
     args = parser.parse_args()
-    clutune = str(Path(sys.executable).parent / "clutune")
     results = Path("bench/results")
     tag = f"-m{args.ensemble}" if args.ensemble > 1 else ""
     root = Path(args.out or f"runs/compare{tag}")
@@ -68,30 +89,32 @@ def main() -> None:
             if not args.tables_only:
                 print("clutune " + " ".join(cmd), flush=True)
                 t0 = time.perf_counter()
-                subprocess.run([clutune, *cmd], check=True, stdout=subprocess.DEVNULL)
+                subprocess.run([sys.executable, "-m", "clutune.cli", *cmd], check=True, stdout=subprocess.DEVNULL)
                 (out / "wall_seconds.json").write_text(json.dumps({"wall_seconds": time.perf_counter() - t0}))
             batches = [p.parent for p in sorted(root.glob(f"{base}-*/results.parquet"))]
-            rows = pd.concat([pd.read_parquet(b / "results.parquet") for b in batches], ignore_index=True)
             kept = results / "klom-runs" / f"{base}{tag}" if tag else results / "compare-runs" / base
-            kept.mkdir(parents=True, exist_ok=True)
-            rows.to_parquet(kept / "results.parquet", index=False, **({"compression": "zstd"} if tag else {}))
-            table = format_table(summary_table(rows))
-            if tag:
-                per_request = pd.concat([pd.read_csv(b / "klom.csv") for b in batches], ignore_index=True)
-                per_request.to_csv(kept / "klom.csv.gz", index=False)
-                pooled = pd.concat([pd.read_csv(b / "klom_summary.csv") for b in batches], ignore_index=True)
-                table += "\n\n" + klom_markdown(pooled.sort_values(["split", "klom_mean"], kind="stable"))
-                table += "\n" + _floor_table(rows)
-            commands = "\n".join(
-                f"`clutune {' '.join(_command(preset, b, _methods(b), budget, extra, root))}`{_wall(b)}"
-                for b in batches
-            )
-            header = (
-                f"{commands}\n\n{preset}, buffer {budget} for every replaying method, over seeds {SEEDS}, "
-                "each run's mean over its requests.\n\n"
-            )
-            (results / f"compare{tag}-{base}.md").write_text(header + table + "\n")
-            print(table, flush=True)
+            _keep(batches, kept, [_command(preset, b, _methods(b), budget, extra, root) for b in batches], bool(tag))
+    rebuild(results, results)
+    for preset in (f"{args.dataset}-{p}" for p in args.presets.split(",")):
+        for budget in budgets:
+            print((results / f"compare{tag}-{preset}-b{budget}.md").read_text(), flush=True)
+
+
+def _keep(batches: list[Path], kept: Path, commands: list[list[str]], klom: bool) -> None:
+    """The raw records of one table: every batch's rows together, the commands with their wall seconds and,
+    with an oracle ensemble, KLoM per request and pooled."""
+    kept.mkdir(parents=True, exist_ok=True)
+    rows = pd.concat([pd.read_parquet(b / "results.parquet") for b in batches], ignore_index=True)
+    rows.to_parquet(kept / "results.parquet", index=False, compression="zstd")
+    timed = [
+        {"command": "clutune " + " ".join(c), "wall_seconds": _wall(b)} for b, c in zip(batches, commands, strict=True)
+    ]
+    (kept / "commands.json").write_text(json.dumps(timed, indent=1) + "\n")
+    if klom:
+        per_request = pd.concat([pd.read_csv(b / "klom.csv") for b in batches], ignore_index=True)
+        per_request.to_csv(kept / "klom.csv.gz", index=False)
+        pooled = pd.concat([pd.read_csv(b / "klom_summary.csv") for b in batches], ignore_index=True)
+        pooled.to_csv(kept / "klom_summary.csv", index=False)
 
 
 def _command(preset: str, out: Path, methods: str, budget: int, extra: list[str], root: Path) -> list[str]:
@@ -104,9 +127,56 @@ def _methods(folder: Path) -> str:
     return ",".join(pd.read_parquet(folder / "results.parquet")["method"].unique())
 
 
-def _wall(folder: Path) -> str:
+def _wall(folder: Path) -> int | None:
     timing = folder / "wall_seconds.json"
-    return f" ({json.loads(timing.read_text())['wall_seconds']:.0f} s wall)" if timing.exists() else ""
+    return round(json.loads(timing.read_text())["wall_seconds"]) if timing.exists() else None
+
+
+def rebuild(results: Path, out: Path) -> None:
+    """Every table, its long form and compare-tables.json from the records under ``results`` alone."""
+    folders = sorted((results / "compare-runs").glob("*/results.parquet"))
+    folders += sorted((results / "klom-runs").glob("*/results.parquet"))
+    tables = {}
+    for path in folders:
+        folder = path.parent
+        name = _table_name(folder.name)
+        rows = pd.read_parquet(path)
+        table = summary_table(rows)
+        long_form(table).to_csv(out / f"{name}.csv", index=False)
+        text = format_table(table, f"{name}.csv")
+        if (folder / "klom_summary.csv").exists():
+            pooled = pd.read_csv(folder / "klom_summary.csv")
+            text += "\n\n" + klom_markdown(pooled.sort_values(["split", "klom_mean"], kind="stable"))
+            text += "\n" + _floor_table(rows)
+        (out / f"{name}.md").write_text(_header(folder, rows) + text + "\n")
+        tables[name] = summarise(folder.name, rows, table)
+        if (folder / "klom_summary.csv").exists():
+            tables[name]["ensemble"] = ensemble(folder, rows)
+    (out / SUMMARY).write_text(json.dumps(_finite({"tables": tables, **findings(tables)}), indent=1) + "\n")
+
+
+def _table_name(folder: str) -> str:
+    """compare-<preset>-b<B> for an M = 1 folder, compare-m<M>-<preset>-b<B> for an ensemble's."""
+    match = FOLDER.fullmatch(folder)
+    assert match is not None, folder
+    base = f"{match['preset']}-b{match['budget']}"
+    return f"compare-m{match['members']}-{base}" if match["members"] else f"compare-{base}"
+
+
+def _header(folder: Path, rows: pd.DataFrame) -> str:
+    """The exact commands that produced the records, then what the table is."""
+    match = FOLDER.fullmatch(folder.name)
+    assert match is not None
+    commands = json.loads((folder / "commands.json").read_text())
+    lines = "\n".join(
+        f"`{c['command']}`" + (f" ({c['wall_seconds']} s wall)" if c["wall_seconds"] is not None else "")
+        for c in commands
+    )
+    seeds = ",".join(str(s) for s in sorted(rows["seed"].unique()))
+    return (
+        f"{lines}\n\n{match['preset']}, buffer {match['budget']} for every replaying method, over seeds {seeds}, "
+        "each run's mean over its requests.\n\n"
+    )
 
 
 def _floor_table(rows: pd.DataFrame) -> str:
@@ -125,6 +195,163 @@ def _floor_table(rows: pd.DataFrame) -> str:
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def summarise(folder: str, rows: pd.DataFrame, table: pd.DataFrame) -> dict:
+    """One table's numbers as README quotes them (see the module docstring)."""
+    match = FOLDER.fullmatch(folder)
+    assert match is not None
+    shown = [*SHOWN, *(m for m in ENSEMBLE if m in rows)]
+    per_run = rows.groupby(["method", "seed"])[shown].mean()
+    exact = sorted(exact_methods(table.index))
+    metrics = {}
+    for metric in shown:
+        column = table[metric]
+        comparator = str(column["comparator"].iloc[0]) or None
+        approximate = [m for m in column.index if m not in exact]
+        ascending = metric != "acc_test"
+        order = column.loc[approximate, "mean"].sort_values(ascending=ascending, kind="stable")
+        rank = {m: i + 1 for i, m in enumerate(order.index)}
+        metrics[metric] = {
+            "comparator": comparator,
+            "order": list(order.index),
+            "methods": {
+                str(m): {
+                    "mean": float(r["mean"]),
+                    "lo": float(r["lo"]),
+                    "hi": float(r["hi"]),
+                    "half": float(r["hi"] - r["mean"]),
+                    "n": int(r["n"]),
+                    "rank": rank.get(m),
+                    "p_holm": float(r["p_holm"]),
+                    "tied": bool(r["tied"]),
+                    "exact": m in exact,
+                    "seeds_comparator_better": _seeds_better(per_run, metric, comparator, str(m), ascending),
+                }
+                for m, r in column.loc[list(table.index)].iterrows()
+            },
+        }
+    return {
+        "file": f"{_table_name(folder)}.md",
+        "dataset": match["dataset"],
+        "preset": match["preset"],
+        "kind": "class" if "class" in match["kind"] else "random",
+        "budget": int(match["budget"]),
+        "members": int(match["members"] or 1),
+        "seeds": sorted(int(s) for s in rows["seed"].unique()),
+        "paired": bool(table.attrs["paired"]),
+        "exact": exact,
+        "metrics": metrics,
+        "cost": _cost(per_run),
+    }
+
+
+def ensemble(folder: Path, rows: pd.DataFrame) -> dict:
+    """An ensemble table's KLoM (pooled over the scored requests, as kept), the samples each split pools, and
+    the oracle floor of every scored request."""
+    klom = pd.read_csv(folder / "klom_summary.csv")
+    per_request = pd.read_csv(folder / "klom.csv.gz").drop_duplicates(["request", "split"])
+    samples = per_request.groupby("split")["n_samples"].agg(["sum", "count", "min", "max"])
+    scored = rows[rows["oracle_floor"].notna()].drop_duplicates("request").sort_values("request")
+    return {
+        "klom": klom.to_dict("records"),
+        "samples": {
+            split: {"total": int(r["sum"]), "requests": int(r["count"]), "min": int(r["min"]), "max": int(r["max"])}
+            for split, r in samples.iterrows()
+        },
+        "floor": [
+            {"request": int(r.request), "kind": r.kind, "mean": r.oracle_floor, "lo": r.oracle_floor_lo}
+            | {"hi": r.oracle_floor_hi}
+            for r in scored.itertuples()
+        ],
+    }
+
+
+def _seeds_better(per_run: pd.DataFrame, metric: str, comparator: str | None, method: str, lower: bool) -> int | None:
+    """On how many seeds the comparator's run beat ``method``'s (paired by seed); None for the comparator."""
+    if comparator is None or method == comparator:
+        return None
+    a = per_run.loc[comparator, metric]
+    b = per_run.loc[method, metric].reindex(a.index)
+    return int(((a < b) if lower else (a > b)).sum())
+
+
+def _cost(per_run: pd.DataFrame) -> dict | None:
+    """samples_processed of ugclu over an exact retrain's: the ratio of the means, and its range over seeds (None
+    where either did not run)."""
+    if not set(COST) <= set(per_run.index.get_level_values("method")):
+        return None
+    top, bottom = (per_run.loc[m, "samples_processed"] for m in COST)
+    per_seed = top / bottom.reindex(top.index)
+    return {
+        "of": list(COST),
+        "ratio": float(top.mean() / bottom.mean()),
+        "min": float(per_seed.min()),
+        "max": float(per_seed.max()),
+    }
+
+
+def findings(tables: dict[str, dict]) -> dict:
+    """What the prose claims, computed over the M = 1 tables: per dataset, the best approximate method of each
+    ranked column per table, in how many of them UG-CLU is that method, the runner-up's Holm p where it is, and
+    how far above the floor UG-CLU's KL sits; the cost ratio per dataset and scenario kind. Tables without ugclu
+    or retrain (a partial batch) give no UG-CLU findings and no cost."""
+    plain = {name: t for name, t in tables.items() if t["members"] == 1}
+    by_dataset = {}
+    for dataset in sorted({t["dataset"] for t in plain.values()}):
+        mine = [t for t in plain.values() if t["dataset"] == dataset]
+        if not all(set(COST) <= set(t["metrics"]["kl_oracle_all"]["methods"]) for t in mine):
+            continue
+        per_metric: dict[str, dict] = {}
+        for metric in RANKED:
+            comparators = [t["metrics"][metric]["comparator"] for t in mine]
+            per_metric[metric] = {
+                "comparators": comparators,
+                "ugclu_best_in": sum(c == "ugclu" for c in comparators),
+                "tables": len(mine),
+                "approximate": len(mine[0]["metrics"][metric]["order"]),
+                # per table: the comparator, the next method, its Holm p and the seeds the comparator won
+                "runner_up_p": [_runner_up(t["metrics"][metric]) for t in mine],
+            }
+        over = [t["metrics"]["kl_oracle_all"]["methods"] for t in mine]
+        over = [m["ugclu"]["mean"] / m["retrain"]["mean"] for m in over]
+        per_metric["ugclu_over_floor"] = {"min": min(over), "max": max(over)}  # UG-CLU's KL over retrain's
+        by_dataset[dataset] = per_metric
+    cost: dict[str, list[float]] = {}
+    for t in plain.values():
+        if t["cost"] is not None:
+            cost.setdefault(f"{t['dataset']}-{t['kind']}", []).append(t["cost"]["ratio"])
+    return {
+        "by_dataset": by_dataset,
+        "cost_by_kind": {k: {"min": min(v), "max": max(v)} for k, v in sorted(cost.items())},
+    }
+
+
+def _runner_up(column: dict) -> dict | None:
+    """The second approximate method of a column with its Holm p against the comparator and the seeds on which
+    the comparator beat it."""
+    if len(column["order"]) < 2 or column["comparator"] is None:
+        return None
+    name = column["order"][1]
+    one = column["methods"][name]
+    return {
+        "comparator": column["comparator"],
+        "method": name,
+        "p_holm": one["p_holm"],
+        "seeds_comparator_better": one["seeds_comparator_better"],
+        "n": one["n"],
+    }
+
+
+def _finite(value: object) -> object:
+    """NaN and infinities as null: JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 if __name__ == "__main__":

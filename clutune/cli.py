@@ -204,7 +204,8 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
     result = clutune.aggregate(args.folders, out=args.out)
     print(result.to_markdown(), end="")
-    print(f"wrote {args.out}/aggregate.md, aggregate.csv, scores.csv, floors.csv and performance_profile.png")
+    written = "aggregate.md, aggregate.csv, scores.csv, floors.csv, leave_one_out.csv and performance_profile.png"
+    print(f"wrote {args.out}/{written}")
     return 0
 
 

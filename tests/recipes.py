@@ -1,10 +1,27 @@
 """The small recipes tests share, so a test names only what it changes: the oracle recipe the cache and oracle
-tests train (an MLP on digits with the shipped SGD settings), and the one-epoch digits config that the API, fuzzer
-and full-disk tests run."""
+tests train (an MLP on digits with the shipped SGD settings), the one-epoch digits config that the API, fuzzer
+and full-disk tests run, and a bench script imported by path (bench/ is not a package) for its rebuild."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 from clutune.core.oracle import OracleRecipe
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_bench(name: str) -> ModuleType:
+    """bench/<name>.py as a module, as `make results` imports it."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_recipe(hidden: int = 16, epochs: int = 1) -> OracleRecipe:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from recipes import load_bench
 from scipy import stats
 
 import clutune
@@ -143,11 +146,49 @@ def test_a_method_missing_from_a_scenario_is_left_out_and_said(folders, tmp_path
     assert set(result.table["method"]) == {"retrain", "a"} and result.skipped == ["b"]
 
 
-def test_the_committed_baseline_aggregate_is_what_its_committed_runs_give():
-    """README's baseline aggregate is recomputed from the committed runs of the eight comparison tables."""
-    from pathlib import Path
-
+def test_the_committed_baseline_aggregate_is_what_its_committed_runs_give(tmp_path):
+    """README's baseline aggregates are rebuilt from the committed runs of the eight comparison tables."""
     results = Path(__file__).resolve().parents[1] / "bench" / "results"
-    folders = sorted((results / "compare-runs").iterdir())
-    assert len(folders) == 8
-    assert markdown(aggregate(folders)) == (results / "aggregate" / "aggregate.md").read_text()
+    assert len(list((results / "compare-runs").iterdir())) == 8
+    rebuild = load_bench("aggregate_tables").rebuild
+    rebuild(results, tmp_path)
+    for name in ("aggregate", "aggregate-digits", "aggregate-mnist1d"):
+        for file in ("aggregate.md", "aggregate.csv", "leave_one_out.csv"):
+            assert (tmp_path / name / file).read_text() == (results / name / file).read_text(), f"{name}/{file}"
+    assert (tmp_path / "aggregate-tables.json").read_text() == (results / "aggregate-tables.json").read_text()
+
+
+def test_leave_one_scenario_out_shows_a_lead_that_rests_on_one_scenario(tmp_path):
+    """b scores 0.5 in scenarios 0 and 1 and 3 in scenarios 2 and 3; a scores 2 everywhere. Over all four, b's
+    IQM (1.75) is the lowest; without scenario 0 it is trim_mean(0.5, 3, 3, 3, 3, 0.5 ...) above 2, so b is
+    second there; retrain is the exact floor and has no rank."""
+    b = [[0.5, 0.5], [0.5, 0.5], [3.0, 3.0], [3.0, 3.0]]
+    folders = [_folder(tmp_path / f"s{i}", floor, b[i]) for i, floor in enumerate(FLOORS)]
+    out = tmp_path / "agg"
+    result = clutune.aggregate(folders, out=out)
+    loso = pd.read_csv(out / "leave_one_out.csv")
+    assert list(loso.columns) == ["left_out", "method", "iqm", "rank"]
+    rank = loso.pivot(index="method", columns="left_out", values="rank")
+    iqm = loso.pivot(index="method", columns="left_out", values="iqm")
+    assert iqm.loc["b", "(none)"] == pytest.approx(stats.trim_mean([0.5] * 4 + [3.0] * 4, 0.25))
+    assert iqm.loc["b", "s0"] == pytest.approx(stats.trim_mean([0.5] * 2 + [3.0] * 4, 0.25)) and iqm.loc["b", "s0"] > 2
+    assert iqm.loc["b", "s2"] == pytest.approx(stats.trim_mean([0.5] * 4 + [3.0] * 2, 0.25)) and iqm.loc["b", "s2"] < 2
+    assert rank["(none)"].to_dict() == pytest.approx({"a": 2.0, "b": 1.0, "retrain": float("nan")}, nan_ok=True)
+    assert (rank.loc["b", "s0"], rank.loc["b", "s1"], rank.loc["b", "s2"], rank.loc["b", "s3"]) == (2, 2, 1, 1)
+    # the whole-set IQM is the table's
+    assert iqm.loc["a", "(none)"] == pytest.approx(result.table.set_index("method").loc["a", "iqm"])
+    text = (out / "aggregate.md").read_text()
+    assert "| b | 1 | 2 | 2 | 1 | 1 |" in text and "| retrain | - |" in text
+    verdict = "b is first with every scenario in, but not without s0 (rank 2), s1 (rank 2): the lead rests on those"
+    assert verdict in text
+
+
+def test_leave_one_out_counts_a_repeated_run_in_the_folder_that_remains(tmp_path):
+    """a's runs are identical in both folders and counted in the first; with the first left out they count in
+    the second, so a keeps its IQM rather than vanishing from the ranking."""
+    first = _folder(tmp_path / "s-b200", 0.1, [1.0, 3.0])
+    second = _folder(tmp_path / "s-b500", 0.1, [2.0, 5.0])
+    loso = aggregate([first, second], reps=200).loso
+    without_first = loso[loso["left_out"] == "s-b200"].set_index("method")
+    assert without_first.loc["a", "iqm"] == pytest.approx(2.0)
+    assert without_first.loc["b", "iqm"] == pytest.approx(stats.trim_mean([2.0, 5.0], 0.25))

@@ -57,7 +57,9 @@ def test_compare_and_sweep_from_a_dict_return_what_they_wrote(tmp_path, monkeypa
     assert len(first.rows) == 2 * 2 * 3 and set(first.table.index) == {"er", "finetune"}
     assert "| er |" in (tmp_path / "c1" / "comparison.md").read_text()
     summary = first.summary  # the table in long form: one row per (method, metric)
-    assert list(summary.columns) == ["method", "metric", "mean", "lo", "hi", "n", "p", "tied"]
+    assert list(summary.columns) == [
+        *("method", "metric", "mean", "lo", "hi", "n", "comparator", "p_holm", "tied", "exact")
+    ]
     kl = summary[summary["metric"] == "kl_oracle_all"].set_index("method")
     assert set(kl.index) == {"er", "finetune"} and (kl["n"] == 2).all()
     assert kl.loc["er", "mean"] == pytest.approx(first.table.loc["er", ("kl_oracle_all", "mean")])

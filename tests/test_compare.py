@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 import clutune
 from clutune.cli import main
 from clutune.errors import UserError
+from clutune.platform.run.compare import summary_table
 
 
 @pytest.fixture
@@ -38,6 +40,10 @@ def test_compare_runs_every_method_and_seed_on_shared_oracles(local_ray, scenari
     assert "| ugclu |" in printed and "| finetune |" in printed and "±" in printed
     table = [line for line in (out / "comparison.md").read_text().splitlines() if line.startswith("| ")]
     assert len(table) == 3  # header and one row per method, under the caption that names the test
+    long = pd.read_csv(out / "comparison.csv").set_index(["method", "metric"])  # the p-values the caption points to
+    assert {"comparator", "p_holm", "tied", "exact"} <= set(long.columns) and not long["exact"].any()
+    metrics = set(summary_table(pd.read_parquet(out / "results.parquet")).columns.get_level_values(0))
+    assert len(long) == 2 * len(metrics)
 
 
 def test_compare_rejects_unknown_method_before_work(scenario, tmp_path):

@@ -38,7 +38,7 @@ def test_a_method_name_with_markup_is_escaped_everywhere(tmp_path):
     _no_markup_from_names(page)
     escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
     assert f'<tr data-group="{escaped}"><td>{escaped}</td><td data-metric="kl_oracle_all" data-mean=' in page
-    assert '<tr data-group="er"><td>er</td>' in page and "<b>Bold</b>: the best method" in page
+    assert '<tr data-group="er"><td>er</td>' in page and "<b>Bold</b>: the best approximate method" in page
     assert page.count("<script>") == 0  # no Optuna study here: the page has no script at all
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from clutune.platform.reports.report import write_report
+from clutune.platform.reports.report import table_rows, write_report
 from clutune.platform.reports.stats import holm, long_form, method_table
 from clutune.platform.run.compare import TABLE_METRICS, format_table, summary_table
 
@@ -52,7 +52,7 @@ def test_intervals_recomputed_with_scipy_from_results_parquet_equal_the_tables(t
     _results(kl).to_parquet(tmp_path / "results.parquet")
     rows = pd.read_parquet(tmp_path / "results.parquet")
     table = summary_table(rows)
-    text = format_table(table)
+    text = format_table(table, "comparison.csv")
     report = write_report(str(tmp_path), tmp_path / "report.html")
     page = report.read_text()
     for method, frame in rows.groupby("method"):
@@ -142,7 +142,7 @@ def test_holm_adjusts_step_down_and_stays_monotone():
 def test_a_table_of_one_seed_reads_plain_values_without_n_1(tmp_path):
     rows = _results({"a": [0.10], "b": [0.30]})
     table = summary_table(rows)
-    text = format_table(table)
+    text = format_table(table, "comparison.csv")
     rows.to_parquet(tmp_path / "results.parquet")
     page = write_report(str(tmp_path), tmp_path / "report.html").read_text()
     for method in ("a", "b"):
@@ -155,14 +155,66 @@ def test_the_long_form_has_one_row_per_method_and_metric_with_the_tables_numbers
     rows = _results({"ugclu": [0.50, 0.52, 0.55], "er": [0.60, 0.66, 0.61], "finetune": [0.9, 0.95, 0.93]})
     table = summary_table(rows)
     long = long_form(table)
-    assert list(long.columns) == ["method", "metric", "mean", "lo", "hi", "n", "p", "tied"]
+    assert list(long.columns) == [
+        *("method", "metric", "mean", "lo", "hi", "n", "comparator", "p_holm", "tied", "exact")
+    ]
     assert len(long) == 3 * len(TABLE_METRICS) and not long.duplicated(["method", "metric"]).any()
     assert list(dict.fromkeys(long["method"])) == list(table.index)  # the table's order: best KL first
     for r in long.itertuples():
         for stat in ("mean", "lo", "hi", "n"):
             assert getattr(r, stat) == pytest.approx(table.loc[r.method, (r.metric, stat)], nan_ok=True)
-        assert r.p == pytest.approx(table.loc[r.method, (r.metric, "p_holm")], nan_ok=True)
+        assert r.p_holm == pytest.approx(table.loc[r.method, (r.metric, "p_holm")], nan_ok=True)
         assert r.tied == bool(table.loc[r.method, (r.metric, "tied")])
     kl = long[long["metric"] == "kl_oracle_all"].set_index("method")
-    assert kl.loc["ugclu", "tied"] and not kl.loc["finetune", "tied"] and math.isnan(kl.loc["ugclu", "p"])
+    assert kl.loc["ugclu", "tied"] and not kl.loc["finetune", "tied"] and math.isnan(kl.loc["ugclu", "p_holm"])
+    assert set(kl["comparator"]) == {"ugclu"} and not long["exact"].any()
     assert long["n"].dtype.kind == "i" and long["tied"].dtype == bool
+
+
+def test_an_exact_retrain_best_by_value_is_shown_as_the_floor_and_the_marks_rank_the_approximate_methods():
+    """retrain has the lowest KL on every seed; the comparator is still the best approximate method (ugclu), and
+    its tie with er and clear lead over finetune decide the marks."""
+    kl = {
+        "retrain": [0.05, 0.06, 0.05, 0.055, 0.052],
+        "ugclu": [0.30, 0.34, 0.29, 0.31, 0.33],
+        "er": [0.32, 0.31, 0.33, 0.30, 0.35],
+        "finetune": [0.90, 0.95, 0.92, 0.88, 0.91],
+    }
+    rows = _results(kl)
+    table = summary_table(rows)
+    assert table.index[0] == "retrain" and table.attrs["floors"] == ["retrain"]
+    assert _marks(table) == {"retrain": False, "ugclu": True, "er": True, "finetune": False}
+    assert set(table[("kl_oracle_all", "comparator")]) == {"ugclu"}
+    assert math.isnan(table.loc["retrain", ("kl_oracle_all", "p_holm")])
+    text = format_table(table, "comparison.csv")
+    assert "| retrain (exact) |" in text and "**" not in text.split("| retrain (exact) |")[1].splitlines()[0]
+    assert "ugclu for kl_oracle_all" in text and "comparison.csv" in text
+    html = {r["group"]: r for r in table_rows(table)}  # the HTML report's rows: the same label, no mark
+    assert html["retrain"]["label"] == "retrain (exact)" and not any(c["tied"] for c in html["retrain"]["cells"])
+
+
+def test_the_p_in_the_long_form_is_a_holm_adjusted_paired_t_test_recomputed_by_scipy(tmp_path):
+    kl = {
+        "retrain": [0.05, 0.06, 0.05, 0.055, 0.052],
+        "ugclu": [0.30, 0.34, 0.29, 0.31, 0.33],
+        "er": [0.33, 0.36, 0.30, 0.34, 0.35],
+        "lwf": [0.45, 0.41, 0.48, 0.40, 0.44],
+        "finetune": [0.90, 0.95, 0.92, 0.88, 0.91],
+    }
+    rows = _results(kl)
+    long_form(summary_table(rows)).to_csv(tmp_path / "comparison.csv", index=False)
+    written = pd.read_csv(tmp_path / "comparison.csv").query("metric == 'kl_oracle_all'").set_index("method")
+    per_run = rows.groupby(["method", "seed"])["kl_oracle_all"].mean().unstack("seed")
+    others = ["er", "lwf", "finetune"]
+    raw = [stats.ttest_rel(per_run.loc["ugclu"], per_run.loc[m]).pvalue for m in others]
+    m = len(raw)
+    order = np.argsort(raw)
+    holm_p = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):  # Holm's step-down, spelled out: (m - rank) * p, monotone, capped at 1
+        running = max(running, min(1.0, (m - rank) * raw[i]))
+        holm_p[i] = running
+    for method, expected in zip(others, holm_p, strict=True):
+        assert written.loc[method, "p_holm"] == pytest.approx(expected, rel=1e-9)
+        assert written.loc[method, "comparator"] == "ugclu"
+    assert written.loc["retrain", "exact"] and math.isnan(written.loc["retrain", "p_holm"])

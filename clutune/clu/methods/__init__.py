@@ -8,6 +8,7 @@ is the name it is registered under. Modules are imported on first lookup, so nam
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 from clutune.clu.methods.base import BaseHparams, Method
@@ -50,4 +51,11 @@ def get_method(name: str) -> type[Method]:
     return METHODS.get(name)
 
 
-__all__ = ["BUILTIN_METHODS", "METHODS", "BaseHparams", "Method", "get_method", "method_problem"]
+def exact_methods(names: Iterable[object]) -> set[str]:
+    """Those of ``names`` that are registered methods declaring exact unlearning (:attr:`Method.exact`). A name
+    no method is registered under (a trial id, a label in a table) is simply not exact."""
+    known = set(METHODS.names())
+    return {str(n) for n in names if str(n) in known and get_method(str(n)).exact}
+
+
+__all__ = ["BUILTIN_METHODS", "METHODS", "BaseHparams", "Method", "exact_methods", "get_method", "method_problem"]

@@ -71,6 +71,10 @@ class Method:
     # Hyperparameters whose defaults are the config's oracle recipe (oracle.<same name>), for methods that
     # stand in for the oracle.
     follows_oracle: ClassVar[tuple[str, ...]] = ()
+    # True where unlearning is exact by construction (the model is then one that never trained on the forgotten
+    # data): comparison tables show such a method as the floor and rank the approximate methods among themselves,
+    # since an exact retrain is the oracle's own recipe and would otherwise be "best" in every KL column.
+    exact: ClassVar[bool] = False
     # Files the method ships as package data next to its module, found with importlib.resources and read before
     # clutune's own: a search space (a YAML file name, e.g. "search_space.yaml") and a folder of tuned defaults
     # holding one <dataset>.yaml of hyperparameters per dataset (e.g. "tuned"). None: clutune's files only.

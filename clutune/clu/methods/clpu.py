@@ -74,6 +74,7 @@ def age_tasks(ages: dict[int, int], new: int, merge_after: int) -> list[int]:
 
 class CLPU(Method):
     name = "clpu"
+    exact = True
     Hparams = CLPUHparams
     hp: CLPUHparams
     model: SideNetworks

@@ -27,6 +27,7 @@ class Retrain(Method):
     name = "retrain"
     Hparams = RetrainHparams
     follows_oracle = ("epochs", "lr", "batch_size", "momentum", "weight_decay")
+    exact = True
     hp: RetrainHparams
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

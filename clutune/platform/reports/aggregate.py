@@ -14,7 +14,11 @@ hard scenario dominate. Following Agarwal et al., "Deep RL at the edge of the st
   outlying scenario, with a 95% stratified bootstrap interval. Each replicate resamples each scenario's runs among
   themselves (the paper's stratified bootstrap) and also the values its floor is the mean of (the per-request
   ``oracle_floor`` values, or the retrain runs), so the interval carries the floor's own uncertainty;
-- a performance profile: per threshold tau, the share of runs with a score at or below tau, with 95% bands.
+- a performance profile: per threshold tau, the share of runs with a score at or below tau, with 95% bands;
+- a leave-one-scenario-out check of the ranking: for each scenario left out, each method's IQM over the others
+  and its rank among the approximate methods (exact ones, :attr:`clutune.clu.methods.Method.exact`, are the
+  floor and not ranked). A "best overall" that holds only while one scenario is in is a claim about that
+  scenario, and this table shows it.
 
 A run whose rows are bit-identical in two folders (a method that ignores the buffer, run in the b200 and the b500
 variant of one scenario) is one run, not two: it is counted once, in the first folder, and the table says so.
@@ -32,7 +36,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +47,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
+from clutune.clu.methods import exact_methods
 from clutune.core.storage import write_local_atomic, write_local_text
 from clutune.errors import UserError
 from clutune.platform.record.tracking import RECORD_DIR
@@ -70,6 +75,7 @@ class Aggregate:
     profile: pd.DataFrame  # per (method, tau): share of runs with score <= tau, lo, hi
     skipped: list[str]  # methods left out: not run in every scenario
     floors: pd.DataFrame  # per scenario: floor, source, n (values it is the mean of), lo, hi
+    loso: pd.DataFrame = field(default_factory=pd.DataFrame)  # per (left_out, method): iqm, rank; see leave_one_out
 
     def to_markdown(self) -> str:
         """The table as the command prints it and ``aggregate.md`` holds it."""
@@ -260,6 +266,67 @@ def iqm(x: np.ndarray) -> np.ndarray:
     return stats.trim_mean(x, 0.25, axis=-1)
 
 
+ALL = "(none)"  # leave_one_out's left_out value for the ranking over every scenario
+
+
+def leave_one_out(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per scenario left out (and ``ALL``: none), each method's IQM of the counted scores over the remaining
+    scenarios and its rank (1 = lowest) among the approximate methods; an exact method's rank is NaN. A run
+    counted once for two folders (``duplicate_of``) is counted in the remaining folder when its first folder is
+    the one left out."""
+    original = scores["duplicate_of"].where(scores["duplicate_of"] != "", scores["scenario"])
+    exact = exact_methods(scores["method"].unique())
+    records = []
+    for left_out in [ALL, *dict.fromkeys(scores["scenario"])]:
+        kept = scores.assign(original=original)[scores["scenario"] != left_out]
+        kept = kept.drop_duplicates(["method", "seed", "original"])
+        per_method = kept.groupby("method")["score"].apply(lambda x: float(iqm(x.to_numpy(dtype=np.float64))))
+        ranked = per_method[[m not in exact for m in per_method.index]].rank(method="min")
+        for method, value in per_method.sort_values().items():
+            records.append({"left_out": left_out, "method": method, "iqm": value, "rank": ranked.get(method)})
+    return pd.DataFrame(records, columns=["left_out", "method", "iqm", "rank"]).astype({"rank": float})
+
+
+def _rank_text(rank: float) -> str:
+    return f"{rank:.0f}" if np.isfinite(rank) else "-"
+
+
+def loso_markdown(loso: pd.DataFrame) -> list[str]:
+    """The leave-one-scenario-out ranks as a table (methods by their rank over every scenario), with the line
+    that says whether the top method stays on top whichever scenario is left out."""
+    if loso.empty or loso["left_out"].nunique() < 3:  # one scenario: nothing to leave out
+        return []
+    rank = loso.pivot(index="method", columns="left_out", values="rank")
+    every = rank[ALL].sort_values(na_position="last")
+    scenarios = [s for s in dict.fromkeys(loso["left_out"]) if s != ALL]
+    lines = [
+        "",
+        "Leave one scenario out: each method's rank (1 = lowest IQM) among the approximate methods over the "
+        "remaining scenarios; exact methods are the floor and not ranked (-).",
+        "",
+        "| method | all | " + " | ".join(f"without {s}" for s in scenarios) + " |",
+        "|---|---|" + "---|" * len(scenarios),
+    ]
+    for method in every.index:
+        lines.append(
+            f"| {method} | {_rank_text(every[method])} | "
+            + " | ".join(_rank_text(rank.loc[method, s]) for s in scenarios)
+            + " |"
+        )
+    top = every.index[0] if np.isfinite(every.iloc[0]) else None
+    if top is not None:
+        lost = [s for s in scenarios if rank.loc[top, s] != 1]
+        listed = ", ".join(f"{s} (rank {rank.loc[top, s]:.0f})" for s in lost)
+        rests = "that scenario" if len(lost) == 1 else "those scenarios"
+        verdict = (
+            "and stays first whichever one is left out."
+            if not lost
+            else f"but not without {listed}: the lead rests on {rests}."
+        )
+        lines += ["", f"{top} is first with every scenario in, {verdict}"]
+    return lines
+
+
 def _floor_table(floors: dict[str, Floor], rng: np.random.Generator, reps: int) -> pd.DataFrame:
     """Each scenario's floor with a 95% bootstrap interval of its mean (none from a single value)."""
     records = []
@@ -325,6 +392,7 @@ def aggregate(folders: list[Path], reps: int = REPS) -> Aggregate:
         profile=pd.DataFrame(profile),
         skipped=skipped,
         floors=_floor_table(floors, rng, reps),
+        loso=leave_one_out(scores),
     )
 
 
@@ -391,21 +459,35 @@ def markdown(result: Aggregate) -> str:
         ]
     if result.skipped:
         lines += ["", f"Left out (not run in every scenario): {', '.join(result.skipped)}."]
+    lines += loso_markdown(result.loso)
     return "\n".join(lines) + "\n"
 
 
 def write_aggregate(folders: list[Path], out: Path, reps: int = REPS) -> Aggregate:
     """Everything checked and computed first; then ``out`` gets aggregate.md, aggregate.csv (the table),
-    scores.csv (every run's normalised score), floors.csv (each scenario's floor) and performance_profile.png."""
+    scores.csv (every run's normalised score), floors.csv (each scenario's floor), leave_one_out.csv (the ranks
+    without each scenario) and performance_profile.png."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
     result = aggregate(folders, reps)
     out.mkdir(parents=True, exist_ok=True)
     write_local_text(out / "aggregate.md", markdown(result))
-    for name, frame in (("aggregate.csv", result.table), ("scores.csv", result.scores), ("floors.csv", result.floors)):
+    frames = {"aggregate.csv": result.table, "scores.csv": result.scores, "floors.csv": result.floors}
+    frames["leave_one_out.csv"] = result.loso
+    for name, frame in frames.items():
         write_local_atomic(out / name, lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
     profile_figure(result, out / "performance_profile.png")
     return result
 
 
-__all__ = ["Aggregate", "Floor", "aggregate", "load_scores", "markdown", "profile_figure", "strata", "write_aggregate"]
+__all__ = [
+    "Aggregate",
+    "Floor",
+    "aggregate",
+    "leave_one_out",
+    "load_scores",
+    "markdown",
+    "profile_figure",
+    "strata",
+    "write_aggregate",
+]

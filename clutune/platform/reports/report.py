@@ -5,7 +5,8 @@ config names are text wherever they appear, whatever characters they hold.
 
 Images are base64 data URIs, the style sheet is inline, and Optuna's interactive views share one inlined copy
 of plotly.js. The table is computed like ``comparison.md`` (per run the mean over requests, then the mean with a
-95% confidence interval over seeds, significance marks against the best); each cell also carries its unrounded
+95% confidence interval over seeds, significance marks against the best approximate method, exact methods
+labelled as the floor); each cell also carries its unrounded
 mean, std, interval, run count and mark as ``data-`` attributes, so a test (or a script) can read exact numbers
 back from the page.
 """
@@ -69,7 +70,8 @@ def summary(rows: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def table_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     """The comparison table as the template reads it: per group its cells, each with its text, its mark and its
-    unrounded mean, std, interval, Holm p-value and run count (written as ``data-`` attributes)."""
+    unrounded mean, std, interval, Holm p-value and run count (written as ``data-`` attributes); an exact
+    method's label says it is the floor."""
     metrics = list(dict.fromkeys(m for m, _ in table.columns))
     single = single_run(table)
     rows = []
@@ -85,7 +87,8 @@ def table_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
             }
             for m in metrics
         ]
-        rows.append({"group": str(name), "cells": cells})
+        exact = str(name) in table.attrs.get("floors", ())
+        rows.append({"group": str(name), "label": f"{name} (exact)" if exact else str(name), "cells": cells})
     return rows
 
 

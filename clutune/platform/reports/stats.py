@@ -2,8 +2,11 @@
 
 With three seeds, 0.534 ± 0.005 against 0.545 ± 0.007 does not say whether two methods differ, so each cell is
 a mean over runs (seeds) with its 95% Student-t confidence interval, and each column marks the methods that are
-not significantly different from the best one. The test is Welch's t-test (unequal variances) of each method
-against the best, with a Holm correction across those comparisons at alpha 0.05. When every method ran the same
+not significantly different from the best approximate one (the column's comparator). An exact method (an exact
+retrain: the oracle's own recipe) would be "best" in every KL column and the marks would then never compare the
+approximate methods with each other, so exact methods are shown as the floor and left out of the ranking. The
+test is Welch's t-test (unequal variances) of each approximate method against the comparator, with a Holm
+correction across those comparisons at alpha 0.05. When every method ran the same
 seeds against the same oracles (a ``compare`` or ``study`` grid), the runs are paired by seed and the paired
 t-test replaces Welch's; the caption says which test a table used.
 
@@ -15,17 +18,19 @@ the oracle's, which the gap columns measure, so those columns carry intervals bu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from clutune.clu.methods import exact_methods
+
 ALPHA = 0.05
 CONFIDENCE = 0.95
 LOWER = ("kl_oracle", "avg_gap", "gap_", "forgetting", "seconds", "samples_processed")
 HIGHER = ("acc_remain", "acc_test", "acc_learn")
-STATS = ("mean", "std", "n", "lo", "hi", "p_holm", "tied")
+STATS = ("mean", "std", "n", "lo", "hi", "comparator", "p_holm", "tied")
 
 
 def direction(metric: str) -> str | None:
@@ -110,15 +115,22 @@ def _constant(x: np.ndarray, scale: float) -> bool:
     return float(np.ptp(x)) <= 1e-9 * max(float(scale), 1e-300)
 
 
-def method_table(per_run: pd.DataFrame, group: str, metrics: Sequence[str], paired: bool) -> pd.DataFrame:
+def method_table(
+    per_run: pd.DataFrame, group: str, metrics: Sequence[str], paired: bool, floors: Collection[str] | None = None
+) -> pd.DataFrame:
     """One row per ``group`` value, columns (metric, stat) for ``STATS``, from one value per run.
 
-    ``per_run`` holds a row per run with ``group``, ``seed`` (used to pair runs) and the metrics. ``tied`` is
-    True for the best value of a column and for every method whose Holm-adjusted p against it is at least
-    ``ALPHA``; False for the others, and for every method where the column has no direction or a method has
-    fewer than two runs to test. Rows are ordered by the mean of ``kl_oracle_all`` where present.
+    ``per_run`` holds a row per run with ``group``, ``seed`` (used to pair runs) and the metrics. ``floors`` are
+    the groups shown but never ranked (None: the exact methods among the groups when grouping by method). The
+    ``comparator`` of a column is its best group outside the floors; ``tied`` is True for it and for every other
+    non-floor group whose Holm-adjusted p against it is at least ``ALPHA``; False for the others, for the
+    floors, and for every group where the column has no direction or a group has fewer than two runs to test.
+    Rows are ordered by the mean of ``kl_oracle_all`` where present; ``attrs["floors"]`` lists the floors.
     """
     groups = sorted(per_run[group].unique(), key=str)
+    if floors is None:
+        floors = exact_methods(groups) if group == "method" else set()
+    floor_set = {str(f) for f in floors}
     columns = {}
     for metric in metrics:
         values = {g: per_run.loc[per_run[group] == g].set_index("seed")[metric] for g in groups}
@@ -126,14 +138,17 @@ def method_table(per_run: pd.DataFrame, group: str, metrics: Sequence[str], pair
         std = {g: float(v.dropna().std(ddof=1)) if v.notna().sum() > 1 else math.nan for g, v in values.items()}
         p_holm = dict.fromkeys(groups, math.nan)
         tied = dict.fromkeys(groups, False)
+        comparator = dict.fromkeys(groups, "")
         sense = direction(metric)
         means = pd.Series({g: c[0] for g, c in cells.items()}).dropna()
+        means = means[[str(g) not in floor_set for g in means.index]]
         if sense is not None and len(means) > 1:
             best = means.idxmin() if sense == "min" else means.idxmax()
             others = [g for g in means.index if g != best]
             raw = [_pvalue(values[best], values[g], paired) for g in others]
             adjusted = holm(raw)
             if all(math.isfinite(p) for p in adjusted):
+                comparator = dict.fromkeys(groups, str(best))
                 tied[best] = True
                 for g, p in zip(others, adjusted, strict=True):
                     p_holm[g] = p
@@ -144,6 +159,7 @@ def method_table(per_run: pd.DataFrame, group: str, metrics: Sequence[str], pair
             ("n", {g: c[3] for g, c in cells.items()}),
             ("lo", {g: c[1] for g, c in cells.items()}),
             ("hi", {g: c[2] for g, c in cells.items()}),
+            ("comparator", comparator),
             ("p_holm", p_holm),
             ("tied", tied),
         ):
@@ -152,36 +168,44 @@ def method_table(per_run: pd.DataFrame, group: str, metrics: Sequence[str], pair
     table.columns = pd.MultiIndex.from_tuples(table.columns)
     table.index.name = group
     table.attrs["paired"] = paired
+    table.attrs["floors"] = sorted(str(g) for g in groups if str(g) in floor_set)
     if "kl_oracle_all" in metrics:
         table = table.loc[table[("kl_oracle_all", "mean")].sort_values(na_position="last").index]
     return table
 
 
-LONG_COLUMNS = ("mean", "lo", "hi", "n", "p", "tied")
+LONG_COLUMNS = ("mean", "lo", "hi", "n", "comparator", "p_holm", "tied")
 
 
 def long_form(table: pd.DataFrame) -> pd.DataFrame:
-    """A :func:`method_table` as one row per (group, metric) with columns ``mean``, ``lo``, ``hi``, ``n``, ``p``
-    (Holm-adjusted, against the column's best) and ``tied``: what a notebook filters, sorts and plots without
-    unstacking a two-level header. Rows keep the table's order (groups by ``kl_oracle_all``, then metrics)."""
+    """A :func:`method_table` as one row per (group, metric) with columns ``mean``, ``lo``, ``hi``, ``n``,
+    ``comparator`` (the column's best approximate group, "" where the column is not ranked), ``p_holm``
+    (Holm-adjusted, against the comparator), ``tied`` and ``exact`` (a floor, never ranked): what a notebook
+    filters, sorts and plots without unstacking a two-level header, and what comparison.csv holds. Rows keep
+    the table's order (groups by ``kl_oracle_all``, then metrics)."""
     group = table.index.name or "method"
     metrics = list(dict.fromkeys(m for m, _ in table.columns))
+    floors = set(table.attrs.get("floors", ()))
     records = [
         {
             group: name,
             "metric": metric,
-            **{stat: row[(metric, "p_holm" if stat == "p" else stat)] for stat in LONG_COLUMNS},
+            **{stat: row[(metric, stat)] for stat in LONG_COLUMNS},
+            "exact": str(name) in floors,
         }
         for name, row in table.iterrows()
         for metric in metrics
     ]
-    frame = pd.DataFrame.from_records(records, columns=[group, "metric", *LONG_COLUMNS])
-    return frame.astype({"mean": float, "lo": float, "hi": float, "n": int, "p": float, "tied": bool})
+    frame = pd.DataFrame.from_records(records, columns=[group, "metric", *LONG_COLUMNS, "exact"])
+    kinds = {"mean": float, "lo": float, "hi": float, "n": int, "comparator": str, "p_holm": float, "tied": bool}
+    return frame.astype({**kinds, "exact": bool})
 
 
-def caption(table: pd.DataFrame, runs: str = "seeds") -> str:
-    """What a table's cells and marks mean, the test named (paired or Welch) and why, in Markdown."""
-    return f"{cells_note(runs)} **Bold**: {bold_note(table)}"
+def caption(table: pd.DataFrame, runs: str = "seeds", p_file: str | None = None) -> str:
+    """What a table's cells and marks mean, the test named (paired or Welch) and why, in Markdown; ``p_file``
+    names the file beside the table that holds the Holm-adjusted p-values (its ``p_holm`` column)."""
+    where = f" The Holm-adjusted p of each method against its column's comparator: {p_file} (p_holm)." if p_file else ""
+    return f"{cells_note(runs)} **Bold**: {bold_note(table)}{where}"
 
 
 def cells_note(runs: str = "seeds") -> str:
@@ -199,10 +223,33 @@ def bold_note(table: pd.DataFrame) -> str:
     else:
         test = "Welch's t-test (unequal variances)"
     return (
-        f"the best method of the column and every method not significantly different from it: {test} against the "
-        f"best, Holm correction across methods, alpha = {ALPHA}. Lower is best for KL, gaps, forgetting, seconds "
-        "and samples; higher for acc_remain, acc_test and acc_learn; the other columns (accuracy on forgotten "
-        "samples, MIA rates) are compared with the oracle through the gaps and are not ranked."
+        f"the best approximate method of the column (its comparator: {comparators(table)}) and every approximate "
+        f"method not significantly different from it: {test} against the comparator, Holm correction across "
+        f"methods, alpha = {ALPHA}. {floor_note(table)}Lower is "
+        "best for KL, gaps, forgetting, seconds and samples; higher for acc_remain, acc_test and acc_learn; the "
+        "other columns (accuracy on forgotten samples, MIA rates) are compared with the oracle through the gaps "
+        "and are not ranked."
+    )
+
+
+def comparators(table: pd.DataFrame) -> str:
+    """Each comparator with the columns it is best in, e.g. "ugclu for kl_oracle_all, avg_gap; er for acc_test"."""
+    by_best: dict[str, list[str]] = {}
+    for (metric, stat), column in table.items():
+        if stat == "comparator" and column.iloc[0]:
+            by_best.setdefault(str(column.iloc[0]), []).append(metric)
+    return "; ".join(f"{best} for {', '.join(cols)}" for best, cols in by_best.items()) or "none"
+
+
+def floor_note(table: pd.DataFrame) -> str:
+    """The sentence that says which rows are exact floors, or nothing where none are."""
+    floors = table.attrs.get("floors", [])
+    if not floors:
+        return ""
+    names = ", ".join(floors)
+    return (
+        f"Exact methods ({names}: rows marked exact) are the floor: shown for reference, never the comparator "
+        "and never marked, even where their value is the best. "
     )
 
 
@@ -225,9 +272,16 @@ def cell(row: pd.Series, metric: str, runs: int, single: bool = False) -> str:
     return text
 
 
-def markdown(table: pd.DataFrame, metrics: Sequence[str], label: str = "method", runs: str = "seeds") -> str:
-    """The table as Markdown, the caption first; marked cells in bold."""
-    lines = [caption(table, runs), "", f"| {label} | " + " | ".join(metrics) + " |"]
+def markdown(
+    table: pd.DataFrame,
+    metrics: Sequence[str],
+    label: str = "method",
+    runs: str = "seeds",
+    p_file: str | None = None,
+) -> str:
+    """The table as Markdown, the caption first (naming ``p_file``, the long form beside it, where there is one);
+    marked cells in bold, exact floors labelled."""
+    lines = [caption(table, runs, p_file), "", f"| {label} | " + " | ".join(metrics) + " |"]
     lines.append("|" + "---|" * (len(metrics) + 1))
     single = single_run(table)
     for name, row in table.iterrows():
@@ -236,7 +290,8 @@ def markdown(table: pd.DataFrame, metrics: Sequence[str], label: str = "method",
         for m in metrics:
             text = cell(row, m, most, single)
             cells.append(f"**{text}**" if row[(m, "tied")] else text)
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        shown = f"{name} (exact)" if str(name) in table.attrs.get("floors", ()) else name
+        lines.append(f"| {shown} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -247,7 +302,9 @@ __all__ = [
     "caption",
     "cell",
     "cells_note",
+    "comparators",
     "direction",
+    "floor_note",
     "holm",
     "is_paired",
     "long_form",

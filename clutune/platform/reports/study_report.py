@@ -172,12 +172,21 @@ COMPARED = (
 )
 
 
-def comparison_markdown(rows: pd.DataFrame) -> str:
+STUDY_COMPARISON = "comparison.csv"  # the comparison in long form beside summary.md: Holm-adjusted p, comparator
+
+
+def comparison_table(rows: pd.DataFrame) -> pd.DataFrame:
     """The methods side by side: each run's mean over the stream, then mean, 95% interval and significance
     marks over seeds (:mod:`clutune.platform.reports.stats`, paired by seed when every method ran the same seeds)."""
     metrics = [m for m in COMPARED if m in rows.columns]
     per_run = rows.groupby(["method", "seed"])[metrics].mean().reset_index()
-    return markdown(method_table(per_run, "method", metrics, is_paired(rows, "method")), metrics)
+    return method_table(per_run, "method", metrics, is_paired(rows, "method"))
+
+
+def comparison_markdown(rows: pd.DataFrame) -> str:
+    """:func:`comparison_table` as summary.md shows it, naming the file that holds its p-values."""
+    table = comparison_table(rows)
+    return markdown(table, list(dict.fromkeys(m for m, _ in table.columns)), p_file=STUDY_COMPARISON)
 
 
 DRIFT_HEADER = ("metric", "final value", "at request", "drift slope per request (last half)")

@@ -85,6 +85,9 @@ ULIRA_TABLE_METRICS = ("ulira_auc", "ulira_tpr1", "ulira_tpr01", "ulira_auc_reta
 ATTACK_TABLE_METRICS = ("relearn_gap", "relearn_acc", "relapse_acc")
 
 
+COMPARISON_CSV = "comparison.csv"  # the table in long form beside comparison.md: Holm-adjusted p and comparator
+
+
 @dataclass
 class CompareResult:
     """What ``clutune.compare`` returns: every row, the table of means over seeds (``summary``: the same in long
@@ -106,15 +109,16 @@ class CompareResult:
 
     @property
     def summary(self) -> pd.DataFrame:
-        """``table`` in long form, one row per (method, metric): method, metric, mean, lo, hi, n, p (Holm-adjusted
-        against the column's best), tied. A notebook filters it (``summary.query("metric == 'avg_gap'")``) or
+        """``table`` in long form, one row per (method, metric): method, metric, mean, lo, hi, n, comparator (the
+        column's best approximate method), p_holm (Holm-adjusted, against the comparator), tied, exact; the rows
+        of comparison.csv. A notebook filters it (``summary.query("metric == 'avg_gap'")``) or
         pivots it as it likes, where ``table``'s two-level header would first need unstacking."""
         return long_form(self.table)
 
     def to_markdown(self) -> str:
         """The tables as the command prints them and ``comparison.md`` holds them: the means, KLoM, then ε."""
         klom = klom_section(self.klom, self.klom_note)
-        return format_table(self.table) + "\n\n" + klom + epsilon_text(self.epsilon, self.epsilon_note)
+        return format_table(self.table, COMPARISON_CSV) + "\n\n" + klom + epsilon_text(self.epsilon, self.epsilon_note)
 
 
 def epsilon_text(summary: pd.DataFrame, note: str | None) -> str:
@@ -130,9 +134,10 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
     return method_table(per_run, "method", metrics, is_paired(rows, "method"))
 
 
-def format_table(table: pd.DataFrame) -> str:
-    """``comparison.md`` and the printed table: the caption naming the test, then one row per method."""
-    return markdown(table, _metrics(table.columns.get_level_values(0)))
+def format_table(table: pd.DataFrame, p_file: str | None = None) -> str:
+    """``comparison.md`` and the printed table: the caption naming the test, the comparators and ``p_file`` (the
+    long form written beside it, where one is), then one row per method."""
+    return markdown(table, _metrics(table.columns.get_level_values(0)), p_file=p_file)
 
 
 def _metrics(columns: pd.Index) -> list[str]:
@@ -353,11 +358,12 @@ def run_compare(
     loaded = load_config(config, overrides)
     with method_grid("compare", loaded, bare_overrides(overrides), options, cluster or Cluster(), log) as done:
         table = summary_table(done.rows)
-        text = format_table(table) + "\n\n" + done.klom_text
+        text = format_table(table, COMPARISON_CSV) + "\n\n" + done.klom_text
         write_local_text(done.out / "comparison.md", text + "\n")
+        write_local_atomic(done.out / COMPARISON_CSV, lambda tmp: long_form(table).to_csv(tmp, index=False))
         done.tracker.log_text(done.tracker.parent_id, text, "comparison.md")
         publish_grid(done.tracker, done.out, done.rows, f"{done.config.name} compare")  # figures: plots/, MLflow
-        done.tracker.finish({}, {"comparison.csv": table.reset_index()}, {})
+        done.tracker.finish({}, {COMPARISON_CSV: long_form(table)}, {})
         return CompareResult(
             rows=done.rows,
             table=table,

@@ -14,12 +14,15 @@ from pathlib import Path
 import pandas as pd
 
 from clutune.core.config import ConfigSource, Overrides, bare_overrides, load_config
-from clutune.core.storage import write_local_text
+from clutune.core.storage import write_local_atomic, write_local_text
 from clutune.platform.record.publish import publish_grid
 from clutune.platform.reports.plots import relapse_plot
+from clutune.platform.reports.stats import long_form
 from clutune.platform.reports.study_report import (
     CURVES,
+    STUDY_COMPARISON,
     STUDY_SUMMARY,
+    comparison_table,
     plot_curves,
     summary_frame,
     summary_markdown,
@@ -73,6 +76,8 @@ def run_study(
         if relapse is not None:  # do unlearned sets come back as the stream goes on? (relapse.csv beside it)
             done.tracker.client.log_artifact(done.tracker.parent_id, str(relapse))
         write_local_text(done.out / STUDY_SUMMARY, header + summary_markdown(rows) + "\n" + done.klom_text)
+        comparison = long_form(comparison_table(rows))
+        write_local_atomic(done.out / STUDY_COMPARISON, lambda tmp: comparison.to_csv(tmp, index=False))
         tracker = done.tracker
         tracker.client.log_artifact(tracker.parent_id, str(done.out / CURVES))
         tracker.client.log_artifact(tracker.parent_id, str(done.out / STUDY_SUMMARY))
