@@ -48,6 +48,8 @@ TEMPLATES = ROOT / "bench" / "templates"
 # The bench scripts whose published results are rebuilt, each with rebuild(results, out).
 STUDIES = [
     "bench/sampler_study.py",
+    "bench/compare_tables.py",
+    "bench/aggregate_tables.py",
     "bench/attacks_table.py",
     "bench/packing.py",
     "bench/cost_ratios.py",
