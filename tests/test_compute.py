@@ -28,7 +28,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 FAST = {"epochs_per_learn": 1, "iters_per_unlearn": 4, "batch_size": 32}
 # Row columns that measure time or name the run, not what was computed.
 NOT_RESULTS = {"run_id", "config_hash", "oracle_key", "seconds", "step_seconds", "rss_mb", "oracle_seconds"}
-NOT_RESULTS |= {"oracle_cached", "compile_seconds"}
+NOT_RESULTS |= {"oracle_cached", "compile_seconds", "cpu_seconds", "cpu_step_seconds"}
 # Compile vs eager: inductor reorders float sums, so a few SGD steps drift by rounding, not more (measured here:
 # at most 2.6e-7 absolute on any metric of this run; the tolerance leaves room for other CPUs' vector widths).
 COMPILE_RTOL, COMPILE_ATOL = 1e-4, 1e-5
