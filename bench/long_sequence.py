@@ -54,7 +54,7 @@ WINDOW = 0.2  # flatness compares the first and the last fifth of the stream (di
 
 def _clutune(*args: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "clutune"), *args], check=True)
+    subprocess.run([sys.executable, "-m", "clutune.cli", *args], check=True)  # this interpreter's clutune
     return time.perf_counter() - t0
 
 

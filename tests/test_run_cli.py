@@ -48,7 +48,7 @@ COLUMNS = (
     ["run_id", "method", "config_hash", "seed", "request", "kind"]
     + METRICS
     + ["seconds", "samples_processed", "oracle_seconds", "oracle_samples_processed"]
-    + ["cpu_seconds", "step_seconds", "cpu_step_seconds"]
+    + ["cpu_seconds", "step_seconds", "cpu_step_seconds", "intra_op_threads"]
 )
 
 
@@ -87,7 +87,8 @@ SLACK_S = 0.05  # the process's other threads and the clocks' granularity
 def assert_cpu_seconds_sensible(row: dict[str, Any]) -> None:
     """CPU seconds are positive and at most what the intra-op threads could burn in the wall time, per part:
     training (``cpu_seconds``), the whole step and so the evaluation (the difference)."""
-    threads = torch.get_num_threads()
+    threads = row["intra_op_threads"]
+    assert threads == torch.get_num_threads()  # this run ran in the test's process
     assert 0 < row["cpu_seconds"] <= row["seconds"] * threads + SLACK_S
     assert 0 < row["cpu_step_seconds"] <= row["step_seconds"] * threads + SLACK_S
     assert row["cpu_step_seconds"] - row["cpu_seconds"] > 0  # the evaluation's

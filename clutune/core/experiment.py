@@ -595,6 +595,7 @@ class ExperimentRun:
                 "compile_seconds": self._compile_seconds() - c0,
                 "step_seconds": time.perf_counter() - t0,
                 "cpu_step_seconds": time.process_time() - cpu0,
+                "intra_op_threads": torch.get_num_threads(),
                 "rss_mb": resident_mb(),
             }
             self.done += 1
