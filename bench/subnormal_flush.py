@@ -172,7 +172,9 @@ def main() -> None:
         path.unlink()
     meta = {
         "seed": args.seed,
-        "command": "python bench/subnormal_flush.py" + (f" --seed {args.seed}" if args.seed else ""),
+        "command": "python bench/subnormal_flush.py"
+        + (f" --seed {args.seed}" if args.seed else "")
+        + (f" --oracle-cache {args.oracle_cache}" if args.oracle_cache else ""),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "load": f"load average {start} at the start, {_load()} at the end",
     }
