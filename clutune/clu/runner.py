@@ -54,7 +54,8 @@ def iter_run(
     of the whole process, because torch computes a share of each large operation in its intra-op threads, which
     the calling thread's own clock (:func:`time.thread_time`) would miss. CPU time leaves out the waits for a core
     that wall time counts when the machine is loaded, so it measures the work itself (plus what the process's
-    other threads, a Ray worker's few, did meanwhile).
+    other threads, a Ray worker's few, did meanwhile). With several intra-op threads it also counts the time the
+    OpenMP pool's threads spin while waiting for work, so compare it between runs with the same thread count.
     """
     unlearned = torch.zeros_like(method.data.blocked)
     for request in requests[:start]:
