@@ -18,6 +18,7 @@ from recipes import tiny_recipe
 from clutune.clu import compute
 from clutune.clu.access import TrainAccess, UnlearnedAccessError, crop_flip
 from clutune.clu.methods.finetune import Finetune
+from clutune.clu.torch_internals import in_every_intra_op_thread
 from clutune.core.config import load_config
 from clutune.core.experiment import method_hparams, prepare, run_experiment
 from clutune.core.oracle import OracleRecipe, oracle_key, train_oracle
@@ -27,7 +28,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 FAST = {"epochs_per_learn": 1, "iters_per_unlearn": 4, "batch_size": 32}
 # Row columns that measure time or name the run, not what was computed.
 NOT_RESULTS = {"run_id", "config_hash", "oracle_key", "seconds", "step_seconds", "rss_mb", "oracle_seconds"}
-NOT_RESULTS |= {"oracle_cached", "compile_seconds"}
+NOT_RESULTS |= {"oracle_cached", "compile_seconds", "cpu_seconds", "cpu_step_seconds"}
 # Compile vs eager: inductor reorders float sums, so a few SGD steps drift by rounding, not more (measured here:
 # at most 2.6e-7 absolute on any metric of this run; the tolerance leaves room for other CPUs' vector widths).
 COMPILE_RTOL, COMPILE_ATOL = 1e-4, 1e-5
@@ -94,6 +95,29 @@ def test_flushing_holds_within_its_block_and_the_thread_gets_its_own_mode_back()
 
     kept, flushed = pytest.approx(2 * SUBNORMAL, rel=1e-3), 0.0
     assert _in_a_new_thread(run) == [kept, flushed, kept, flushed, kept]
+
+
+def test_flushing_reaches_the_intra_op_threads_started_before_the_block():
+    """torch's OpenMP pool computes a share of every large operation; its threads keep their own float mode, so
+    a flush set in the calling thread alone left the pool's half of a 2-thread product subnormal."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    big = torch.full((1_000_000,), SUBNORMAL, dtype=torch.float32)  # well above the parallel grain size
+
+    def run() -> tuple[list[bool], float, list[bool], float]:
+        big.mul(2.0)  # the pool starts here, before the block
+        with compute.flush_denormals(True):
+            inside = in_every_intra_op_thread(compute.flushing)
+            zeros_inside = float(big.mul(2.0).eq(0).float().mean())
+        after = in_every_intra_op_thread(compute.flushing)
+        return inside, zeros_inside, after, float(big.mul(2.0).eq(0).float().mean())
+
+    try:
+        inside, zeros_inside, after, zeros_after = _in_a_new_thread(run)
+    finally:
+        torch.set_num_threads(threads)
+    assert inside == [True, True] and zeros_inside == 1.0
+    assert after == [False, False] and zeros_after == 0.0
 
 
 def test_a_run_trains_with_subnormals_flushed_and_leaves_its_thread_as_it_was(tmp_path, monkeypatch):

@@ -13,7 +13,8 @@ from clutune.core.experiment import ExperimentRun, method_hparams, prepare
 from clutune.platform.run.trainable import CheckpointCadence
 
 FAST = {"epochs_per_learn": 2, "iters_per_unlearn": 10}
-VARYING = {"run_id", "seconds", "step_seconds", "rss_mb", "oracle_seconds", "oracle_cached"}
+VARYING = {"run_id", "seconds", "step_seconds", "cpu_seconds", "cpu_step_seconds", "rss_mb", "oracle_seconds"}
+VARYING |= {"oracle_cached"}
 
 
 # ugclu in the fast loop, the other methods in `make test`

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from scipy.special import entr
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC
@@ -47,6 +48,7 @@ COLUMNS = (
     ["run_id", "method", "config_hash", "seed", "request", "kind"]
     + METRICS
     + ["seconds", "samples_processed", "oracle_seconds", "oracle_samples_processed"]
+    + ["cpu_seconds", "step_seconds", "cpu_step_seconds", "intra_op_threads"]
 )
 
 
@@ -79,6 +81,19 @@ def same(a: Any, b: Any, tol: float = 1e-9) -> bool:
 # ------------------------------------------------------------------ (a) the results table
 
 
+SLACK_S = 0.05  # the process's other threads and the clocks' granularity
+
+
+def assert_cpu_seconds_sensible(row: dict[str, Any]) -> None:
+    """CPU seconds are positive and at most what the intra-op threads could burn in the wall time, per part:
+    training (``cpu_seconds``), the whole step and so the evaluation (the difference)."""
+    threads = row["intra_op_threads"]
+    assert threads == torch.get_num_threads()  # this run ran in the test's process
+    assert 0 < row["cpu_seconds"] <= row["seconds"] * threads + SLACK_S
+    assert 0 < row["cpu_step_seconds"] <= row["step_seconds"] * threads + SLACK_S
+    assert row["cpu_step_seconds"] - row["cpu_seconds"] > 0  # the evaluation's
+
+
 def test_results_table_schema(first_run):
     rows = first_run["rows"]
     assert len(rows) == 8
@@ -98,6 +113,7 @@ def test_results_table_schema(first_run):
         n_owned = int(prep.scenario.owned(k).sum())
         assert r["oracle_samples_processed"] == 3 * n_owned  # oracle.epochs passes over the owned set
         assert r["seconds"] >= 0 and r["oracle_seconds"] >= 0
+        assert_cpu_seconds_sensible(r)
         request = prep.scenario.requests[k]
         if r["kind"] == "learn":
             assert r["samples_processed"] == 2 * len(request.ids)  # epochs_per_learn passes over D_L
@@ -292,7 +308,7 @@ def test_same_seed_twice_gives_identical_metrics(first_run, tmp_path):
     again = read_results(tmp_path / "out" / "results.parquet")
     assert len(again) == len(first_run["rows"]) == 8
     assert not (tmp_path / "out" / "predictions").exists()
-    varying = {"run_id", "seconds", "step_seconds", "rss_mb", "oracle_seconds"}
+    varying = {"run_id", "seconds", "step_seconds", "cpu_seconds", "cpu_step_seconds", "rss_mb", "oracle_seconds"}
     for a, b in zip(first_run["rows"], again, strict=True):
         assert a.keys() == b.keys()
         assert a["run_id"] != b["run_id"]

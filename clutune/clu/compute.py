@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clutune.clu.torch_internals import on_compile
+from clutune.clu.torch_internals import in_every_intra_op_thread, on_compile
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -48,11 +48,22 @@ def flushing() -> bool:
     return float(torch.tensor([1e-39], dtype=torch.float32).mul(2.0)[0]) == 0.0
 
 
+def _set_flush(on: bool) -> bool:
+    """Set the mode in the calling thread and in every thread of its intra-op pool; False: the CPU has none."""
+    pool = in_every_intra_op_thread(lambda: torch.set_flush_denormal(on))
+    return torch.set_flush_denormal(on) if pool is None else all(pool)
+
+
 @contextmanager
 def flush_denormals(on: bool) -> Iterator[None]:
     """Within the block, subnormal floats (``|x| < 1.2e-38`` in fp32) are read and written as zero by the CPU,
-    in the calling thread (and in threads it starts meanwhile); the thread's previous mode is restored after,
-    so the caller's own code (a notebook, a property-based test drawing subnormal floats) keeps IEEE floats.
+    in the calling thread, in the threads of torch's intra-op pool that run its parallel work, and in threads it
+    starts meanwhile; the thread's previous mode is restored after, in the pool too, so the caller's own code (a
+    notebook, a property-based test drawing subnormal floats) keeps IEEE floats.
+
+    The mode is a per-thread CPU register, and torch's OpenMP pool is started at the first parallel operation,
+    usually before this block: setting the mode in the calling thread alone leaves the pool threads, which
+    compute their share of every large matmul and elementwise operation, with subnormal arithmetic.
 
     Weights that only weight decay still moves, those into ReLU units that never fire, shrink geometrically and
     end up subnormal on a long stream; x86 computes with subnormal operands tens of times slower. A
@@ -60,14 +71,14 @@ def flush_denormals(on: bool) -> Iterator[None]:
     weights subnormal. Flushing changes only values within 1.2e-38 of zero. CUDA kernels flush by themselves.
     """
     before = flushing()
-    changed = on != before and torch.set_flush_denormal(on)  # False: the CPU has no such mode
+    changed = _set_flush(on)
     if on and not before and not changed:
         warn_no_flush()
     try:
         yield
     finally:
         if changed:
-            torch.set_flush_denormal(before)
+            _set_flush(before)
 
 
 @functools.cache

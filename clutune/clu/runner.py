@@ -1,6 +1,6 @@
 """Drive a method through a request stream: act, enforce the privacy invariant, evaluate, hand back a row.
 
-The runner owns the loop, the clock and the sample count (``TrainAccess.samples``). Evaluation is injected
+The runner owns the loop, the clocks and the sample count (``TrainAccess.samples``). Evaluation is injected
 (``evaluate``) so this module stays pure PyTorch; :mod:`clutune.core.experiment` supplies the evaluator that
 compares against each request's oracle.
 """
@@ -49,6 +49,13 @@ def iter_run(
     A generator, so a caller can advance several runs in lockstep (one trial over several seeds) and checkpoint
     between requests: everything a checkpoint needs is in the method when a row is yielded. ``train_context``
     wraps each request's training (autocast, for one).
+
+    Each row has the training's wall ``seconds`` and its ``cpu_seconds``: :func:`time.process_time`, the CPU time
+    of the whole process, because torch computes a share of each large operation in its intra-op threads, which
+    the calling thread's own clock (:func:`time.thread_time`) would miss. CPU time leaves out the waits for a core
+    that wall time counts when the machine is loaded, so it measures the work itself (plus what the process's
+    other threads, a Ray worker's few, did meanwhile). With several intra-op threads it also counts the time the
+    OpenMP pool's threads spin while waiting for work, so compare it between runs with the same thread count.
     """
     unlearned = torch.zeros_like(method.data.blocked)
     for request in requests[:start]:
@@ -60,14 +67,14 @@ def iter_run(
             method.buffer.purge(request.ids)  # before any training step of this request
         method.data.samples = 0
         _sync(method.data.device)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         with train_context():
             if request.kind == "learn":
                 method.learn(request)
             else:
                 method.unlearn(request)
         _sync(method.data.device)
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
         if request.kind == "unlearn":
             unlearned[request.ids] = True
             method.data.block(request.ids)
@@ -76,7 +83,7 @@ def iter_run(
             raise PrivacyViolation(f"{method.name}: unlearned id {bad} is in the buffer after request {request.index}")
         method.model.eval()
         row = dict(evaluate(request, method.model))
-        row.update(seconds=seconds, samples_processed=method.data.samples)
+        row.update(seconds=seconds, cpu_seconds=cpu_seconds, samples_processed=method.data.samples)
         yield row
 
 

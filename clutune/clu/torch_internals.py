@@ -9,13 +9,19 @@ in, and a one-line failure naming this module on any other release, before the p
   learn how long ``torch.compile`` spent compiling (torch has no public counter for it).
 - ``torch._foreach_*``: the multi-tensor ops ``torch.optim.SGD`` itself runs on by default, one dispatch per
   operation for all of a pack's parameters (:mod:`clutune.clu.packed`).
+- ``torch/lib/libgomp.so.1``: the GNU OpenMP runtime the Linux wheels ship, whose thread pool runs torch's
+  intra-op work (and MKL's). torch has no way to run code in those threads, and a thread's float mode (subnormal
+  flushing) is its own, so :func:`in_every_intra_op_thread` enters a parallel region of that runtime itself.
 
 ``tests/test_internals.py`` checks that no other module imports or reaches into a private name of torch.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -69,9 +75,44 @@ def multi_tensor_sgd(
     torch._foreach_sub_(params, torch._foreach_mul(d, rates))
 
 
+@functools.cache
+def _openmp() -> Any | None:
+    """torch's own libgomp (already loaded with torch, so this is the same runtime and pool), or None where the
+    wheel ships another runtime or none (macOS, Windows)."""
+    path = Path(torch.__file__).parent / "lib" / "libgomp.so.1"
+    if not path.exists():
+        return None
+    lib = ctypes.CDLL(str(path))
+    lib.GOMP_parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+    lib.GOMP_parallel.restype = None
+    return lib
+
+
+_REGION = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def in_every_intra_op_thread(fn: Callable[[], Any]) -> list[Any] | None:
+    """Call ``fn`` once in each thread of the calling thread's intra-op pool (itself included) and return what
+    each returned, or None where torch's OpenMP runtime is not libgomp (then nothing ran).
+
+    A parallel region of ``torch.get_num_threads()`` threads from the calling thread takes the same pooled
+    threads as torch's own regions from that thread (libgomp keeps one pool per thread that starts regions).
+    ``fn`` runs under the GIL in each (ctypes releases it for the call and each thread takes it back).
+    """
+    check_torch_version()
+    lib = _openmp()
+    if lib is None:
+        return None
+    results: list[Any] = []
+    region = _REGION(lambda _data: results.append(fn()))
+    lib.GOMP_parallel(ctypes.cast(region, ctypes.c_void_p), None, torch.get_num_threads(), 0)
+    return results
+
+
 __all__ = [
     "TESTED_TORCH",
     "check_torch_version",
+    "in_every_intra_op_thread",
     "multi_tensor_sgd",
     "on_compile",
 ]

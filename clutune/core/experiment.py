@@ -578,11 +578,13 @@ class ExperimentRun:
 
         With ``compute.compile`` the request's ``seconds`` exclude the compile time spent in its training, and
         ``compile_seconds`` holds the compile time of the request's training and evaluation (0 without compile),
-        so request times compare across requests and with eager runs.
+        so request times compare across requests and with eager runs. ``cpu_step_seconds`` is the process CPU
+        time of the whole step (training and evaluation) beside its wall ``step_seconds``, as ``cpu_seconds`` is
+        the training's (:func:`clutune.clu.runner.iter_run`); the evaluation's is their difference.
         """
         requests = self.prep.scenario.requests
         self.evaluator.run_id = self.head["run_id"]  # a restored run's margins go where its rows say they are
-        t0, c0 = time.perf_counter(), self._compile_seconds()
+        t0, cpu0, c0 = time.perf_counter(), time.process_time(), self._compile_seconds()
         for row in iter_run(self.method, requests, self.evaluator, start=self.done, train_context=self._training):
             row["seconds"] -= self.train_compile
             # step_seconds (method + evaluation) and rss_mb are what a long stream must keep flat
@@ -592,11 +594,13 @@ class ExperimentRun:
                 **row,
                 "compile_seconds": self._compile_seconds() - c0,
                 "step_seconds": time.perf_counter() - t0,
+                "cpu_step_seconds": time.process_time() - cpu0,
+                "intra_op_threads": torch.get_num_threads(),
                 "rss_mb": resident_mb(),
             }
             self.done += 1
             yield ordered
-            t0, c0 = time.perf_counter(), self._compile_seconds()
+            t0, cpu0, c0 = time.perf_counter(), time.process_time(), self._compile_seconds()
 
     def _compile_seconds(self) -> float:
         return compile_seconds() if self.prep.config.compute.compile else 0.0
