@@ -51,6 +51,8 @@ STUDIES = [
     "bench/compare_tables.py",
     "bench/aggregate_tables.py",
     "bench/attacks_table.py",
+    "bench/long_sequence.py",
+    "bench/subnormal_flush.py",
     "bench/packing.py",
     "bench/cost_ratios.py",
     "bench/klom_power.py",
