@@ -63,6 +63,8 @@ STUDIES = [
 DOC_FIGURES = {
     "docs/img/sampler-study.png": "sampler-study.png",
     "docs/img/packing.png": "packing.png",
+    "docs/long-streams/digits-curves.png": "long-digits-curves.png",
+    "docs/long-streams/digits-methods_kl_oracle.png": "long-digits-methods_kl_oracle.png",
     "docs/img/klom-margins.png": "klom_power-margins.png",
     "docs/img/attacks/ulira_roc.png": "attacks-digits-rigorous/ulira_roc.png",
     "docs/img/attacks/epsilon_histogram.png": "attacks-digits-rigorous/epsilon_histogram.png",
