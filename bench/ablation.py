@@ -55,11 +55,16 @@ BUDGET = {"digits": 200, "mnist1d": 500}  # the first memory budget of the compa
 
 
 def _stat(values: list[float]) -> str:
+    lost = int(np.sum(~np.isfinite(values)))
+    if lost:
+        return f"diverged on {lost} of {len(values)} seeds"
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
 def _summary(values: list[float]) -> dict:
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    """Mean, sample std (None where a seed diverged, or for one seed) and count over seeds."""
+    finite = bool(np.isfinite(values).all())
+    std = float(np.std(values, ddof=1)) if len(values) > 1 and finite else None
     return {"mean": float(np.mean(values)), "std": std, "n": len(values)}
 
 
