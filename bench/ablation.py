@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 from table import write_table
 
 from clutune.core.config import load_config
@@ -68,6 +69,20 @@ def _summary(values: list[float]) -> dict:
     return {"mean": float(np.mean(values)), "std": std, "n": len(values)}
 
 
+def _paired(variant: pd.DataFrame, defaults: pd.DataFrame) -> dict | None:
+    """The variant's KL minus the defaults' on the same seeds: mean and 95% t interval (None where a run of
+    either diverged or fewer than two seeds pair up)."""
+    both = (
+        variant.set_index("seed")["kl"].to_frame("v").join(defaults.set_index("seed")["kl"].to_frame("d"), how="inner")
+    )
+    diffs = (both["v"] - both["d"]).to_numpy()
+    if len(diffs) < 2 or not np.isfinite(diffs).all():
+        return None
+    half = float(stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs)))
+    mean = float(diffs.mean())
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs)}
+
+
 def per_run(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per (preset, variant, seed): the stream means of kl_oracle_all and avg_gap and the largest unlearn
     gap; a diverged run scores an infinite KL and no gaps."""
@@ -102,6 +117,9 @@ def rebuild(results: Path, out: Path) -> None:
             "|---|---|---|---|---|",
         ]
         summary: dict = {"command": run["command"], "seeds": run["seeds"], "presets": {}}
+        defaults = {
+            preset: group for (preset, variant), group in table.groupby(["preset", "variant"]) if variant == DEFAULTS
+        }
         for (preset, variant), group in table.groupby(["preset", "variant"], sort=False):
             cells = {k: group[k].dropna().tolist() for k in ("kl", "gap", "gu")}
             lines.append(
@@ -111,6 +129,7 @@ def rebuild(results: Path, out: Path) -> None:
             )
             summary["presets"].setdefault(preset, {})[variant] = {
                 "kl_oracle_all": _summary(cells["kl"]),
+                "kl_vs_defaults": None if variant == DEFAULTS else _paired(group, defaults[preset]),
                 **{name: _summary(cells[k]) for name, k in (("avg_gap", "gap"), ("max_gap_unlearn", "gu")) if cells[k]},
             }
         lines += ["", f"Command: `{run['command']}`"]
