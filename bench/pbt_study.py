@@ -227,6 +227,7 @@ def summarize(folder: Path) -> dict:
             "median": float(objectives.median()),
             "defaults": float(objectives.iloc[0]),  # the first trial runs at the tuned defaults
             "best_trial": best,
+            "best_is_first": best == str(trials.iloc[0]["trial_id"]),
             "copies": [
                 {"request": int(r["request"]), "trial": str(r["trial_id"]), "from": str(r["exploited_from"])}
                 | {k: float(r[f"hp_{k}"]) for k in keys}
