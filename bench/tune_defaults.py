@@ -105,12 +105,16 @@ def table(records: dict[str, dict]) -> str:
 
 
 def spent(trials: int, cap: int, converged: bool | None) -> str:
-    """How a search ended, in words: converged, at the cap, or stopped short of the cap without converging."""
+    """How a search ended, in words: converged, at the cap, or stopped short of the cap by the rule while the
+    trials still running then moved the front, so that the final verdict says not converged."""
     if converged:
         return f"converged at {trials} trials, cap {cap}"
     if trials >= cap:
         return f"{trials} trials, the cap, not converged"
-    return f"{trials} trials, stopped short of the cap of {cap}, not converged"
+    return (
+        f"{trials} trials, stopped by the convergence rule short of the cap of {cap}; the final verdict, over "
+        "every complete trial, not converged"
+    )
 
 
 def optimism(record: dict) -> dict[str, float]:
@@ -163,6 +167,12 @@ def rebuild(results: Path, out: Path) -> None:
         if previous.exists():
             before = json.loads(previous.read_text())
             summary["previous"] = {m: r["confirmed_mean_kl_oracle_all"] for m, r in before["records"].items()}
+            summary["same_pick_as_previous"] = [
+                m
+                for m, r in records.items()
+                if m in before["records"]
+                and all(r["params"].get(k) == v for k, v in before["records"][m]["params"].items())
+            ]
             command = f"`{before['command']}`" if before["command"] else "not recorded"
             text = f"{before['note']}\n\nCommand: {command}\n\n" + table(before["records"])
             (out / f"tuning-{dataset}.previous.md").write_text(text)
