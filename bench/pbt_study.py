@@ -313,7 +313,7 @@ def report(summary: dict) -> str:
     lines += [
         "",
         f"In-sample, PBT's best trial ends {summary['in_sample_change']:+.1%} against the best fixed setting, with "
-        f"{summary['passes_ratio']:.3g}x the fixed arm's sample passes over the whole population.",
+        f"{summary['passes_ratio']:.3f}x the fixed arm's sample passes over the whole population.",
     ]
     c = summary.get("confirm")
     if c is not None:
