@@ -14,12 +14,14 @@ For each dataset and method, ugclu included:
 - the convergence rule: each method's sweep runs until its convergence verdict says converged (the last quarter
   of its complete trials improved the hypervolume by no more than `sweep.converged_tolerance`, with at least
   `--min-trials` complete trials) or until the cap `--trials`, the same cap for every method. The trials
-  spent and the verdict are the `trials` and `converged` columns of the table; each sweep's trials.csv and
-  convergence.csv are kept in bench/results/tuning-<dataset>-history/<method>/, so the verdict can be rechecked.
+  spent and the verdict are the `trials` and `converged` columns of the table.
 
-Winners go to clutune/presets/best/<method>-<dataset>.yaml; tuned and confirmed values to
-bench/results/tuning-<dataset>.md and .json. A method already in the .json is skipped, so an interrupted run
-continues where it stopped.
+Winners go to clutune/presets/best/<method>-<dataset>.yaml. The raw records go to
+<out>/tuning-<dataset>/: run.json (the command and its settings) and per method <method>/record.json (the pick,
+its tuned and fresh values) beside the sweep's trials.csv.gz, convergence.csv.gz, confirmed.csv.gz and, when
+small, its per-request rows (results.parquet), so the verdict and the pick can be rechecked. ``rebuild`` derives
+tuning-<dataset>.md and .json (with each method's optimism: fresh minus tuned) from them alone. A method with a
+record.json is skipped, so an interrupted run continues where it stopped.
 
 Usage: python bench/tune_defaults.py --dataset digits [--trials 60] [--min-trials 20] [--seeds 0,1] [--pick first]
        [--methods ugclu,er,...] [--sampler gp] [--out bench/results] [--no-write-best] [--set key=value ...]
@@ -30,16 +32,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import shlex
+import sys
 import tempfile
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pandas as pd
 import yaml
 
 import clutune
 from clutune.clu.methods import get_method
 from clutune.platform.search.convergence import CSV
+
+if TYPE_CHECKING:
+    from clutune.platform.search.sweep import SweepResult
 
 METHODS = "ugclu,finetune,er,derpp,ewc,lwf,ga,rl,salun,sfron,scrub"
 BUDGETS = {"digits": (200, 500), "mnist1d": (500, 1000)}  # replay buffer sizes compared; tuning uses the first
@@ -48,6 +56,7 @@ CONFIRM_SEEDS = [100, 101, 102]
 KAPPA = 1.0
 # The tuned defaults in this source tree (never an installed copy of the package): winners are committed there.
 BEST_DIR = Path(__file__).resolve().parents[1] / "clutune" / "presets" / "best"
+ROWS_KEPT_BYTES = 5_000_000  # a sweep's per-request rows are kept when their compressed file is at most this
 
 
 def _has(method: str, key: str) -> bool:
@@ -95,6 +104,96 @@ def table(records: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def spent(trials: int, cap: int, converged: bool | None) -> str:
+    """How a search ended, in words: converged, at the cap, or stopped short of the cap by the rule while the
+    trials still running then moved the front, so that the final verdict says not converged."""
+    if converged:
+        return f"converged at {trials} trials, cap {cap}"
+    if trials >= cap:
+        return f"{trials} trials, the cap, not converged"
+    return (
+        f"{trials} trials, stopped by the convergence rule short of the cap of {cap}; the final verdict, over "
+        "every complete trial, not converged"
+    )
+
+
+def optimism(record: dict) -> dict[str, float]:
+    """Fresh minus tuned on each objective, the same statistic on both (mean + kappa x std over seeds)."""
+    return {m: record.get(f"optimism_{m}", record[f"confirmed_{m}"] - record[f"tuned_{m}"]) for m in OBJECTIVES}
+
+
+def header(run: dict, preset: str) -> str:
+    where = f" in the search space {run['space']}" if run.get("space") else ""
+    text = (
+        f"Tuning on {preset}{where}: each method until its sweep converged (hypervolume gain of the last quarter "
+        f"of trials <= {run['tolerance']:g}, checked from {run['min_trials']} complete trials on) or {run['cap']} "
+        f"trials, x {len(run['seeds'])} seeds per trial, {run['sampler']} sampler, buffer {run['budget']}, "
+        f"objectives {OBJECTIVES} (mean + {KAPPA} x std), pick: {run['pick']}, confirmed on seeds "
+        f"{run['confirm_seeds']} (optimism = fresh minus tuned, the same statistic). `trials`: trials spent; "
+        "`converged`: the verdict at the end."
+    )
+    if run.get("note"):
+        text += f" {run['note']}"
+    return text + f"\n\nCommand: `{run['command']}`\n\n"
+
+
+def records_of(folder: Path) -> dict[str, dict]:
+    """Each method's record under a tuning folder, in the order of METHODS, then any other."""
+    found = {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/record.json")}
+    order = [m for m in METHODS.split(",") if m in found] + sorted(set(found) - set(METHODS.split(",")))
+    return {m: found[m] for m in order}
+
+
+def rebuild(results: Path, out: Path) -> None:
+    """tuning-<dataset>.md and .json (and .previous.md for the tuning before, where its records are kept) from the
+    records under results/tuning-<dataset>/, for each dataset there."""
+    for dataset in sorted(BUDGETS):
+        folder = results / f"tuning-{dataset}"
+        if not (folder / "run.json").exists():
+            continue
+        run = json.loads((folder / "run.json").read_text())
+        records = records_of(folder)
+        preset = f"{dataset}-agnostic-class"
+        summary = {
+            "run": run,
+            "methods": {
+                m: {**r, "optimism": optimism(r), "histories": (folder / m / "trials.csv.gz").exists()}
+                for m, r in records.items()
+            },
+            "count": len(records),
+            "converged": sum(bool(r.get("converged")) for r in records.values()),
+        }
+        previous = folder / "previous.json"
+        if previous.exists():
+            before = json.loads(previous.read_text())
+            summary["previous"] = {m: r["confirmed_mean_kl_oracle_all"] for m, r in before["records"].items()}
+            summary["same_pick_as_previous"] = [
+                m
+                for m, r in records.items()
+                if m in before["records"]
+                and all(r["params"].get(k) == v for k, v in before["records"][m]["params"].items())
+            ]
+            command = f"`{before['command']}`" if before["command"] else "not recorded"
+            text = f"{before['note']}\n\nCommand: {command}\n\n" + table(before["records"])
+            (out / f"tuning-{dataset}.previous.md").write_text(text)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"tuning-{dataset}.json").write_text(json.dumps(summary, indent=1) + "\n")
+        (out / f"tuning-{dataset}.md").write_text(header(run, preset) + table(records))
+
+
+def keep_records(summary: SweepResult, target: Path) -> None:
+    """The sweep's trials, convergence curve, confirmation and (when small) per-request rows, compressed."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("trials.csv", CSV, "confirmed.csv"):
+        if (summary.sweep_dir / name).exists():
+            pd.read_csv(summary.sweep_dir / name).to_csv(target / f"{name}.gz", index=False)
+    rows = summary.sweep_dir / "results.parquet"
+    if rows.exists():
+        pd.read_parquet(rows).to_parquet(target / "results.parquet", compression="zstd")
+        if (target / "results.parquet").stat().st_size > ROWS_KEPT_BYTES:
+            (target / "results.parquet").unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(BUDGETS), required=True)
@@ -116,10 +215,24 @@ def main() -> None:
     preset = f"{args.dataset}-agnostic-class"
     budget = BUDGETS[args.dataset][0]
     seeds = [int(s) for s in args.seeds.split(",")]
-    state_path = Path(args.out) / f"tuning-{args.dataset}.json"
-    records = json.loads(state_path.read_text()) if state_path.exists() else {}
+    out = Path(args.out)
+    folder = out / f"tuning-{args.dataset}"
+    folder.mkdir(parents=True, exist_ok=True)
+    run = {
+        "command": shlex.join(["python", "bench/tune_defaults.py", *sys.argv[1:]]),
+        "cap": args.trials,
+        "min_trials": args.min_trials,
+        "tolerance": args.tolerance,
+        "sampler": args.sampler,
+        "seeds": seeds,
+        "budget": budget,
+        "pick": args.pick,
+        "confirm_seeds": CONFIRM_SEEDS,
+        "space": args.space,
+    }
+    (folder / "run.json").write_text(json.dumps(run, indent=1) + "\n")
     for method in args.methods.split(","):
-        if method in records:
+        if (folder / method / "record.json").exists():
             continue
         start = BEST_DIR / f"{method}-{args.dataset}.yaml"
         digits = BEST_DIR / f"{method}-digits.yaml"
@@ -154,11 +267,7 @@ def main() -> None:
                 tracking_uri=f"sqlite:///{Path('runs/tuning/mlflow.db').resolve()}",
                 log=lambda *a, **k: None,
             )
-            history = Path(args.out) / f"tuning-{args.dataset}-history" / method
-            history.mkdir(parents=True, exist_ok=True)
-            for name in ("trials.csv", CSV, "confirmed.csv"):
-                if (summary.sweep_dir / name).exists():
-                    shutil.copy(summary.sweep_dir / name, history / name)
+            keep_records(summary, folder / method)
             converged, line = summary.converged, summary.verdict
         print(f"{method}: {len(summary.trials)} trials; {line}", flush=True)
         if summary.confirmed is None or summary.confirmed.empty:
@@ -167,7 +276,7 @@ def main() -> None:
         picked = summary.confirmed[summary.confirmed["picked"]] if "picked" in summary.confirmed else summary.confirmed
         confirmed = picked.iloc[0].to_dict()
         params = {k: (v.item() if hasattr(v, "item") else v) for k, v in summary.best["best_params"].items()}
-        records[method] = {
+        record = {
             **{k: (v.item() if hasattr(v, "item") else v) for k, v in confirmed.items()},
             "params": params,
             "trials": len(summary.trials),
@@ -178,29 +287,18 @@ def main() -> None:
             "pick": f"{args.pick}",
             "stability_seeds": CONFIRM_SEEDS,
         }
-        spent = f"{len(summary.trials)} {args.sampler} trials ({'converged' if converged else 'cap'} of {args.trials})"
+        ended = spent(len(summary.trials), args.trials, converged)
+        diverged = f"{confirmed.get('diverged_runs', 0)} of {confirmed.get('stability_runs', 0)} runs diverged"
         note = (
-            f"Tuned by bench/tune_defaults.py: {spent} x seeds {seeds} on {preset}, objectives "
-            f"{OBJECTIVES} as mean + {KAPPA} x std, buffer {budget}; pick: {args.pick}; confirmed on "
-            f"seeds {CONFIRM_SEEDS} with a neighbour ({confirmed.get('diverged_runs', 0)} of "
-            f"{confirmed.get('stability_runs', 0)} runs diverged)."
+            f"Tuned by bench/tune_defaults.py: {args.sampler} search, {ended}, x seeds {seeds} on {preset}, "
+            f"objectives {OBJECTIVES} as mean + {KAPPA} x std, buffer {budget}; pick: {args.pick}; confirmed on "
+            f"seeds {CONFIRM_SEEDS} with a neighbour ({diverged})."
         )
         if not args.no_write_best:
             write_best(method, args.dataset, params, budget if _has(method, "buffer_size") else None, note)
-        print(f"{method}: {json.dumps(records[method])}", flush=True)
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        state_path.write_text(json.dumps(records, indent=1))
-        where = f" in the search space {args.space}" if args.space else ""
-        (Path(args.out) / f"tuning-{args.dataset}.md").write_text(
-            f"Tuning on {preset}{where}: each method until its sweep converged (hypervolume gain of the last quarter "
-            f"of trials <= {args.tolerance:g}, checked from {args.min_trials} complete trials on) or {args.trials} "
-            f"trials, x {len(seeds)} seeds per trial, {args.sampler} sampler, buffer {budget}, objectives "
-            f"{OBJECTIVES} (mean + {KAPPA} x std), pick: {args.pick}, confirmed on seeds {CONFIRM_SEEDS} with a "
-            "neighbour of the pick (mean and 95% t-interval; optimism = fresh minus tuned, the same statistic). "
-            "`trials`: trials spent; `converged`: the verdict at the end; `diverged runs`: of the pick's and its "
-            "neighbour's confirmation runs. Each sweep's trials.csv and convergence.csv: "
-            f"tuning-{args.dataset}-history/.\n\n" + table(records)
-        )
+        print(f"{method}: {json.dumps(record)}", flush=True)
+        (folder / method / "record.json").write_text(json.dumps(record, indent=1) + "\n")
+        rebuild(out, out)
 
 
 if __name__ == "__main__":

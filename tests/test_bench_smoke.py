@@ -121,5 +121,7 @@ def test_tune_defaults_tunes_one_method_on_a_tiny_sweep(tmp_path):
     args = ["--dataset", "digits", "--methods", "finetune", "--trials", "2", "--min-trials", "2", "--seeds", "0"]
     args += ["--concurrency", "1", "--no-write-best", "--out", str(tmp_path / "out"), *sets]
     _run("tune_defaults.py", *args, cwd=tmp_path, timeout=600)
-    record = json.loads((tmp_path / "out" / "tuning-digits.json").read_text())["finetune"]
-    assert record["trials"] == 2 and record["params"]
+    record = json.loads((tmp_path / "out" / "tuning-digits.json").read_text())["methods"]["finetune"]
+    assert record["trials"] == 2 and record["params"] and record["histories"]
+    kept = tmp_path / "out" / "tuning-digits" / "finetune"
+    assert len(pd.read_csv(kept / "trials.csv.gz")) == 2 and (kept / "record.json").exists()
