@@ -53,6 +53,9 @@ STUDIES = [
     "bench/attacks_table.py",
     "bench/long_sequence.py",
     "bench/subnormal_flush.py",
+    "bench/tune_defaults.py",
+    "bench/pbt_study.py",
+    "bench/ablation.py",
     "bench/packing.py",
     "bench/cost_ratios.py",
     "bench/klom_power.py",
@@ -63,6 +66,7 @@ STUDIES = [
 DOC_FIGURES = {
     "docs/img/sampler-study.png": "sampler-study.png",
     "docs/img/packing.png": "packing.png",
+    "docs/img/pbt-study-seed0.png": "pbt-study/seed0/pbt-study.png",
     "docs/long-streams/digits-curves.png": "long-digits-curves.png",
     "docs/long-streams/digits-methods_kl_oracle.png": "long-digits-methods_kl_oracle.png",
     "docs/img/klom-margins.png": "klom_power-margins.png",
