@@ -56,6 +56,7 @@ STUDIES = [
     "bench/tune_defaults.py",
     "bench/pbt_study.py",
     "bench/ablation.py",
+    "bench/tuning_wide.py",
     "bench/packing.py",
     "bench/cost_ratios.py",
     "bench/klom_power.py",
