@@ -57,6 +57,7 @@ STUDIES = [
     "bench/pbt_study.py",
     "bench/ablation.py",
     "bench/tuning_wide.py",
+    "bench/retune_fixed_search.py",
     "bench/packing.py",
     "bench/cost_ratios.py",
     "bench/klom_power.py",
