@@ -144,7 +144,7 @@ def environment(out: Path) -> jinja2.Environment:
         keep_trailing_newline=False,
         autoescape=False,  # markdown, not HTML
     )
-    env.globals.update(load=loader(out), fmt=fmt)
+    env.globals.update(load=loader(out), fmt=fmt, rebuilt=lambda relpath: (out / relpath).is_file())
     return env
 
 
