@@ -397,12 +397,16 @@ def rebuild(results: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for folder in sorted(results.glob("long-*/")):
         if (folder / "results.parquet").exists():
-            report(
-                folder.name,
-                pd.read_parquet(folder / "results.parquet"),
-                json.loads((folder / "run.json").read_text()),
-                out,
-            )
+            meta = json.loads((folder / "run.json").read_text())
+            report(folder.name, without_diverged(pd.read_parquet(folder / "results.parquet"), meta), meta, out)
+
+
+def without_diverged(rows: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """The rows of the runs that reached the end: a run whose outputs stopped being finite ends early, and its
+    first and last fifths would be other requests than every other run's. Its rows stay in the records."""
+    diverged = {(d["method"], d["seed"]) for d in meta.get("diverged", [])}
+    keep = [(m, s) not in diverged for m, s in zip(rows["method"], rows["seed"], strict=True)]
+    return rows[keep].reset_index(drop=True)
 
 
 def report(name: str, rows: pd.DataFrame, meta: dict, out: Path) -> None:
@@ -424,6 +428,12 @@ def report(name: str, rows: pd.DataFrame, meta: dict, out: Path) -> None:
         "- `clutune oracles` (all exact oracles the policy needs, trained as Ray tasks): "
         f"{meta['oracle_wall_s'] / 60:.1f} min",
         f"- `clutune study` ({len(rows)} rows): {meta['study_wall_s'] / 60:.1f} min wall",
+        *[
+            f"- {d['method']}, seed {d['seed']}: diverged at request {d['request']} ({d['reason']}); left out of "
+            "every number below, its rows kept in the records"
+            for d in meta.get("diverged", [])
+        ],
+        *([f"- {meta['note']}"] if meta.get("note") else []),
         "",
         "## Findings over seeds",
         "",
@@ -463,6 +473,7 @@ def report(name: str, rows: pd.DataFrame, meta: dict, out: Path) -> None:
         "oracle_wall_s": meta["oracle_wall_s"],
         "study_wall_s": meta["study_wall_s"],
         "load": meta["load"],
+        "diverged": meta.get("diverged", []),
         "oracle_policy": policy,
         "seeds": sorted(int(s) for s in rows["seed"].unique()),
         "intra_op_threads": threads,

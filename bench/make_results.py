@@ -71,6 +71,8 @@ DOC_FIGURES = {
     "docs/img/pbt-study-seed0.png": "pbt-study/seed0/pbt-study.png",
     "docs/long-streams/digits-curves.png": "long-digits-curves.png",
     "docs/long-streams/digits-methods_kl_oracle.png": "long-digits-methods_kl_oracle.png",
+    "docs/long-streams/mnist1d-curves.png": "long-mnist1d-curves.png",
+    "docs/long-streams/mnist1d-methods_kl_oracle.png": "long-mnist1d-methods_kl_oracle.png",
     "docs/img/klom-margins.png": "klom_power-margins.png",
     "docs/img/attacks/ulira_roc.png": "attacks-digits-rigorous/ulira_roc.png",
     "docs/img/attacks/epsilon_histogram.png": "attacks-digits-rigorous/epsilon_histogram.png",

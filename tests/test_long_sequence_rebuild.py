@@ -107,3 +107,27 @@ def test_subnormal_flush_summary_reads_both_settings_from_the_rows(tmp_path):
         assert ratios["off"][kind]["cpu_seconds"]["ratio"] == pytest.approx(3.0)
         assert ratios["off"][kind]["cpu_eval_seconds"]["ratio"] == pytest.approx(1.0)
     assert "Command: `python bench/subnormal_flush.py`" in (tmp_path / "out" / "subnormal-flush.md").read_text()
+
+
+def test_a_diverged_run_is_named_and_left_out_of_every_number(tmp_path):
+    """A run that stopped early (outputs not finite) would compare other requests' fifths than the rest: its rows
+    stay in the records, the derived files name it and leave it out."""
+    results, out = tmp_path / "results", tmp_path / "out"
+    rows = _rows()
+    rows = rows[~((rows["method"] == "slow") & (rows["seed"] == 2) & (rows["request"] >= 40))]
+    diverged = [{"method": "slow", "seed": 2, "request": 40, "reason": "the model's outputs are not finite"}]
+    meta = {
+        **{"command": "python bench/long_sequence.py --dataset mnist1d", "preset": "mnist1d-long-1000"},
+        **{"methods": "slow,steady", "seeds": "0,1,2", "oracle_policy": "every_k every 5", "diverged": diverged},
+        **{"oracle_wall_s": 12.0, "study_wall_s": 600.0, "machine": "x86_64, 2 CPUs", "load": "load average 1.0"},
+    }
+    long_sequence = _script("long_sequence")
+    long_sequence.save_records(results / "long-mnist1d", rows, meta)
+    long_sequence.rebuild(results, out)
+
+    assert len(pd.read_parquet(results / "long-mnist1d" / "results.parquet")) == len(rows)  # the records keep it
+    summary = json.loads((out / "long-mnist1d.json").read_text())
+    assert summary["diverged"] == diverged
+    assert summary["cpu_late_over_early"]["slow"]["learn"]["train"]["n"] == 2
+    assert summary["cpu_late_over_early"]["steady"]["learn"]["train"]["n"] == 3
+    assert "slow, seed 2: diverged at request 40" in (out / "long-mnist1d.md").read_text()
