@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
+from table import finite_json
 
 from clutune.clu.methods import exact_methods
 from clutune.platform.reports.aggregate import ALL, Aggregate, write_aggregate
@@ -87,18 +87,7 @@ def rebuild(results: Path, out: Path) -> None:
         text = (out / name / "aggregate.md").read_text()
         (out / name / "aggregate.md").write_text(f"`{command(name)}`\n\n{text}")
         summaries[name] = {"command": command(name), **summary(result)}
-    (out / SUMMARY).write_text(json.dumps(_finite(summaries), indent=1, sort_keys=False) + "\n")
-
-
-def _finite(value: object) -> object:
-    """NaN and infinities as null: JSON has no NaN."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    (out / SUMMARY).write_text(json.dumps(finite_json(summaries), indent=1, sort_keys=False) + "\n")
 
 
 def main() -> None:

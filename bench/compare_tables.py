@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import subprocess
 import sys
@@ -43,6 +42,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from table import finite_json
 
 from clutune.clu.methods import exact_methods
 from clutune.core.klom import markdown as klom_markdown
@@ -152,7 +152,7 @@ def rebuild(results: Path, out: Path) -> None:
         tables[name] = summarise(folder.name, rows, table)
         if (folder / "klom_summary.csv").exists():
             tables[name]["ensemble"] = ensemble(folder, rows)
-    (out / SUMMARY).write_text(json.dumps(_finite({"tables": tables, **findings(tables)}), indent=1) + "\n")
+    (out / SUMMARY).write_text(json.dumps(finite_json({"tables": tables, **findings(tables)}), indent=1) + "\n")
 
 
 def _table_name(folder: str) -> str:
@@ -341,17 +341,6 @@ def _runner_up(column: dict) -> dict | None:
         "seeds_comparator_better": one["seeds_comparator_better"],
         "n": one["n"],
     }
-
-
-def _finite(value: object) -> object:
-    """NaN and infinities as null: JSON has no NaN."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 if __name__ == "__main__":

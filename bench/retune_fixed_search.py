@@ -11,9 +11,9 @@ under bench/results/retune-fixed-search/.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from table import rebuild_command
 from tune_defaults import rebuild as rebuild_tuning
 
 FOLDER = "retune-fixed-search"
@@ -24,11 +24,7 @@ def rebuild(results: Path, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=Path("bench/results"))
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    args = parser.parse_args()
-    rebuild(args.results, args.out)
+    rebuild_command(rebuild, __doc__)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ the projected point on seeds 100,101,102 (the command is in projected/comparison
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pandas as pd
 from scipy import stats
+from table import rebuild_command
 
 
 def _mean_halfwidth(values: pd.Series) -> dict[str, float]:
@@ -61,11 +61,7 @@ def rebuild(results: Path, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=Path("bench/results"))
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    args = parser.parse_args()
-    rebuild(args.results, args.out)
+    rebuild_command(rebuild, __doc__)
 
 
 if __name__ == "__main__":

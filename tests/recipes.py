@@ -16,6 +16,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 def load_bench(name: str) -> ModuleType:
     """bench/<name>.py as a module, as `make results` imports it."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # the scripts import their helpers (table.py) as their own run does
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
