@@ -62,6 +62,13 @@ def _clutune(*args: str) -> float:
     return time.perf_counter() - t0
 
 
+def first_and_last_window(frame: pd.DataFrame, requests: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of the stream's first and last WINDOW of its ``requests``: what every late / early compares, wall
+    time and CPU time alike."""
+    k = round(requests * WINDOW)
+    return frame[frame["request"] < k], frame[frame["request"] >= requests - k]
+
+
 def flatness(rows: pd.DataFrame) -> pd.DataFrame:
     """Per method and request kind, pooled over seeds: early and late medians of each wall-time cost column (and
     of sample passes and resident memory), and late / early. Wall time carries the machine's load; see
@@ -71,10 +78,9 @@ def flatness(rows: pd.DataFrame) -> pd.DataFrame:
         eval_seconds=rows["step_seconds"] - rows["seconds"],
     )
     n = int(rows["request"].max()) + 1
-    k = round(n * WINDOW)
     out = []
     for (method, kind), frame in rows.groupby(["method", "kind"]):
-        early, late = frame[frame["request"] < k], frame[frame["request"] >= n - k]
+        early, late = first_and_last_window(frame, n)
         for col in ("seconds", "step_seconds", "samples_processed", "ms_per_k_samples", "eval_seconds", "rss_mb"):
             a, b = float(early[col].median()), float(late[col].median())
             out.append({"method": method, "kind": kind, "column": col, "early": a, "late": b, "late/early": b / a})
@@ -98,10 +104,9 @@ def cpu_ratios(rows: pd.DataFrame) -> pd.DataFrame:
         cpu_eval_seconds=rows["cpu_step_seconds"] - rows["cpu_seconds"],
     )
     n = int(rows["request"].max()) + 1
-    k = round(n * WINDOW)
     out = []
     for (method, kind, seed), frame in rows.groupby(["method", "kind", "seed"]):
-        early, late = frame[frame["request"] < k], frame[frame["request"] >= n - k]
+        early, late = first_and_last_window(frame, n)
         for part, (column, _) in CPU_PARTS.items():
             a, b = float(early[column].median()), float(late[column].median())
             out.append({"method": method, "kind": kind, "seed": seed, "part": part, "early": a, "late": b})
