@@ -26,6 +26,7 @@ record.json is skipped, so an interrupted run continues where it stopped.
 Usage: python bench/tune_defaults.py --dataset digits [--trials 60] [--min-trials 20] [--seeds 0,1] [--pick first]
        [--methods ugclu,er,...] [--sampler gp] [--out bench/results] [--no-write-best] [--set key=value ...]
        [--space bench/spaces/ugclu-wide.yaml]  (one method: a space other than its shipped one)
+       python bench/tune_defaults.py --dataset digits --out DIR --apply  (write DIR's recorded picks to the defaults)
 """
 
 from __future__ import annotations
@@ -67,14 +68,45 @@ def _fmt(v: object) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def write_best(method: str, dataset: str, params: dict, budget: int | None, note: str) -> None:
-    path = BEST_DIR / f"{method}-{dataset}.yaml"
+def write_best(
+    method: str, dataset: str, params: dict, budget: int | None, note: str, best_dir: Path = BEST_DIR
+) -> None:
+    path = best_dir / f"{method}-{dataset}.yaml"
     current = yaml.safe_load(path.read_text()) if path.exists() else {}
     current = current or {}
     if budget is not None:
         current["buffer_size"] = budget
     current.update(params)
     path.write_text(f"# {note}\n" + yaml.safe_dump(current, sort_keys=False))
+
+
+def note_of(record: dict, run: dict, preset: str) -> str:
+    """The header line of a shipped default: how its search ended and how its pick was confirmed, from the record
+    alone, so that a default written now and one written from the committed records later read the same."""
+    ended = spent(record["trials"], record["cap"], record["converged"])
+    diverged = f"{record.get('diverged_runs', 0)} of {record.get('stability_runs', 0)} runs diverged"
+    return (
+        f"Tuned by bench/tune_defaults.py: {record['sampler']} search, {ended}, x seeds {record['seeds']} on "
+        f"{preset}, objectives {OBJECTIVES} as mean + {KAPPA} x std, buffer {run['budget']}; pick: {record['pick']}; "
+        f"confirmed on seeds {record['stability_seeds']} with a neighbour ({diverged})."
+    )
+
+
+def apply(results: Path, dataset: str, best_dir: Path = BEST_DIR) -> list[str]:
+    """Write every method's pick under results/tuning-<dataset>/ to the shipped defaults, searching nothing: the
+    defaults are derived from the committed records, so a search run with --no-write-best can be reviewed first."""
+    folder = results / f"tuning-{dataset}"
+    if not (folder / "run.json").exists():
+        raise SystemExit(f"error: no tuning records at {folder} (run.json is missing)")
+    run = json.loads((folder / "run.json").read_text())
+    records = records_of(folder)
+    if not records:
+        raise SystemExit(f"error: no method's record.json under {folder}")
+    for method, record in records.items():
+        budget = run["budget"] if _has(method, "buffer_size") else None
+        note = note_of(record, run, f"{dataset}-agnostic-class")
+        write_best(method, dataset, record["params"], budget, note, best_dir)
+    return list(records)
 
 
 def table(records: dict[str, dict]) -> str:
@@ -209,7 +241,14 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra config overrides")
     parser.add_argument("--space", help="a search space file instead of the method's shipped one (one method)")
     parser.add_argument("--pick", default="first", choices=["first", "knee"], help="sweep.pick on the front")
+    parser.add_argument(
+        "--apply", action="store_true", help="search nothing: write the picks recorded under --out to the defaults"
+    )
     args = parser.parse_args()
+    if args.apply:
+        written = apply(Path(args.out), args.dataset)
+        print(f"wrote {len(written)} defaults to {BEST_DIR}: {', '.join(written)}")
+        return
     if args.space and "," in args.methods:
         parser.error("--space is one method's space: give --methods with one method")
     preset = f"{args.dataset}-agnostic-class"
@@ -287,14 +326,8 @@ def main() -> None:
             "pick": f"{args.pick}",
             "stability_seeds": CONFIRM_SEEDS,
         }
-        ended = spent(len(summary.trials), args.trials, converged)
-        diverged = f"{confirmed.get('diverged_runs', 0)} of {confirmed.get('stability_runs', 0)} runs diverged"
-        note = (
-            f"Tuned by bench/tune_defaults.py: {args.sampler} search, {ended}, x seeds {seeds} on {preset}, "
-            f"objectives {OBJECTIVES} as mean + {KAPPA} x std, buffer {budget}; pick: {args.pick}; confirmed on "
-            f"seeds {CONFIRM_SEEDS} with a neighbour ({diverged})."
-        )
         if not args.no_write_best:
+            note = note_of(record, run, preset)
             write_best(method, args.dataset, params, budget if _has(method, "buffer_size") else None, note)
         print(f"{method}: {json.dumps(record)}", flush=True)
         (folder / method / "record.json").write_text(json.dumps(record, indent=1) + "\n")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
@@ -79,6 +80,45 @@ def test_tuning_rebuild_records_the_optimism_and_how_each_search_ended(tmp_path)
     assert tune_defaults.spent(51, 60, False).startswith("51 trials, stopped by the convergence rule short of the cap")
     assert tune_defaults.spent(60, 60, False) == "60 trials, the cap, not converged"
     assert tune_defaults.spent(40, 60, True) == "converged at 40 trials, cap 60"
+
+
+def test_apply_writes_each_recorded_pick_to_the_defaults_with_how_its_search_ended(tmp_path):
+    folder = tmp_path / "results" / "tuning-digits"
+    for method in ("er", "finetune"):
+        (folder / method).mkdir(parents=True)
+    run = {"command": "python bench/tune_defaults.py --dataset digits", "cap": 120, "budget": 200}
+    (folder / "run.json").write_text(json.dumps(run))
+    record = {"trials": 120, "cap": 120, "converged": False, "sampler": "gp", "seeds": [0, 1], "pick": "first"}
+    record |= {"stability_seeds": [100, 101, 102], "diverged_runs": 1, "stability_runs": 6}
+    (folder / "er" / "record.json").write_text(json.dumps(record | {"params": {"lr": 0.03, "unlearn_lr": 2e-4}}))
+    converged = record | {"trials": 44, "converged": True, "diverged_runs": 0}
+    (folder / "finetune" / "record.json").write_text(json.dumps(converged | {"params": {"lr": 0.002}}))
+    best = tmp_path / "best"
+    best.mkdir()
+    (best / "er-digits.yaml").write_text("# before\nlr: 0.5\nepochs_per_learn: 20\n")
+    assert tune_defaults.apply(tmp_path / "results", "digits", best) == ["finetune", "er"]
+    er = (best / "er-digits.yaml").read_text()
+    assert yaml.safe_load(er) == {"lr": 0.03, "epochs_per_learn": 20, "buffer_size": 200, "unlearn_lr": 2e-4}
+    assert "120 trials, the cap, not converged" in er.splitlines()[0] and "1 of 6 runs diverged" in er
+    finetune = (best / "finetune-digits.yaml").read_text()
+    assert yaml.safe_load(finetune) == {"lr": 0.002}  # finetune keeps no buffer: no budget written
+    assert "converged at 44 trials, cap 120" in finetune.splitlines()[0]
+    with pytest.raises(SystemExit, match="no tuning records"):
+        tune_defaults.apply(tmp_path / "results", "mnist1d", best)
+
+
+@pytest.mark.parametrize("dataset", sorted(tune_defaults.BUDGETS))
+def test_every_shipped_default_holds_the_pick_of_its_committed_tuning_record(dataset):
+    """The defaults are derived from the committed records (`--apply`): a hand edit or a forgotten apply fails."""
+    folder = BENCH / "results" / f"tuning-{dataset}"
+    run = json.loads((folder / "run.json").read_text())
+    records = tune_defaults.records_of(folder)
+    assert records, folder
+    for method, record in records.items():
+        shipped = yaml.safe_load((tune_defaults.BEST_DIR / f"{method}-{dataset}.yaml").read_text())
+        assert {k: shipped.get(k) for k in record["params"]} == record["params"], method
+        if tune_defaults._has(method, "buffer_size"):
+            assert shipped["buffer_size"] == run["budget"], method
 
 
 def _arm_rows(arm: str) -> pd.DataFrame:
