@@ -1,11 +1,13 @@
 """README's comparison tables: every method at equal memory, on fresh seeds, with its tuned defaults.
 
 For each preset of a dataset (agnostic-class and random) and each of the dataset's two memory budgets, runs
-`clutune compare` over all methods (exact retrain included, as the noise floor) on the confirmation seeds
-100, 101, 102 (never used for tuning), with `--set buffer_size=B` so every replaying method keeps the same
-number of samples. The raw records are bench/results/compare-runs/<preset>-b<B>/: results.parquet (every run's
-rows, all batches together: the folders `clutune aggregate bench/results/compare-runs/*` summarises) and
-commands.json (the exact commands, with their wall seconds where they were timed).
+`clutune compare` over all methods (exact retrain included, as the noise floor) on the fresh seeds
+100-104 (never used for tuning), scored against an oracle ensemble of M = 8 members per scored request
+(`oracle.ensemble`: the floor comes from the members' pairwise KL, not from one oracle draw), with
+`--set buffer_size=B` so every replaying method keeps the same number of samples. The raw records are
+bench/results/compare-runs/<preset>-b<B>/: results.parquet (every run's rows, all batches together: the folders
+`clutune aggregate bench/results/compare-runs/*` summarises) and commands.json (the exact commands, with their
+wall seconds where they were timed).
 
 `rebuild(results, out)` derives everything else from those records alone, in seconds: each table
 compare-<preset>-b<B>.md (the commands first; marks against the best approximate method of each column, retrain
@@ -18,17 +20,16 @@ samples_processed ratio of ugclu to an exact retrain (a cost claim holds per sce
 Methods can be run in batches (`--batch NAME --methods ...`, each its own `clutune compare` folder on the same
 cached oracles); every run of the script gathers all batches found.
 
-`--ensemble M` (M >= 2) scores against M oracle members, which adds the ensemble columns and KLoM beside its floor
-(3 seeds against M = 8: the counts bench/results/klom_power.md chose). Its folders, tables and rows are apart from
-the M = 1 ones, so the aggregate's scenarios are not counted twice: runs/compare-m<M>/, bench/results/
-compare-m<M>-<preset>-b<B>.md, and bench/results/klom-runs/<preset>-b<B>-m<M>/ (results.parquet, commands.json,
-klom.csv.gz: KLoM per scored request, and klom_summary.csv: KLoM pooled over the requests, which needs the
-members' margins and so is kept as the command wrote it; the committed one was transcribed from the table the
-command printed, at its 3 significant figures, since the margins behind it were not kept).
+With M >= 2 (the default 8) a table adds the ensemble columns (`kl_over_floor`: KL to a member over the
+members' floor), KLoM beside its floor and the floor of every scored request with its interval; the kept records
+then also hold klom.csv.gz (KLoM per scored request) and klom_summary.csv (KLoM pooled over the requests, which
+needs the members' margins and so is kept as the command wrote it). `--ensemble 1` scores against one oracle.
+`--study` keeps a run's records apart from the published tables (bench/results/klom-runs/<preset>-b<B>-m<M>/,
+table compare-m<M>-<preset>-b<B>.md), so a side study is never counted in the aggregates.
 `--oracle-cache DIR` trains the oracles into DIR (a fresh folder: the cost of a table from scratch).
 
 Usage: python bench/compare_tables.py --dataset digits|mnist1d [--methods ...] [--batch NAME] [--tables-only]
-       [--presets random] [--budgets 200] [--ensemble 8] [--oracle-cache DIR]
+       [--presets random] [--budgets 200] [--seeds 100,...] [--ensemble 8] [--study] [--oracle-cache DIR]
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ from clutune.platform.run.compare import format_table, summary_table
 
 BUDGETS = {"digits": (200, 500), "mnist1d": (500, 1000)}
 METHODS = "retrain,ugclu,finetune,er,derpp,ewc,lwf,ga,rl,salun,sfron,scrub"
-SEEDS = "100,101,102"
+SEEDS = "100,101,102,103,104"  # fresh seeds, never used for tuning
+ENSEMBLE_MEMBERS = 8  # oracle members per scored request in the published tables
 PRESETS = ("agnostic-class", "random")
 SUMMARY = "compare-tables.json"
 # The columns docs/benchmarks.md repeats of each table, and those compare-tables.json ranks in full
@@ -60,6 +62,7 @@ SHOWN += ("forgetting", "samples_processed")
 RANKED = ("kl_oracle_all", "avg_gap")
 ENSEMBLE = ("kl_over_floor",)  # with an oracle ensemble: each method's KL to a member over the members' floor
 COST = ("ugclu", "retrain")  # the samples_processed ratio README quotes: UG-CLU against an exact retrain
+MEMBERS = re.compile(r"oracle\.ensemble=(\d+)")
 FOLDER = re.compile(r"(?P<preset>(?P<dataset>[a-z0-9]+)-(?P<kind>.+))-b(?P<budget>\d+)(?:-m(?P<members>\d+))?")
 
 
@@ -72,12 +75,20 @@ def main() -> None:
     parser.add_argument("--tables-only", action="store_true", help="only gather the records of earlier batches")
     parser.add_argument("--presets", default=",".join(PRESETS), help="which of agnostic-class,random")
     parser.add_argument("--budgets", default=None, help="which of the dataset's budgets (default both)")
-    parser.add_argument("--ensemble", type=int, default=1, help="oracle members per scored request (KLoM from 2)")
+    parser.add_argument("--seeds", default=SEEDS, help="the fresh seeds every method runs on")
+    parser.add_argument(
+        "--ensemble", type=int, default=ENSEMBLE_MEMBERS, help="oracle members per scored request (KLoM from 2)"
+    )
+    parser.add_argument(
+        "--study", action="store_true", help="keep the records apart from the published tables (klom-runs/)"
+    )
     parser.add_argument("--oracle-cache", default=None, help="oracle.cache_dir for the commands")
     args = parser.parse_args()
     results = Path("bench/results")
-    tag = f"-m{args.ensemble}" if args.ensemble > 1 else ""
-    root = Path(args.out or f"runs/compare{tag}")
+    if args.ensemble < 1:
+        parser.error(f"--ensemble must be >= 1, not {args.ensemble}")
+    tag = f"-m{args.ensemble}" if args.study else ""
+    root = Path(args.out or f"runs/compare-m{args.ensemble}")
     budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else BUDGETS[args.dataset]
     extra = [f"oracle.ensemble={args.ensemble}"] if args.ensemble > 1 else []
     extra += [f"oracle.cache_dir={args.oracle_cache}"] if args.oracle_cache else []
@@ -85,7 +96,7 @@ def main() -> None:
         for budget in budgets:
             base = f"{preset}-b{budget}"
             out = root / f"{base}-{args.batch}"
-            cmd = _command(preset, out, args.methods, budget, extra, root)
+            cmd = _command(preset, out, args.methods, budget, extra, root, args.seeds)
             if not args.tables_only:
                 print("clutune " + " ".join(cmd), flush=True)
                 t0 = time.perf_counter()
@@ -93,7 +104,8 @@ def main() -> None:
                 (out / "wall_seconds.json").write_text(json.dumps({"wall_seconds": time.perf_counter() - t0}))
             batches = [p.parent for p in sorted(root.glob(f"{base}-*/results.parquet"))]
             kept = results / "klom-runs" / f"{base}{tag}" if tag else results / "compare-runs" / base
-            _keep(batches, kept, [_command(preset, b, _methods(b), budget, extra, root) for b in batches], bool(tag))
+            commands = [_command(preset, b, _methods(b), budget, extra, root, args.seeds) for b in batches]
+            _keep(batches, kept, commands, args.ensemble > 1)
     rebuild(results, results)
     for preset in (f"{args.dataset}-{p}" for p in args.presets.split(",")):
         for budget in budgets:
@@ -117,8 +129,8 @@ def _keep(batches: list[Path], kept: Path, commands: list[list[str]], klom: bool
         pooled.to_csv(kept / "klom_summary.csv", index=False)
 
 
-def _command(preset: str, out: Path, methods: str, budget: int, extra: list[str], root: Path) -> list[str]:
-    cmd = ["compare", "--config", preset, "--methods", methods, "--seeds", SEEDS, "--out", str(out)]
+def _command(preset: str, out: Path, methods: str, budget: int, extra: list[str], root: Path, seeds: str) -> list[str]:
+    cmd = ["compare", "--config", preset, "--methods", methods, "--seeds", seeds, "--out", str(out)]
     cmd += ["--set", f"buffer_size={budget}", *(a for e in extra for a in ("--set", e)), "--overwrite"]
     return [*cmd, "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"]
 
@@ -149,7 +161,7 @@ def rebuild(results: Path, out: Path) -> None:
             text += "\n\n" + klom_markdown(pooled.sort_values(["split", "klom_mean"], kind="stable"))
             text += "\n" + _floor_table(rows)
         (out / f"{name}.md").write_text(_header(folder, rows) + text + "\n")
-        tables[name] = summarise(folder.name, rows, table)
+        tables[name] = summarise(folder, rows, table) | {"published": folder.parent.name == "compare-runs"}
         if (folder / "klom_summary.csv").exists():
             tables[name]["ensemble"] = ensemble(folder, rows)
     (out / SUMMARY).write_text(json.dumps(finite_json({"tables": tables, **findings(tables)}), indent=1) + "\n")
@@ -197,9 +209,9 @@ def _floor_table(rows: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarise(folder: str, rows: pd.DataFrame, table: pd.DataFrame) -> dict:
+def summarise(folder: Path, rows: pd.DataFrame, table: pd.DataFrame) -> dict:
     """One table's numbers as README quotes them (see the module docstring)."""
-    match = FOLDER.fullmatch(folder)
+    match = FOLDER.fullmatch(folder.name)
     assert match is not None
     shown = [*SHOWN, *(m for m in ENSEMBLE if m in rows)]
     per_run = rows.groupby(["method", "seed"])[shown].mean()
@@ -232,18 +244,25 @@ def summarise(folder: str, rows: pd.DataFrame, table: pd.DataFrame) -> dict:
             },
         }
     return {
-        "file": f"{_table_name(folder)}.md",
+        "file": f"{_table_name(folder.name)}.md",
         "dataset": match["dataset"],
         "preset": match["preset"],
         "kind": "class" if "class" in match["kind"] else "random",
         "budget": int(match["budget"]),
-        "members": int(match["members"] or 1),
+        "members": _members(folder),
         "seeds": sorted(int(s) for s in rows["seed"].unique()),
         "paired": bool(table.attrs["paired"]),
         "exact": exact,
         "metrics": metrics,
         "cost": _cost(per_run),
     }
+
+
+def _members(folder: Path) -> int:
+    """Oracle members per scored request, as the kept commands set them (one where none does)."""
+    found = {int(m) for c in json.loads((folder / "commands.json").read_text()) for m in MEMBERS.findall(c["command"])}
+    assert len(found) <= 1, f"{folder}: batches with different oracle ensembles {sorted(found)}"
+    return found.pop() if found else 1
 
 
 def ensemble(folder: Path, rows: pd.DataFrame) -> dict:
@@ -292,11 +311,12 @@ def _cost(per_run: pd.DataFrame) -> dict | None:
 
 
 def findings(tables: dict[str, dict]) -> dict:
-    """What the prose claims, computed over the M = 1 tables: per dataset, the best approximate method of each
-    ranked column per table, in how many of them UG-CLU is that method, the runner-up's Holm p where it is, and
-    how far above the floor UG-CLU's KL sits; the cost ratio per dataset and scenario kind. Tables without ugclu
-    or retrain (a partial batch) give no UG-CLU findings and no cost."""
-    plain = {name: t for name, t in tables.items() if t["members"] == 1}
+    """What the prose claims, computed over the published tables (compare-runs/, not a study's klom-runs/): per
+    dataset, the best approximate method of each ranked column per table, in how many of them UG-CLU is that
+    method, the runner-up's Holm p where it is, and how far above the floor UG-CLU's KL sits; the cost ratio per
+    dataset and scenario kind. Tables without ugclu or retrain (a partial batch) give no UG-CLU findings and no
+    cost."""
+    plain = {name: t for name, t in tables.items() if t["published"]}
     by_dataset = {}
     for dataset in sorted({t["dataset"] for t in plain.values()}):
         mine = [t for t in plain.values() if t["dataset"] == dataset]

@@ -78,7 +78,9 @@ def test_compare_tables_rebuilds_its_tables_from_earlier_batches(tmp_path):
                 for r in range(3)
             ]
             pd.DataFrame(rows).to_parquet(folder / "results.parquet")
-    out = _run("compare_tables.py", "--dataset", "digits", "--out", "runs", "--tables-only", cwd=tmp_path)
+    out = _run(
+        "compare_tables.py", "--dataset", "digits", "--out", "runs", "--tables-only", "--ensemble", "1", cwd=tmp_path
+    )
     tables = sorted((tmp_path / "bench" / "results").glob("compare-*.md"))
     assert [p.name for p in tables] == [
         "compare-digits-agnostic-class-b200.md",

@@ -57,3 +57,17 @@ def test_the_quoted_p_is_holm_over_paired_t_tests_against_the_best_approximate_m
     long = pd.read_csv(RESULTS / "compare-mnist1d-random-b500.csv").query("metric == 'kl_oracle_all'")
     assert set(long["comparator"]) == {best}
     assert dict(zip(long["method"], long["p_holm"], strict=True))[others[0]] == pytest.approx(_holm(raw)[0])
+
+
+def test_a_table_knows_its_oracle_members_from_its_kept_commands(tmp_path):
+    members = load_bench("compare_tables")._members
+    command = "clutune compare --config digits-random --seeds 100,101 --set buffer_size=200"
+    (tmp_path / "commands.json").write_text(json.dumps([{"command": command, "wall_seconds": None}]))
+    assert members(tmp_path) == 1
+    batches = [{"command": f"{command} --set oracle.ensemble=8", "wall_seconds": 3}] * 2
+    (tmp_path / "commands.json").write_text(json.dumps(batches))
+    assert members(tmp_path) == 8
+    batches[1] = {"command": f"{command} --set oracle.ensemble=4", "wall_seconds": 3}
+    (tmp_path / "commands.json").write_text(json.dumps(batches))
+    with pytest.raises(AssertionError, match="different oracle ensembles"):
+        members(tmp_path)
