@@ -48,8 +48,15 @@ def summary(result: Aggregate) -> dict:
         left_out: {r.method: int(r.rank) for r in frame.dropna(subset=["rank"]).itertuples()}
         for left_out, frame in loso.groupby("left_out", sort=False)
     }
+    seeds = result.scores[result.scores["method"] == top].groupby("scenario")["seed"].nunique()
     return {
         "scenarios": sorted(set(result.scores["scenario"])),
+        # where each scenario's floor comes from (the oracle members' pairwise KL, or retrain runs) and how many
+        # values it is the mean of: the prose names the floor by what it is
+        "floors": {
+            r.scenario: {"source": r.source, "n": int(r.n), "floor": r.floor} for r in result.floors.itertuples()
+        },
+        "seeds_per_scenario": sorted({int(n) for n in seeds}),
         "methods": {
             r.method: {
                 "iqm": r.iqm,
