@@ -169,6 +169,13 @@ def header(run: dict, preset: str) -> str:
     return text + f"\n\nCommand: `{run['command']}`\n\n"
 
 
+def complete_trials(folder: Path) -> int | None:
+    """How many of a search's trials ran every request (the only ones its verdict and front count); None where
+    the search's history was not kept."""
+    curve = folder / f"{CSV}.gz"
+    return int(pd.read_csv(curve)["complete"].sum()) if curve.exists() else None
+
+
 def records_of(folder: Path) -> dict[str, dict]:
     """Each method's record under a tuning folder, in the order of METHODS, then any other."""
     found = {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/record.json")}
@@ -189,16 +196,24 @@ def rebuild(results: Path, out: Path) -> None:
         summary = {
             "run": run,
             "methods": {
-                m: {**r, "optimism": optimism(r), "histories": (folder / m / "trials.csv.gz").exists()}
+                m: {
+                    **r,
+                    "optimism": optimism(r),
+                    "histories": (folder / m / "trials.csv.gz").exists(),
+                    "complete": complete_trials(folder / m),
+                }
                 for m, r in records.items()
             },
             "count": len(records),
             "converged": sum(bool(r.get("converged")) for r in records.values()),
+            # searches that spent the whole cap without a converged verdict
+            "at_cap": sum(not r.get("converged") and r["trials"] >= run["cap"] for r in records.values()),
         }
         previous = folder / "previous.json"
         if previous.exists():
             before = json.loads(previous.read_text())
             summary["previous"] = {m: r["confirmed_mean_kl_oracle_all"] for m, r in before["records"].items()}
+            summary["previous_converged"] = sum(bool(r.get("converged")) for r in before["records"].values())
             summary["same_pick_as_previous"] = [
                 m
                 for m, r in records.items()
