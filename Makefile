@@ -28,6 +28,7 @@ demo: $(STAMP)
 # Everything, the slowest 25 tests named at the end (docs/testing.md has the measured times).
 test: $(STAMP)
 	$(BIN)/ruff check clutune tests bench
+	$(BIN)/ruff format --check clutune tests bench
 	$(MAKE) docs
 	$(BIN)/python -m pytest --durations=25
 
@@ -36,6 +37,7 @@ test: $(STAMP)
 # it covers.
 test-fast: $(STAMP)
 	$(BIN)/ruff check clutune tests bench
+	$(BIN)/ruff format --check clutune tests bench
 	$(BIN)/python -m pytest -m "not slow" --durations=25
 
 # The documentation site into site/; --strict turns every warning (a broken link, an unknown page in nav, a
@@ -55,3 +57,4 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check clutune tests bench
+	$(BIN)/ruff format --check clutune tests bench

@@ -470,8 +470,12 @@ def _valid_arguments(function: str, case: Case, draw: Any) -> dict[str, Any]:
         "run": lambda: {**runs, "method": "finetune", "out": as_path(case.out), "seed": 0},
         "compare": lambda: {**runs, "methods": ["finetune"], "out": as_path(case.out), "seeds": [0]},
         "study": lambda: {**runs, "methods": ["finetune"], "out": as_path(case.out)},
-        "sweep": lambda: {**runs, "method": "finetune", "trials": 1,
-                          "overrides": {**runs["overrides"], "sweep.storage_path": str(case.out)}},  # fmt: skip
+        "sweep": lambda: {
+            **runs,
+            "method": "finetune",
+            "trials": 1,
+            "overrides": {**runs["overrides"], "sweep.storage_path": str(case.out)},
+        },  # fmt: skip
         "aggregate": lambda: {"folders": [received()], "out": as_path(case.out)},
         "oracles": lambda: {"cache_dir": as_path(case.ws.cache), "log": _quiet},
         "report": lambda: {"source": received(), "out": as_path(case.out / "r.html"), "tracking_uri": store},

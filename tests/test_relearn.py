@@ -54,8 +54,10 @@ def run_rows(prep: Any, method: str, seed: int, **hp: Any) -> list[dict[str, Any
 
 def test_retrain_has_no_relearn_gap_and_gradient_ascent_a_clear_one(tmp_path: Path) -> None:
     prep = prepare(config(tmp_path / "oracles", RANDOM_UNLEARN, {"relearn": ATTACK}))
-    gaps = {m: [run_rows(prep, m, s, **hp)[2]["relearn_gap"] for s in (0, 1, 2)] for m, hp in
-            (("retrain", {}), ("ga", {"epochs_per_learn": 5}))}
+    gaps = {
+        m: [run_rows(prep, m, s, **hp)[2]["relearn_gap"] for s in (0, 1, 2)]
+        for m, hp in (("retrain", {}), ("ga", {"epochs_per_learn": 5}))
+    }
     _, lo, hi, n = t_interval(gaps["retrain"])
     assert n == 3 and lo <= 0 <= hi, gaps["retrain"]
     mean, lo, _, _ = t_interval(gaps["ga"])

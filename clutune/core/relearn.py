@@ -111,6 +111,7 @@ def relearn_columns(
     eval_batch_size: int,
 ) -> dict[str, float]:
     """The columns the module's docstring defines; the oracle's, and the gap, NaN where the request has none."""
+
     def scored(net: nn.Module) -> tuple[float, float]:
         """(forget accuracy after the attack, its recovery: after minus before)."""
         before = forget_accuracy(net, dataset, forget, to_inputs, eval_batch_size)

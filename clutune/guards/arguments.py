@@ -123,4 +123,3 @@ def check_overrides(value: object) -> None:
 def check_log(value: object) -> None:
     if not callable(value):
         raise UserError(f"log={value!r}: expected a function taking one line of text")
-

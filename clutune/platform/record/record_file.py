@@ -146,9 +146,7 @@ def require_record(folder: ReceivedFolder) -> dict[str, Any]:
     """The folder's record, validated; a folder without one was not written by clutune."""
     record = read_record(folder)
     if record is None:
-        raise UserError(
-            f"{folder.given} has no {RECORD_FILE}: not a folder written by clutune run/compare/study/sweep"
-        )
+        raise UserError(f"{folder.given} has no {RECORD_FILE}: not a folder written by clutune run/compare/study/sweep")
     return record
 
 

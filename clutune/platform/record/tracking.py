@@ -359,4 +359,3 @@ def ensure_experiment(client: Any, experiment: str, uri: str) -> str | None:
 
 def _objectives(config: dict[str, Any]) -> list[str]:
     return list((config.get("sweep") or {}).get("objectives") or [])
-
