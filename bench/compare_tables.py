@@ -100,7 +100,7 @@ def main() -> None:
             if not args.tables_only:
                 print("clutune " + " ".join(cmd), flush=True)
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "clutune.cli", *cmd], check=True, stdout=subprocess.DEVNULL)
+                _run(cmd, out)
                 (out / "wall_seconds.json").write_text(json.dumps({"wall_seconds": time.perf_counter() - t0}))
             batches = [p.parent for p in sorted(root.glob(f"{base}-*/results.parquet"))]
             kept = results / "klom-runs" / f"{base}{tag}" if tag else results / "compare-runs" / base
@@ -112,21 +112,63 @@ def main() -> None:
             print((results / f"compare{tag}-{preset}-b{budget}.md").read_text(), flush=True)
 
 
+def _run(cmd: list[str], out: Path) -> None:
+    """One `clutune compare`. It refuses to summarise a grid in which runs diverged; for a published table a
+    divergence is a result, so which runs stopped, at which request and why go to out/diverged.json (their rows
+    stop there) and the table is built without them. Any other failure stops the script."""
+    done = subprocess.run(
+        [sys.executable, "-m", "clutune.cli", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    sys.stderr.write(done.stderr)
+    if done.returncode == 0:
+        return
+    rows = pd.read_parquet(out / "results.parquet") if (out / "results.parquet").exists() else None
+    stopped = stopped_runs(rows) if rows is not None else []
+    errors = [line for line in done.stderr.splitlines() if line.startswith("clutune: error:")]
+    if not stopped or not errors or "runs diverged" not in errors[-1]:
+        raise SystemExit(f"error: `clutune {' '.join(cmd)}` failed (exit {done.returncode})")
+    (out / "diverged.json").write_text(json.dumps({"error": errors[-1], "runs": stopped}, indent=1) + "\n")
+
+
+def stopped_runs(rows: pd.DataFrame) -> list[dict]:
+    """The (method, seed) runs whose rows stop before the grid's last request, with the request they stopped
+    at: a run that diverged writes no row from there on."""
+    last = int(rows["request"].max())
+    ends = rows.groupby(["method", "seed"])["request"].max()
+    return [{"method": str(m), "seed": int(s), "request": int(r) + 1} for (m, s), r in ends.items() if r < last]
+
+
 def _keep(batches: list[Path], kept: Path, commands: list[list[str]], klom: bool) -> None:
     """The raw records of one table: every batch's rows together, the commands with their wall seconds and,
-    with an oracle ensemble, KLoM per request and pooled."""
+    with an oracle ensemble, KLoM per request and pooled (from the batches that finished: a batch with a
+    diverged run stops before KLoM). The rows of runs that diverged go to diverged.parquet, with what stopped
+    them in diverged.json, so results.parquet (what the table and the aggregates read) holds complete runs only."""
     kept.mkdir(parents=True, exist_ok=True)
     rows = pd.concat([pd.read_parquet(b / "results.parquet") for b in batches], ignore_index=True)
-    rows.to_parquet(kept / "results.parquet", index=False, compression="zstd")
+    stopped = [r for b in batches if (b / "diverged.json").exists() for r in _diverged(b)]
+    lost = rows.set_index(["method", "seed"]).index.isin([(r["method"], r["seed"]) for r in stopped])
+    rows[~lost].to_parquet(kept / "results.parquet", index=False, compression="zstd")
+    for name in ("diverged.parquet", "diverged.json"):
+        (kept / name).unlink(missing_ok=True)
+    if stopped:
+        rows[lost].to_parquet(kept / "diverged.parquet", index=False, compression="zstd")
+        (kept / "diverged.json").write_text(json.dumps(stopped, indent=1) + "\n")
     timed = [
         {"command": "clutune " + " ".join(c), "wall_seconds": _wall(b)} for b, c in zip(batches, commands, strict=True)
     ]
     (kept / "commands.json").write_text(json.dumps(timed, indent=1) + "\n")
-    if klom:
-        per_request = pd.concat([pd.read_csv(b / "klom.csv") for b in batches], ignore_index=True)
+    finished = [b for b in batches if (b / "klom.csv").exists()]
+    if klom and finished:
+        per_request = pd.concat([pd.read_csv(b / "klom.csv") for b in finished], ignore_index=True)
         per_request.to_csv(kept / "klom.csv.gz", index=False)
-        pooled = pd.concat([pd.read_csv(b / "klom_summary.csv") for b in batches], ignore_index=True)
+        pooled = pd.concat([pd.read_csv(b / "klom_summary.csv") for b in finished], ignore_index=True)
         pooled.to_csv(kept / "klom_summary.csv", index=False)
+
+
+def _diverged(batch: Path) -> list[dict]:
+    """A batch's diverged runs, each with the error line the command ended on."""
+    record = json.loads((batch / "diverged.json").read_text())
+    return [{**run, "error": record["error"]} for run in record["runs"]]
 
 
 def _command(preset: str, out: Path, methods: str, budget: int, extra: list[str], root: Path, seeds: str) -> list[str]:
@@ -185,10 +227,22 @@ def _header(folder: Path, rows: pd.DataFrame) -> str:
         for c in commands
     )
     seeds = ",".join(str(s) for s in sorted(rows["seed"].unique()))
+    lost = "".join(
+        f" {r['method']} diverged on seed {r['seed']} at request {r['request']}: that run is left out of the table"
+        " (its rows are in diverged.parquet), so its cells are over the other seeds and flatter it, and its tests"
+        " pair the seeds both methods ran."
+        for r in diverged(folder)
+    )
     return (
         f"{lines}\n\n{match['preset']}, buffer {match['budget']} for every replaying method, over seeds {seeds}, "
-        "each run's mean over its requests.\n\n"
+        f"each run's mean over its requests.{lost}\n\n"
     )
+
+
+def diverged(folder: Path) -> list[dict]:
+    """The runs of a kept table that diverged (none where diverged.json is absent)."""
+    path = folder / "diverged.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def _floor_table(rows: pd.DataFrame) -> str:
@@ -255,6 +309,7 @@ def summarise(folder: Path, rows: pd.DataFrame, table: pd.DataFrame) -> dict:
         "exact": exact,
         "metrics": metrics,
         "cost": _cost(per_run),
+        "diverged": [{k: r[k] for k in ("method", "seed", "request")} for r in diverged(folder)],
     }
 
 

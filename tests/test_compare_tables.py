@@ -71,3 +71,32 @@ def test_a_table_knows_its_oracle_members_from_its_kept_commands(tmp_path):
     (tmp_path / "commands.json").write_text(json.dumps(batches))
     with pytest.raises(AssertionError, match="different oracle ensembles"):
         members(tmp_path)
+
+
+def test_a_diverged_run_is_kept_apart_and_named_above_its_table(tmp_path):
+    tables = load_bench("compare_tables")
+    rows = pd.DataFrame(
+        [
+            {"run_id": f"{m}-{s}", "method": m, "seed": s, "request": r, "kl_oracle_all": 0.1}
+            for m in ("ugclu", "ewc")
+            for s in (100, 101)
+            for r in range(4)
+            if not (m == "ewc" and s == 101 and r >= 2)
+        ]
+    )
+    assert tables.stopped_runs(rows) == [{"method": "ewc", "seed": 101, "request": 2}]
+    batch = tmp_path / "runs" / "digits-random-b200-all"
+    batch.mkdir(parents=True)
+    rows.to_parquet(batch / "results.parquet")
+    error = "clutune: error: 1 of 4 runs diverged, first method ewc, seed 101 at request 2: not finite"
+    (batch / "diverged.json").write_text(json.dumps({"error": error, "runs": tables.stopped_runs(rows)}))
+    kept = tmp_path / "compare-runs" / "digits-random-b200"
+    tables._keep([batch], kept, [["compare", "--methods", "ugclu,ewc"]], klom=True)
+    complete = pd.read_parquet(kept / "results.parquet")
+    assert len(complete) == 12 and not ((complete["method"] == "ewc") & (complete["seed"] == 101)).any()
+    assert len(pd.read_parquet(kept / "diverged.parquet")) == 2 and not (kept / "klom.csv.gz").exists()
+    assert json.loads((kept / "diverged.json").read_text()) == [
+        {"method": "ewc", "seed": 101, "request": 2, "error": error}
+    ]
+    header = tables._header(kept, complete)
+    assert "ewc diverged on seed 101 at request 2: that run is left out of the table" in header

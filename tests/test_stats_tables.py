@@ -132,6 +132,21 @@ def test_paired_runs_use_the_paired_test_and_unpaired_ones_welch():
     )
 
 
+def test_a_method_missing_a_seed_stays_paired_over_the_seeds_both_ran():
+    """A run left out (it diverged) leaves its method four of the five seeds: the table stays paired, and the
+    test pairs the four seeds both methods ran."""
+    a = [0.2, 0.5, 0.8, 0.3, 0.6]
+    b = [v + 0.05 + e for v, e in zip(a, [0.004, -0.003, 0.002, -0.004, 0.001], strict=True)]
+    rows = _results({"a": a, "b": b})
+    rows = rows[~((rows["method"] == "b") & (rows["seed"] == SEEDS[-1]))]
+    table = summary_table(rows)
+    assert table.attrs["paired"] and table.loc["b", ("kl_oracle_all", "n")] == 4
+    assert table.loc["b", ("kl_oracle_all", "p_holm")] == pytest.approx(stats.ttest_rel(a[:4], b[:4]).pvalue, rel=1e-6)
+    disjoint = _results({"a": a[:2], "b": b[:2]})
+    disjoint.loc[disjoint["method"] == "b", "seed"] += 10
+    assert not summary_table(disjoint).attrs["paired"]  # no seed in common: Welch
+
+
 def test_holm_adjusts_step_down_and_stays_monotone():
     # sorted: 0.005 (x5), 0.01 (x4), 0.03 (x3), 0.04 (x2), 0.2 (x1), each at least the one before, capped at 1
     p = [0.01, 0.04, 0.03, 0.2, 0.005]

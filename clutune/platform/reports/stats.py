@@ -72,12 +72,14 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 def is_paired(rows: pd.DataFrame, group: str) -> bool:
-    """Paired runs: every ``group`` value ran the same seeds (once each, at least two) and, where rows name
-    their oracle, every run scored each request against the same oracle."""
+    """Paired runs: every ``group`` value ran seeds of one common set (once each, at least two) and, where rows
+    name their oracle, every run scored each request against the same oracle. A group may lack some of the
+    seeds (a run left out after it diverged): each test then pairs the seeds both groups ran."""
     if "seed" not in rows or rows[group].nunique() < 2:
         return False
-    per_group = rows.groupby(group)["seed"].agg(lambda s: tuple(sorted(set(s))))
-    if per_group.nunique() != 1 or len(per_group.iloc[0]) < 2:
+    per_group = rows.groupby(group)["seed"].agg(lambda s: frozenset(s))
+    common = frozenset().union(*per_group)
+    if any(len(seeds) < 2 for seeds in per_group) or not any(seeds == common for seeds in per_group):
         return False
     runs = rows.groupby([group, "seed"])["run_id"].nunique() if "run_id" in rows else None
     if runs is not None and (runs > 1).any():
