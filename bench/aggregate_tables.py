@@ -29,9 +29,25 @@ AGGREGATES = {"aggregate": "*", "aggregate-digits": "digits-*", "aggregate-mnist
 SUMMARY = "aggregate-tables.json"
 
 
-def command(name: str) -> str:
+def command(name: str, seeds: list[int] | None = None) -> str:
     """The exact command that writes the aggregate ``name`` into bench/results."""
-    return f"clutune aggregate bench/results/compare-runs/{AGGREGATES[name]} --out bench/results/{name}"
+    counted = f" --seeds {','.join(map(str, seeds))}" if seeds else ""
+    return f"clutune aggregate bench/results/compare-runs/{AGGREGATES[name]} --out bench/results/{name}{counted}"
+
+
+def shared_seeds(folders: list[Path]) -> list[int] | None:
+    """The seeds every method ran in every folder, where some folder has more (tables regenerated on more seeds,
+    or a run left out after it diverged): the aggregate counts only those, since it needs each method's runs in
+    equal number per scenario. None where every folder has the same seeds for every method."""
+    per_run = [
+        frozenset(seeds)
+        for f in folders
+        for seeds in pd.read_parquet(f / "results.parquet", columns=["method", "seed"])
+        .groupby("method")["seed"]
+        .agg(frozenset)
+    ]
+    shared = frozenset.intersection(*per_run)
+    return None if all(seeds == shared for seeds in per_run) else sorted(int(s) for s in shared)
 
 
 def summary(result: Aggregate) -> dict:
@@ -90,10 +106,11 @@ def rebuild(results: Path, out: Path) -> None:
     summaries = {}
     for name, pattern in AGGREGATES.items():
         folders = sorted(p for p in (results / "compare-runs").glob(pattern) if (p / "results.parquet").is_file())
-        result = write_aggregate(folders, out / name)
+        seeds = shared_seeds(folders)
+        result = write_aggregate(folders, out / name, seeds=seeds)
         text = (out / name / "aggregate.md").read_text()
-        (out / name / "aggregate.md").write_text(f"`{command(name)}`\n\n{text}")
-        summaries[name] = {"command": command(name), **summary(result)}
+        (out / name / "aggregate.md").write_text(f"`{command(name, seeds)}`\n\n{text}")
+        summaries[name] = {"command": command(name, seeds), "seeds_counted": seeds, **summary(result)}
     (out / SUMMARY).write_text(json.dumps(finite_json(summaries), indent=1, sort_keys=False) + "\n")
 
 

@@ -188,17 +188,22 @@ def sweep(
     return run_sweep(config, options, overrides, Cluster(address, num_cpus, tracking_uri, tracking), log)
 
 
-def aggregate(folders: Sequence[PathLike], *, out: PathLike | None = None) -> Aggregate:
-    """The interquartile mean of each method's KL to the oracle over the retrain noise floor, across the (scenario,
-    seed) runs of several compare or study folders, with stratified bootstrap intervals: ``clutune aggregate``.
-    With ``out`` the table, the scores and the performance profile are also written there."""
+def aggregate(
+    folders: Sequence[PathLike], *, out: PathLike | None = None, seeds: Sequence[int] | None = None
+) -> Aggregate:
+    """The interquartile mean of each method's KL to the oracle over the scenario's noise floor, across the
+    (scenario, seed) runs of several compare or study folders, with stratified bootstrap intervals: ``clutune
+    aggregate``. With ``out`` the table, the scores and the performance profile are also written there. ``seeds``
+    counts only those seeds' runs, so folders run on different numbers of seeds aggregate on the ones they share."""
     check_paths("folders", folders)
     check_optional_path("out", out)
+    if seeds is not None and (not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise UserError(f"aggregate: seeds must be a non-empty list of integers, not {seeds!r}")
     from clutune.platform.reports.aggregate import aggregate as compute
     from clutune.platform.reports.aggregate import write_aggregate
 
     paths = [Path(f) for f in folders]
-    return compute(paths) if out is None else write_aggregate(paths, Path(out))
+    return compute(paths, seeds=seeds) if out is None else write_aggregate(paths, Path(out), seeds=seeds)
 
 
 def oracles(

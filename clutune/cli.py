@@ -202,7 +202,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_aggregate(args: argparse.Namespace) -> int:
     import clutune
 
-    result = clutune.aggregate(args.folders, out=args.out)
+    seeds = None
+    if args.seeds is not None:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",")]
+        except ValueError:
+            raise UserError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
+    result = clutune.aggregate(args.folders, out=args.out, seeds=seeds)
     print(result.to_markdown(), end="")
     written = "aggregate.md, aggregate.csv, scores.csv, floors.csv, leave_one_out.csv and performance_profile.png"
     print(f"wrote {args.out}/{written}")
@@ -336,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("aggregate", help="IQM of KL / retrain noise floor across compare or study folders, with CIs")
     p.add_argument("folders", nargs="+", help="compare or study folders, one scenario each, each with a retrain run")
     p.add_argument("--out", required=True, help="folder for aggregate.md, the CSVs and performance_profile.png")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds: count only their runs (default: all)")
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("export", help="every run of an MLflow experiment as one Parquet table (results schema)")

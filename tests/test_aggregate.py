@@ -192,3 +192,30 @@ def test_leave_one_out_counts_a_repeated_run_in_the_folder_that_remains(tmp_path
     without_first = loso[loso["left_out"] == "s-b200"].set_index("method")
     assert without_first.loc["a", "iqm"] == pytest.approx(2.0)
     assert without_first.loc["b", "iqm"] == pytest.approx(stats.trim_mean([2.0, 5.0], 0.25))
+
+
+def test_seeds_count_only_their_runs_so_unequal_folders_aggregate_on_the_seeds_they_share(folders, tmp_path, capsys):
+    """Every folder gains a seed 2 (a copy of seed 0's runs); one loses b's seed-1 run. The aggregate refuses the
+    unequal counts; with --seeds 0,2 every folder counts those two seeds, and b scores its seed-0 values."""
+    for folder in folders:
+        rows = pd.read_parquet(folder / "results.parquet")
+        extra = rows[rows["seed"] == 0].assign(seed=2, run_id=lambda f: f["method"] + "-2")
+        rows = pd.concat([rows, extra], ignore_index=True)
+        if folder == folders[0]:
+            rows = rows[~((rows["method"] == "b") & (rows["seed"] == 1))]
+        rows.to_parquet(folder / "results.parquet")
+    with pytest.raises(UserError, match="different numbers of runs per scenario"):
+        aggregate(folders, reps=200)
+    out = tmp_path / "agg"
+    assert main(["aggregate", *map(str, folders), "--out", str(out), "--seeds", "0,2"]) == 0
+    scores = pd.read_csv(out / "scores.csv")
+    b = scores[scores["method"] == "b"].sort_values(["scenario", "seed"])
+    assert set(scores["seed"]) == {0, 2} and len(b) == 2 * len(FLOORS)
+    assert b["kl"].tolist() == pytest.approx(
+        [v * f for f, v in zip(FLOORS, B_SCORES[:, 0], strict=True) for _ in (0, 2)]
+    )
+    capsys.readouterr()
+    assert main(["aggregate", *map(str, folders), "--out", str(tmp_path / "x"), "--seeds", "0,7"]) == 2
+    assert "has no run with seed 7" in capsys.readouterr().err
+    assert main(["aggregate", *map(str, folders), "--out", str(tmp_path / "y"), "--seeds", "zero"]) == 2
+    assert "expected integers" in capsys.readouterr().err and not (tmp_path / "y").exists()

@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,11 +158,15 @@ def _fingerprint(run: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def load_scores(folders: list[Path]) -> tuple[pd.DataFrame, list[str], dict[str, Floor]]:
+def load_scores(
+    folders: list[Path], seeds: Collection[int] | None = None
+) -> tuple[pd.DataFrame, list[str], dict[str, Floor]]:
     """Normalised scores of every run of every folder, and each scenario's floor. Refuses (one line) a folder
     that is not a results folder, has no floor to set (neither an ``oracle_floor`` column nor a retrain run), or
     a floor of zero. Returns the scores of the methods present in every folder (``duplicate_of`` names the
-    folder where an identical run was already counted), the names of the others, and the floors."""
+    folder where an identical run was already counted), the names of the others, and the floors. ``seeds``
+    counts only the runs of those seeds (folders run on different seed counts, or a run left out), the floor
+    included where it comes from retrain runs; each must be in every folder."""
     if not folders:
         raise UserError("aggregate: give at least one compare or study folder")
     if len({f.resolve() for f in folders}) != len(folders):
@@ -170,6 +174,11 @@ def load_scores(folders: list[Path]) -> tuple[pd.DataFrame, list[str], dict[str,
     frames, floors, seen = [], {}, {}
     for folder in folders:
         rows = _read_rows(folder)
+        if seeds is not None:
+            missing = sorted(set(seeds) - set(rows["seed"].unique()))
+            if missing:
+                raise UserError(f"aggregate: {folder} has no run with seed {', '.join(map(str, missing))}")
+            rows = rows[rows["seed"].isin(list(seeds))]
         per_run = rows.groupby(["method", "seed", "run_id"])[METRIC].mean().reset_index()
         floor = _floor(folder, rows, per_run)
         scenario = _scenario(folder)
@@ -350,9 +359,10 @@ def _floor_table(floors: dict[str, Floor], rng: np.random.Generator, reps: int) 
     return pd.DataFrame(records)
 
 
-def aggregate(folders: list[Path], reps: int = REPS) -> Aggregate:
-    """IQM with stratified bootstrap intervals and the performance profile of every method in every folder."""
-    scores, skipped, floors = load_scores(folders)
+def aggregate(folders: list[Path], reps: int = REPS, seeds: Collection[int] | None = None) -> Aggregate:
+    """IQM with stratified bootstrap intervals and the performance profile of every method in every folder
+    (only the runs of ``seeds``, where given)."""
+    scores, skipped, floors = load_scores(folders, seeds)
     by_method, floor_values = strata(scores, floors)
     if not by_method:
         raise UserError("aggregate: no method ran in every folder")
@@ -463,13 +473,15 @@ def markdown(result: Aggregate) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_aggregate(folders: list[Path], out: Path, reps: int = REPS) -> Aggregate:
+def write_aggregate(
+    folders: list[Path], out: Path, reps: int = REPS, seeds: Collection[int] | None = None
+) -> Aggregate:
     """Everything checked and computed first; then ``out`` gets aggregate.md, aggregate.csv (the table),
     scores.csv (every run's normalised score), floors.csv (each scenario's floor), leave_one_out.csv (the ranks
     without each scenario) and performance_profile.png."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
-    result = aggregate(folders, reps)
+    result = aggregate(folders, reps, seeds)
     out.mkdir(parents=True, exist_ok=True)
     write_local_text(out / "aggregate.md", markdown(result))
     frames = {"aggregate.csv": result.table, "scores.csv": result.scores, "floors.csv": result.floors}
