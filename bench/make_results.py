@@ -69,6 +69,7 @@ DOC_FIGURES = {
     "docs/img/sampler-study.png": "sampler-study.png",
     "docs/img/packing.png": "packing.png",
     "docs/img/pbt-study-seed0.png": "pbt-study/seed0/pbt-study.png",
+    "docs/img/pbt-study-seed1.png": "pbt-study/seed1/pbt-study.png",
     "docs/long-streams/digits-curves.png": "long-digits-curves.png",
     "docs/long-streams/digits-methods_kl_oracle.png": "long-digits-methods_kl_oracle.png",
     "docs/long-streams/mnist1d-curves.png": "long-mnist1d-curves.png",
