@@ -197,8 +197,8 @@ def aggregate(
     counts only those seeds' runs, so folders run on different numbers of seeds aggregate on the ones they share."""
     check_paths("folders", folders)
     check_optional_path("out", out)
-    if seeds is not None and (not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
-        raise UserError(f"aggregate: seeds must be a non-empty list of integers, not {seeds!r}")
+    if seeds is not None:
+        check_seeds("seeds", seeds)
     from clutune.platform.reports.aggregate import aggregate as compute
     from clutune.platform.reports.aggregate import write_aggregate
 

@@ -120,11 +120,14 @@ def _grid_flags(args: argparse.Namespace) -> dict:
 
 def _methods_and_seeds(args: argparse.Namespace) -> tuple[list[str], list[int]]:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    return methods, _seeds(args.seeds)
+
+
+def _seeds(text: str) -> list[int]:
     try:
-        seeds = [int(s) for s in args.seeds.split(",")]
+        return [int(s) for s in text.split(",")]
     except ValueError:
-        raise UserError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
-    return methods, seeds
+        raise UserError(f"--seeds {text!r}: expected integers separated by commas") from None
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -202,12 +205,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_aggregate(args: argparse.Namespace) -> int:
     import clutune
 
-    seeds = None
-    if args.seeds is not None:
-        try:
-            seeds = [int(s) for s in args.seeds.split(",")]
-        except ValueError:
-            raise UserError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
+    seeds = None if args.seeds is None else _seeds(args.seeds)
     result = clutune.aggregate(args.folders, out=args.out, seeds=seeds)
     print(result.to_markdown(), end="")
     written = "aggregate.md, aggregate.csv, scores.csv, floors.csv, leave_one_out.csv and performance_profile.png"
