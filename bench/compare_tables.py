@@ -40,13 +40,12 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
 from table import finite_json
 
-from clutune.clu.methods import exact_methods, get_method
+from clutune.clu.methods import exact_methods, has_hparam
 from clutune.core.klom import markdown as klom_markdown
 from clutune.platform.reports.stats import long_form
 from clutune.platform.run.compare import format_table, summary_table
@@ -176,7 +175,7 @@ def _command(preset: str, out: Path, methods: str, budget: int, extra: list[str]
     """The batch's `clutune compare`; the buffer is set only where a method of the batch keeps one (compare
     refuses a setting no method of the batch has)."""
     cmd = ["compare", "--config", preset, "--methods", methods, "--seeds", seeds, "--out", str(out)]
-    buffered = any("buffer_size" in {f.name for f in fields(get_method(m).Hparams)} for m in methods.split(","))
+    buffered = any(has_hparam(m, "buffer_size") for m in methods.split(","))
     cmd += ["--set", f"buffer_size={budget}"] if buffered else []
     cmd += [*(a for e in extra for a in ("--set", e)), "--overwrite"]
     return [*cmd, "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"]

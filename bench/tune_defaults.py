@@ -36,7 +36,6 @@ import json
 import shlex
 import sys
 import tempfile
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,7 +43,7 @@ import pandas as pd
 import yaml
 
 import clutune
-from clutune.clu.methods import get_method
+from clutune.clu.methods import has_hparam
 from clutune.platform.search.convergence import CSV
 
 if TYPE_CHECKING:
@@ -58,10 +57,6 @@ KAPPA = 1.0
 # The tuned defaults in this source tree (never an installed copy of the package): winners are committed there.
 BEST_DIR = Path(__file__).resolve().parents[1] / "clutune" / "presets" / "best"
 ROWS_KEPT_BYTES = 5_000_000  # a sweep's per-request rows are kept when their compressed file is at most this
-
-
-def _has(method: str, key: str) -> bool:
-    return key in {f.name for f in fields(get_method(method).Hparams)}
 
 
 def _fmt(v: object) -> str:
@@ -103,7 +98,7 @@ def apply(results: Path, dataset: str, best_dir: Path = BEST_DIR) -> list[str]:
     if not records:
         raise SystemExit(f"error: no method's record.json under {folder}")
     for method, record in records.items():
-        budget = run["budget"] if _has(method, "buffer_size") else None
+        budget = run["budget"] if has_hparam(method, "buffer_size") else None
         note = note_of(record, run, f"{dataset}-agnostic-class")
         write_best(method, dataset, record["params"], budget, note, best_dir)
     return list(records)
@@ -308,7 +303,7 @@ def main() -> None:
             "device=cpu",
             *args.sets,
         ]
-        if _has(method, "buffer_size"):
+        if has_hparam(method, "buffer_size"):
             sets.append(f"buffer_size={budget}")
         with tempfile.TemporaryDirectory() as tmp:
             summary = clutune.sweep(
@@ -343,7 +338,7 @@ def main() -> None:
         }
         if not args.no_write_best:
             note = note_of(record, run, preset)
-            write_best(method, args.dataset, params, budget if _has(method, "buffer_size") else None, note)
+            write_best(method, args.dataset, params, budget if has_hparam(method, "buffer_size") else None, note)
         print(f"{method}: {json.dumps(record)}", flush=True)
         (folder / method / "record.json").write_text(json.dumps(record, indent=1) + "\n")
         rebuild(out, out)

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from clutune.clu.methods import has_hparam
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
@@ -117,7 +119,7 @@ def test_every_shipped_default_holds_the_pick_of_its_committed_tuning_record(dat
     for method, record in records.items():
         shipped = yaml.safe_load((tune_defaults.BEST_DIR / f"{method}-{dataset}.yaml").read_text())
         assert {k: shipped.get(k) for k in record["params"]} == record["params"], method
-        if tune_defaults._has(method, "buffer_size"):
+        if has_hparam(method, "buffer_size"):
             assert shipped["buffer_size"] == run["budget"], method
 
 

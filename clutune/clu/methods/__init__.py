@@ -51,6 +51,12 @@ def get_method(name: str) -> type[Method]:
     return METHODS.get(name)
 
 
+def has_hparam(method: str, key: str) -> bool:
+    """Whether ``method``'s hyperparameters have ``key``: a setting such as ``buffer_size`` is passed only to
+    the methods that keep it."""
+    return key in {f.name for f in dataclasses.fields(get_method(method).Hparams)}
+
+
 def exact_methods(names: Iterable[object]) -> set[str]:
     """Those of ``names`` that are registered methods declaring exact unlearning (:attr:`Method.exact`). A name
     no method is registered under (a trial id, a label in a table) is simply not exact."""
@@ -58,4 +64,13 @@ def exact_methods(names: Iterable[object]) -> set[str]:
     return {str(n) for n in names if str(n) in known and get_method(str(n)).exact}
 
 
-__all__ = ["BUILTIN_METHODS", "METHODS", "BaseHparams", "Method", "exact_methods", "get_method", "method_problem"]
+__all__ = [
+    "BUILTIN_METHODS",
+    "METHODS",
+    "BaseHparams",
+    "Method",
+    "exact_methods",
+    "get_method",
+    "has_hparam",
+    "method_problem",
+]

@@ -15,7 +15,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pandas as pd
 import ray
 from ray import tune
 
-from clutune.clu.methods import get_method
+from clutune.clu.methods import get_method, has_hparam
 from clutune.core.config import Config, ConfigSource, Overrides, bare_overrides, load_config
 from clutune.core.experiment import (
     Prepared,
@@ -200,7 +200,7 @@ def check_grid(config: Config, bare: dict[str, Any], options: GridOptions) -> No
     for m in options.methods:
         get_method(m)
     for key in bare:
-        if not any(_has(m, key) for m in options.methods):
+        if not any(has_hparam(m, key) for m in options.methods):
             methods = ", ".join(options.methods)
             raise UserError(f"--set {key}: none of the methods {methods} has a hyperparameter {key!r}")
     if options.concurrency is not None and options.concurrency < 1:
@@ -227,7 +227,7 @@ def method_grid(
         log(cost)
     fixed, effective = {}, {}
     for m in options.methods:
-        fixed[m] = {k: v for k, v in bare.items() if _has(m, k)}
+        fixed[m] = {k: v for k, v in bare.items() if has_hparam(m, k)}
         hp = method_hparams(config, m, config.dataset.name, fixed[m])
         build_method(prep, m, hp, options.seeds[0])  # refuses a scenario the method cannot serve (clpu)
         effective[m] = {**asdict(hp), "source": hparams_source(m, config.dataset.name)}
@@ -378,10 +378,6 @@ def run_compare(
             oracles_trained=done.oracles_trained,
             seconds=done.seconds,
         )
-
-
-def _has(method: str, key: str) -> bool:
-    return key in {f.name for f in fields(get_method(method).Hparams)}
 
 
 __all__ = [
